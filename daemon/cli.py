@@ -1,0 +1,85 @@
+"""Command-line entry: one argparse parser, one module per subcommand.
+
+Every module in ``daemon.commands`` listed in COMMANDS exposes ``register(subparsers)`` which adds
+its parser and sets ``func`` (``args -> int`` exit code) as the default.
+Exit codes everywhere: 0 all went well, 1 some files were set aside or some work failed,
+2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from daemon import __version__
+
+EXIT_OK = 0
+EXIT_SET_ASIDE = 1
+EXIT_USAGE = 2
+
+# Order here is the order in `--help`.
+COMMANDS = [
+    "run",
+    "status",
+    "demo",
+    "process",
+    "fix_dates",
+    "geotag",
+    "interpolate_direction",
+    "remove_duplicates",
+    "sequence_split",
+    "add_tags",
+    "add_project",
+    "authenticate",
+    "upload",
+    "process_and_upload",
+    "download",
+    "server",
+    "config",
+    "service",
+]
+
+
+class UsageError(Exception):
+    """A bad argument or setting found after parsing; exits 2 with a one-line message."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mapillary-daemon",
+        description="Set-and-forget uploader for street-level imagery, and the jobs of the old "
+        "Python Tools for Mapillary scripts as subcommands.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"daemon.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"daemon.commands.{name}":
+                continue  # command not built yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(args.func(args))
+    except UsageError as exc:
+        print(f"mapillary-daemon {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""The records the pipeline stages pass along: plain dataclasses, no I/O.
+
+A stage takes a list of ImageRecord and returns a new list; an image that cannot go on gets an
+``error`` (a reason that travels to the summary) instead of raising.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+# Error types, named as mapillary_tools names them in its description file where one exists.
+DUPLICATE = "MapillaryDuplicationError"
+NO_TIME = "MapillaryGeoTaggingError"  # same family as mapillary_tools: no usable capture time
+NO_POSITION = "MapillaryGPXEmptyError"
+OUTSIDE_TRACK = "MapillaryOutsideGPXTrackError"
+BAD_METADATA = "MapillaryMetadataValidationError"
+BAD_FILE = "MapillaryInvalidFileError"
+IMPOSSIBLE_SPEED = "MapillaryCaptureSpeedTooFastError"
+
+
+@dataclass(frozen=True)
+class ImageError:
+    """Why an image was set aside. ``type`` is machine-readable, ``message`` for humans."""
+
+    type: str
+    message: str
+
+
+@dataclass
+class ImageRecord:
+    """One photo as the pipeline sees it.
+
+    ``capture_time`` is always timezone-aware (UTC after the dates stage); positions are WGS84
+    degrees; ``heading`` is degrees clockwise from true north.
+    """
+
+    path: Path
+    capture_time: datetime | None = None
+    lat: float | None = None
+    lon: float | None = None
+    altitude: float | None = None
+    heading: float | None = None
+    orientation: int = 1
+    make: str | None = None
+    model: str | None = None
+    time_source: str | None = None  # "exif", "gps", "digitized", "fix-dates", ...
+    zone: str | None = None  # the zone assumed for a naive EXIF time, e.g. "+02:00"
+    position_source: str | None = None  # "exif" or "gpx"
+    sequence: str | None = None  # sequence UUID once split
+    content_hash: str | None = None
+    error: ImageError | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def filename(self) -> str:
+        return self.path.name
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def has_position(self) -> bool:
+        return self.lat is not None and self.lon is not None
+
+    def replace(self, **changes: object) -> ImageRecord:
+        return dataclasses.replace(self, **changes)
+
+    def set_aside(self, type_: str, message: str) -> ImageRecord:
+        return dataclasses.replace(self, error=ImageError(type_, message))
