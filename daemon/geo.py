@@ -61,5 +61,7 @@ def destination(lat: float, lon: float, bearing: float, dist_m: float) -> tuple[
     t = math.radians(bearing)
     p1, l1 = math.radians(lat), math.radians(lon)
     p2 = math.asin(math.sin(p1) * math.cos(d) + math.cos(p1) * math.sin(d) * math.cos(t))
-    l2 = l1 + math.atan2(math.sin(t) * math.sin(d) * math.cos(p1), math.cos(d) - math.sin(p1) * math.sin(p2))
+    l2 = l1 + math.atan2(
+        math.sin(t) * math.sin(d) * math.cos(p1), math.cos(d) - math.sin(p1) * math.sin(p2)
+    )
     return math.degrees(p2), (math.degrees(l2) + 540.0) % 360.0 - 180.0

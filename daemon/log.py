@@ -1,0 +1,92 @@
+"""Logging: structlog, readable on a terminal, JSON lines otherwise (what journald stores).
+
+Secrets never reach a log line: a processor redacts known tokens, ``Authorization`` values and
+any key that looks like a secret, whatever module logged it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+REDACTED = "***"
+_SECRET_KEYS = re.compile(r"(token|authorization|password|secret|user_key|access_key)", re.I)
+_AUTH_VALUE = re.compile(r"((?:OAuth|Bearer)\s+)[A-Za-z0-9|._\-]+", re.I)
+_known_secrets: set[str] = set()
+
+
+def register_secret(secret: str | None) -> None:
+    """Remember a secret (a token) so that any log line containing it is redacted."""
+    if secret and len(secret) >= 4:
+        _known_secrets.add(secret)
+
+
+def redact_text(text: str) -> str:
+    text = _AUTH_VALUE.sub(lambda m: m.group(1) + REDACTED, text)
+    for secret in _known_secrets:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+def _redact_value(key: str, value: Any) -> Any:
+    if _SECRET_KEYS.search(key) and value not in (None, "", False):
+        return REDACTED
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, dict):
+        return {k: _redact_value(str(k), v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_redact_value(key, v) for v in value)
+    if isinstance(value, BaseException):
+        return redact_text(str(value))
+    return value
+
+
+def redact_processor(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    for key in list(event_dict):
+        event_dict[key] = _redact_value(key, event_dict[key])
+    return event_dict
+
+
+def _redact_rendered(_logger: Any, _method: str, rendered: Any) -> Any:
+    # Last line of defence: exception tracebacks are rendered after the processors above.
+    return redact_text(rendered) if isinstance(rendered, str) else rendered
+
+
+def setup(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
+    """Configure structlog once per process. ``fmt``: auto | console | json."""
+    stream = stream or sys.stderr
+    if fmt == "auto":
+        fmt = "console" if stream.isatty() else "json"
+    renderer: Any
+    if fmt == "console":
+        renderer = structlog.dev.ConsoleRenderer(colors=stream.isatty())
+    else:
+        renderer = structlog.processors.JSONRenderer(sort_keys=False)
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        redact_processor,
+    ]
+    if fmt != "console":
+        processors.append(structlog.processors.format_exc_info)
+    processors += [renderer, _redact_rendered]
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get(name: str | None = None) -> Any:
+    return structlog.get_logger(name) if name else structlog.get_logger()
