@@ -1,0 +1,177 @@
+"""Access tokens per profile, stored privately in the user config dir.
+
+One file, ``tokens.toml`` (mode 0600, replaced atomically), one table per profile::
+
+    [default]
+    token = "MLY|..."
+    username = "alice"
+
+``MAPILLARY_TOKEN`` in the environment overrides the stored token of every profile, as it does
+for mapillary_tools. Every token loaded or saved is registered with the log redactor at once.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from daemon import config, log
+
+TOKEN_ENV = "MAPILLARY_TOKEN"
+TOKENS_FILE = "tokens.toml"
+_PROFILE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_HEADER = "# mapillary-daemon access tokens. Secrets: keep this file private (mode 0600).\n"
+
+
+class TokenStoreError(Exception):
+    """The token file cannot be read or written; ``str(exc)`` is one line naming the file."""
+
+
+@dataclass(frozen=True)
+class Account:
+    """A stored token and the user name the server gave for it."""
+
+    profile: str
+    token: str
+    username: str | None = None
+
+
+def tokens_path(directory: Path | None = None) -> Path:
+    return (directory or config.config_dir()) / TOKENS_FILE
+
+
+def check_profile(profile: str) -> str:
+    """A profile name is a plain word, so it is safe as a TOML key and in messages.
+
+    >>> check_profile("work-2")
+    'work-2'
+    >>> check_profile("a b")
+    Traceback (most recent call last):
+    ...
+    ValueError: bad profile name 'a b': use letters, digits, '.', '_' or '-'
+    """
+    if not _PROFILE.match(profile):
+        raise ValueError(f"bad profile name {profile!r}: use letters, digits, '.', '_' or '-'")
+    return profile
+
+
+def load_token(
+    profile: str = "default",
+    *,
+    path: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> str | None:
+    """The token for ``profile``: ``MAPILLARY_TOKEN`` if set, else the stored one, else None."""
+    environ = os.environ if env is None else env
+    token = (environ.get(TOKEN_ENV) or "").strip()
+    if not token:
+        account = read_accounts(path).get(check_profile(profile))
+        token = account.token if account else ""
+    if not token:
+        return None
+    log.register_secret(token)
+    return token
+
+
+def read_accounts(path: Path | None = None) -> dict[str, Account]:
+    """Every stored profile; an absent file means none."""
+    file = path or tokens_path()
+    try:
+        with file.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        return {}
+    except tomllib.TOMLDecodeError as exc:
+        raise TokenStoreError(f"{file}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise TokenStoreError(f"{file}: cannot read: {exc.strerror}") from None
+    accounts = {}
+    for profile, table in data.items():
+        if isinstance(table, dict) and isinstance(table.get("token"), str) and table["token"]:
+            log.register_secret(table["token"])
+            username = table.get("username")
+            accounts[profile] = Account(
+                profile, table["token"], username if isinstance(username, str) else None
+            )
+    return accounts
+
+
+def save_token(
+    profile: str, token: str, username: str | None = None, *, path: Path | None = None
+) -> Path:
+    """Store (or replace) the token of ``profile``; returns the file written."""
+    token = token.strip()
+    if not token:
+        raise ValueError("an empty token cannot be saved")
+    log.register_secret(token)
+    file = path or tokens_path()
+    accounts = read_accounts(file)
+    accounts[check_profile(profile)] = Account(profile, token, username)
+    _write(file, accounts)
+    return file
+
+
+def delete_token(profile: str, *, path: Path | None = None) -> bool:
+    """Forget the token of ``profile``; False when there was none."""
+    file = path or tokens_path()
+    accounts = read_accounts(file)
+    if accounts.pop(check_profile(profile), None) is None:
+        return False
+    _write(file, accounts)
+    return True
+
+
+def _write(file: Path, accounts: dict[str, Account]) -> None:
+    """Write the whole file under a temporary name created 0600, then rename over the old one,
+    so that no reader ever sees a partial file and the token is never world-readable."""
+    text = _HEADER + "".join(_render(a) for a in accounts.values())
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.fchmod(fd, 0o600)  # whatever the umask
+            os.write(fd, text.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, file)
+        _fsync_dir(file.parent)
+    except OSError as exc:
+        raise TokenStoreError(f"{file}: cannot write: {exc.strerror}") from None
+
+
+def _render(account: Account) -> str:
+    lines = [f"\n[{_quote(account.profile)}]", f"token = {_quote(account.token)}"]
+    if account.username:
+        lines.append(f"username = {_quote(account.username)}")
+    return "\n".join(lines) + "\n"
+
+
+def _quote(text: str) -> str:
+    r"""A TOML basic string.
+
+    >>> print(_quote('say "hi" \\o/'))
+    "say \"hi\" \\o/"
+    """
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    escaped = "".join(c if c >= " " and c != "\x7f" else f"\\u{ord(c):04x}" for c in escaped)
+    return f'"{escaped}"'
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems cannot fsync a directory; the rename is still atomic
+    finally:
+        os.close(fd)
