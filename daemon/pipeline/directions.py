@@ -1,0 +1,49 @@
+"""Headings from the movement between consecutive images, for cameras without a compass."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from daemon.geo import bearing_deg, distance_m, normalize_deg
+from daemon.pipeline.records import ImageRecord
+
+
+def interpolate_directions(
+    records: Sequence[ImageRecord], offset_angle: float = 0.0, noise_m: float = 2.0
+) -> list[ImageRecord]:
+    """Point every image towards the next one (plus ``offset_angle``, e.g. 90 for a camera
+    looking right); the last image takes its predecessor's heading.
+
+    A step shorter than ``noise_m`` says nothing about direction (GPS noise while standing), so
+    such an image keeps the heading of the last real movement (or the first one to come, at the
+    start). Set-aside records and records without a position pass through unchanged; a run in
+    which nothing moves keeps its headings.
+
+    >>> from pathlib import Path
+    >>> pts = [(0.0, 0.0), (0.001, 0.0), (0.001, 0.00000001), (0.001, 0.001)]
+    >>> recs = [ImageRecord(Path(f"{i}"), lat=a, lon=b) for i, (a, b) in enumerate(pts)]
+    >>> [round(r.heading) for r in interpolate_directions(recs)]
+    [0, 0, 90, 90]
+    >>> [round(r.heading) for r in interpolate_directions(recs, offset_angle=90)]
+    [90, 90, 180, 180]
+    """
+    idx = [i for i, r in enumerate(records) if r.ok and r.has_position]
+    raw: list[float | None] = []
+    for a, b in zip(idx, idx[1:], strict=False):
+        p, q = records[a], records[b]
+        moved = distance_m(p.lat, p.lon, q.lat, q.lon) >= noise_m  # type: ignore[arg-type]
+        raw.append(bearing_deg(p.lat, p.lon, q.lat, q.lon) if moved else None)  # type: ignore[arg-type]
+    if not any(h is not None for h in raw):
+        return list(records)
+    # Each image's heading: its own step if it moved, else the last movement (or the first ahead).
+    first = next(h for h in raw if h is not None)
+    headings: list[float] = []
+    last = first
+    for h in raw:
+        last = h if h is not None else last
+        headings.append(last)
+    headings.append(headings[-1])  # the last image looks the way its predecessor went
+    out = list(records)
+    for i, heading in zip(idx, headings, strict=True):
+        out[i] = out[i].replace(heading=normalize_deg(heading + offset_angle))
+    return out
