@@ -1,0 +1,116 @@
+"""The processing pipeline: pure stages over image records, and the order they run in.
+
+``run_pipeline`` is shared by the ``process`` command and the daemon::
+
+    capture order → GPX geotag → no position? set aside → impossible speeds
+    → cut at time gaps / distance jumps → duplicates per piece → directions per piece
+    → at most max_images per sequence, each with a fresh sequence id
+
+Duplicates are judged within a piece, before the size cap, so that removing the photos of a stop
+never opens a time gap that would split a sequence.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
+
+from daemon.pipeline.dates import capture_order
+from daemon.pipeline.directions import interpolate_directions
+from daemon.pipeline.duplicates import mark_duplicates, mark_impossible_speeds
+from daemon.pipeline.geotag import TrackLike, geotag
+from daemon.pipeline.records import NO_POSITION, ImageRecord
+from daemon.pipeline.sequences import cap_sequences, cut_sequences, new_sequence_id
+
+__all__ = ["PipelineOptions", "PipelineResult", "run_pipeline"]
+
+
+@dataclass
+class PipelineOptions:
+    """Every tunable of the pipeline; names match the ``[pipeline]`` settings."""
+
+    tz: str | None = None  # used when loading; kept here so summaries can say it
+    time_offset: float = 0.0  # seconds the camera clock is ahead of the GPX clock
+    bearing_offset: float = 0.0  # added to the track's bearing (camera looking sideways)
+    max_gap: float = 60.0  # longest track gap to interpolate across, seconds
+    cutoff_distance: float = 100.0
+    cutoff_time: float | None = 60.0  # None: 1.5 × the median gap between photos
+    max_images: int = 1000
+    duplicate_distance: float = 4.0
+    duplicate_angle: float = 20.0
+    duplicate_window: float = 30.0  # seconds of motion to judge standing; 0 = classic rule
+    max_speed_kmh: float | None = 200.0
+    interpolate_directions: bool = False
+    offset_angle: float = 0.0
+    overwrite_positions: bool = True  # GPX wins over EXIF GPS when both exist
+    uuid_factory: Callable[[], str] = field(default=new_sequence_id, repr=False)
+
+    @classmethod
+    def from_settings(cls, settings: object, **overrides: object) -> PipelineOptions:
+        """Options from any object with same-named attributes (``daemon.config.Settings``)."""
+        values = {
+            f.name: getattr(settings, f.name) for f in fields(cls) if hasattr(settings, f.name)
+        }
+        values.update(overrides)
+        return cls(**values)  # type: ignore[arg-type]
+
+
+@dataclass
+class PipelineResult:
+    sequences: list[list[ImageRecord]]  # usable photos, capture order, each with .sequence
+    duplicates: list[ImageRecord]  # set aside as DUPLICATE
+    set_aside: list[ImageRecord]  # every other reason (bad file, no time, no position, ...)
+
+    @property
+    def images(self) -> int:
+        return sum(len(s) for s in self.sequences)
+
+    @property
+    def counts(self) -> Counter[str]:
+        """Set-aside photos by error type, duplicates included."""
+        return Counter(r.error.type for r in self.duplicates + self.set_aside if r.error)
+
+    @property
+    def records(self) -> list[ImageRecord]:
+        """Every photo once, in capture order."""
+        every = [r for s in self.sequences for r in s] + self.duplicates + self.set_aside
+        return capture_order(every)
+
+
+def run_pipeline(
+    records: Sequence[ImageRecord], track: TrackLike | None, options: PipelineOptions
+) -> PipelineResult:
+    """Run every stage; nothing here raises for a bad photo, it is set aside with a reason."""
+    recs = capture_order(records)
+    if track is not None:
+        recs = geotag(
+            recs,
+            track,
+            time_offset_s=options.time_offset,
+            bearing_offset=options.bearing_offset,
+            max_gap=options.max_gap,
+            overwrite=options.overwrite_positions,
+        )
+    why = "no GPS position in its EXIF" + ("" if track is not None else " and no GPX track given")
+    recs = [r.set_aside(NO_POSITION, why) if r.ok and not r.has_position else r for r in recs]
+    if options.max_speed_kmh is not None:
+        recs = mark_impossible_speeds(recs, options.max_speed_kmh)
+    pieces = []
+    duplicates = []
+    for piece in cut_sequences(recs, options.cutoff_distance, options.cutoff_time):
+        judged = mark_duplicates(
+            piece,
+            options.duplicate_distance,
+            options.duplicate_angle,
+            window_s=options.duplicate_window,
+            max_speed_kmh=None,
+        )
+        kept = [r for r in judged if r.ok]
+        duplicates += [r for r in judged if not r.ok]
+        if options.interpolate_directions:
+            kept = interpolate_directions(kept, options.offset_angle)
+        pieces.append(kept)
+    sequences = cap_sequences(pieces, options.max_images, options.uuid_factory)
+    set_aside = [r for r in recs if not r.ok]
+    return PipelineResult(sequences, duplicates, set_aside)
