@@ -1,0 +1,183 @@
+"""`process PATH`: geotag, split, de-duplicate and describe a folder of photos.
+
+Writes a mapillary_tools description file; the photos are not touched unless ``--write-exif``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any, TextIO
+
+from daemon import config
+from daemon.cli import EXIT_OK, EXIT_SET_ASIDE, UsageError
+from daemon.media import exif
+from daemon.media.load import find_jpegs, load_records
+from daemon.pipeline import PipelineOptions, PipelineResult, run_pipeline
+from daemon.pipeline.dates import parse_zone
+from daemon.pipeline.describe import describe, description_file_entries, description_json
+from daemon.pipeline.records import BAD_FILE, ImageRecord
+
+DESCRIPTION_FILE = "mapillary_image_description.json"
+SKIP_DIRS = ("duplicates", "errors")  # where the old scripts moved photos they set aside
+
+EPILOG = """\
+examples:
+  mapillary-daemon process ~/rides/2024-06-01
+  mapillary-daemon process ~/rides/2024-06-01 --gpx ~/rides/track.gpx --tz Europe/Berlin \\
+      --time-offset 3 --interpolate-directions
+  mapillary-daemon process photos/ --desc-path - | jq '.[0]'
+
+--time-offset is positive when the camera clock is ahead of the GPS: true time = camera
+time - offset. Camera times without a zone are read in --tz (default: this machine's zone).
+Photos taken while standing still count as duplicates (not an error for the exit code).
+Exit codes: 0 all photos usable, 1 some set aside (reasons printed), 2 bad arguments."""
+
+# Flags whose value, when given, overrides the configuration (same names as the settings).
+SETTING_FLAGS = [
+    "tz",
+    "time_offset",
+    "bearing_offset",
+    "max_gap",
+    "cutoff_distance",
+    "cutoff_time",
+    "max_images",
+    "duplicate_distance",
+    "duplicate_angle",
+    "max_speed_kmh",
+    "offset_angle",
+]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "process",
+        help="geotag, sequence and de-duplicate photos; write the description file",
+        description="Read the photos under PATH, position them (EXIF GPS or GPX tracks), split "
+        "them into sequences, set aside duplicates and unusable photos, and write a "
+        "mapillary_tools description file. Photos are not modified unless --write-exif.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("path", type=Path, metavar="PATH", help="folder of JPEGs (or one JPEG)")
+    p.add_argument(
+        "--gpx", action="append", type=Path, default=[], metavar="FILE", help="GPX track(s)"
+    )
+    p.add_argument("--time-offset", type=float, metavar="S", help="camera clock ahead of GPS, s")
+    p.add_argument("--tz", metavar="ZONE", help="zone of camera times: +02:00, Europe/Berlin")
+    p.add_argument("--bearing-offset", type=float, metavar="DEG", help="added to GPX bearings")
+    p.add_argument("--max-gap", type=float, metavar="S", help="longest GPX gap to bridge (60)")
+    p.add_argument("--cutoff-distance", type=float, metavar="M", help="split at jumps over M (100)")
+    p.add_argument("--cutoff-time", type=float, metavar="S", help="split at gaps over S (60)")
+    p.add_argument("--max-images", type=int, metavar="N", help="photos per sequence (1000)")
+    p.add_argument("--duplicate-distance", type=float, metavar="M", help="classic rule (4)")
+    p.add_argument("--duplicate-angle", type=float, metavar="DEG", help="turn that keeps (20)")
+    p.add_argument(
+        "--duplicate-window",
+        type=float,
+        metavar="S",
+        default=30.0,
+        help="seconds of motion that tell standing from moving; 0 = classic rule (%(default)s)",
+    )
+    p.add_argument("--max-speed", dest="max_speed_kmh", type=float, metavar="KMH", help="(200)")
+    p.add_argument("--interpolate-directions", action="store_true", default=None)
+    p.add_argument("--offset-angle", type=float, metavar="DEG", help="camera to travel angle")
+    p.add_argument("--desc-path", metavar="FILE|-", help=f"default: PATH/{DESCRIPTION_FILE}")
+    p.add_argument("--write-exif", action="store_true", help="write position into the photos")
+    p.add_argument("--config", type=Path, help="configuration file")
+    p.set_defaults(func=run)
+
+
+def options_from_args(args: argparse.Namespace) -> PipelineOptions:
+    overrides: dict[str, Any] = {k: getattr(args, k) for k in SETTING_FLAGS}
+    overrides["interpolate_directions"] = args.interpolate_directions
+    try:
+        settings = config.load(args.config, overrides=overrides)
+    except config.ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    return PipelineOptions.from_settings(settings, duplicate_window=args.duplicate_window)
+
+
+def write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def write_exif(result: PipelineResult) -> list[ImageRecord]:
+    """Write position, time and description into each usable photo; failures are set aside."""
+    failed = []
+    for seq in result.sequences:
+        for record in seq:
+            try:
+                exif.write_description(record.path, description_json(describe(record)))
+            except (OSError, exif.MediaError) as exc:
+                failed.append(record.set_aside(BAD_FILE, f"cannot write EXIF: {exc}"))
+    return failed
+
+
+def print_summary(
+    out: TextIO, result: PipelineResult, zone: str, offset: float, desc: str, extra: list
+) -> None:
+    set_aside = result.set_aside + extra
+    for r in set_aside:
+        print(f"{r.path}: {r.error.message}", file=sys.stderr)  # type: ignore[union-attr]
+    print(
+        f"process: {result.images} images in {len(result.sequences)} sequences, "
+        f"{len(result.duplicates)} duplicates, {len(set_aside)} set aside",
+        file=out,
+    )
+    for reason, n in sorted(Counter(r.error.type for r in set_aside if r.error).items()):
+        print(f"  set aside, {reason}: {n}", file=out)
+    zones = Counter(r.zone for r in result.records if r.zone)
+    used = ", ".join(f"{z} ({n})" for z, n in zones.most_common()) if len(zones) > 1 else zone
+    if len(zones) == 1:
+        used = next(iter(zones))
+    ahead = " (camera ahead)" if offset > 0 else " (camera behind)" if offset < 0 else ""
+    print(f"  zone of camera times: {used}; time offset: {offset:g} s{ahead}", file=out)
+    print(f"  description file: {desc}", file=out)
+
+
+def run(args: argparse.Namespace) -> int:
+    root: Path = args.path
+    if not root.exists():
+        raise UsageError(f"{root} does not exist")
+    options = options_from_args(args)
+    try:
+        tz, label = parse_zone(options.tz)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    track = None
+    if args.gpx:
+        from daemon.media import gpx
+
+        try:
+            track = gpx.load_gpx_files(args.gpx)
+        except (OSError, gpx.GpxError) as exc:
+            raise UsageError(f"GPX: {exc}") from None
+    records = load_records(find_jpegs(root, SKIP_DIRS), tz)
+    result = run_pipeline(records, track, options)
+    failed = write_exif(result) if args.write_exif else []
+    entries = description_file_entries(result.records)
+    text = json.dumps(entries, indent=2, ensure_ascii=False) + "\n"
+    out = sys.stdout
+    if args.desc_path == "-":
+        sys.stdout.write(text)
+        out, desc = sys.stderr, "standard output"
+    else:
+        default = (root if root.is_dir() else root.parent) / DESCRIPTION_FILE
+        desc_path = Path(args.desc_path) if args.desc_path else default
+        try:
+            write_atomically(desc_path, text)
+        except OSError as exc:
+            raise UsageError(f"cannot write {desc_path}: {exc.strerror or exc}") from None
+        desc = str(desc_path)
+    print_summary(out, result, label, options.time_offset, desc, failed)
+    return EXIT_SET_ASIDE if result.set_aside or failed else EXIT_OK

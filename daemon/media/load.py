@@ -1,0 +1,77 @@
+"""Read photos into image records: the one place where the pipeline's input touches the disk."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import tzinfo
+from pathlib import Path
+
+from daemon.media import exif
+from daemon.pipeline.dates import capture_order, parse_zone, resolve_capture_time, zone_label
+from daemon.pipeline.records import BAD_FILE, BAD_METADATA, NO_TIME, ImageRecord
+
+JPEG_SUFFIXES = {".jpg", ".jpeg"}
+
+
+def find_jpegs(root: Path, skip_dirs: Iterable[str] = ()) -> list[Path]:
+    """JPEGs under ``root`` (or ``root`` itself), skipping dotfiles, dot-folders and any folder
+    named in ``skip_dirs`` (e.g. where duplicates were moved), in a stable order."""
+    root = Path(root)
+    if root.is_file():
+        return [root]
+    skip = set(skip_dirs)
+    found = []
+    for path in root.rglob("*"):
+        parts = path.relative_to(root).parts
+        if any(p.startswith(".") for p in parts) or any(p in skip for p in parts[:-1]):
+            continue
+        if path.suffix.lower() in JPEG_SUFFIXES and path.is_file():
+            found.append(path)
+    return sorted(found)
+
+
+def load_record(path: Path, tz: tzinfo, label: str) -> ImageRecord:
+    """One photo as a record; a file we cannot use comes back set aside with the reason."""
+    record = ImageRecord(Path(path))
+    try:
+        info = exif.read_exif(path)
+    except OSError as exc:
+        return record.set_aside(BAD_FILE, f"cannot read: {exc.strerror or exc}")
+    except exif.MediaError as exc:
+        try:
+            complete = exif.is_complete_jpeg(path)
+        except (OSError, exif.MediaError):
+            complete = False
+        return record.set_aside(BAD_METADATA if complete else BAD_FILE, str(exc))
+    capture_time, zone = resolve_capture_time(info.capture_time, tz, label)
+    has_gps = info.lat is not None and info.lon is not None
+    record = record.replace(
+        capture_time=capture_time,
+        zone=zone,
+        time_source=info.time_source if capture_time else None,
+        lat=info.lat if has_gps else None,
+        lon=info.lon if has_gps else None,
+        altitude=info.altitude if has_gps else None,
+        heading=info.direction,
+        position_source="exif" if has_gps else None,
+        orientation=info.orientation if 1 <= info.orientation <= 8 else 1,
+        make=info.make,
+        model=info.model,
+        extra={"exif_description": info.description} if info.description else {},
+    )
+    if capture_time is None:
+        return record.set_aside(NO_TIME, "no capture time in EXIF (DateTimeOriginal, GPS time)")
+    return record
+
+
+def load_records(paths: Iterable[Path], tz: tzinfo | str | None = None) -> list[ImageRecord]:
+    """Records for ``paths`` in capture order (then natural file name); never raises for a file.
+
+    ``tz`` is the zone of naive camera times: a tzinfo, or text for
+    :func:`daemon.pipeline.dates.parse_zone` (None: this machine's zone).
+    """
+    if tz is None or isinstance(tz, str):
+        zone, label = parse_zone(tz)
+    else:
+        zone, label = tz, zone_label(tz)
+    return capture_order(load_record(p, zone, label) for p in paths)
