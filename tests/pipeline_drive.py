@@ -19,6 +19,11 @@ import math
 import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import gpxpy.gpx
+import piexif
+from PIL import Image
 
 from daemon.geo import EARTH_RADIUS_M
 
@@ -135,3 +140,54 @@ def phase(t: float) -> str:
     if t < BREAK[0]:
         return "corner"
     return "walk"
+
+
+def write_gpx(path: Path, fixes: list[Fix]) -> None:
+    """A real GPX 1.1 file of the fixes (one track, one segment), written with gpxpy."""
+    doc = gpxpy.gpx.GPX()
+    trk = gpxpy.gpx.GPXTrack()
+    seg = gpxpy.gpx.GPXTrackSegment()
+    for f in fixes:
+        seg.points.append(gpxpy.gpx.GPXTrackPoint(f.lat, f.lon, elevation=f.ele, time=at(f.t)))
+    trk.segments.append(seg)
+    doc.tracks.append(trk)
+    path.write_text(doc.to_xml(version="1.1"), encoding="utf-8")
+
+
+def write_jpeg(
+    path: Path,
+    local_time: datetime | None,
+    *,
+    make: str = "Acme",
+    model: str = "DashCam 1",
+    gps: tuple[float, float] | None = None,
+) -> None:
+    """A small real JPEG whose EXIF holds a naive camera time (with SubSec) and maybe GPS."""
+    image = Image.new("RGB", (32, 24), (90, 140, 200))
+    zeroth = {piexif.ImageIFD.Make: make.encode(), piexif.ImageIFD.Model: model.encode()}
+    exif_ifd: dict[int, bytes] = {}
+    gps_ifd: dict[int, object] = {}
+    if local_time is not None:
+        exif_ifd[piexif.ExifIFD.DateTimeOriginal] = local_time.strftime(
+            "%Y:%m:%d %H:%M:%S"
+        ).encode()
+        exif_ifd[piexif.ExifIFD.SubSecTimeOriginal] = (
+            f"{local_time.microsecond // 1000:03d}".encode()
+        )
+    if gps is not None:
+        lat, lon = gps
+        gps_ifd = {
+            piexif.GPSIFD.GPSLatitudeRef: b"N" if lat >= 0 else b"S",
+            piexif.GPSIFD.GPSLatitude: _dms(abs(lat)),
+            piexif.GPSIFD.GPSLongitudeRef: b"E" if lon >= 0 else b"W",
+            piexif.GPSIFD.GPSLongitude: _dms(abs(lon)),
+        }
+    blob = piexif.dump({"0th": zeroth, "Exif": exif_ifd, "GPS": gps_ifd})
+    image.save(path, "JPEG", exif=blob, quality=70)
+
+
+def _dms(value: float) -> tuple[tuple[int, int], ...]:
+    d = int(value)
+    m = int((value - d) * 60)
+    s = round(((value - d) * 60 - m) * 60 * 1_000_000)
+    return ((d, 1), (m, 1), (s, 1_000_000))

@@ -43,6 +43,12 @@ def load_record(path: Path, tz: tzinfo, label: str) -> ImageRecord:
         except (OSError, exif.MediaError):
             complete = False
         return record.set_aside(BAD_METADATA if complete else BAD_FILE, str(exc))
+    try:
+        complete = exif.is_complete_jpeg(path)
+    except (OSError, exif.MediaError) as exc:
+        return record.set_aside(BAD_FILE, f"cannot read: {exc}")
+    if not complete:
+        return record.set_aside(BAD_FILE, "incomplete JPEG (cut off before its end marker)")
     capture_time, zone = resolve_capture_time(info.capture_time, tz, label)
     has_gps = info.lat is not None and info.lon is not None
     record = record.replace(
