@@ -492,6 +492,8 @@ class Journal:
 
     def _setup_writer(self, max_bytes: int | None) -> None:
         with self._guard():
+            # Check the version before anything writes: switching to WAL rewrites the header.
+            self._check_version(self._conn.execute("PRAGMA user_version").fetchone()[0])
             mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if mode.lower() != "wal":
                 raise JournalError(f"journal {self.path}: cannot use WAL mode (got {mode})")
