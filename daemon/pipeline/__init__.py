@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, fields
 from daemon.pipeline.dates import capture_order
 from daemon.pipeline.directions import interpolate_directions
 from daemon.pipeline.duplicates import mark_duplicates, mark_impossible_speeds
-from daemon.pipeline.geotag import TrackLike, geotag
+from daemon.pipeline.geotag import TrackLike, correct_times, geotag
 from daemon.pipeline.records import NO_POSITION, ImageRecord
 from daemon.pipeline.sequences import cap_sequences, cut_sequences, new_sequence_id
 
@@ -92,6 +92,8 @@ def run_pipeline(
             max_gap=options.max_gap,
             overwrite=options.overwrite_positions,
         )
+    else:
+        recs = correct_times(recs, options.time_offset)
     why = "no GPS position in its EXIF" + ("" if track is not None else " and no GPX track given")
     recs = [r.set_aside(NO_POSITION, why) if r.ok and not r.has_position else r for r in recs]
     if options.max_speed_kmh is not None:

@@ -54,6 +54,16 @@ def true_time(record: ImageRecord, time_offset_s: float) -> datetime:
     return record.capture_time - timedelta(seconds=time_offset_s)
 
 
+def correct_times(records: Sequence[ImageRecord], time_offset_s: float) -> list[ImageRecord]:
+    """Every usable photo's capture time set to its :func:`true_time`."""
+    if not time_offset_s:
+        return list(records)
+    return [
+        r.replace(capture_time=true_time(r, time_offset_s)) if r.ok and r.capture_time else r
+        for r in records
+    ]
+
+
 def geotag(
     records: Sequence[ImageRecord],
     track: TrackLike,
@@ -73,8 +83,9 @@ def geotag(
     """
     span = track_span(track)
     covers = f"the track covers {_fmt(span[0])} to {_fmt(span[1])}" if span else "no track time"
+    shifted = f" (camera time minus {time_offset_s:g} s)" if time_offset_s else ""
     out = []
-    for record in records:
+    for record in correct_times(records, time_offset_s):
         if not record.ok:
             out.append(record)
             continue
@@ -84,18 +95,16 @@ def geotag(
         if record.has_position and not overwrite:
             out.append(record)
             continue
-        when = true_time(record, time_offset_s)
-        pos = track.position_at(when.timestamp(), max_gap=max_gap)
+        pos = track.position_at(record.capture_time.timestamp(), max_gap=max_gap)
         if pos is None:
             if record.has_position and record.position_source == "exif":
                 out.append(record)
                 continue
-            offset = f" (camera time minus {time_offset_s:g} s)" if time_offset_s else ""
             out.append(
                 record.set_aside(
                     OUTSIDE_TRACK,
-                    f"no track position at {_fmt(when.timestamp())}{offset}; {covers}, "
-                    f"with gaps of more than {max_gap:g} s left out",
+                    f"no track position at {_fmt(record.capture_time.timestamp())}{shifted}; "
+                    f"{covers}, with gaps of more than {max_gap:g} s left out",
                 )
             )
             continue
@@ -104,7 +113,6 @@ def geotag(
             heading = normalize_deg(pos.bearing + bearing_offset)
         out.append(
             record.replace(
-                capture_time=when,
                 lat=pos.lat,
                 lon=pos.lon,
                 altitude=pos.ele if pos.ele is not None else record.altitude,
