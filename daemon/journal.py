@@ -358,7 +358,7 @@ class _WriterLock:
         self.path = journal_path.with_name(journal_path.name + ".lock")
         self._fd: int | None = None
 
-    def acquire(self, journal_path: Path) -> None:
+    def acquire(self, journal_path: Path, timeout: float) -> None:
         if fcntl is None:
             return
         try:
@@ -367,14 +367,22 @@ class _WriterLock:
             raise JournalError(
                 f"journal {journal_path}: cannot open lock file {self.path}: {exc.strerror}"
             ) from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            owner = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
-            os.close(fd)
-            raise JournalError(
-                f"journal {journal_path} is locked by another process (pid {owner})"
-            ) from None
+        # Wait a little, like SQLite's busy timeout: a restarted daemon's predecessor may still
+        # be exiting.
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                if time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    continue
+                owner = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+                os.close(fd)
+                raise JournalError(
+                    f"journal {journal_path} is locked by another process (pid {owner})"
+                ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
@@ -426,7 +434,7 @@ class Journal:
         path = Path(path) if path is not None else default_journal_path()
         path.parent.mkdir(parents=True, exist_ok=True)
         lock = _WriterLock(path)
-        lock.acquire(path)
+        lock.acquire(path, busy_timeout)
         try:
             is_new = _check_header(path)
             conn = _connect(path, str(path), uri=False, busy_timeout=busy_timeout)
@@ -493,7 +501,12 @@ class Journal:
     def _setup_writer(self, max_bytes: int | None) -> None:
         with self._guard():
             # Check the version before anything writes: switching to WAL rewrites the header.
-            self._check_version(self._conn.execute("PRAGMA user_version").fetchone()[0])
+            version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+            self._check_version(version)
+            if version == 0 and self._conn.execute("SELECT 1 FROM sqlite_master").fetchone():
+                raise JournalError(
+                    f"{self.path} is a SQLite database but not a journal; it was left untouched"
+                )
             mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if mode.lower() != "wal":
                 raise JournalError(f"journal {self.path}: cannot use WAL mode (got {mode})")
@@ -971,8 +984,13 @@ class Journal:
 
     def pending_uploads(self, sequence_uuid: str) -> list[PendingUpload]:
         """The images of a sequence still to upload (state sequenced), in capture order."""
-        files = [f for f in self.sequence_images(sequence_uuid) if f.state == FileState.SEQUENCED]
-        return [PendingUpload(f, self.upload_of(f.hash)) for f in files]
+        with self._lock:
+            images = self.sequence_images(sequence_uuid)
+            return [
+                PendingUpload(f, self.upload_of(f.hash))
+                for f in images
+                if f.state == FileState.SEQUENCED
+            ]
 
     def _upload_where(self, where: str, value: str) -> UploadRow | None:
         row = self._conn.execute(

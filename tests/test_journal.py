@@ -230,6 +230,18 @@ def test_a_damaged_index_is_reported_by_integrity_check(path: Path) -> None:
     assert any("missing from index files_state" in p for p in problems), problems
 
 
+def test_another_sqlite_database_is_not_taken_over(path: Path) -> None:
+    path.parent.mkdir(parents=True)
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE photos (name TEXT)")
+    conn.commit()
+    conn.close()
+    before = path.read_bytes()
+    with pytest.raises(JournalError, match="not a journal"):
+        Journal.open(path)
+    assert path.read_bytes() == before
+
+
 def test_reader_needs_an_existing_journal(tmp_path: Path) -> None:
     with pytest.raises(JournalError, match="no journal at"):
         Journal.open_readonly(tmp_path / "missing.sqlite3")
@@ -650,7 +662,7 @@ def test_kill_9_mid_batch_never_leaves_half_a_batch(path: Path) -> None:
     size = 40
     rng = random.Random(1234)
     last_printed = -1
-    for _round in range(5):
+    for _round in range(8):
         proc = python(BATCH_WRITER, str(path), str(size))
         assert proc.stdout is not None
         target = rng.randint(2, 12)
@@ -663,18 +675,19 @@ def test_kill_9_mid_batch_never_leaves_half_a_batch(path: Path) -> None:
         proc.wait(timeout=10)
         proc.stdout.close()
         proc.stderr.close()  # type: ignore[union-attr]
-        with Journal.open(path) as j:
+        with Journal.open(path) as j:  # what the restarted daemon does
             assert j.integrity_check() == []
             next_batch = j.get_meta("next_batch")
             assert next_batch >= last_printed + 1  # every acknowledged batch is there
-            rows = j._conn.execute("SELECT metadata, state FROM files").fetchall()
-            per_batch: dict[int, int] = {}
-            for metadata, state in rows:
-                assert state == "described"
-                b = json.loads(metadata)["batch"]
-                per_batch[b] = per_batch.get(b, 0) + 1
-            assert per_batch == dict.fromkeys(range(next_batch), size)
             assert j.recent_events(1)[0].message == f"batch {next_batch - 1}"
+        raw = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        per_batch: dict[int, int] = {}
+        for metadata, state in raw.execute("SELECT metadata, state FROM files"):
+            assert state == "described"
+            b = json.loads(metadata)["batch"]
+            per_batch[b] = per_batch.get(b, 0) + 1
+        raw.close()
+        assert per_batch == dict.fromkeys(range(next_batch), size)
 
 
 # -- asyncio --------------------------------------------------------------------------------------
