@@ -432,7 +432,10 @@ class Journal:
         journal (it is left untouched) or when it was written by a newer version of this program.
         """
         path = Path(path) if path is not None else default_journal_path()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise JournalError(f"journal {path}: cannot create its folder: {exc}") from exc
         lock = _WriterLock(path)
         lock.acquire(path, busy_timeout)
         try:

@@ -242,6 +242,14 @@ def test_another_sqlite_database_is_not_taken_over(path: Path) -> None:
     assert path.read_bytes() == before
 
 
+def test_a_folder_that_cannot_exist_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "plain-file").write_text("x")
+    target = tmp_path / "plain-file" / "journal.sqlite3"
+    with pytest.raises(JournalError, match="cannot create its folder") as info:
+        Journal.open(target)
+    assert str(target) in str(info.value)
+
+
 def test_reader_needs_an_existing_journal(tmp_path: Path) -> None:
     with pytest.raises(JournalError, match="no journal at"):
         Journal.open_readonly(tmp_path / "missing.sqlite3")
