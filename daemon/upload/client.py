@@ -443,9 +443,8 @@ class Uploader:
     ) -> str:
         """Upload one tagged JPEG held in memory; returns its file handle."""
         async with self._slots:
-            return await self.client.upload_bytes(
-                session_key(data), data, name=name, on_progress=on_progress
-            )
+            key = await asyncio.to_thread(session_key, data)  # hashlib frees the GIL
+            return await self.client.upload_bytes(key, data, name=name, on_progress=on_progress)
 
     async def upload_provided(
         self, name: str, provider: BytesProvider, on_progress: ProgressCallback | None = None
@@ -454,9 +453,8 @@ class Uploader:
         async with self._slots:
             data = await _provide(provider)
             try:
-                return await self.client.upload_bytes(
-                    session_key(data), data, name=name, on_progress=on_progress
-                )
+                key = await asyncio.to_thread(session_key, data)
+                return await self.client.upload_bytes(key, data, name=name, on_progress=on_progress)
             finally:
                 del data
 
