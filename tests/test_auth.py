@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import doctest
 import os
 import stat
+import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from daemon import auth, log
 
@@ -95,3 +99,88 @@ def test_loaded_tokens_are_redacted_from_log_text(tmp_path: Path) -> None:
     assert secret in log.redact_text(f"value {secret}")  # fresh: not known before loading
     assert auth.load_token("default", path=path, env={}) == secret
     assert secret not in log.redact_text(f"request failed for {secret} at x")
+
+
+# -- the authenticate command, as a user runs it ------------------------------------------------
+
+GOOD = "MLY|good|" + "k" * 20
+
+
+@pytest.fixture
+async def graph() -> AsyncIterator[str]:
+    """A graph API on 127.0.0.1 that knows one token."""
+    app = web.Application()
+
+    async def me(request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != f"OAuth {GOOD}":
+            body = {"error": {"message": "Invalid OAuth access token", "type": "OAuthException"}}
+            return web.json_response(body, status=401)
+        assert request.query["fields"] == "id,username"
+        return web.json_response({"id": "7", "username": "alice"})
+
+    app.add_routes([web.get("/graph/me", me)])
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}/graph"
+    finally:
+        await runner.cleanup()
+
+
+async def authenticate(
+    home: Path, graph_url: str, *args: str, stdin: bytes = b""
+) -> tuple[int, str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAPILLARY")}
+    env.update(
+        HOME=str(home),
+        XDG_CONFIG_HOME=str(home / "config"),
+        MAPILLARY_GRAPH_API_ENDPOINT=graph_url,
+        MAPILLARY_UPLOAD_ENDPOINT=graph_url.replace("/graph", "/up"),
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "daemon",
+        "authenticate",
+        *args,
+        env=env,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(stdin), 60)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def test_authenticate_checks_and_stores_a_token_from_a_file(tmp_path: Path, graph) -> None:
+    token_file = tmp_path / "token.txt"
+    token_file.write_text(GOOD + "\n")
+    code, out, err = await authenticate(tmp_path, graph, "--token-file", str(token_file))
+    assert code == 0, err
+    assert "alice" in out and GOOD not in out + err
+    stored = tmp_path / "config" / "mapillary-daemon" / "tokens.toml"
+    assert mode(stored) == 0o600
+    assert auth.load_token("default", path=stored, env={}) == GOOD
+
+    code, out, err = await authenticate(tmp_path, graph, "--delete")
+    assert code == 0 and "removed" in out
+    assert auth.load_token("default", path=stored, env={}) is None
+
+
+async def test_a_refused_token_exits_2_and_stores_nothing(tmp_path: Path, graph) -> None:
+    bad = "MLY|bad|" + "z" * 20
+    code, out, err = await authenticate(tmp_path, graph, "--token", bad)
+    assert code == 2
+    assert "token was refused" in err and len(err.strip().splitlines()) == 1
+    assert bad not in out + err
+    assert not (tmp_path / "config" / "mapillary-daemon" / "tokens.toml").exists()
+
+
+async def test_token_from_stdin_goes_to_the_named_profile(tmp_path: Path, graph) -> None:
+    code, out, err = await authenticate(tmp_path, graph, "--profile", "work", stdin=GOOD.encode())
+    assert code == 0, err
+    assert "profile 'work'" in out and GOOD not in out + err
+    stored = tmp_path / "config" / "mapillary-daemon" / "tokens.toml"
+    assert auth.read_accounts(stored)["work"] == auth.Account("work", GOOD, "alice")
+    assert "default" not in auth.read_accounts(stored)
