@@ -1,0 +1,140 @@
+"""`status`: a read-only view of the journal, safe while the daemon runs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from daemon import config
+from daemon.cli import EXIT_OK, EXIT_USAGE, UsageError
+from daemon.journal import Journal, JournalError
+
+EPILOG = """\
+examples:
+  mapillary-daemon status
+  mapillary-daemon status --json | jq .images
+  watch -n 5 mapillary-daemon status
+
+Reads the journal only (never writes), so it works while the daemon runs."""
+
+RUNTIME_META = "daemon_runtime"  # written by the daemon, see daemon.service
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "status",
+        help="what the daemon is doing: queue, uploads, errors, sources",
+        description="Show images per state, sequences, bytes left to upload, upload rate and "
+        "ETA, the last errors, whether the server is reachable and what each source is doing.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--journal", type=Path, help="journal file (default: from the configuration)")
+    p.add_argument("--config", type=Path, help="configuration file")
+    p.add_argument("--errors", type=int, default=10, help="how many recent errors (%(default)s)")
+    p.set_defaults(func=run)
+
+
+def gather(journal_path: Path, errors: int) -> dict[str, Any]:
+    """Everything `status` shows, as one JSON-serialisable dict."""
+    journal = Journal.open_readonly(journal_path)
+    try:
+        summary = journal.summary(errors=errors)
+        runtime = journal.get_meta(RUNTIME_META, {}) or {}
+    finally:
+        journal.close()
+    pid = runtime.get("pid")
+    runtime["running"] = bool(pid) and _alive(int(pid)) and not runtime.get("stopped")
+    rate = runtime.get("upload_rate") or 0.0
+    left = summary["bytes_to_upload"]
+    summary["eta_seconds"] = round(left / rate) if rate > 0 and left else None
+    summary["daemon"] = runtime
+    summary["journal"] = str(journal_path)
+    return summary
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+def _duration(s: float) -> str:
+    s = int(s)
+    if s < 90:
+        return f"{s} s"
+    if s < 5400:
+        return f"{s // 60} min"
+    return f"{s // 3600} h {s % 3600 // 60} min"
+
+
+def render(st: dict[str, Any]) -> str:
+    d = st["daemon"]
+    lines = []
+    if d.get("running"):
+        since = _duration(time.time() - d.get("started", time.time()))
+        lines.append(f"daemon: running (pid {d.get('pid')}, up {since}) — {d.get('activity', '')}")
+    else:
+        lines.append("daemon: not running")
+    server = d.get("server")
+    if server:
+        lines.append(f"server: {server}")
+    if d.get("paused"):
+        lines.append(f"paused: {d['paused']}")
+    images = {k: v for k, v in st["images"].items() if v}
+    lines.append("images: " + (", ".join(f"{v} {k}" for k, v in images.items()) or "none yet"))
+    seqs = {k: v for k, v in st["sequences"].items() if v}
+    lines.append("sequences: " + (", ".join(f"{v} {k}" for k, v in seqs.items()) or "none yet"))
+    left = st["bytes_to_upload"]
+    upload = f"to upload: {_size(left)}"
+    if d.get("upload_rate"):
+        upload += f" at {_size(d['upload_rate'])}/s"
+    if st.get("eta_seconds"):
+        upload += f", about {_duration(st['eta_seconds'])} left"
+    lines.append(upload)
+    for root, info in st["sources"].items():
+        doing = (d.get("roots") or {}).get(root, "")
+        counts = ", ".join(f"{v} {k}" for k, v in info["images"].items())
+        lines.append(f"source {root} ({info['kind']}{', ' + doing if doing else ''}): {counts}")
+    for root, doing in (d.get("roots") or {}).items():
+        if root not in st["sources"]:
+            lines.append(f"source {root}: {doing}")
+    if st["recent_errors"]:
+        lines.append("recent problems:")
+        for e in st["recent_errors"]:
+            lines.append(f"  {e['path']}: {e['state']}: {e['reason']}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        settings = config.load(args.config)
+    except config.ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    path = args.journal or settings.journal_path
+    if not path.exists():
+        print(f"no journal at {path} yet: the daemon has not run with this configuration")
+        return EXIT_OK if not args.json else EXIT_USAGE
+    try:
+        st = gather(path, args.errors)
+    except JournalError as exc:
+        raise UsageError(str(exc)) from None
+    print(json.dumps(st, indent=2, default=str) if args.json else render(st))
+    return EXIT_OK

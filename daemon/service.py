@@ -1,0 +1,574 @@
+"""The daemon: one asyncio process wiring sources → import → journal → pipeline → uploader.
+
+``Daemon`` owns the lifecycle (``startup``, ``main``, ``shutdown``). Background work is a fixed set
+of named tasks created in ``main`` and awaited there; signals only set flags. Every decision is
+taken from the journal, so a restart (or a power cut) resumes from where the journal says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from daemon import auth, config, log
+from daemon.commands.status import RUNTIME_META
+from daemon.importer import SourceGone, free_mb, hash_file, import_file, remove_spool_file
+from daemon.journal import AsyncJournal, FileState, Journal, NewFile, SequenceState
+from daemon.pipeline import PipelineOptions
+from daemon.processing import GPX_META, GpxLibrary, apply_plan, batches, plan_batch
+from daemon.sources import SettledFile, Sources
+from daemon.upload.client import AuthError, UploadClient, UploadError
+from daemon.upload.events import UploadEvent
+from daemon.upload.worker import SequenceResult, SequenceUploader
+
+INTAKE_BATCH = 64  # files journaled per commit at most
+INTAKE_FLUSH_SECONDS = 1.0
+RUNTIME_SAVE_SECONDS = 10.0  # runtime status writes, rare to spare the SD card
+HOUSEKEEPING_SECONDS = 60.0
+OFFLINE_BACKOFF_MAX = 60.0
+
+
+@dataclass
+class Runtime:
+    """What `status` shows about the running daemon (saved in the journal's meta table)."""
+
+    pid: int = field(default_factory=os.getpid)
+    started: float = field(default_factory=time.time)
+    activity: str = "starting"
+    server: str = "not contacted yet"
+    paused: str | None = None
+    upload_rate: float = 0.0
+    roots: dict[str, str] = field(default_factory=dict)
+    stopped: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class RunStats:
+    """Figures of this run, for `--once`, the demo and the logs."""
+
+    imported: int = 0
+    known: int = 0
+    sequences: int = 0
+    images: int = 0
+    duplicates: int = 0
+    waiting: int = 0
+    rejected: int = 0
+    finished: int = 0
+    failed: int = 0
+    results: list[SequenceResult] = field(default_factory=list)
+
+
+class Daemon:
+    def __init__(self, settings: config.Settings, *, once: bool = False, token: str | None = None):
+        self.settings = settings
+        self.once = once
+        self.token = token
+        self.log = log.get("daemon")
+        self.runtime = Runtime()
+        self.stats = RunStats()
+        self.stopping = asyncio.Event()
+        self.process_wanted = asyncio.Event()
+        self.upload_wanted = asyncio.Event()
+        self.journal: AsyncJournal | None = None
+        self.sources: Sources | None = None
+        self.gpx = GpxLibrary()
+        self._gpx_version = 0
+        self._processed_version: dict[str, int] = {}
+        self._last_activity: dict[str, float] = {}
+        self._importing: set[str] = set()
+        self._pending: list[NewFile] = []
+        self._deferred: list[SettledFile] = []
+        self._runtime_saved = ""
+        self._bytes_window: list[tuple[float, int]] = []
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    @property
+    def spool(self) -> Path:
+        return self.settings.spool_path
+
+    async def startup(self) -> None:
+        self.spool.mkdir(parents=True, exist_ok=True)
+        self.journal = await AsyncJournal.open(self.settings.journal_path)
+        known = await self.journal.get_meta(GPX_META, {}) or {}
+        self.gpx.load_known(known)
+        self.sources = Sources(
+            watch=self.settings.watch,
+            mount_roots=self.settings.mount_roots,
+            extra=[self.settings.gpx_dir] if self.settings.gpx_dir else [],
+            settle_seconds=self.settings.settle_seconds,
+            batch_quiet_seconds=self.settings.batch_quiet_seconds,
+            poll_interval=self.settings.poll_interval,
+            ignore=[self.spool],
+        )
+        await self.sources.start()
+        self.runtime.activity = "scanning"
+        self.log.info(
+            "daemon_started",
+            journal=str(self.settings.journal_path),
+            spool=str(self.spool),
+            watch=[str(p) for p in self.settings.watch],
+            mount_roots=[str(p) for p in self.settings.mount_roots],
+            zone=self.settings.tz or "this machine's zone",
+            time_offset=self.settings.time_offset,
+        )
+
+    async def shutdown(self) -> None:
+        if self.sources is not None:
+            await self.sources.stop()
+        if self.journal is not None:
+            await self._flush_intake()
+            self.runtime.stopped = True
+            self.runtime.activity = "stopped"
+            await self._save_runtime(force=True)
+            await self.journal.aclose()
+        self.log.info("daemon_stopped")
+
+    def request_stop(self) -> None:
+        self.stopping.set()
+        self.process_wanted.set()
+        self.upload_wanted.set()
+
+    async def run(self) -> int:
+        await self.startup()
+        try:
+            return await self.main()
+        finally:
+            await self.shutdown()
+
+    async def main(self) -> int:
+        tasks = {
+            asyncio.create_task(self._intake(), name="intake"),
+            asyncio.create_task(self._housekeeping(), name="housekeeping"),
+        }
+        if self.once:
+            # One pass, in order: no concurrent processing or upload loops.
+            tasks.add(asyncio.create_task(self._stop_when_done(), name="once"))
+        else:
+            tasks.add(asyncio.create_task(self._process_loop(), name="process"))
+            tasks.add(asyncio.create_task(self._upload_loop(), name="upload"))
+        stop = asyncio.create_task(self.stopping.wait(), name="stop")
+        done, _ = await asyncio.wait(tasks | {stop}, return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks | {stop}:
+            task.cancel()
+        await asyncio.gather(*tasks, stop, return_exceptions=True)
+        for task in done:
+            if task is not stop and not task.cancelled() and task.exception():
+                raise task.exception()  # type: ignore[misc]
+        return 1 if (self.stats.rejected or self.stats.failed) else 0
+
+    # -- intake: settled files → spool → journal ------------------------------------------------
+
+    async def _intake(self) -> None:
+        assert self.sources is not None
+        while True:
+            try:
+                event = await asyncio.wait_for(self.sources.next_event(), INTAKE_FLUSH_SECONDS)
+            except TimeoutError:
+                await self._flush_intake()
+                continue
+            await self._handle(event)
+            if len(self._pending) >= INTAKE_BATCH:
+                await self._flush_intake()
+
+    async def _handle(self, event: Any) -> None:
+        kind = type(event).__name__
+        if kind == "SettledFile":
+            await self._take_file(event)
+        elif kind == "CardInserted":
+            self._importing.add(str(event.root))
+            self.runtime.roots[str(event.root)] = "card inserted, importing"
+            self.log.info(
+                "card_inserted", root=str(event.root), card=getattr(event, "card_id", None)
+            )
+        elif kind == "CardImported":
+            await self._flush_intake()
+            self._importing.discard(str(event.root))
+            self.runtime.roots[str(event.root)] = "card imported: you may remove it"
+            self.log.info("card_imported", root=str(event.root))
+            self.process_wanted.set()
+        elif kind == "CardRemoved":
+            self._importing.discard(str(event.root))
+            self.runtime.roots[str(event.root)] = "card removed"
+            self.log.info("card_removed", root=str(event.root))
+        elif kind == "BatchReady":
+            await self._flush_intake()
+            self.process_wanted.set()
+
+    async def _take_file(self, f: SettledFile) -> None:
+        assert self.journal is not None
+        root = str(f.root)
+        self._last_activity[root] = time.monotonic()
+        if f.path.suffix.lower() == ".gpx":
+            await self._take_gpx(f)
+            return
+        seen = await self.journal.lookup_path(f.path)
+        if seen and seen[1] == f.size and abs(seen[2] - f.mtime) < 1e-6:
+            self.stats.known += 1
+            return
+        try:
+            entry = await asyncio.to_thread(self._read_in, f)
+        except SourceGone as exc:
+            self.log.warning("source_gone", file=str(f.path), reason=str(exc))
+            return
+        except OSError as exc:
+            self.log.error("file_unreadable", file=str(f.path), reason=exc.strerror or str(exc))
+            return
+        if entry is not None:
+            self._pending.append(entry)
+
+    def _read_in(self, f: SettledFile) -> NewFile | None:
+        """Hash a watched file in place, or copy a card's file into the spool (worker thread)."""
+        if f.kind == "card":
+            if self.runtime.paused:
+                self._deferred.append(f)
+                return None
+            got = import_file(f.path, self.spool)
+            return NewFile(got.hash, f.path, "card", f.root, got.size, f.mtime, got.spool_path)
+        digest, size = hash_file(f.path)
+        return NewFile(digest, f.path, "watch", f.root, size, f.mtime)
+
+    async def _take_gpx(self, f: SettledFile) -> None:
+        assert self.journal is not None
+        try:
+            if f.kind == "card":
+                got = await asyncio.to_thread(import_file, f.path, self.spool / "gpx")
+                digest, path = got.hash, str(got.spool_path)
+            else:
+                digest, _ = await asyncio.to_thread(hash_file, f.path)
+                path = str(f.path)
+        except (SourceGone, OSError) as exc:
+            self.log.warning("gpx_unreadable", file=str(f.path), reason=str(exc))
+            return
+        if self.gpx.add(digest, path):
+            self._gpx_version += 1
+            await self.journal.set_meta(GPX_META, self.gpx.known)
+            self.log.info("gpx_added", file=str(f.path))
+            self.process_wanted.set()
+
+    async def _flush_intake(self) -> None:
+        if not self._pending or self.journal is None:
+            return
+        entries, self._pending = self._pending, []
+        added = await self.journal.add_files(entries)
+        new = sum(added)
+        self.stats.imported += new
+        self.stats.known += len(added) - new
+        if new:
+            self.log.info("imported", files=new, already_known=len(added) - new)
+        self.process_wanted.set()
+
+    # -- processing: settled batches → sequences ------------------------------------------------
+
+    async def _process_loop(self) -> None:
+        while True:
+            await _wait(self.process_wanted, self.settings.batch_quiet_seconds / 3 or 1.0)
+            self.process_wanted.clear()
+            await self.process_ready()
+
+    def _batch_ready(self, root: str) -> bool:
+        if root in self._importing:
+            return False
+        if self.once:
+            return True
+        quiet = time.monotonic() - self._last_activity.get(root, 0.0)
+        return quiet >= self.settings.batch_quiet_seconds
+
+    async def process_ready(self) -> None:
+        assert self.journal is not None
+        groups = await self.journal.run(batches)
+        options = PipelineOptions.from_settings(self.settings)
+        for root, rows in groups.items():
+            if not self._batch_ready(root):
+                continue
+            waiting_only = all(r.state == FileState.WAITING_FOR_POSITION for r in rows)
+            expired = any(time.time() - r.created_at >= self.settings.position_wait for r in rows)
+            if (
+                waiting_only
+                and not expired
+                and self._processed_version.get(root) == self._gpx_version
+            ):
+                continue
+            self.runtime.roots[root] = "processing"
+            track = await asyncio.to_thread(self.gpx.track)
+            plan = await asyncio.to_thread(
+                plan_batch, root, rows, track, options, self.settings.position_wait
+            )
+            await self.journal.run(lambda j, p=plan: apply_plan(j, p))
+            self._processed_version[root] = self._gpx_version
+            self._count(plan.outcome)
+            self.runtime.roots[root] = "idle"
+            self.upload_wanted.set()
+
+    def _count(self, o: Any) -> None:
+        self.stats.sequences += o.sequences
+        self.stats.images += o.images
+        self.stats.duplicates += o.duplicates
+        self.stats.waiting += o.waiting
+        self.stats.rejected += sum(o.rejected.values())
+        self.log.info(
+            "batch_processed",
+            root=o.root,
+            sequences=o.sequences,
+            images=o.images,
+            duplicates=o.duplicates,
+            waiting_for_position=o.waiting,
+            rejected=o.rejected,
+            zone=self.settings.tz or "this machine's zone",
+            time_offset=self.settings.time_offset,
+        )
+
+    # -- upload: pending sequences → server -----------------------------------------------------
+
+    async def _upload_loop(self) -> None:
+        backoff = 2.0
+        while True:
+            await _wait(self.upload_wanted, 30.0)
+            self.upload_wanted.clear()
+            try:
+                token = self.token or auth.load_token(self.settings.profile)
+            except auth.TokenStoreError as exc:
+                token = None
+                self.runtime.paused = f"cannot read the token: {exc}"
+            if not token:
+                self.runtime.server = "no token: run 'mapillary-daemon authenticate'"
+                continue
+            pending = await self._due_sequences()
+            if not pending:
+                continue
+            try:
+                await self._upload(token, pending)
+                backoff = 2.0
+            except AuthError as exc:
+                self.runtime.server = f"token refused: {exc}"
+                self.log.error("token_refused", reason=str(exc))
+                await _wait(self.stopping, 600.0)  # a SIGHUP with a new token wakes us sooner
+            except UploadError as exc:
+                self.runtime.server = f"unreachable: {exc}"
+                self.log.warning("server_unreachable", reason=str(exc), retry_in=backoff)
+                await _wait(self.stopping, backoff)
+                backoff = min(backoff * 2, OFFLINE_BACKOFF_MAX)
+                self.upload_wanted.set()
+
+    async def _due_sequences(self) -> list[str]:
+        assert self.journal is not None
+        rows = await self.journal.sequences_in_state(SequenceState.PENDING)
+        due = time.time() - self.settings.upload_delay
+        return [r.uuid for r in rows if r.created_at <= due]
+
+    async def _upload(self, token: str, uuids: list[str]) -> None:
+        assert self.journal is not None
+        client = UploadClient.from_settings(self.settings, token)
+        client.events.subscribe(self._on_upload_event)
+        self.runtime.activity = f"uploading {len(uuids)} sequence(s)"
+        async with client:
+            worker = SequenceUploader(self.journal, client, on_sequence=self._on_sequence)
+            await worker.upload_all(uuids)
+        self.runtime.server = "reachable"
+        self.runtime.activity = "idle"
+
+    def _on_sequence(self, result: SequenceResult) -> None:
+        self.stats.results.append(result)
+        if result.cluster_id:
+            self.stats.finished += 1
+        elif result.error:
+            self.stats.failed += 1
+
+    def _on_upload_event(self, event: UploadEvent) -> None:
+        if event.kind == "end":
+            now = time.monotonic()
+            self._bytes_window.append((now, event.total))
+            self._bytes_window = [(t, n) for t, n in self._bytes_window if now - t < 60]
+            span = max(now - self._bytes_window[0][0], 1.0)
+            self.runtime.upload_rate = sum(n for _, n in self._bytes_window) / span
+            self.runtime.server = "reachable"
+
+    # -- housekeeping: disk space, spool cleanup, waiting photos, status -------------------------
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await self._check_disk()
+            await self._save_runtime()
+            await _wait(self.stopping, min(HOUSEKEEPING_SECONDS, RUNTIME_SAVE_SECONDS))
+
+    async def _check_disk(self) -> None:
+        free = await asyncio.to_thread(free_mb, self.spool)
+        if free < self.settings.min_free_mb:
+            freed = await self._clean_spool(force=True)
+            free = await asyncio.to_thread(free_mb, self.spool)
+            if free < self.settings.min_free_mb:
+                if not self.runtime.paused:
+                    self.log.warning(
+                        "import_paused",
+                        free_mb=round(free),
+                        min_free_mb=self.settings.min_free_mb,
+                        freed_files=freed,
+                    )
+                self.runtime.paused = f"card import paused: {free:.0f} MB free, below min_free_mb {self.settings.min_free_mb:.0f}"
+                return
+        else:
+            await self._clean_spool(force=False)
+        if self.runtime.paused:
+            self.log.info("import_resumed", free_mb=round(free))
+            self.runtime.paused = None
+            deferred, self._deferred = self._deferred, []
+            for f in deferred:
+                await self._take_file(f)
+
+    async def _clean_spool(self, force: bool) -> int:
+        """Remove spool copies of finished sequences after keep_days (any age when ``force``)."""
+        assert self.journal is not None
+        keep = 0.0 if force else self.settings.keep_days * 86400
+
+        def clean(j: Journal) -> list[tuple[str, str]]:
+            old = time.time() - keep
+            victims = []
+            for seq in j.sequences_in_state(SequenceState.FINISHED):
+                if seq.finished_at and seq.finished_at <= old:
+                    victims += [
+                        (r.hash, r.spool_path) for r in j.sequence_images(seq.uuid) if r.spool_path
+                    ]
+            return victims
+
+        victims = await self.journal.run(clean)
+        for _file_hash, path in victims:
+            await asyncio.to_thread(remove_spool_file, Path(path))
+
+        def forget(j: Journal) -> None:
+            with j.transaction():
+                for file_hash, _ in victims:
+                    j.set_file_state(file_hash, FileState.FINISHED, spool_path=None)
+
+        if victims:
+            await self.journal.run(forget)
+            self.log.info("spool_cleaned", files=len(victims))
+        return len(victims)
+
+    async def _save_runtime(self, force: bool = False) -> None:
+        if self.sources is not None:
+            for root, doing in self.sources.status().items():
+                self.runtime.roots.setdefault(str(root), doing)
+        snapshot = self.runtime.as_dict()
+        text = repr(snapshot)
+        if (force or text != self._runtime_saved) and self.journal is not None:
+            await self.journal.set_meta(RUNTIME_META, snapshot)
+            self._runtime_saved = text
+
+    # -- reload and status line ----------------------------------------------------------------
+
+    async def apply_settings(self, new: config.Settings) -> None:
+        """Take a reloaded configuration: watch roots, limits and endpoints change live."""
+        assert self.sources is not None
+        old_roots = {*self.settings.watch, *self.settings.mount_roots}
+        new_roots = {*new.watch, *new.mount_roots}
+        for root in new_roots - old_roots:
+            await self.sources.add_root(root, card_root=root in new.mount_roots)
+        for root in old_roots - new_roots:
+            await self.sources.remove_root(root)
+        self.settings = new
+        self.log.info(
+            "config_reloaded",
+            added=[str(r) for r in new_roots - old_roots],
+            removed=[str(r) for r in old_roots - new_roots],
+        )
+        self.process_wanted.set()
+        self.upload_wanted.set()
+
+    def status_line(self) -> str:
+        """One line for systemd's STATUS=."""
+        s = self.stats
+        line = (
+            f"{s.imported} new photos, {s.sequences} sequences made, {s.finished} uploaded; "
+            f"{self.runtime.activity}; server {self.runtime.server}"
+        )
+        return f"{line}; {self.runtime.paused}" if self.runtime.paused else line
+
+    # -- --once --------------------------------------------------------------------------------
+
+    async def _stop_when_done(self) -> None:
+        """End when sources are settled, nothing is left to process, and uploads are done."""
+        assert self.sources is not None and self.journal is not None
+        await self.sources.wait_settled()
+        await self._flush_intake()
+        await self.process_ready()
+        while True:
+            pending = await self._due_sequences()
+            if not pending:
+                break
+            token = self.token or auth.load_token(self.settings.profile)
+            if not token:
+                self.log.warning("upload_skipped", reason="no token")
+                break
+            try:
+                await self._upload(token, pending)
+            except UploadError as exc:
+                self.log.error("upload_stopped", reason=str(exc), still_queued=len(pending))
+                self.stats.failed += 1
+                break
+            if set(await self._due_sequences()) >= set(pending):
+                break  # nothing moved (all failed): do not loop
+        self.request_stop()
+
+
+async def _wait(event: asyncio.Event, timeout: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), timeout)
+
+
+def install_signal_handlers(daemon: Daemon, reload: Any = None) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, daemon.request_stop)
+    if reload is not None:
+        loop.add_signal_handler(signal.SIGHUP, reload)
+
+
+async def run_daemon(
+    settings: config.Settings,
+    *,
+    once: bool = False,
+    reload_settings: Any = None,
+    gpx_files: list[Path] | None = None,
+) -> int:
+    """Run until stopped (or, with ``once``, until done). ``reload_settings`` is called on
+    SIGHUP and returns new settings or raises ``config.ConfigError``."""
+    from daemon.notify import Notifier, watchdog_loop
+
+    daemon = Daemon(settings, once=once)
+    for path in gpx_files or []:
+        daemon.gpx.add(f"file:{path}", str(path))
+    notifier = Notifier.from_environment()
+
+    def reload() -> None:
+        if reload_settings is None:
+            return
+        notifier.reloading()
+        try:
+            new = reload_settings()
+        except config.ConfigError as exc:
+            daemon.log.error("reload_refused", reason=str(exc))
+        else:
+            asyncio.get_running_loop().create_task(daemon.apply_settings(new))
+        notifier.ready()
+
+    install_signal_handlers(daemon, reload)
+    await daemon.startup()
+    notifier.ready()
+    pinger = asyncio.create_task(watchdog_loop(notifier, daemon.status_line, daemon.stopping))
+    try:
+        code = await daemon.main()
+    finally:
+        notifier.stopping()
+        pinger.cancel()
+        await asyncio.gather(pinger, return_exceptions=True)
+        await daemon.shutdown()
+    return code
