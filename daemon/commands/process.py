@@ -63,6 +63,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """PATH and every pipeline option (shared with process-and-upload)."""
     p.add_argument("path", type=Path, metavar="PATH", help="folder of JPEGs (or one JPEG)")
     p.add_argument(
         "--gpx", action="append", type=Path, default=[], metavar="FILE", help="GPX track(s)"
@@ -89,7 +95,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--desc-path", metavar="FILE|-", help=f"default: PATH/{DESCRIPTION_FILE}")
     p.add_argument("--write-exif", action="store_true", help="write position into the photos")
     p.add_argument("--config", type=Path, help="configuration file")
-    p.set_defaults(func=run)
 
 
 def options_from_args(args: argparse.Namespace) -> PipelineOptions:

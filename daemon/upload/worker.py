@@ -12,7 +12,6 @@ Used by the ``upload`` command and by the daemon; neither knows the protocol.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from typing import Any
 from daemon import log
 from daemon.journal import AsyncJournal, FileRow, FileState, Journal, SequenceState
 from daemon.media.exif import MediaError, tagged_bytes
+from daemon.pipeline.describe import description_json
 from daemon.upload.client import (
     AuthError,
     RejectedError,
@@ -66,7 +66,7 @@ def description_of(row: FileRow) -> str:
     desc = row.metadata.get("description")
     if not isinstance(desc, dict):
         raise MediaError("no Mapillary description recorded")
-    return json.dumps(desc, separators=(",", ":"), sort_keys=True)
+    return description_json(desc)
 
 
 def read_tagged(row: FileRow) -> bytes:

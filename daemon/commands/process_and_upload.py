@@ -1,0 +1,33 @@
+"""`process-and-upload PATH`: `process`, then `upload` of what it described."""
+
+from __future__ import annotations
+
+import argparse
+
+from daemon.cli import EXIT_SET_ASIDE, EXIT_USAGE
+from daemon.commands import process, upload
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "process-and-upload",
+        help="process PATH, then upload it (upload_with_preprocessing)",
+        description="Run `process` on PATH (all of its options), then `upload` the result.",
+        epilog="example:\n  mapillary-daemon process-and-upload ~/rides/2024-06-01 --gpx track.gpx "
+        "--tz Europe/Berlin",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    process.add_arguments(p)
+    upload.add_upload_arguments(p, with_path=False)
+    p.set_defaults(func=run, upload_subfolders=False)
+
+
+def run(args: argparse.Namespace) -> int:
+    processed = process.run(args)
+    if processed not in (0, EXIT_SET_ASIDE):
+        return processed
+    args.desc_path = None
+    uploaded = upload.run(args)
+    if uploaded == EXIT_USAGE:
+        return uploaded
+    return max(processed, uploaded)

@@ -1,0 +1,159 @@
+"""`upload PATH`: upload described photos, exactly once, resuming whatever was interrupted."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+from daemon import auth, config, log
+from daemon.cli import EXIT_OK, EXIT_SET_ASIDE, EXIT_USAGE, UsageError
+from daemon.journal import AsyncJournal, Journal, JournalError, SequenceState
+from daemon.upload.client import AuthError, UploadClient, UploadError
+from daemon.upload.queue import collect, queue
+from daemon.upload.worker import SequenceResult, SequenceUploader
+
+EPILOG = """\
+examples:
+  mapillary-daemon upload ~/rides/2024-06-01             # after process, add-tags or mapillary_tools
+  mapillary-daemon upload ~/rides --upload-subfolders     # every folder below too
+  mapillary-daemon upload ~/rides/2024-06-01 --dry-run    # show what would be sent
+
+Photos are described by a description file (mapillary_image_description.json, from `process` or
+mapillary_tools) or by a Mapillary description in their EXIF (from `add-tags`). A photo already
+uploaded is never sent again; an interrupted run resumes from the bytes the server holds, and
+sequences are finished automatically (there is no separate "push" step).
+Exit codes: 0 all uploaded, 1 some photos skipped or a sequence failed/still queued, 2 usage."""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "upload",
+        help="upload described photos (process, add-tags or mapillary_tools output)",
+        description="Upload the described photos of PATH to Mapillary, sequence by sequence.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_upload_arguments(p)
+    p.set_defaults(func=run)
+
+
+def add_upload_arguments(p: argparse.ArgumentParser, with_path: bool = True) -> None:
+    if with_path:
+        p.add_argument("path", type=Path, metavar="PATH", help="folder of described photos")
+    p.add_argument("--upload-subfolders", action="store_true", help="also every subfolder")
+    p.add_argument("--dry-run", action="store_true", help="only list what would be uploaded")
+    p.add_argument("--journal", type=Path, metavar="FILE", help="journal (default: state dir)")
+    p.add_argument("--profile", metavar="NAME", help="stored token profile (default)")
+    p.add_argument("--concurrency", type=int, metavar="N", help="images in flight (4)")
+    p.add_argument("--max-rate", type=float, metavar="BYTES_PER_S", help="bandwidth cap")
+    p.add_argument("--organization-id", metavar="ID")
+    if not any(a.dest == "config" for a in p._actions):
+        p.add_argument("--config", type=Path, help="configuration file")
+
+
+def settings_from(args: argparse.Namespace) -> config.Settings:
+    overrides: dict[str, Any] = {
+        "journal": args.journal,
+        "profile": args.profile,
+        "concurrency": args.concurrency,
+        "max_rate": args.max_rate,
+        "organization_id": args.organization_id,
+    }
+    try:
+        return config.load(args.config, overrides=overrides)
+    except config.ConfigError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    log.setup("warning", "console" if sys.stderr.isatty() else "json")
+    root: Path = args.path
+    if not root.is_dir():
+        raise UsageError(f"{root} is not a folder")
+    found = collect(root, args.upload_subfolders)
+    for path, reason in found.skipped:
+        print(f"{path}: {reason}", file=sys.stderr)
+    if args.dry_run:
+        seqs = {p.sequence for p in found.photos}
+        print(
+            f"upload (dry run): {len(found.photos)} photos in {len(seqs)} sequences would be "
+            f"uploaded to {settings.upload_endpoint}; {len(found.skipped)} skipped"
+        )
+        return EXIT_OK
+    token = auth.load_token(settings.profile)
+    if not token:
+        raise UsageError(
+            "no access token: run 'mapillary-daemon authenticate' or set MAPILLARY_TOKEN"
+        )
+    try:
+        code = asyncio.run(upload_folder(settings, token, root, found.photos))
+    except JournalError as exc:
+        print(f"mapillary-daemon upload: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_SET_ASIDE if found.skipped and code == EXIT_OK else code
+
+
+async def upload_folder(settings: config.Settings, token: str, root: Path, photos: list) -> int:
+    journal = await AsyncJournal.open(settings.journal_path)
+    try:
+        queued = await journal.run(lambda j: queue(j, root.resolve(), photos))
+        for path, why in queued.already_done:
+            print(f"{path}: {why}, not sent again")
+        for path, why in queued.unreadable:
+            print(f"{path}: cannot read: {why}", file=sys.stderr)
+        uuids = await journal.run(lambda j: _pending_under(j, root.resolve()))
+        if not uuids:
+            print(f"upload: nothing to upload ({len(queued.already_done)} already uploaded)")
+            return EXIT_SET_ASIDE if queued.unreadable else EXIT_OK
+        return await _upload(settings, token, journal, uuids, bool(queued.unreadable))
+    finally:
+        await journal.aclose()
+
+
+def _pending_under(journal: Journal, root: Path) -> list[str]:
+    rows = journal.sequences_in_state(SequenceState.PENDING)
+    return [r.uuid for r in rows if r.source_root and Path(r.source_root) == root]
+
+
+async def _upload(
+    settings: config.Settings,
+    token: str,
+    journal: AsyncJournal,
+    uuids: list[str],
+    had_problems: bool,
+) -> int:
+    results: list[SequenceResult] = []
+    client = UploadClient.from_settings(settings, token)
+    try:
+        async with client:
+            worker = SequenceUploader(journal, client, on_sequence=_print_result)
+            results = await worker.upload_all(uuids)
+    except AuthError as exc:
+        print(
+            f"upload: the token was refused ({exc}); everything stays queued. "
+            "Run 'mapillary-daemon authenticate' again.",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    except UploadError as exc:
+        print(
+            f"upload: stopped: {exc}; what is left stays queued and a rerun resumes it",
+            file=sys.stderr,
+        )
+        return EXIT_SET_ASIDE
+    done = [r for r in results if r.cluster_id]
+    failed = [r for r in results if r.error]
+    images = sum(r.images for r in done)
+    print(f"upload: {len(done)} sequences ({images} images) finished, {len(failed)} failed")
+    return EXIT_SET_ASIDE if failed or had_problems else EXIT_OK
+
+
+def _print_result(r: SequenceResult) -> None:
+    if r.cluster_id:
+        print(f"sequence {r.uuid}: {r.images} images, cluster {r.cluster_id}")
+    else:
+        print(f"sequence {r.uuid}: failed: {r.error}", file=sys.stderr)

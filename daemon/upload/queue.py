@@ -1,0 +1,181 @@
+"""Queue described photos of a folder into the journal as sequences, for the `upload` command.
+
+Two ways a folder can be described: a description file (ours from `process`, or mapillary_tools'
+``mapillary_image_description.json``), or a Mapillary description in each photo's EXIF
+ImageDescription (from `add-tags` or the Mapillary apps). Whatever the way, the journal decides:
+a photo already queued or uploaded (same content hash) is never queued again.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid as uuidlib
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from daemon.journal import FileState, Journal, NewFile, StateChange
+from daemon.media import exif
+from daemon.media.load import find_jpegs
+from daemon.pipeline.describe import read_description_file, validate_description
+
+DESCRIPTION_FILE = "mapillary_image_description.json"
+SKIP_DIRS = ("duplicates", "errors")
+# Sequence ids we derive are stable for the same images, so a rerun finds its own sequence.
+_NAMESPACE = uuidlib.UUID("6f2b1f0e-4c7a-4d3e-9a51-6d2f3c1b7a90")
+
+
+@dataclass
+class Described:
+    """One photo ready to upload: its file, its description and the sequence it belongs to."""
+
+    path: Path
+    description: dict[str, Any]
+    sequence: str
+
+
+@dataclass
+class Collected:
+    photos: list[Described] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)  # (file, reason)
+
+
+def _from_description_file(folder: Path, desc_file: Path, out: Collected) -> None:
+    try:
+        entries = read_description_file(desc_file)
+    except ValueError as exc:
+        out.skipped.append((desc_file, str(exc)))
+        return
+    for entry in entries:
+        path = Path(entry["filename"])
+        path = path if path.is_absolute() else folder / path
+        if "error" in entry:
+            reason = entry["error"].get("message") if isinstance(entry["error"], dict) else None
+            out.skipped.append((path, f"set aside by process: {reason or entry['error']}"))
+            continue
+        desc = {k: v for k, v in entry.items() if k.startswith("MAP")}
+        _add(path, desc, f"folder:{folder}", out)
+
+
+def _from_exif(folder: Path, files: list[Path], out: Collected) -> None:
+    for path in files:
+        try:
+            text = exif.read_exif(path).description
+        except (OSError, exif.MediaError) as exc:
+            out.skipped.append((path, f"cannot read EXIF: {exc}"))
+            continue
+        try:
+            desc = json.loads(text) if text else None
+        except json.JSONDecodeError:
+            desc = None
+        if not isinstance(desc, dict):
+            out.skipped.append((path, "no Mapillary description (run process or add-tags first)"))
+            continue
+        _add(path, desc, f"folder:{folder}", out)
+
+
+def _add(path: Path, desc: dict[str, Any], fallback_seq: str, out: Collected) -> None:
+    problem = validate_description(desc)
+    if problem:
+        out.skipped.append((path, f"invalid description: {problem}"))
+        return
+    desc.setdefault("MAPFilename", path.name)
+    seq = desc.get("MAPSequenceUUID") or fallback_seq
+    out.photos.append(Described(path, desc, str(seq)))
+
+
+def collect(root: Path, subfolders: bool = False) -> Collected:
+    """Described photos under ``root`` (and its subfolders when asked), folder by folder."""
+    out = Collected()
+    folders = [root]
+    if subfolders:
+        folders += sorted(
+            p
+            for p in root.rglob("*")
+            if p.is_dir()
+            and not any(
+                part.startswith(".") or part in SKIP_DIRS for part in p.relative_to(root).parts
+            )
+        )
+    for folder in folders:
+        files = [p for p in find_jpegs(folder, SKIP_DIRS) if p.parent == folder]
+        desc_file = folder / DESCRIPTION_FILE
+        if desc_file.exists():
+            _from_description_file(folder, desc_file, out)
+        elif files:
+            _from_exif(folder, files, out)
+    return out
+
+
+def sequence_id(label: str, hashes: list[str]) -> str:
+    """A stable sequence uuid for these images under this label.
+
+    >>> sequence_id("a", ["h1", "h2"]) == sequence_id("a", ["h1", "h2"]) != sequence_id("a", ["h1"])
+    True
+    """
+    return str(uuidlib.uuid5(_NAMESPACE, f"{label}|{','.join(hashes)}"))
+
+
+@dataclass
+class Queued:
+    sequences: list[str]  # sequence uuids created now or found again
+    already_done: list[tuple[Path, str]]  # (file, what the journal says)
+    unreadable: list[tuple[Path, str]]
+
+
+def queue(journal: Journal, root: Path, photos: list[Described]) -> Queued:
+    """Hash the photos and record them as sequences, in one transaction per folder scan."""
+    from daemon.importer import hash_file
+
+    result = Queued([], [], [])
+    hashed: list[tuple[Described, str, int, float]] = []
+    for photo in photos:
+        try:
+            digest, size = hash_file(photo.path)
+            mtime = photo.path.stat().st_mtime
+        except OSError as exc:
+            result.unreadable.append((photo.path, exc.strerror or str(exc)))
+            continue
+        hashed.append((photo, digest, size, mtime))
+    groups: dict[str, list[tuple[Described, str]]] = defaultdict(list)
+    with journal.transaction():
+        entries = [
+            NewFile(d, p.path, "cli", root, size, mtime, metadata={"filename": p.path.name})
+            for p, d, size, mtime in hashed
+        ]
+        journal.add_files(entries)
+        seen: set[str] = set()
+        for photo, digest, _, _ in hashed:
+            row = journal.get_file(digest)
+            assert row is not None
+            if digest in seen:
+                result.already_done.append((photo.path, "same photo as another file here"))
+                continue
+            seen.add(digest)
+            if row.state in (
+                FileState.IMPORTED,
+                FileState.DESCRIBED,
+                FileState.REJECTED,
+                FileState.DUPLICATE,
+                FileState.WAITING_FOR_POSITION,
+            ):
+                groups[photo.sequence].append((photo, digest))
+            else:
+                result.already_done.append((photo.path, f"already {row.state}"))
+        for label, members in groups.items():
+            members.sort(key=lambda m: (m[0].description.get("MAPCaptureTime", ""), m[0].path.name))
+            changes = []
+            for photo, digest in members:
+                row = journal.get_file(digest)
+                assert row is not None
+                if row.state in (FileState.REJECTED, FileState.DUPLICATE):
+                    changes.append(StateChange(digest, FileState.IMPORTED))
+                meta = {"description": photo.description, "filename": photo.path.name}
+                changes.append(StateChange(digest, FileState.DESCRIBED, None, {"metadata": meta}))
+            journal.set_file_states(changes)
+            hashes = [d for _, d in members]
+            uuid = sequence_id(label, hashes)
+            journal.create_sequence(uuid, hashes, source_root=root)
+            result.sequences.append(uuid)
+    return result
