@@ -10,12 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from daemon import sample as drive
 from daemon.geo import destination, distance_m
 from daemon.pipeline import duplicates
 from daemon.pipeline.duplicates import mark_duplicates, mark_impossible_speeds
 from daemon.pipeline.records import DUPLICATE, IMPOSSIBLE_SPEED, ImageRecord
 from daemon.pipeline.sequences import cut_sequences
-from tests import pipeline_drive as drive
 
 
 def test_doctests() -> None:

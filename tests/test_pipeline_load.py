@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from daemon import sample as drive
 from daemon.media import exif
 from daemon.media.load import find_jpegs, load_records
 from daemon.pipeline.records import BAD_FILE, BAD_METADATA, NO_TIME
-from tests import pipeline_drive as drive
 
 needs_reader = pytest.mark.skipif(
     not hasattr(exif, "read_exif"), reason="daemon.media.exif.read_exif not written yet"

@@ -7,9 +7,9 @@ from datetime import timedelta
 from pathlib import Path
 
 from daemon import config
+from daemon import sample as drive
 from daemon.pipeline import PipelineOptions, run_pipeline
 from daemon.pipeline.records import BAD_FILE, DUPLICATE, NO_POSITION, ImageRecord
-from tests import pipeline_drive as drive
 
 
 def exif_drive(seed: int, camera_ahead_s: float = 0.0) -> list[ImageRecord]:

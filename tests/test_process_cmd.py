@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from daemon import sample as drive
 from daemon.geo import angle_diff_deg, distance_m
 from daemon.media import exif
 from daemon.pipeline.describe import parse_capture_time, validate_description
-from tests import pipeline_drive as drive
 
 pytest.importorskip("daemon.media.gpx", reason="daemon/media/gpx.py not written yet")
 if not hasattr(exif, "read_exif"):

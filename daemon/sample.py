@@ -1,4 +1,4 @@
-"""A synthetic capture with a known truth, for the pipeline tests.
+"""A synthetic drive with a known truth: for `demo`, the tests and the benchmarks.
 
 Timeline (seconds from START, photos every 2 s at t = 0.5, 2.5, ...):
   0-60     drive east at 10 m/s                     (600 m)
@@ -191,3 +191,45 @@ def _dms(value: float) -> tuple[tuple[int, int], ...]:
     m = int((value - d) * 60)
     s = round(((value - d) * 60 - m) * 60 * 1_000_000)
     return ((d, 1), (m, 1), (s, 1_000_000))
+
+
+def camera_time(t: float, camera_tz: timedelta, clock_error_s: float = 0.0) -> datetime:
+    """The naive local time a camera in zone ``camera_tz`` writes for true time ``t``."""
+    return (at(t) + camera_tz + timedelta(seconds=clock_error_s)).replace(tzinfo=None)
+
+
+def jpeg_bytes(
+    local_time: datetime, *, size: tuple[int, int] = (32, 24), quality: int = 70
+) -> bytes:
+    """A photo's bytes, for callers that write them at their own pace (a slow camera)."""
+    import io
+
+    image = Image.new("RGB", size, (90, 140, 200))
+    exif_ifd = {
+        piexif.ExifIFD.DateTimeOriginal: local_time.strftime("%Y:%m:%d %H:%M:%S").encode(),
+        piexif.ExifIFD.SubSecTimeOriginal: f"{local_time.microsecond // 1000:03d}".encode(),
+    }
+    zeroth = {piexif.ImageIFD.Make: b"Acme", piexif.ImageIFD.Model: b"DashCam 1"}
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", exif=piexif.dump({"0th": zeroth, "Exif": exif_ifd}), quality=quality)
+    return buf.getvalue()
+
+
+def write_drive(
+    folder: Path,
+    *,
+    seed: int = 0,
+    camera_tz: timedelta = timedelta(hours=2),
+    clock_error_s: float = 0.0,
+    gpx_name: str | None = "track.gpx",
+) -> list[Path]:
+    """Write the whole drive: one JPEG per photo time (G0000001.JPG, ...) and the GPX log."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, t in enumerate(photo_times(), start=1):
+        path = folder / f"G{i:07d}.JPG"
+        write_jpeg(path, camera_time(t, camera_tz, clock_error_s))
+        paths.append(path)
+    if gpx_name:
+        write_gpx(folder / gpx_name, gps_track(seed))
+    return paths
