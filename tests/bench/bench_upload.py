@@ -281,9 +281,10 @@ def main() -> None:
     parser.add_argument("--cap-images", type=int, default=50, help="images for the capped run")
     parser.add_argument(
         "--server",
-        choices=["embedded", "sink"],
-        default="embedded",
-        help="embedded: daemon.server; sink: a byte-counting stand-in in this script",
+        choices=["auto", "embedded", "sink"],
+        default="auto",
+        help="embedded: daemon.server; sink: a byte-counting stand-in in this script; "
+        "auto: embedded when the package has it",
     )
     parser.add_argument("--workdir", type=Path, default=None, help="where to put temp files")
     parser.add_argument("--role", choices=["ours", "baseline"], help=argparse.SUPPRESS)
@@ -294,6 +295,10 @@ def main() -> None:
     if args.role:
         child(args)
     else:
+        if args.server == "auto":
+            import daemon.server
+
+            args.server = "embedded" if hasattr(daemon.server, "running_server") else "sink"
         asyncio.run(orchestrate(args))
 
 
