@@ -218,8 +218,9 @@ class UploadClient:
     ) -> str:
         """Upload ``data`` under ``key``, resuming from the server's offset; returns the handle.
 
-        After a failed request the offset is probed again, so at most the bytes the server lost
-        are sent twice. The failure count restarts whenever the server's offset has advanced.
+        After a cut connection or a timeout the offset is probed again, so at most the bytes the
+        server lost are sent twice. The failure count restarts whenever the server's offset has
+        advanced.
         """
         total = len(data)
         view = memoryview(data)
@@ -245,7 +246,11 @@ class UploadClient:
                 failures = self._give_up_or_count(failure, key, total, name, failures)
                 delay = self._delay(failure, failures)
                 self._emit_retry(key, total, name, failure, delay, failures)
-                offset = None
+                if failure.status is None or failure.verdict is Verdict.OFFSET:
+                    # The body may have been cut anywhere: ask what arrived. After a plain
+                    # error reply the offset stands (a 412 would tell us otherwise), which
+                    # spares a request per retry under rate limiting.
+                    offset = None
                 if delay > 0:
                     await asyncio.sleep(delay)
                 continue

@@ -33,7 +33,8 @@ class RetryPolicy:
     ``max_attempts`` counts consecutive failed requests without progress: once reached, the
     call gives up with a retriable error and the caller keeps the work queued.
     ``max_delay`` caps the exponential backoff (``min(2**n, max_delay)``), ``jitter`` adds up to
-    that fraction of the delay at random, so that many clients do not retry in lockstep.
+    that fraction of the delay at random (a fifth of it to a server's hint), so that many
+    clients do not retry in lockstep.
     ``max_server_delay`` caps what a server may ask for in ``Retry-After``/``backoff``.
     """
 
@@ -74,10 +75,15 @@ class RetryPolicy:
         2.0
         >>> RetryPolicy(max_server_delay=60.0).delay(0, {"Retry-After": "86400"})
         60.0
+        >>> 3.0 <= RetryPolicy(jitter=0.25).delay(0, {"Retry-After": "3"}) <= 3.15
+        True
         """
         hint = server_delay(headers or {}, body, now)
         if hint is not None:
-            return min(hint, self.max_server_delay)
+            # Never sooner than asked; a little later at random so that clients told the same
+            # Retry-After do not all come back in the same instant.
+            spread = 1.0 + self.jitter * 0.2 * (rng or random).random()
+            return min(hint * spread, self.max_server_delay)
         return self.backoff(n, rng)
 
 
