@@ -1,0 +1,124 @@
+"""`server`: run the embedded Mapillary-compatible server until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+from daemon.cli import EXIT_OK, UsageError
+from daemon.server import ServerConfig, parse_outage, running_server
+
+EPILOG = """\
+examples:
+  mapillary-daemon server --data ./mly-server
+  mapillary-daemon server --port 8765 --fail-rate 0.05 --drop-rate 0.05 --seed 1
+  mapillary-daemon server --max-rate 2000000 --outage 30:20 --rate-limit 20
+
+Point a client at it with the two environment lines it prints (mapillary_tools also needs
+MAPILLARY_TOOLS__AUTH_VERIFICATION_DISABLED=YES or a token the server accepts).
+Counters: curl http://127.0.0.1:PORT/_admin/stats"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "server",
+        help="run a local Mapillary-compatible server (for demos, tests and trials)",
+        description="Serve the Mapillary graph API (me, finish_upload, images search with "
+        "thumbnails) and upload service on loopback, storing what it receives and validating "
+        "every uploaded image's description, with optional fault injection.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (%(default)s)")
+    p.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    p.add_argument("--data", type=Path, help="data folder (default: a temporary one)")
+    p.add_argument(
+        "--token",
+        action="append",
+        default=[],
+        help="accept only this access token (repeatable; default: any non-empty token)",
+    )
+    p.add_argument("--token-file", type=Path, help="accepted tokens, one per line")
+    p.add_argument("--fail-rate", type=float, default=0.0, help="share of requests answered 5xx")
+    p.add_argument(
+        "--drop-rate", type=float, default=0.0, help="share of uploads cut mid-body (bytes kept)"
+    )
+    p.add_argument("--latency", type=float, default=0.0, metavar="MS", help="added per request")
+    p.add_argument(
+        "--max-rate", type=float, default=0.0, metavar="BYTES_PER_S", help="upload bandwidth cap"
+    )
+    p.add_argument("--outage", metavar="START_S:DURATION_S", help="window of refused requests")
+    p.add_argument("--rate-limit", type=float, default=0.0, metavar="N_PER_S", help="then 429")
+    p.add_argument("--seed", type=int, help="seed of the fault RNG (reproducible faults)")
+    p.set_defaults(func=run)
+
+
+def _tokens(args: argparse.Namespace) -> tuple[str, ...]:
+    tokens = [t.strip() for t in args.token if t.strip()]
+    if args.token_file is not None:
+        try:
+            lines = args.token_file.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise UsageError(f"cannot read token file {args.token_file}: {exc.strerror}") from None
+        tokens += [line.strip() for line in lines if line.strip()]
+    return tuple(tokens)
+
+
+def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    try:
+        return ServerConfig(
+            host=args.host,
+            port=args.port,
+            data_dir=args.data,
+            tokens=_tokens(args),
+            fail_rate=args.fail_rate,
+            drop_rate=args.drop_rate,
+            latency_ms=args.latency,
+            bandwidth=args.max_rate,
+            outage=parse_outage(args.outage) if args.outage else None,
+            rate_limit=args.rate_limit,
+            seed=args.seed,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    if config.data_dir is not None:
+        try:
+            config.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"cannot create data folder {config.data_dir}: {exc}") from None
+    try:
+        asyncio.run(serve(config))
+    except OSError as exc:
+        print(f"mapillary-daemon server: cannot serve: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:  # a data folder whose log is not ours
+        raise UsageError(str(exc)) from None
+    return EXIT_OK
+
+
+async def serve(config: ServerConfig) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with running_server(config) as server:
+        print(f"serving on {server.base_url}")
+        for name, value in server.environment().items():
+            print(f"{name}={value}")
+        sys.stdout.flush()
+        where = "a temporary folder, removed on exit" if config.data_dir is None else "data"
+        print(f"{where}: {server.store.root}", file=sys.stderr)
+        if config.host not in ("127.0.0.1", "localhost", "::1"):
+            print(f"warning: listening on {config.host}, not loopback only", file=sys.stderr)
+        if config.tokens:
+            print(f"accepting {len(config.tokens)} configured token(s)", file=sys.stderr)
+        sys.stderr.flush()
+        await stop.wait()
+    print("stopped", file=sys.stderr)

@@ -1,0 +1,421 @@
+"""The aiohttp application: graph API, upload service, thumbnails, admin counters.
+
+Layout (see ../shared/PROTOCOL.md): ``/graph/me``, ``/graph/finish_upload``, ``/graph/images``,
+``/graph/{image_id}``, ``/mapillary_public_uploads/{key}`` (GET offset, POST append),
+``/thumbs/{image_id}/{size}.jpg``, and ``/_admin/stats`` / ``/_admin/sequences``, which never
+get faults.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import shutil
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from daemon.server import thumbs
+from daemon.server.config import ServerConfig
+from daemon.server.faults import RESET, Fault, Faults
+from daemon.server.store import ImageInfo, Store, make_handle, parse_handle
+from daemon.server.validate import Rejected
+
+GRAPH = "/graph"
+UPLOAD = "/mapillary_public_uploads"
+ADMIN = "/_admin"
+READ_CHUNK = 64 * 1024
+MAX_LIMIT = 2000
+THUMB_FIELDS = {f"thumb_{size}_url": size for size in (*thumbs.SIZES, thumbs.ORIGINAL)}
+
+CONFIG = web.AppKey("config", ServerConfig)
+STORE = web.AppKey("store", Store)
+FAULTS = web.AppKey("faults", Faults)
+LOCKS = web.AppKey("locks", dict)
+
+
+# -- replies ------------------------------------------------------------------------------------
+
+
+def graph_error(status: int, message: str, kind: str = "GraphMethodException", code: int = 100):
+    """An error shaped like the graph API's."""
+    body = {"error": {"message": message, "type": kind, "code": code}}
+    return web.json_response(body, status=status)
+
+
+def upload_error(status: int, message: str, kind: str, retriable: bool, **headers: str):
+    """An error shaped like the upload service's."""
+    body = {"debug_info": {"retriable": retriable, "type": kind, "message": message}}
+    return web.json_response(body, status=status, headers=headers or None)
+
+
+def _token(request: web.Request) -> str | None:
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() in ("oauth", "bearer") and value.strip():
+        return value.strip()
+    return request.query.get("access_token") or None
+
+
+def _authorized(request: web.Request) -> str | None:
+    """The caller's token when it is acceptable (any non-empty one unless tokens are set)."""
+    token = _token(request)
+    allowed = request.app[CONFIG].tokens
+    if token and allowed and not any(hmac.compare_digest(token, t) for t in allowed):
+        return None
+    return token
+
+
+def _refused(request: web.Request) -> web.Response | None:
+    if _authorized(request):
+        return None
+    message = "Invalid OAuth access token."
+    if request.path.startswith(UPLOAD):
+        return upload_error(401, message, "NotAuthorizedError", retriable=False)
+    return graph_error(401, message, "OAuthException", 190)
+
+
+# -- faults -------------------------------------------------------------------------------------
+
+
+def _cut(request: web.Request) -> web.Response:
+    """Close the connection without a reply; the returned response is never sent."""
+    if request.transport is not None:
+        request.transport.abort()
+    return web.Response(status=503)
+
+
+def _fault_reply(request: web.Request, fault: Fault) -> web.Response:
+    if fault.status == RESET:
+        return _cut(request)
+    headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after else {}
+    kind = "RequestRateLimitedError" if fault.status == 429 else "InjectedServerError"
+    if request.path.startswith(GRAPH):
+        body = {"error": {"message": fault.reason, "type": kind, "code": 2, "is_transient": True}}
+        return web.json_response(body, status=fault.status, headers=headers or None)
+    return upload_error(fault.status, fault.reason, kind, retriable=True, **headers)
+
+
+@web.middleware
+async def faults_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    if request.path.startswith(ADMIN):
+        return await handler(request)
+    faults = request.app[FAULTS]
+    faults.counters.requests += 1
+    if faults.latency:
+        await asyncio.sleep(faults.latency)
+    fault = faults.before_request()
+    if fault is not None:
+        return _fault_reply(request, fault)
+    return await handler(request)
+
+
+# -- graph API ----------------------------------------------------------------------------------
+
+
+async def me(request: web.Request) -> web.Response:
+    if (refused := _refused(request)) is not None:
+        return refused
+    token = _authorized(request) or ""
+    # A stable id per token that reveals nothing about it.
+    user_id = str(int(hashlib.sha256(token.encode()).hexdigest()[:12], 16))
+    return web.json_response({"id": user_id, "username": f"user{user_id[-6:]}"})
+
+
+async def _form(request: web.Request) -> dict[str, Any]:
+    if request.content_type == "application/json":
+        body = await request.json()
+        if not isinstance(body, dict):
+            raise ValueError("body is not a JSON object")
+        return body
+    return dict(await request.post())
+
+
+async def finish_upload(request: web.Request) -> web.Response:
+    if (refused := _refused(request)) is not None:
+        return refused
+    try:
+        body = await _form(request)
+    except ValueError as exc:
+        return graph_error(400, f"finish_upload body is not JSON or a form: {exc}")
+    handle = body.get("file_handle")
+    if not isinstance(handle, str) or not handle:
+        return graph_error(400, "finish_upload needs a file_handle")
+    store = request.app[STORE]
+    done = store.finished_sequence(handle)
+    if done is not None:
+        return web.json_response({"cluster_id": done.cluster_id})
+    file_type = body.get("file_type") or ("zip" if ".zip" in handle_key(handle) else "")
+    file_type = file_type or "mly_bundle_manifest"
+    organization = body.get("organization_id")
+    try:
+        prepared = await asyncio.to_thread(store.prepare_finish, handle, str(file_type))
+    except Rejected as exc:
+        return graph_error(400, str(exc), "MLYUploadError")
+    organization = str(organization) if organization not in (None, "") else None
+    sequence = store.commit_finish(handle, str(file_type), organization, prepared)
+    return web.json_response({"cluster_id": sequence.cluster_id})
+
+
+def handle_key(handle: str) -> str:
+    try:
+        return parse_handle(handle)[0]
+    except Rejected:
+        return ""
+
+
+def _bbox(text: str | None) -> tuple[float, float, float, float]:
+    if not text:
+        raise ValueError("bbox is required (minLon,minLat,maxLon,maxLat)")
+    try:
+        west, south, east, north = (float(part) for part in text.split(","))
+    except ValueError:
+        raise ValueError(f"bbox {text!r} is not four numbers minLon,minLat,maxLon,maxLat") from None
+    if west > east or south > north:
+        raise ValueError(f"bbox {text!r} has min above max")
+    return west, south, east, north
+
+
+def _time_ms(text: str | None) -> int | None:
+    """A time filter: milliseconds since the epoch, or an ISO 8601 time (zone Z when none)."""
+    if not text:
+        return None
+    if text.isdigit():
+        return int(text)
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def _limit(text: str | None) -> int:
+    if not text:
+        return MAX_LIMIT
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"limit {value} must be at least 1")
+    return min(value, MAX_LIMIT)
+
+
+def render_image(image: ImageInfo, fields: list[str], origin: str) -> dict[str, Any]:
+    """The graph API's view of an image: ``id`` plus the asked fields this server knows."""
+    out: dict[str, Any] = {"id": image.id}
+    for name in fields:
+        if name in ("geometry", "computed_geometry"):
+            out[name] = {"type": "Point", "coordinates": [image.lon, image.lat]}
+        elif name == "captured_at":
+            out[name] = image.captured_at
+        elif name in ("compass_angle", "computed_compass_angle"):
+            if image.compass_angle is not None:
+                out[name] = image.compass_angle
+        elif name in ("altitude", "computed_altitude"):
+            if image.altitude is not None:
+                out[name] = image.altitude
+        elif name == "sequence":
+            out[name] = image.sequence
+        elif name in THUMB_FIELDS:
+            out[name] = f"{origin}/thumbs/{image.id}/{THUMB_FIELDS[name]}.jpg"
+    return out
+
+
+def _fields(request: web.Request) -> list[str]:
+    return [f.strip() for f in request.query.get("fields", "id").split(",") if f.strip()]
+
+
+async def images(request: web.Request) -> web.Response:
+    if (refused := _refused(request)) is not None:
+        return refused
+    query = request.query
+    try:
+        bbox = _bbox(query.get("bbox"))
+        limit = _limit(query.get("limit"))
+        start = _time_ms(query.get("start_captured_at"))
+        end = _time_ms(query.get("end_captured_at"))
+    except ValueError as exc:
+        return graph_error(400, f"Invalid parameter: {exc}")
+    found = request.app[STORE].search(bbox, limit, start, end, query.get("sequence_id"))
+    origin = str(request.url.origin())
+    fields = _fields(request)
+    return web.json_response({"data": [render_image(i, fields, origin) for i in found]})
+
+
+async def image(request: web.Request) -> web.Response:
+    if (refused := _refused(request)) is not None:
+        return refused
+    found = request.app[STORE].images.get(request.match_info["image_id"])
+    if found is None:
+        return graph_error(404, f"image {request.match_info['image_id']} does not exist")
+    return web.json_response(render_image(found, _fields(request), str(request.url.origin())))
+
+
+async def thumbnail(request: web.Request) -> web.StreamResponse:
+    store = request.app[STORE]
+    found = store.images.get(request.match_info["image_id"])
+    size = request.match_info["size"]
+    if found is None or (size not in thumbs.SIZES and size != thumbs.ORIGINAL):
+        raise web.HTTPNotFound()
+    source = store.image_path(found)
+    if size == thumbs.ORIGINAL:
+        return web.FileResponse(source, headers={"Content-Type": "image/jpeg"})
+    dest = store.root / "thumbs" / f"{found.id}_{size}.jpg"
+    await asyncio.to_thread(thumbs.make_thumbnail, source, dest, thumbs.SIZES[size])
+    return web.FileResponse(dest, headers={"Content-Type": "image/jpeg"})
+
+
+# -- upload service -----------------------------------------------------------------------------
+
+
+def _key(request: web.Request) -> str:
+    key = request.match_info["key"]
+    request.app[STORE].object_path(key)  # raises Rejected for a key that is no plain name
+    return key
+
+
+async def probe(request: web.Request) -> web.Response:
+    if (refused := _refused(request)) is not None:
+        return refused
+    try:
+        key = _key(request)
+    except Rejected as exc:
+        return upload_error(400, str(exc), "InvalidRequestError", retriable=False)
+    return web.json_response({"offset": request.app[STORE].held(key)})
+
+
+def _int_header(request: web.Request, name: str, default: int | None) -> int | None:
+    raw = request.headers.get(name)
+    if raw is None:
+        return default
+    value = int(raw)
+    if value < 0:
+        raise ValueError(f"{name} {value} is negative")
+    return value
+
+
+async def upload(request: web.Request) -> web.StreamResponse:
+    if (refused := _refused(request)) is not None:
+        return refused
+    try:
+        key = _key(request)
+        offset = _int_header(request, "Offset", 0)
+        entity_length = _int_header(request, "X-Entity-Length", None)
+    except (Rejected, ValueError) as exc:
+        return upload_error(400, str(exc), "InvalidRequestError", retriable=False)
+    async with _key_lock(request.app, key):
+        store = request.app[STORE]
+        held = store.held(key)
+        if offset != held:
+            message = f"Request starting offset {offset} is invalid: the service holds {held}"
+            return upload_error(412, message, "OffsetInvalidError", retriable=True)
+        size, cut = await _receive(request, key, held)
+        if cut:
+            return _cut(request)
+        if entity_length is not None and size > entity_length:
+            store.discard(key)
+            message = f"{key}: received {size} bytes, more than X-Entity-Length {entity_length}"
+            return upload_error(400, message, "InvalidRequestError", retriable=False)
+        if entity_length is not None and size < entity_length:
+            return web.json_response({"offset": size})
+        try:
+            info = await asyncio.to_thread(store.complete, key)
+        except Rejected as exc:
+            return upload_error(400, str(exc), "InvalidFileError", retriable=False)
+    return web.json_response({"h": make_handle(key, info.size)})
+
+
+@asynccontextmanager
+async def _key_lock(app: web.Application, key: str) -> AsyncIterator[None]:
+    """One writer per key at a time; the lock is forgotten when nobody holds or waits for it."""
+    locks = app[LOCKS]
+    entry = locks.setdefault(key, [asyncio.Lock(), 0])
+    entry[1] += 1
+    try:
+        async with entry[0]:
+            yield
+    finally:
+        entry[1] -= 1
+        if entry[1] == 0:
+            del locks[key]
+
+
+async def _receive(request: web.Request, key: str, offset: int) -> tuple[int, bool]:
+    """Append the body to the object as it arrives; (bytes held after, connection was cut).
+
+    Bytes are written as they come, so whatever arrived before a drop (ours or the
+    client's) is kept and the next POST resumes after it.
+    """
+    store, faults = request.app[STORE], request.app[FAULTS]
+    cut_at = faults.drop_point(request.content_length)
+    appender = store.appender(key, offset)
+    received = 0
+    try:
+        while True:
+            want = READ_CHUNK if cut_at is None else min(READ_CHUNK, cut_at - received)
+            chunk = await request.content.read(want)
+            if not chunk:
+                return appender.size, False
+            appender.write(chunk)
+            received += len(chunk)
+            store.counters.bytes_received += len(chunk)
+            if cut_at is not None and received >= cut_at:
+                faults.dropped()
+                return appender.size, True
+            if faults.pacer is not None:
+                await faults.pacer.pace(len(chunk))
+    except (ConnectionError, asyncio.IncompleteReadError, OSError):
+        return appender.size, True
+    finally:
+        appender.close()
+
+
+# -- admin --------------------------------------------------------------------------------------
+
+
+async def stats(request: web.Request) -> web.Response:
+    return web.json_response(request.app[STORE].stats())
+
+
+async def sequences(request: web.Request) -> web.Response:
+    return web.json_response({"sequences": request.app[STORE].listing()})
+
+
+# -- the application ----------------------------------------------------------------------------
+
+
+def create_app(config: ServerConfig, store: Store | None = None) -> web.Application:
+    """The server's application. Without ``config.data_dir`` (and no ``store``) the data lives
+    in a temporary folder removed when the application is cleaned up."""
+    app = web.Application(middlewares=[faults_middleware], client_max_size=64 * 2**20)
+    if store is None:
+        if config.data_dir is None:
+            temp = Path(tempfile.mkdtemp(prefix="mapillary-server-"))
+
+            async def remove_temp(_: web.Application) -> None:
+                shutil.rmtree(temp, ignore_errors=True)
+
+            app.on_cleanup.append(remove_temp)
+            store = Store(temp)
+        else:
+            store = Store(Path(config.data_dir))
+    app[CONFIG] = config
+    app[STORE] = store
+    app[FAULTS] = Faults(config, store.counters)
+    app[LOCKS] = {}
+    app.add_routes(
+        [
+            web.get(f"{GRAPH}/me", me),
+            web.post(f"{GRAPH}/finish_upload", finish_upload),
+            web.get(f"{GRAPH}/images", images),
+            web.get(GRAPH + r"/{image_id:\d+}", image),
+            web.get(f"{UPLOAD}/{{key}}", probe),
+            web.post(f"{UPLOAD}/{{key}}", upload),
+            web.get(r"/thumbs/{image_id:\d+}/{size}.jpg", thumbnail),
+            web.get(f"{ADMIN}/stats", stats),
+            web.get(f"{ADMIN}/sequences", sequences),
+        ]
+    )
+    return app
