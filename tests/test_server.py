@@ -485,6 +485,26 @@ async def test_a_dropped_body_keeps_the_bytes_received_so_far(tmp_path: Path, ht
         assert status == 200 and body["h"]
 
 
+async def test_a_short_chunked_body_is_dropped_too(tmp_path: Path, http) -> None:
+    """A chunked body announces no length; the cut still falls strictly inside it."""
+    data = tagged_jpeg(description(), size=(400, 300), seed=12)
+    key = "uuid_small.jpg"
+
+    async def chunks(rest: bytes) -> AsyncIterator[bytes]:
+        for start in range(0, len(rest), 1000):
+            yield rest[start : start + 1000]
+
+    async with serving(tmp_path, drop_rate=1.0, seed=3) as srv:
+        held = 0
+        for _ in range(3):
+            with pytest.raises(aiohttp.ClientError):
+                await post(http, srv, key, chunks(data[held:]), offset=held)
+            before, held = held, await probe(http, srv, key)
+            assert before < held < len(data)
+            assert (srv.store.root / "objects" / key).read_bytes() == data[:held]
+        assert srv.stats()["faults_injected"] == 3
+
+
 async def test_an_outage_window_refuses_everything_but_admin_then_ends(tmp_path, http) -> None:
     before_start = time.monotonic()
     async with serving(tmp_path, outage=(0.0, 0.6), seed=1) as srv:

@@ -1,7 +1,7 @@
 """The aiohttp application: graph API, upload service, thumbnails, admin counters.
 
 Layout (see ../shared/PROTOCOL.md): ``/graph/me``, ``/graph/finish_upload``, ``/graph/images``,
-``/graph/{image_id}``, ``/mapillary_public_uploads/{key}`` (GET offset, POST append),
+``/graph/{image_id}``, ``/graph/logging`` (mapillary_tools' event reports, ignored), ``/mapillary_public_uploads/{key}`` (GET offset, POST append),
 ``/thumbs/{image_id}/{size}.jpg``, and ``/_admin/stats`` / ``/_admin/sequences``, which never
 get faults.
 """
@@ -125,6 +125,14 @@ async def me(request: web.Request) -> web.Response:
     # A stable id per token that reveals nothing about it.
     user_id = str(int(hashlib.sha256(token.encode()).hexdigest()[:12], 16))
     return web.json_response({"id": user_id, "username": f"user{user_id[-6:]}"})
+
+
+async def logging_sink(request: web.Request) -> web.Response:
+    """mapillary_tools reports client events here; accepted and ignored."""
+    if (refused := _refused(request)) is not None:
+        return refused
+    await request.read()
+    return web.json_response({"success": True})
 
 
 async def _form(request: web.Request) -> dict[str, Any]:
@@ -357,7 +365,7 @@ async def _receive(request: web.Request, key: str, offset: int) -> tuple[int, bo
             want = READ_CHUNK if cut_at is None else min(READ_CHUNK, cut_at - received)
             chunk = await request.content.read(want)
             if not chunk:
-                return appender.size, False
+                break
             appender.write(chunk)
             received += len(chunk)
             store.counters.bytes_received += len(chunk)
@@ -370,6 +378,13 @@ async def _receive(request: web.Request, key: str, offset: int) -> tuple[int, bo
         return appender.size, True
     finally:
         appender.close()
+    if cut_at is not None and received >= 2:
+        # A body of unknown length ended before the planned cut: act as if the connection had
+        # died within it, so small chunked uploads see drops too.
+        appender.truncate(offset + faults.rng.randint(1, received - 1))
+        faults.dropped()
+        return appender.size, True
+    return appender.size, False
 
 
 # -- admin --------------------------------------------------------------------------------------
@@ -410,6 +425,7 @@ def create_app(config: ServerConfig, store: Store | None = None) -> web.Applicat
             web.get(f"{GRAPH}/me", me),
             web.post(f"{GRAPH}/finish_upload", finish_upload),
             web.get(f"{GRAPH}/images", images),
+            web.post(f"{GRAPH}/logging", logging_sink),
             web.get(GRAPH + r"/{image_id:\d+}", image),
             web.get(f"{UPLOAD}/{{key}}", probe),
             web.post(f"{UPLOAD}/{{key}}", upload),

@@ -136,6 +136,14 @@ class Appender:
             self._hash.update(chunk)
         self.size += len(chunk)
 
+    def truncate(self, size: int) -> None:
+        """Forget everything past ``size`` (a simulated loss); the running hash is dropped."""
+        with open(self._store.object_path(self.key), "r+b") as fh:
+            fh.truncate(size)
+        self.size = size
+        self._hash = None
+        self._store._running.pop(self.key, None)
+
     def close(self) -> None:
         self._fh.close()
         if self._hash is not None:
