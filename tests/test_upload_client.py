@@ -1,8 +1,8 @@
 """The upload client against real HTTP servers on 127.0.0.1.
 
-Most stories run against the embedded server (``daemon.server``). A tiny aiohttp app defined here
-is used only for reply shapes the embedded server does not produce (Graph-style 400 auth errors,
-a refused item, a 412 from a concurrent writer, JSON ``backoff`` hints).
+Most stories run against the embedded server (``daemon.server``) with its fault injection. A tiny
+aiohttp app defined here is used only for reply shapes the embedded server does not produce
+(Graph-style 400 auth errors, JSON ``backoff`` hints).
 """
 
 from __future__ import annotations
@@ -14,11 +14,15 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
+from PIL import Image
 
+from daemon.media.exif import tagged_bytes
+from daemon.server import ServerConfig, running_server
 from daemon.upload import client as client_module
 from daemon.upload import retry as retry_module
 from daemon.upload import throttle as throttle_module
@@ -57,8 +61,6 @@ class Script:
     objects: dict[str, bytes] = field(default_factory=dict)
     log: list[tuple[float, str, str]] = field(default_factory=list)
     finished: dict[str, str] = field(default_factory=dict)
-    offsets: list[int] = field(default_factory=list)  # the offset each upload POST started at
-    bytes_received: int = 0
 
     async def dispatch(self, request: web.Request, kind: str) -> web.StreamResponse:
         self.log.append((time.monotonic(), request.method, kind))
@@ -81,27 +83,8 @@ class Script:
             return web.json_response(
                 {"debug_info": {"retriable": True, "type": "OffsetInvalidError"}}, status=412
             )
-        self.offsets.append(len(held))
-        # Keep every byte as it arrives, as the service does, so a dropped body resumes.
-        async for chunk in request.content.iter_any():
-            self.bytes_received += len(chunk)
-            self.objects[key] = self.objects.get(key, b"") + chunk
+        self.objects[key] = held + await request.read()
         return web.json_response({"h": f"handle-{key}"})
-
-    def drop_after(self, nbytes: int) -> Handler:
-        """A fault: keep the first ``nbytes`` of the body, then cut the connection."""
-
-        async def handler(request: web.Request) -> web.StreamResponse:
-            key = request.match_info["key"]
-            self.offsets.append(len(self.objects.get(key, b"")))
-            part = await request.content.readexactly(nbytes)
-            self.bytes_received += len(part)
-            self.objects[key] = self.objects.get(key, b"") + part
-            assert request.transport is not None
-            request.transport.close()
-            raise ConnectionResetError("dropped by the test")
-
-        return handler
 
     async def finish(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
@@ -182,38 +165,6 @@ async def test_oauth_code_190_on_finish_is_an_auth_error(scripted) -> None:
     assert script.count("finish") == 1 and not script.finished
 
 
-async def test_a_refused_item_fails_once_with_the_servers_message(scripted) -> None:
-    script, graph, upload = scripted
-    script.faults.append(("upload", reply(422, {"error": {"message": "image has no GPS"}})))
-    async with UploadClient(TOKEN, graph, upload, policy=FAST) as client:
-        with pytest.raises(RejectedError, match="image has no GPS") as caught:
-            await client.upload_bytes("k1.jpg", b"x" * 5000, name="IMG_1.jpg")
-    assert caught.value.status == 422 and "IMG_1.jpg" in str(caught.value)
-    assert script.count("upload") == 1 and not script.objects
-
-
-async def test_412_from_a_concurrent_writer_reprobes_at_once(scripted) -> None:
-    script, graph, upload = scripted
-    data = os.urandom(300_000)
-    key = session_key(data)
-
-    async def someone_else_wrote_half(request: web.Request) -> web.StreamResponse:
-        await request.read()
-        script.objects[key] = data[:100_000]
-        return web.json_response(
-            {"debug_info": {"retriable": True, "type": "OffsetInvalidError"}}, status=412
-        )
-
-    script.faults.append(("upload", someone_else_wrote_half))
-    slow = RetryPolicy(max_attempts=3, max_delay=16.0)  # a backoff would take >= 1 s
-    started = time.monotonic()
-    async with UploadClient(TOKEN, graph, upload, policy=slow) as client:
-        handle = await client.upload_bytes(key, data)
-    assert time.monotonic() - started < 0.8
-    assert handle == f"handle-{key}" and script.objects[key] == data
-    assert [k for _, m, k in script.log] == ["probe", "upload", "probe", "upload"]
-
-
 async def test_json_backoff_hint_on_a_retriable_4xx_is_honoured(scripted) -> None:
     script, graph, upload = scripted
     script.faults.append(
@@ -229,25 +180,6 @@ async def test_json_backoff_hint_on_a_retriable_4xx_is_honoured(scripted) -> Non
     assert len(posts) == 2 and posts[1] - posts[0] >= 0.38
     assert [(e.delay, e.attempt) for e in retries] == [(0.4, 1)]
     assert "HTTP 400" in (retries[0].reason or "")
-
-
-async def test_events_tell_the_whole_story_of_one_upload(scripted) -> None:
-    script, graph, upload = scripted
-    data = os.urandom(1_000_000)
-    events: list[UploadEvent] = []
-    progress: list[tuple[int, int]] = []
-    bus = EventBus()
-    bus.subscribe(events.append)
-    bus.subscribe(lambda e: 1 / 0)  # a broken subscriber must not break the upload
-    async with UploadClient(TOKEN, graph, upload, events=bus, chunk_size=100_000) as client:
-        handle = await Uploader(client).upload_image(
-            data, lambda sent, total: progress.append((sent, total)), name="a.jpg"
-        )
-    kinds = [e.kind for e in events]
-    assert kinds[0] == "start" and kinds[-1] == "end" and set(kinds[1:-1]) == {"progress"}
-    assert events[-1].handle == handle and events[0].name == "a.jpg"
-    offsets = [sent for sent, _ in progress]
-    assert offsets == sorted(offsets) and offsets[-1] == len(data) and len(offsets) == 11
 
 
 async def test_throttle_paces_concurrent_takers_to_the_rate() -> None:
@@ -267,75 +199,6 @@ async def test_throttle_paces_concurrent_takers_to_the_rate() -> None:
     assert sent == 2_000_000 and 0.85 <= elapsed <= 1.5
 
 
-async def test_a_body_dropped_midway_resumes_from_the_servers_offset(scripted) -> None:
-    script, graph, upload = scripted
-    data = os.urandom(2_000_000)
-    script.faults.append(("upload", script.drop_after(700_000)))
-    retries: list[UploadEvent] = []
-    bus = EventBus()
-    bus.subscribe(lambda e: retries.append(e) if e.kind == "retry" else None)
-    async with UploadClient(TOKEN, graph, upload, policy=FAST, events=bus) as client:
-        handle = await Uploader(client).upload_image(data)
-    key = session_key(data)
-    assert handle == f"handle-{key}" and script.objects[key] == data
-    assert script.offsets == [0, 700_000]
-    # Nothing the server kept was sent twice.
-    assert script.bytes_received == len(data)
-    assert len(retries) == 1 and "connection" in (retries[0].reason or "")
-
-
-async def test_failures_that_make_progress_do_not_use_up_the_budget(scripted) -> None:
-    script, graph, upload = scripted
-    data = os.urandom(1_000_000)
-    script.faults.extend(("upload", script.drop_after(150_000)) for _ in range(5))
-    tight = RetryPolicy(max_attempts=2, max_delay=0.01, jitter=0.0)
-    async with UploadClient(TOKEN, graph, upload, policy=tight) as client:
-        await client.upload_bytes(session_key(data), data)
-    assert script.objects[session_key(data)] == data
-    assert script.offsets == [0, 150_000, 300_000, 450_000, 600_000, 750_000]
-
-
-async def test_429_waits_as_long_as_retry_after_says(scripted) -> None:
-    script, graph, upload = scripted
-    script.faults.append(("upload", reply(429, {"error": "slow down"}, {"Retry-After": "1"})))
-    data = os.urandom(200_000)
-    async with UploadClient(TOKEN, graph, upload, policy=FAST) as client:
-        await client.upload_bytes(session_key(data), data)
-    posts = [t for t, m, k in script.log if k == "upload"]
-    assert len(posts) == 2 and 0.95 <= posts[1] - posts[0] <= 3.0
-
-
-async def test_a_burst_of_5xx_is_retried_with_backoff_then_succeeds(scripted) -> None:
-    script, graph, upload = scripted
-    for status in (500, 502, 503):
-        script.faults.append(("upload", reply(status, {"error": {"message": f"oops {status}"}})))
-    events: list[UploadEvent] = []
-    bus = EventBus()
-    bus.subscribe(events.append)
-    data = os.urandom(300_000)
-    async with UploadClient(TOKEN, graph, upload, policy=FAST, events=bus) as client:
-        await client.upload_bytes(session_key(data), data)
-    retries = [e for e in events if e.kind == "retry"]
-    assert [e.attempt for e in retries] == [1, 2, 3]
-    assert [e.reason for e in retries] == [
-        "HTTP 500: oops 500",
-        "HTTP 502: oops 502",
-        "HTTP 503: oops 503",
-    ]
-    assert events[-1].kind == "end" and script.objects[session_key(data)] == data
-
-
-async def test_an_outage_longer_than_the_budget_gives_up_retriably(scripted) -> None:
-    script, graph, upload = scripted
-    script.faults.extend(("probe", reply(503, {"error": "down"})) for _ in range(20))
-    policy = RetryPolicy(max_attempts=4, max_delay=0.02, jitter=0.0)
-    async with UploadClient(TOKEN, graph, upload, policy=policy) as client:
-        with pytest.raises(RetriesExhausted, match="gave up after 4 failed attempts") as caught:
-            await Uploader(client).upload_image(os.urandom(10_000), name="IMG_9.jpg")
-    assert caught.value.retriable and "IMG_9.jpg" in str(caught.value)
-    assert script.count("probe") == 4 and script.count("upload") == 0
-
-
 async def test_a_server_that_is_not_there_is_an_outage_not_a_crash(unused_tcp_port: int) -> None:
     base = f"http://127.0.0.1:{unused_tcp_port}"
     policy = RetryPolicy(max_attempts=3, max_delay=0.01, jitter=0.0)
@@ -346,45 +209,249 @@ async def test_a_server_that_is_not_there_is_an_outage_not_a_crash(unused_tcp_po
             await client.finish_upload("h")
 
 
-async def test_a_401_stops_at_once_and_says_so(scripted) -> None:
-    script, graph, upload = scripted
-    script.faults.append(("upload", reply(401, {"error": {"message": "bad token"}})))
-    async with UploadClient(TOKEN, graph, upload, policy=FAST) as client:
-        with pytest.raises(AuthError, match="run 'mapillary-daemon authenticate'"):
-            await Uploader(client).upload_image(os.urandom(100_000))
-    assert script.count("upload") == 1
+# -- against the embedded server ------------------------------------------------------------------
 
 
-async def test_finish_upload_is_retried_after_a_5xx_and_makes_one_sequence(scripted) -> None:
-    script, graph, upload = scripted
-    script.faults.append(("finish", reply(502, {"error": "bad gateway"})))
-    images = [os.urandom(50_000 + i) for i in range(3)]
-    async with UploadClient(TOKEN, graph, upload, policy=FAST, organization_id="99") as client:
-        uploader = Uploader(client)
-        cluster = await uploader.upload_sequence(
-            [(f"{i}.jpg", (lambda d=d: d)) for i, d in enumerate(images)]
-        )
-    assert script.count("finish") == 2
-    assert list(script.finished.values()) == [cluster]
-    manifest_keys = [k for k in script.objects if k.startswith("uuid_")]
-    assert len(manifest_keys) == 1 and manifest_keys[0].endswith(".json")
-    manifest = json.loads(script.objects[manifest_keys[0]])
-    assert manifest == {
-        "image_handles": [f"handle-{session_key(d)}" for d in images],
-        "upload_type": "images",
-        "version": "1",
+def tagged_jpeg(folder: Path, index: int, size: int = 64) -> bytes:
+    """A real JPEG (noise, so it does not compress) carrying a valid Mapillary description."""
+    path = folder / f"IMG_{index:04d}.jpg"
+    picture = Image.frombytes("RGB", (size, size), os.urandom(size * size * 3))
+    picture.save(path, "JPEG", quality=95)
+    description = {
+        "MAPLatitude": round(48.1 + index * 1e-4, 7),
+        "MAPLongitude": round(11.5 + index * 1e-4, 7),
+        "MAPCaptureTime": f"2024_06_01_10_00_{index % 60:02d}_000",
+        "MAPCompassHeading": {"TrueHeading": 90.0, "MagneticHeading": 90.0},
+        "MAPOrientation": 1,
+        "MAPDeviceMake": "Test",
+        "MAPDeviceModel": "Noise",
+        "MAPFilename": path.name,
     }
+    return tagged_bytes(path, json.dumps(description, separators=(",", ":"), sort_keys=True))
 
 
-async def test_the_bandwidth_cap_is_shared_by_all_workers(scripted) -> None:
-    script, graph, upload = scripted
-    images = [os.urandom(500_000) for _ in range(3)]
-    cap = Throttle(1_000_000, burst=0.05)
-    async with UploadClient(TOKEN, graph, upload, throttle=cap, concurrency=3) as client:
-        uploader = Uploader(client)
-        started = time.monotonic()
-        await asyncio.gather(*(uploader.upload_image(d) for d in images))
-        elapsed = time.monotonic() - started
-    assert script.bytes_received == 1_500_000
-    # 1.5 MB at 1 MB/s: about 1.5 s (less one burst and one chunk), loosely bounded above.
+def collect(bus: EventBus, kind: str) -> list[UploadEvent]:
+    seen: list[UploadEvent] = []
+    bus.subscribe(lambda e: seen.append(e) if e.kind == kind else None)
+    return seen
+
+
+async def test_a_sequence_reaches_the_embedded_server_once(tmp_path: Path) -> None:
+    images = [tagged_jpeg(tmp_path, i) for i in range(3)]
+    async with running_server(ServerConfig(data_dir=tmp_path / "srv")) as server:
+        async with UploadClient(TOKEN, server.graph_url, server.upload_url) as client:
+            uploader = Uploader(client)
+            cluster = await uploader.upload_sequence(
+                [(f"{i}.jpg", (lambda d=d: d)) for i, d in enumerate(images)]
+            )
+            account = await client.me()
+        sequences = server.sequences()
+        stats = server.stats()
+    assert [s["cluster_id"] for s in sequences] == [cluster]
+    assert stats["images"] == 3 and stats["faults_injected"] == 0
+    assert account["username"] and account["id"]
+
+
+async def test_dropped_bodies_resume_and_never_resend_what_the_server_kept(tmp_path: Path) -> None:
+    data = tagged_jpeg(tmp_path, 1, size=700)  # about 1 MB
+    # Every POST is cut at a random point inside its body: only resuming gets it through, and
+    # each cut is progress, so a budget of two failures in a row is enough.
+    config = ServerConfig(data_dir=tmp_path / "srv", drop_rate=1.0, seed=7)
+    bus = EventBus()
+    retries = collect(bus, "retry")
+    tight = RetryPolicy(max_attempts=2, max_delay=0.01, jitter=0.0)
+    async with running_server(config) as server:
+        async with UploadClient(
+            TOKEN, server.graph_url, server.upload_url, policy=tight, events=bus
+        ) as client:
+            handle = await Uploader(client).upload_image(data)
+        stats = server.stats()
+        held = server.store.held(session_key(data))
+    assert handle and held == len(data)
+    assert len(retries) >= 2 and stats["faults_injected"] == len(retries)
+    # The server read every byte of the image exactly once: each retry resumed at the offset
+    # it reported, so only bytes still in flight at a cut (never read) were sent again.
+    assert stats["bytes_received"] == len(data)
+
+
+async def test_two_writers_of_one_image_meet_a_412_and_both_get_the_handle(tmp_path: Path) -> None:
+    data = tagged_jpeg(tmp_path, 2, size=900)
+    # A capped server keeps the first body in flight while the second writer arrives.
+    config = ServerConfig(data_dir=tmp_path / "srv", bandwidth=4_000_000)
+    bus = EventBus()
+    retries = collect(bus, "retry")
+    slow = RetryPolicy(max_attempts=4, max_delay=16.0)
+    async with running_server(config) as server:
+        async with (
+            UploadClient(
+                TOKEN, server.graph_url, server.upload_url, policy=slow, events=bus
+            ) as one,
+            UploadClient(
+                TOKEN, server.graph_url, server.upload_url, policy=slow, events=bus
+            ) as two,
+        ):
+            key = session_key(data)
+            started = time.monotonic()
+            handles = await asyncio.gather(one.upload_bytes(key, data), two.upload_bytes(key, data))
+            elapsed = time.monotonic() - started
+        stats = server.stats()
+    assert handles[0] == handles[1]
+    assert [r.delay for r in retries] == [0.0] and "HTTP 412" in (retries[0].reason or "")
+    assert stats["bytes_received"] == len(data) and elapsed < 1.0 + len(data) / 4_000_000
+
+
+async def test_rate_limited_requests_wait_for_retry_after(tmp_path: Path) -> None:
+    data = tagged_jpeg(tmp_path, 3)
+    config = ServerConfig(data_dir=tmp_path / "srv", rate_limit=1.0)  # the probe takes it all
+    bus = EventBus()
+    retries = collect(bus, "retry")
+    async with running_server(config) as server:
+        async with UploadClient(
+            TOKEN, server.graph_url, server.upload_url, policy=FAST, events=bus
+        ) as client:
+            started = time.monotonic()
+            await client.upload_bytes(session_key(data), data)
+            elapsed = time.monotonic() - started
+        stats = server.stats()
+    assert [r.delay for r in retries] == [1.0] and "HTTP 429" in (retries[0].reason or "")
+    assert 0.95 <= elapsed <= 3.0
+    assert stats["requests"] == 3  # probe, refused POST, POST: no extra probe after a 429
+
+
+async def test_server_errors_are_each_retried_once_and_the_sequence_finishes(
+    tmp_path: Path,
+) -> None:
+    images = [tagged_jpeg(tmp_path, i) for i in range(4)]
+    config = ServerConfig(data_dir=tmp_path / "srv", fail_rate=0.4, seed=3)
+    bus = EventBus()
+    retries = collect(bus, "retry")
+    async with running_server(config) as server:
+        async with UploadClient(
+            TOKEN, server.graph_url, server.upload_url, policy=FAST, events=bus
+        ) as client:
+            cluster = await Uploader(client).upload_sequence(
+                [(f"{i}.jpg", (lambda d=d: d)) for i, d in enumerate(images)]
+            )
+        stats = server.stats()
+        sequences = server.sequences()
+    assert stats["faults_injected"] >= 1 and len(retries) == stats["faults_injected"]
+    assert all(r.reason and r.reason.startswith("HTTP 5") for r in retries)
+    assert [s["cluster_id"] for s in sequences] == [cluster] and stats["images"] == 4
+
+
+async def test_an_outage_longer_than_the_budget_raises_retriable(tmp_path: Path) -> None:
+    config = ServerConfig(data_dir=tmp_path / "srv", outage=(0.0, 60.0), seed=1)
+    policy = RetryPolicy(max_attempts=4, max_delay=0.02, jitter=0.0)
+    async with running_server(config) as server:
+        async with UploadClient(
+            TOKEN, server.graph_url, server.upload_url, policy=policy
+        ) as client:
+            with pytest.raises(RetriesExhausted, match="gave up after 4 failed attempts") as caught:
+                await Uploader(client).upload_image(tagged_jpeg(tmp_path, 4), name="IMG_4.jpg")
+        stats = server.stats()
+    assert caught.value.retriable and "IMG_4.jpg" in str(caught.value)
+    # aiohttp may itself repeat a GET once on a kept-alive connection that was cut, so the
+    # server can count more faults than our attempts; none of them let a byte through.
+    assert stats["faults_injected"] >= 4 and stats["requests"] == stats["faults_injected"]
+    assert stats["bytes_received"] == 0
+
+
+async def test_a_short_outage_is_waited_out(tmp_path: Path) -> None:
+    config = ServerConfig(data_dir=tmp_path / "srv", outage=(0.0, 0.6), seed=2)
+    policy = RetryPolicy(max_attempts=10, max_delay=0.2, jitter=0.0)
+    data = tagged_jpeg(tmp_path, 5)
+    async with running_server(config) as server:
+        async with UploadClient(
+            TOKEN, server.graph_url, server.upload_url, policy=policy
+        ) as client:
+            handle = await Uploader(client).upload_image(data)
+        assert server.store.held(session_key(data)) == len(data) and handle
+
+
+async def test_a_token_the_server_does_not_know_stops_with_auth_error(tmp_path: Path) -> None:
+    config = ServerConfig(data_dir=tmp_path / "srv", tokens=("the-right-token",))
+    async with running_server(config) as server:
+        async with UploadClient(TOKEN, server.graph_url, server.upload_url, policy=FAST) as client:
+            with pytest.raises(AuthError) as caught:
+                await Uploader(client).upload_image(tagged_jpeg(tmp_path, 6))
+            with pytest.raises(AuthError):
+                await client.me()
+        stats = server.stats()
+    assert TOKEN not in str(caught.value) and "authenticate" in str(caught.value)
+    assert stats["requests"] == 2 and stats["bytes_received"] == 0
+
+
+async def test_a_file_the_server_refuses_fails_with_its_reason(tmp_path: Path) -> None:
+    not_a_photo = b"this is not a JPEG at all" * 100
+    async with running_server(ServerConfig(data_dir=tmp_path / "srv")) as server:
+        async with UploadClient(TOKEN, server.graph_url, server.upload_url, policy=FAST) as client:
+            with pytest.raises(RejectedError, match="refused by the server: HTTP 400") as caught:
+                await Uploader(client).upload_image(not_a_photo, name="notes.jpg")
+        stats = server.stats()
+    assert "notes.jpg" in str(caught.value) and "JPEG" in str(caught.value)
+    assert stats["requests"] == 2  # probe and one POST: no retry
+
+
+async def test_finish_upload_survives_a_5xx_window_and_makes_one_sequence(tmp_path: Path) -> None:
+    images = [tagged_jpeg(tmp_path, i) for i in range(2)]
+    # The outage opens after the images are up; finish_upload runs into it and must retry.
+    config = ServerConfig(data_dir=tmp_path / "srv", outage=(1.5, 0.5), seed=4)
+    policy = RetryPolicy(max_attempts=20, max_delay=0.1, jitter=0.0)
+    bus = EventBus()
+    retries = collect(bus, "retry")
+    started = time.monotonic()
+    async with running_server(config) as server:
+        async with UploadClient(
+            TOKEN, server.graph_url, server.upload_url, policy=policy, events=bus
+        ) as client:
+            uploader = Uploader(client)
+            handles = [await uploader.upload_image(d) for d in images]
+            manifest = await uploader.upload_manifest(handles)
+            assert time.monotonic() - started < 1.5, "too slow to reach finish before the outage"
+            await asyncio.sleep(1.6 - (time.monotonic() - started))
+            cluster = await uploader.finish(manifest)
+            again = await uploader.finish(manifest)  # a retry after a lost reply
+        sequences = server.sequences()
+    assert [r.key for r in retries] and {r.key for r in retries} == {"finish_upload"}
+    assert again == cluster and [s["cluster_id"] for s in sequences] == [cluster]
+
+
+async def test_the_client_cap_paces_uploads_to_the_embedded_server(tmp_path: Path) -> None:
+    images = [tagged_jpeg(tmp_path, i, size=500) for i in range(3)]
+    total = sum(len(d) for d in images)
+    cap = Throttle(total / 1.5, burst=0.05)  # the whole lot should take about 1.5 s
+    async with running_server(ServerConfig(data_dir=tmp_path / "srv")) as server:
+        async with UploadClient(
+            TOKEN, server.graph_url, server.upload_url, throttle=cap, concurrency=3
+        ) as client:
+            uploader = Uploader(client)
+            started = time.monotonic()
+            await asyncio.gather(*(uploader.upload_image(d) for d in images))
+            elapsed = time.monotonic() - started
+        assert server.stats()["bytes_received"] == total
     assert 1.1 <= elapsed <= 3.0
+
+
+async def test_events_tell_the_whole_story_of_one_upload(tmp_path: Path) -> None:
+    data = tagged_jpeg(tmp_path, 9, size=700)
+    events: list[UploadEvent] = []
+    progress: list[tuple[int, int]] = []
+    bus = EventBus()
+    bus.subscribe(events.append)
+    bus.subscribe(lambda e: 1 / 0)  # a broken subscriber must not break the upload
+    async with (
+        running_server(ServerConfig(data_dir=tmp_path / "srv")) as server,
+        UploadClient(
+            TOKEN, server.graph_url, server.upload_url, events=bus, chunk_size=100_000
+        ) as client,
+    ):
+        handle = await Uploader(client).upload_image(
+            data, lambda sent, total: progress.append((sent, total)), name="a.jpg"
+        )
+    kinds = [e.kind for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "end" and set(kinds[1:-1]) == {"progress"}
+    assert events[-1].handle == handle and events[0].name == "a.jpg"
+    offsets = [sent for sent, _ in progress]
+    chunks = -(-len(data) // 100_000)
+    assert offsets == sorted(offsets) and offsets[-1] == len(data) and len(offsets) == chunks + 1
+    assert all(total == len(data) for _, total in progress)
