@@ -11,9 +11,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 
 from daemon import auth, log
+from daemon.server import ServerConfig, running_server
+from daemon.upload.client import UploadClient
 
 
 def mode(path: Path) -> int:
@@ -107,30 +108,19 @@ GOOD = "MLY|good|" + "k" * 20
 
 
 @pytest.fixture
-async def graph() -> AsyncIterator[str]:
-    """A graph API on 127.0.0.1 that knows one token."""
-    app = web.Application()
-
-    async def me(request: web.Request) -> web.Response:
-        if request.headers.get("Authorization") != f"OAuth {GOOD}":
-            body = {"error": {"message": "Invalid OAuth access token", "type": "OAuthException"}}
-            return web.json_response(body, status=401)
-        assert request.query["fields"] == "id,username"
-        return web.json_response({"id": "7", "username": "alice"})
-
-    app.add_routes([web.get("/graph/me", me)])
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}/graph"
-    finally:
-        await runner.cleanup()
+async def graph(tmp_path: Path) -> AsyncIterator[tuple[str, str]]:
+    """The embedded server knowing one token; yields its graph URL and that token's user name."""
+    config = ServerConfig(data_dir=tmp_path / "srv", tokens=(GOOD,))
+    async with running_server(config) as server:
+        async with UploadClient(GOOD, server.graph_url, server.upload_url) as client:
+            username = (await client.me())["username"]
+        yield server.graph_url, username
 
 
 async def authenticate(
-    home: Path, graph_url: str, *args: str, stdin: bytes = b""
+    home: Path, graph: tuple[str, str], *args: str, stdin: bytes = b""
 ) -> tuple[int, str, str]:
+    graph_url = graph[0]
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAPILLARY")}
     env.update(
         HOME=str(home),
@@ -158,7 +148,7 @@ async def test_authenticate_checks_and_stores_a_token_from_a_file(tmp_path: Path
     token_file.write_text(GOOD + "\n")
     code, out, err = await authenticate(tmp_path, graph, "--token-file", str(token_file))
     assert code == 0, err
-    assert "alice" in out and GOOD not in out + err
+    assert f"authenticated as {graph[1]}" in out and GOOD not in out + err
     stored = tmp_path / "config" / "mapillary-daemon" / "tokens.toml"
     assert mode(stored) == 0o600
     assert auth.load_token("default", path=stored, env={}) == GOOD
@@ -182,5 +172,5 @@ async def test_token_from_stdin_goes_to_the_named_profile(tmp_path: Path, graph)
     assert code == 0, err
     assert "profile 'work'" in out and GOOD not in out + err
     stored = tmp_path / "config" / "mapillary-daemon" / "tokens.toml"
-    assert auth.read_accounts(stored)["work"] == auth.Account("work", GOOD, "alice")
+    assert auth.read_accounts(stored)["work"] == auth.Account("work", GOOD, graph[1])
     assert "default" not in auth.read_accounts(stored)
