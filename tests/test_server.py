@@ -656,3 +656,66 @@ def test_the_server_command_refuses_bad_settings(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "outage 'soon' is not START_S:DURATION_S" in result.stderr
+
+
+# -- the official client --------------------------------------------------------------------------
+
+
+def _mapillary_tools() -> str | None:
+    import shutil
+
+    return os.environ.get("MAPILLARY_TOOLS_BIN") or shutil.which("mapillary_tools")
+
+
+def _dms(value: float) -> tuple[tuple[int, int], ...]:
+    value = abs(value)
+    degrees = int(value)
+    minutes = int((value - degrees) * 60)
+    seconds = (value - degrees - minutes / 60) * 3600
+    return ((degrees, 1), (minutes, 1), (round(seconds * 10000), 10000))
+
+
+def camera_photo(path: Path, index: int, lat: float, lon: float) -> None:
+    """A photo as a camera writes it: DateTimeOriginal and EXIF GPS, no description."""
+    exif = {
+        "0th": {piexif.ImageIFD.Make: b"Bench", piexif.ImageIFD.Model: b"Cam"},
+        "Exif": {piexif.ExifIFD.DateTimeOriginal: f"2024:06:01 10:00:{index * 2:02d}".encode()},
+        "GPS": {
+            piexif.GPSIFD.GPSLatitudeRef: b"N",
+            piexif.GPSIFD.GPSLatitude: _dms(lat),
+            piexif.GPSIFD.GPSLongitudeRef: b"E",
+            piexif.GPSIFD.GPSLongitude: _dms(lon),
+        },
+    }
+    noise = Image.frombytes("RGB", (600, 400), os.urandom(600 * 400 * 3))
+    noise.save(path, "JPEG", quality=90, exif=piexif.dump(exif))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_mapillary_tools() is None, reason="mapillary_tools 0.14 is not installed")
+def test_the_official_mapillary_tools_uploads_through_dropped_connections(tmp_path: Path) -> None:
+    """Set MAPILLARY_TOOLS_BIN (or put mapillary_tools on PATH) to run this check."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(5):
+        camera_photo(photos / f"IMG_{i:04d}.jpg", i, 48.1 + i * 0.0002, 11.5 + i * 0.0002)
+    config = ServerConfig(data_dir=tmp_path / "data", tokens=(TOKEN,), drop_rate=0.5, seed=1)
+    with ServerThread(config) as srv:
+        env = {
+            **os.environ,
+            **srv.environment(),
+            "MAPILLARY_CONFIG_PATH": str(tmp_path / "mt-config"),
+            "HOME": str(tmp_path / "home"),
+        }
+        tool = str(_mapillary_tools())
+        login = [tool, "authenticate", "--user_name", "tester", "--jwt", TOKEN]
+        subprocess.run(login, env=env, check=True, capture_output=True, timeout=60)
+        upload = [tool, "process_and_upload", str(photos), "--user_name", "tester"]
+        result = subprocess.run(upload, env=env, capture_output=True, text=True, timeout=240)
+        assert result.returncode == 0, result.stderr[-2000:]
+        stats = srv.stats()
+        assert (stats["sequences"], stats["images"]) == (1, 5)
+        assert stats["faults_injected"] >= 1
+        (sequence,) = srv.sequences()
+    assert [i["filename"] for i in sequence["images"]] == [f"IMG_{i:04d}.jpg" for i in range(5)]
+    assert sequence["images"][4]["lat"] == pytest.approx(48.1008, abs=1e-6)

@@ -158,8 +158,10 @@ async def finish_upload(request: web.Request) -> web.Response:
     done = store.finished_sequence(handle)
     if done is not None:
         return web.json_response({"cluster_id": done.cluster_id})
-    file_type = body.get("file_type") or ("zip" if ".zip" in handle_key(handle) else "")
-    file_type = file_type or "mly_bundle_manifest"
+    # Clients older than the file_type field sent zips only.
+    file_type = body.get("file_type") or (
+        "zip" if handle_key(handle).endswith(".zip") else "mly_bundle_manifest"
+    )
     organization = body.get("organization_id")
     try:
         prepared = await asyncio.to_thread(store.prepare_finish, handle, str(file_type))
@@ -271,7 +273,10 @@ async def thumbnail(request: web.Request) -> web.StreamResponse:
     if size == thumbs.ORIGINAL:
         return web.FileResponse(source, headers={"Content-Type": "image/jpeg"})
     dest = store.root / "thumbs" / f"{found.id}_{size}.jpg"
-    await asyncio.to_thread(thumbs.make_thumbnail, source, dest, thumbs.SIZES[size])
+    try:
+        await asyncio.to_thread(thumbs.make_thumbnail, source, dest, thumbs.SIZES[size])
+    except (OSError, ValueError) as exc:  # the stored image is gone or unreadable
+        raise web.HTTPNotFound(text=f"image {found.id} cannot be read: {exc}") from None
     return web.FileResponse(dest, headers={"Content-Type": "image/jpeg"})
 
 
