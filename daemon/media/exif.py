@@ -1,14 +1,21 @@
 """Read and write the EXIF metadata we need, with piexif, touching only the metadata.
 
 Reading walks the JPEG's marker segments up to the start of the image data, so a 10 MB photo
-costs a few kilobytes of I/O. Writing splices a new APP1 segment into the original byte stream,
-so every other segment and the compressed image data stay byte-for-byte, and replaces the file
-atomically (temp file in the same folder, fsync, rename, fsync of the folder).
+costs a few kilobytes of I/O (plus one small read at the end to see the end-of-image marker).
+Writing splices a new APP1 segment into the original byte stream, so every other segment and
+the compressed image data stay byte-for-byte, and replaces the file atomically (temp file in
+the same folder, fsync, rename, fsync of the folder).
+
+Errors: anything wrong with the file itself (empty, not a JPEG, cut off, corrupt EXIF, bad date,
+unreadable) is a :class:`MediaError` whose text is a one-line reason. Failing to write the
+result (read-only folder, full disk) is an ``OSError``, since the photo is not at fault; the
+original is then left as it was.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import struct
 import tempfile
@@ -16,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import piexif
 
@@ -24,8 +31,9 @@ SOI = b"\xff\xd8"
 EOI = b"\xff\xd9"
 EXIF_HEADER = b"Exif\x00\x00"
 _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
-_NO_LENGTH = {0x01, *range(0xD0, 0xD8)}
-_TAIL = 4096  # bytes read from the end to find the EOI marker past any zero padding
+_NO_LENGTH = {0x01, *range(0xD0, 0xD8)}  # TEM and RSTn stand alone
+_TAIL = 4096  # bytes read at a time from the end, looking for EOI past zero padding
+_MAX_PADDING = 1 << 20  # some cameras pad to a block size; more zeros than this is not padding
 
 
 class MediaError(Exception):
@@ -39,6 +47,7 @@ class ExifInfo:
     ``capture_time`` is naive unless the file says its zone (OffsetTimeOriginal → aware) or the time
     came from the GPS stamp (always aware UTC). ``time_source`` is "exif" (DateTimeOriginal),
     "gps" (GPSDateStamp/GPSTimeStamp) or "digitized" (DateTimeDigitized / DateTime).
+    ``gps_time`` is the GPS stamp (aware UTC) whatever the capture time came from.
     """
 
     capture_time: datetime | None
@@ -53,6 +62,7 @@ class ExifInfo:
     description: str | None  # ImageDescription as text (Mapillary JSON when tagged)
     width: int | None = None
     height: int | None = None
+    gps_time: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -69,18 +79,20 @@ class _Head:
 # -- the JPEG container ---------------------------------------------------------------------------
 
 
-def _read_exact(fh: Any, n: int) -> bytes:
+def _read_exact(fh: BinaryIO, n: int) -> bytes:
     data = fh.read(n)
     if len(data) != n:
         raise MediaError("truncated JPEG header")
     return data
 
 
-def _walk_head(fh: Any) -> _Head:
+def _walk_head(fh: BinaryIO) -> _Head:
     """Walk segments from SOI to SOS reading only what we need; ``fh`` is at offset 0."""
     start = fh.read(2)
+    if not start:
+        raise MediaError("empty file (0 bytes)")
     if start != SOI:
-        raise MediaError(f"not a JPEG (starts with {start[:8]!r})" if start else "empty file")
+        raise MediaError(f"not a JPEG (starts with {(start + fh.read(6))!r})")
     pos = 2
     exif_span = exif = None
     insert_at = 2
@@ -97,29 +109,44 @@ def _walk_head(fh: Any) -> _Head:
         if kind in _NO_LENGTH:
             pos += 2
             continue
+        if kind in (0xD8, 0xD9):
+            raise MediaError(f"corrupt JPEG header (marker FF{kind:02X} at byte {pos})")
         (length,) = struct.unpack(">H", _read_exact(fh, 2))
         if length < 2:
             raise MediaError(f"corrupt JPEG segment length at byte {pos}")
         end = pos + 2 + length
-        if kind == 0xDA or kind == 0xD9:  # start of scan / end of image: the header is over
+        if kind == 0xDA:  # start of scan: the header is over
+            if width is None:
+                raise MediaError("corrupt JPEG header (no frame header before the image data)")
             return _Head(exif_span, exif, insert_at, width, height)
         if kind == 0xE1 and exif is None:
             payload = _read_exact(fh, length - 2)
             if payload.startswith(EXIF_HEADER):
                 exif_span, exif = (pos, end), payload
         elif kind in _SOF:
-            sof = _read_exact(fh, 5)
-            height, width = struct.unpack(">HH", sof[1:5])
+            if length < 7:
+                raise MediaError(f"corrupt JPEG frame header at byte {pos}")
+            height, width = struct.unpack(">HH", _read_exact(fh, 5)[1:5])
         if kind == 0xE0 and insert_at == pos:
             insert_at = end  # keep JFIF's APP0 first, as the standard wants
         fh.seek(end)
         pos = end
 
 
-def _has_eoi(fh: Any, size: int) -> bool:
-    fh.seek(max(0, size - _TAIL))
-    tail = fh.read(_TAIL).rstrip(b"\x00")
-    return tail.endswith(EOI)
+def _has_eoi(fh: BinaryIO, size: int) -> bool:
+    """Whether the file ends with EOI, allowing trailing zero padding (read backwards in chunks)."""
+    end = size
+    while end > 0 and size - end <= _MAX_PADDING:
+        start = max(0, end - _TAIL)
+        fh.seek(start)
+        chunk = fh.read(end - start).rstrip(b"\x00")
+        if chunk:
+            if len(chunk) == 1 and start > 0:  # the marker straddles two chunks
+                fh.seek(start - 1)
+                return fh.read(2) == EOI
+            return chunk.endswith(EOI)
+        end = start
+    return False
 
 
 def is_complete_jpeg(path: str | os.PathLike[str]) -> bool:
@@ -132,15 +159,22 @@ def is_complete_jpeg(path: str | os.PathLike[str]) -> bool:
         return False
 
 
-def _open_head(path: str | os.PathLike[str]) -> tuple[_Head, int]:
-    with open(path, "rb") as fh:
-        size = os.fstat(fh.fileno()).st_size
-        if size == 0:
-            raise MediaError("empty file (0 bytes)")
-        head = _walk_head(fh)
-        if not _has_eoi(fh, size):
-            raise MediaError("truncated JPEG (no end-of-image marker)")
-    return head, size
+def _cannot_read(exc: OSError) -> MediaError:
+    return MediaError(f"cannot read: {exc.strerror or exc}")
+
+
+def _open_head(path: str | os.PathLike[str]) -> _Head:
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size == 0:
+                raise MediaError("empty file (0 bytes)")
+            head = _walk_head(fh)
+            if not _has_eoi(fh, size):
+                raise MediaError("truncated JPEG (no end-of-image marker)")
+    except OSError as exc:
+        raise _cannot_read(exc) from exc
+    return head
 
 
 # -- reading --------------------------------------------------------------------------------------
@@ -148,7 +182,7 @@ def _open_head(path: str | os.PathLike[str]) -> tuple[_Head, int]:
 
 def _load(payload: bytes | None) -> dict[str, Any]:
     if payload is None:
-        return {"0th": {}, "Exif": {}, "GPS": {}, "1st": {}, "thumbnail": None}
+        return {"0th": {}, "Exif": {}, "GPS": {}, "Interop": {}, "1st": {}, "thumbnail": None}
     try:
         return piexif.load(payload)
     except Exception as exc:  # piexif raises many kinds on corrupt data
@@ -176,16 +210,22 @@ def _dms(value: Any) -> float:
     return d + m / 60 + s / 3600
 
 
-def _parse_datetime(value: Any) -> datetime | None:
+def _unset(text: str) -> bool:
+    """Cameras without a clock write zeros or blanks ("0000:00:00 00:00:00", "    :  :  ")."""
+    return not text.strip(" :0-")
+
+
+def _parse_datetime(value: Any, tag: str) -> datetime | None:
+    """None when the tag is missing or blank; MediaError when it holds something else."""
     text = _text(value)
-    if not text or text.startswith("0000"):
+    if not text or _unset(text):
         return None
-    for fmt in ("%Y:%m:%d %H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y:%m:%d %H:%M"):
+    for fmt in ("%Y:%m:%d %H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y:%m:%d %H:%M", "%Y-%m-%dT%H:%M:%S"):
         try:
             return datetime.strptime(text[:19], fmt)
         except ValueError:
             continue
-    return None
+    raise MediaError(f"bad {tag} date {text[:40]!r}")
 
 
 def _with_subsec(moment: datetime, subsec: Any) -> datetime:
@@ -196,63 +236,71 @@ def _with_subsec(moment: datetime, subsec: Any) -> datetime:
 
 
 def _parse_offset(value: Any) -> timezone | None:
+    """ "+02:00" → a zone; None when missing or blank; MediaError for anything else."""
     text = _text(value)
-    if not text or len(text) < 6 or text[0] not in "+-":
+    if not text or _unset(text):
         return None
     try:
-        hours, minutes = int(text[1:3]), int(text[4:6])
+        if len(text) != 6 or text[0] not in "+-" or text[3] != ":":
+            raise ValueError
+        delta = timedelta(hours=int(text[1:3]), minutes=int(text[4:6]))
+        return timezone(-delta if text[0] == "-" else delta)
     except ValueError:
-        return None
-    delta = timedelta(hours=hours, minutes=minutes)
-    return timezone(-delta if text[0] == "-" else delta)
+        raise MediaError(f"bad OffsetTimeOriginal {text[:20]!r}") from None
 
 
 def _gps_time(gps: dict[int, Any]) -> datetime | None:
     date = _text(gps.get(piexif.GPSIFD.GPSDateStamp))
     stamp = gps.get(piexif.GPSIFD.GPSTimeStamp)
-    if not date or not stamp:
+    if not date or not stamp or _unset(date):
         return None
     try:
         day = datetime.strptime(date[:10].replace("-", ":"), "%Y:%m:%d")
         h, m, s = (_ratio(v) for v in stamp)
     except (ValueError, ZeroDivisionError, TypeError):
-        return None
+        raise MediaError(f"bad GPS date/time stamp {date[:20]!r} {stamp!r}"[:120]) from None
     return day.replace(tzinfo=UTC) + timedelta(hours=h, minutes=m, seconds=s)
 
 
-def _capture_time(data: dict[str, Any]) -> tuple[datetime | None, str | None]:
-    ex, gps, zeroth = data.get("Exif", {}), data.get("GPS", {}), data.get("0th", {})
-    original = _parse_datetime(ex.get(piexif.ExifIFD.DateTimeOriginal))
+def _capture_time(
+    data: dict[str, Any], gps_time: datetime | None
+) -> tuple[datetime | None, str | None]:
+    """The best capture time in order: DateTimeOriginal, GPS stamp, DateTimeDigitized, DateTime."""
+    ex, zeroth = data.get("Exif", {}), data.get("0th", {})
+    e = piexif.ExifIFD
+    original = _parse_datetime(ex.get(e.DateTimeOriginal), "DateTimeOriginal")
     if original:
-        moment = _with_subsec(original, ex.get(piexif.ExifIFD.SubSecTimeOriginal))
-        zone = _parse_offset(ex.get(piexif.ExifIFD.OffsetTimeOriginal))
+        moment = _with_subsec(original, ex.get(e.SubSecTimeOriginal))
+        zone = _parse_offset(ex.get(e.OffsetTimeOriginal))
         return (moment.replace(tzinfo=zone) if zone else moment), "exif"
-    from_gps = _gps_time(gps)
-    if from_gps:
-        return from_gps, "gps"
-    digitized = _parse_datetime(ex.get(piexif.ExifIFD.DateTimeDigitized))
+    if gps_time:
+        return gps_time, "gps"
+    digitized = _parse_datetime(ex.get(e.DateTimeDigitized), "DateTimeDigitized")
     if digitized:
-        return _with_subsec(digitized, ex.get(piexif.ExifIFD.SubSecTimeDigitized)), "digitized"
-    plain = _parse_datetime(zeroth.get(piexif.ImageIFD.DateTime))
-    return (plain, "digitized") if plain else (None, None)
+        return _with_subsec(digitized, ex.get(e.SubSecTimeDigitized)), "digitized"
+    plain = _parse_datetime(zeroth.get(piexif.ImageIFD.DateTime), "DateTime")
+    if plain:
+        return _with_subsec(plain, ex.get(e.SubSecTime)), "digitized"
+    return None, None
 
 
 def _position(gps: dict[int, Any]) -> tuple[float | None, float | None, float | None, float | None]:
+    g = piexif.GPSIFD
     lat = lon = alt = direction = None
     try:
-        if piexif.GPSIFD.GPSLatitude in gps and piexif.GPSIFD.GPSLongitude in gps:
-            lat = _dms(gps[piexif.GPSIFD.GPSLatitude])
-            lon = _dms(gps[piexif.GPSIFD.GPSLongitude])
-            if _text(gps.get(piexif.GPSIFD.GPSLatitudeRef)) == "S":
+        if g.GPSLatitude in gps and g.GPSLongitude in gps:
+            lat = _dms(gps[g.GPSLatitude])
+            lon = _dms(gps[g.GPSLongitude])
+            if _text(gps.get(g.GPSLatitudeRef)) == "S":
                 lat = -lat
-            if _text(gps.get(piexif.GPSIFD.GPSLongitudeRef)) == "W":
+            if _text(gps.get(g.GPSLongitudeRef)) == "W":
                 lon = -lon
-        if piexif.GPSIFD.GPSAltitude in gps:
-            alt = _ratio(gps[piexif.GPSIFD.GPSAltitude])
-            if gps.get(piexif.GPSIFD.GPSAltitudeRef) in (1, b"\x01"):
+        if g.GPSAltitude in gps:
+            alt = _ratio(gps[g.GPSAltitude])
+            if gps.get(g.GPSAltitudeRef) in (1, b"\x01"):
                 alt = -alt
-        if piexif.GPSIFD.GPSImgDirection in gps:
-            direction = _ratio(gps[piexif.GPSIFD.GPSImgDirection]) % 360.0
+        if g.GPSImgDirection in gps:
+            direction = _ratio(gps[g.GPSImgDirection]) % 360.0
     except (ZeroDivisionError, TypeError, ValueError):
         raise MediaError("corrupt GPS data in EXIF") from None
     if lat is not None and not -90.0 <= lat <= 90.0:
@@ -264,11 +312,12 @@ def _position(gps: dict[int, Any]) -> tuple[float | None, float | None, float | 
 
 def read_exif(path: str | os.PathLike[str]) -> ExifInfo:
     """The metadata of one JPEG; MediaError with a one-line reason when it cannot be used."""
-    head, _ = _open_head(path)
+    head = _open_head(path)
     data = _load(head.exif)
-    zeroth = data.get("0th", {})
-    capture_time, source = _capture_time(data)
-    lat, lon, alt, direction = _position(data.get("GPS", {}))
+    zeroth, gps = data.get("0th", {}), data.get("GPS", {})
+    gps_time = _gps_time(gps)
+    capture_time, source = _capture_time(data, gps_time)
+    lat, lon, alt, direction = _position(gps)
     orientation = zeroth.get(piexif.ImageIFD.Orientation, 1)
     return ExifInfo(
         capture_time=capture_time,
@@ -283,6 +332,7 @@ def read_exif(path: str | os.PathLike[str]) -> ExifInfo:
         description=_text(zeroth.get(piexif.ImageIFD.ImageDescription)),
         width=head.width,
         height=head.height,
+        gps_time=gps_time,
     )
 
 
@@ -299,44 +349,50 @@ def _apply(data: dict[str, Any], update: ExifUpdate) -> None:
         data.setdefault(ifd, {}).update(tags)
 
 
-def _spliced(original: bytes, head: _Head, update: ExifUpdate) -> bytes:
+def _segment(head: _Head, update: ExifUpdate) -> bytes:
+    """The new APP1 segment: the file's EXIF with ``update`` applied."""
     data = _load(head.exif)
     _apply(data, update)
     try:
         payload = piexif.dump(data)
-    except Exception as exc:
+    except Exception as exc:  # piexif refuses values of the wrong type in many ways
         raise MediaError(f"cannot write EXIF ({type(exc).__name__}: {exc})") from None
     if len(payload) + 2 > 0xFFFF:
         raise MediaError("EXIF block would exceed the 64 KB a JPEG segment can hold")
-    segment = b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
-    if head.exif_span:
-        start, end = head.exif_span
-        return original[:start] + segment + original[end:]
-    return original[: head.insert_at] + segment + original[head.insert_at :]
+    return b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
 
 
-def _head_of_bytes(original: bytes) -> _Head:
-    import io
+def _spliced(original: bytes, update: ExifUpdate) -> bytes:
+    """``original`` with its Exif APP1 replaced (or inserted); every other byte kept as it was."""
+    if not original:
+        raise MediaError("empty file (0 bytes)")
+    head = _walk_head(io.BytesIO(original))
+    if not _has_eoi(io.BytesIO(original), len(original)):
+        raise MediaError("truncated JPEG (no end-of-image marker)")
+    segment = _segment(head, update)
+    start, end = head.exif_span or (head.insert_at, head.insert_at)
+    view = memoryview(original)  # slices without copying; join copies once
+    return b"".join((view[:start], segment, view[end:]))
 
-    return _walk_head(io.BytesIO(original))
+
+def _read_all(path: str | os.PathLike[str]) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise _cannot_read(exc) from exc
 
 
 def updated_bytes(path: str | os.PathLike[str], update: ExifUpdate) -> bytes:
     """The file's bytes with the EXIF update applied, in memory (the file is not touched)."""
-    with open(path, "rb") as fh:
-        original = fh.read()
-    if not original:
-        raise MediaError("empty file (0 bytes)")
-    if not original.rstrip(b"\x00").endswith(EOI):
-        raise MediaError("truncated JPEG (no end-of-image marker)")
-    return _spliced(original, _head_of_bytes(original), update)
+    return _spliced(_read_all(path), update)
 
 
 def _fsync_dir(folder: Path) -> None:
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:
-        return
+        return  # some platforms cannot open a folder; the rename is still atomic
     try:
         os.fsync(fd)
     except OSError:
@@ -346,7 +402,11 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def replace_atomically(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` over ``path``: temp file beside it, fsync, rename, fsync the folder."""
+    """Write ``data`` over ``path``: temp file beside it, fsync, rename, fsync the folder.
+
+    A crash at any point leaves either the old file or the new one, never a mix; the temp
+    file is a dotfile so folder watchers skip it, and it is removed if anything fails.
+    """
     target = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=".mly-", suffix=".tmp", dir=target.parent)
     try:
@@ -358,13 +418,18 @@ def replace_atomically(path: str | os.PathLike[str], data: bytes) -> None:
             os.chmod(tmp, os.stat(target).st_mode & 0o7777)
         os.replace(tmp, target)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
         raise
     _fsync_dir(target.parent)
 
 
 def write_exif(path: str | os.PathLike[str], update: ExifUpdate) -> None:
-    """Apply ``update`` (a piexif dict patch or a function editing the dict) to the file."""
+    """Apply ``update`` to the file's EXIF, atomically.
+
+    ``update`` is either a patch ``{"0th": {tag: value}, "GPS": {...}}`` merged into the
+    existing IFDs, or a function that edits the piexif dict in place (to delete tags).
+    """
     replace_atomically(path, updated_bytes(path, update))
 
 
@@ -372,12 +437,19 @@ def _rational(value: float, den: int) -> tuple[int, int]:
     return (round(abs(value) * den), den)
 
 
+_DMS_DEN = 100_000  # seconds to 1e-5": about 3e-9 degrees, well under the 1e-7 we promise
+
+
 def _dms_rational(value: float) -> tuple[tuple[int, int], ...]:
-    value = abs(value)
-    degrees = int(value)
-    minutes = int((value - degrees) * 60)
-    seconds = (value - degrees - minutes / 60) * 3600
-    return ((degrees, 1), (minutes, 1), _rational(seconds, 100000))
+    # Integer arithmetic so rounding can never produce 60 seconds or 60 minutes.
+    ticks = round(abs(value) * 3600 * _DMS_DEN)
+    degrees, rest = divmod(ticks, 3600 * _DMS_DEN)
+    minutes, seconds = divmod(rest, 60 * _DMS_DEN)
+    return ((degrees, 1), (minutes, 1), (seconds, _DMS_DEN))
+
+
+def _as_utc(t: datetime) -> datetime:
+    return t.astimezone(UTC) if t.tzinfo else t.replace(tzinfo=UTC)
 
 
 def gps_tags(
@@ -387,7 +459,12 @@ def gps_tags(
     direction: float | None = None,
     utc_time: datetime | None = None,
 ) -> dict[int, Any]:
-    """The GPS IFD entries for a position (1e-7 degree precision or better)."""
+    """The GPS IFD entries for a position (1e-7 degree precision or better).
+
+    A naive ``utc_time`` is taken as UTC. MediaError for a position outside the globe.
+    """
+    if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0):
+        raise MediaError(f"cannot write GPS position {lat}, {lon}: out of range")
     g = piexif.GPSIFD
     tags: dict[int, Any] = {
         g.GPSVersionID: (2, 2, 0, 0),
@@ -403,7 +480,7 @@ def gps_tags(
         tags[g.GPSImgDirectionRef] = b"T"
         tags[g.GPSImgDirection] = _rational(direction % 360.0, 1000)
     if utc_time is not None:
-        t = utc_time.astimezone(UTC)
+        t = _as_utc(utc_time)
         tags[g.GPSDateStamp] = t.strftime("%Y:%m:%d").encode()
         tags[g.GPSTimeStamp] = (
             (t.hour, 1),
@@ -421,16 +498,39 @@ def write_gps(
     direction: float | None = None,
     utc_time: datetime | None = None,
 ) -> None:
-    """Write a position (and optionally altitude, true heading and UTC time) into the file."""
-    write_exif(path, {"GPS": gps_tags(lat, lon, altitude, direction, utc_time)})
+    """Write a position (and optionally altitude, true heading and UTC time) into the file.
+
+    GPS entries left from before and not given now (an old altitude, heading or stamp) are
+    removed, so the file never mixes two fixes.
+    """
+    tags = gps_tags(lat, lon, altitude, direction, utc_time)
+
+    def update(data: dict[str, Any]) -> None:
+        data["GPS"] = tags
+
+    write_exif(path, update)
 
 
-def capture_time_tags(dt: datetime, subsec: str | None, offset: str | None) -> dict[int, Any]:
+def capture_time_tags(
+    dt: datetime, subsec: str | None = None, offset: str | None = None
+) -> dict[int, Any]:
+    """DateTimeOriginal (+ SubSecTimeOriginal, + OffsetTimeOriginal) entries.
+
+    An aware ``dt`` with no ``offset`` writes its own UTC offset.
+    """
     e = piexif.ExifIFD
     tags: dict[int, Any] = {e.DateTimeOriginal: dt.strftime("%Y:%m:%d %H:%M:%S").encode()}
     if subsec is not None:
+        if not subsec.isdigit():
+            raise MediaError(f"cannot write SubSecTimeOriginal {subsec!r}: digits only")
         tags[e.SubSecTimeOriginal] = subsec.encode()
+    own = dt.utcoffset()
+    if offset is None and own is not None:
+        minutes = round(own.total_seconds() / 60)
+        sign = "-" if minutes < 0 else "+"
+        offset = f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
     if offset is not None:
+        _parse_offset(offset)  # refuse to write what we could not read back
         tags[e.OffsetTimeOriginal] = offset.encode()
     return tags
 
@@ -438,17 +538,32 @@ def capture_time_tags(dt: datetime, subsec: str | None, offset: str | None) -> d
 def write_capture_time(
     path: str | os.PathLike[str], dt: datetime, subsec: str | None = None, offset: str | None = None
 ) -> None:
-    """Write DateTimeOriginal (+ SubSecTimeOriginal, + OffsetTimeOriginal) as given."""
-    write_exif(path, {"Exif": capture_time_tags(dt, subsec, offset)})
+    """Write DateTimeOriginal (+ SubSecTimeOriginal, + OffsetTimeOriginal) as given.
+
+    A sub-second or offset not given is removed rather than left from the old time, so the
+    file says exactly the time written.
+    """
+    tags = capture_time_tags(dt, subsec, offset)
+    e = piexif.ExifIFD
+
+    def update(data: dict[str, Any]) -> None:
+        ifd = data.setdefault("Exif", {})
+        for stale in (e.SubSecTimeOriginal, e.OffsetTimeOriginal):
+            ifd.pop(stale, None)
+        ifd.update(tags)
+
+    write_exif(path, update)
+
+
+def _description_patch(text: str) -> dict[str, dict[int, Any]]:
+    return {"0th": {piexif.ImageIFD.ImageDescription: text.encode("utf-8")}}
 
 
 def write_description(path: str | os.PathLike[str], text: str) -> None:
     """Write ImageDescription (UTF-8)."""
-    write_exif(path, {"0th": {piexif.ImageIFD.ImageDescription: text.encode("utf-8")}})
+    write_exif(path, _description_patch(text))
 
 
 def tagged_bytes(path: str | os.PathLike[str], description: str) -> bytes:
     """The bytes to upload: the photo with ``description`` as ImageDescription (file untouched)."""
-    return updated_bytes(
-        path, {"0th": {piexif.ImageIFD.ImageDescription: description.encode("utf-8")}}
-    )
+    return updated_bytes(path, _description_patch(description))
