@@ -21,6 +21,7 @@ import pytest
 from aiohttp import web
 from PIL import Image
 
+from daemon import config
 from daemon.media.exif import tagged_bytes
 from daemon.server import ServerConfig, running_server
 from daemon.upload import client as client_module
@@ -250,6 +251,24 @@ async def test_a_sequence_reaches_the_embedded_server_once(tmp_path: Path) -> No
     assert [s["cluster_id"] for s in sequences] == [cluster]
     assert stats["images"] == 3 and stats["faults_injected"] == 0
     assert account["username"] and account["id"]
+
+
+async def test_settings_reach_the_wire_organization_included(tmp_path: Path) -> None:
+    images = [tagged_jpeg(tmp_path, i) for i in range(2)]
+    async with running_server(ServerConfig(data_dir=tmp_path / "srv")) as server:
+        conf = tmp_path / "config.toml"
+        conf.write_text('organization_id = "1234"\nconcurrency = 2\n')
+        # The endpoints come the way a user sets them: mapillary_tools' environment variables.
+        env = {**server.environment(), "MAX_ATTEMPTS": "3"}
+        settings = config.load(conf, env=env)
+        client = UploadClient.from_settings(settings, TOKEN)
+        async with client:
+            cluster = await Uploader(client).upload_sequence(
+                [(f"{i}.jpg", (lambda d=d: d)) for i, d in enumerate(images)]
+            )
+        sequences = server.sequences()
+    assert client.policy.max_attempts == 3 and client.concurrency == 2
+    assert [(s["cluster_id"], s["organization_id"]) for s in sequences] == [(cluster, "1234")]
 
 
 async def test_dropped_bodies_resume_and_never_resend_what_the_server_kept(tmp_path: Path) -> None:
