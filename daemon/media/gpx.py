@@ -1,23 +1,27 @@
 """GPX tracks as sorted arrays, and positions interpolated by time.
 
-Every track, segment and point of one or more files goes into four parallel arrays (time as
-POSIX seconds UTC, lat, lon, elevation), sorted by time: 32 bytes a point, searched with bisect.
-Interpolation never bridges a gap longer than ``max_gap`` seconds and never extrapolates more
-than ``max_extrapolation`` seconds past either end: a photo there has no position, not a guess.
+Every track, segment and route point of one or more files goes into four parallel arrays (time
+as POSIX seconds UTC, lat, lon, elevation), sorted by time: 32 bytes a point, searched with
+bisect. Interpolation never bridges a gap longer than ``max_gap`` seconds and never extrapolates
+more than ``max_extrapolation`` seconds past either end: a photo there has no position, not a
+guess.
+
+Files are read with a streaming XML parser rather than gpxpy's object model: a day's 1 Hz log
+loads several times faster in a fraction of the memory (which matters on a Raspberry Pi), and a
+log cut off by a power loss keeps every point written before the cut.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import xml.etree.ElementTree as ET
 from array import array
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-
-import gpxpy
-import gpxpy.gpx
 
 from daemon.geo import bearing_deg, distance_m
 
@@ -44,30 +48,23 @@ class Track:
     lats: array = field(default_factory=lambda: array("d"))
     lons: array = field(default_factory=lambda: array("d"))
     eles: array = field(default_factory=lambda: array("d"))
+    truncated: bool = False  # the file ended mid-write; the points are those before the cut
 
     @classmethod
     def from_points(
         cls, points: Iterable[tuple[float | datetime, float, float, float | None]]
     ) -> Track:
-        """A track from (time, lat, lon, ele) tuples in any order; equal times keep the first."""
-        rows = sorted(
-            (
-                (_seconds(t), lat, lon, math.nan if ele is None else ele)
-                for t, lat, lon, ele in points
-            ),
-            key=lambda r: r[0],
-        )
+        """A track from (time, lat, lon, ele) tuples in any order; equal times keep the first.
+
+        Times are POSIX seconds or datetimes (naive ones are UTC); ele may be None.
+        """
         track = cls()
-        last = None
-        for t, lat, lon, ele in rows:
-            if t == last:
-                continue
-            last = t
-            track.times.append(t)
+        for t, lat, lon, ele in points:
+            track.times.append(_seconds(t))
             track.lats.append(lat)
             track.lons.append(lon)
-            track.eles.append(ele)
-        return track
+            track.eles.append(math.nan if ele is None else ele)
+        return _sorted(track)
 
     def __len__(self) -> int:
         return len(self.times)
@@ -102,28 +99,41 @@ class Track:
             return None
         f = (t - self.times[a]) / (self.times[b] - self.times[a])
         lat = self.lats[a] + (self.lats[b] - self.lats[a]) * f
-        lon = self.lons[a] + (self.lons[b] - self.lons[a]) * f
+        dlon = self.lons[b] - self.lons[a]
+        if abs(dlon) > 180.0:  # the short way across the antimeridian, not round the globe
+            dlon -= math.copysign(360.0, dlon)
+        lon = self.lons[a] + dlon * f
+        if not -180.0 <= lon <= 180.0:
+            lon -= math.copysign(360.0, lon)
         ea, eb = self.eles[a], self.eles[b]
         ele = None if math.isnan(ea) or math.isnan(eb) else ea + (eb - ea) * f
         return TrackPosition(lat, lon, ele, self._bearing(a, b, max_gap))
 
     def _at_index(self, i: int, max_gap: float) -> TrackPosition:
         ele = None if math.isnan(self.eles[i]) else self.eles[i]
-        a, b = (i, i + 1) if i + 1 < len(self.times) else (i - 1, i)
-        bearing = self._bearing(a, b, max_gap) if a >= 0 else None
-        return TrackPosition(self.lats[i], self.lons[i], ele, bearing)
+        return TrackPosition(self.lats[i], self.lons[i], ele, self._bearing_at(i, max_gap))
+
+    def _bearing_at(self, i: int, max_gap: float) -> float | None:
+        """Bearing at fix i: towards the next fix, or from the previous one, never over a gap."""
+        n = len(self.times)
+        if i + 1 < n and self.times[i + 1] - self.times[i] <= max_gap:
+            return self._bearing(i, i + 1, max_gap)
+        if i > 0 and self.times[i] - self.times[i - 1] <= max_gap:
+            return self._bearing(i - 1, i, max_gap)
+        return None
 
     def _bearing(self, a: int, b: int, max_gap: float) -> float | None:
-        """Bearing of travel between points a < b, looking outward while they are too close."""
-        t0, t1 = self.times[a], self.times[b]
+        """Bearing of travel between fixes a < b (no gap between them), widening the base outward
+        while they are too close to give a direction, but never over a gap or beyond 2*max_gap."""
+        n = len(self.times)
         while (
             distance_m(self.lats[a], self.lons[a], self.lats[b], self.lons[b]) < MIN_BEARING_BASE_M
         ):
             moved = False
-            if a > 0 and t0 - self.times[a - 1] <= max_gap:
+            if a > 0 and self.times[a] - self.times[a - 1] <= max_gap:
                 a -= 1
                 moved = True
-            if b + 1 < len(self.times) and self.times[b + 1] - t1 <= max_gap:
+            if b + 1 < n and self.times[b + 1] - self.times[b] <= max_gap:
                 b += 1
                 moved = True
             if not moved or self.times[b] - self.times[a] > 2 * max_gap:
@@ -137,45 +147,120 @@ def _seconds(t: float | datetime) -> float:
     return float(t)
 
 
-def _points(parsed: gpxpy.gpx.GPX) -> Iterable[gpxpy.gpx.GPXTrackPoint]:
-    for trk in parsed.tracks:
-        for seg in trk.segments:
-            yield from seg.points
-    for route in parsed.routes:
-        yield from route.points
+def _local(tag: str) -> str:
+    """Element name without its namespace (GPX 1.0 and 1.1 use different ones)."""
+    return tag.rsplit("}", 1)[-1]
+
+
+def _parse_time(text: str | None) -> float | None:
+    if not text:
+        return None
+    try:
+        return _seconds(datetime.fromisoformat(text.strip()))
+    except ValueError:
+        return None  # an unreadable time counts as no time, like a point without one
+
+
+def _point(elem: ET.Element) -> tuple[float | None, float, float, float]:
+    """(time or None, lat, lon, ele or NaN) of a trkpt/rtept element."""
+    try:
+        lat, lon = float(elem.attrib["lat"]), float(elem.attrib["lon"])
+    except (KeyError, ValueError):
+        raise GpxError(
+            f"bad point coordinates lat={elem.get('lat')!r} lon={elem.get('lon')!r}"
+        ) from None
+    if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0):
+        raise GpxError(f"point coordinates out of range: {lat}, {lon}")
+    t = None
+    ele = math.nan
+    for child in elem:
+        name = _local(child.tag)
+        if name == "time":
+            t = _parse_time(child.text)
+        elif name == "ele" and child.text:
+            with contextlib.suppress(ValueError):  # optional: a bad one is as good as none
+                ele = float(child.text)
+    return t, lat, lon, ele
+
+
+def _read_points(path: str | os.PathLike[str]) -> tuple[Track, int, bool]:
+    """The timed points of a file (unsorted), how many had no time, and whether it was cut off."""
+    track = Track()
+    untimed = 0
+    root_seen = False
+    try:
+        with open(path, "rb") as fh:
+            for event, elem in ET.iterparse(fh, events=("start", "end")):
+                name = _local(elem.tag)
+                if event == "start":
+                    if not root_seen:
+                        root_seen = True
+                        if name != "gpx":
+                            raise GpxError(f"not a GPX file (root element <{name}>)")
+                    continue
+                if name in ("trkpt", "rtept"):
+                    t, lat, lon, ele = _point(elem)
+                    if t is None:
+                        untimed += 1
+                    else:
+                        track.times.append(t)
+                        track.lats.append(lat)
+                        track.lons.append(lon)
+                        track.eles.append(ele)
+                    elem.clear()
+                elif name in ("trkseg", "trk", "rte", "wpt"):
+                    elem.clear()  # keep memory flat: nothing below a finished segment is needed
+    except ET.ParseError as exc:
+        if not len(track) and not untimed:
+            raise GpxError(f"not a GPX/XML file ({exc})") from None
+        return track, untimed, True  # a log cut off mid-write: keep what came before the cut
+    except OSError as exc:
+        raise GpxError(f"cannot read: {exc.strerror or exc}") from None
+    return track, untimed, False
+
+
+def _sorted(track: Track) -> Track:
+    """The track in time order, equal times keeping their first point."""
+    times = track.times
+    if all(times[i] < times[i + 1] for i in range(len(times) - 1)):
+        return track
+    order = sorted(range(len(times)), key=times.__getitem__)  # stable: first of equals first
+    out = Track()
+    last = None
+    for i in order:
+        if times[i] == last:
+            continue
+        last = times[i]
+        out.times.append(times[i])
+        out.lats.append(track.lats[i])
+        out.lons.append(track.lons[i])
+        out.eles.append(track.eles[i])
+    out.truncated = track.truncated
+    return out
 
 
 def load_gpx(path: str | os.PathLike[str]) -> Track:
-    """One GPX file as a track; GpxError when it is not GPX, has no points, or no times."""
-    try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            parsed = gpxpy.parse(fh)
-    except OSError:
-        raise
-    except Exception as exc:  # gpxpy raises its own and XML errors
-        raise GpxError(
-            f"not a GPX/XML file: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
-        ) from None
-    rows = []
-    untimed = 0
-    for p in _points(parsed):
-        if p.time is None:
-            untimed += 1
-            continue
-        rows.append((p.time, p.latitude, p.longitude, p.elevation))
-    if not rows:
+    """One GPX file as a track; GpxError when it is not GPX, has no points, or no times.
+
+    A file cut off mid-write (a logger losing power) gives the points before the cut, with
+    ``Track.truncated`` set.
+    """
+    track, untimed, truncated = _read_points(path)
+    if not len(track):
         raise GpxError("GPX points have no time" if untimed else "GPX has no track points")
-    return Track.from_points(rows)
+    track.truncated = truncated
+    return _sorted(track)
 
 
 def merge(tracks: Sequence[Track]) -> Track:
-    """One track from several (equal timestamps keep the first file's point)."""
-    rows = []
+    """One track from several (equal timestamps keep the first track's point)."""
+    joined = Track(truncated=any(tr.truncated for tr in tracks))
     for tr in tracks:
-        rows += zip(
-            tr.times, tr.lats, tr.lons, (None if math.isnan(e) else e for e in tr.eles), strict=True
-        )
-    return Track.from_points(rows)
+        joined.times.extend(tr.times)
+        joined.lats.extend(tr.lats)
+        joined.lons.extend(tr.lons)
+        joined.eles.extend(tr.eles)
+    return _sorted(joined)
 
 
 def load_gpx_files(paths: Iterable[str | os.PathLike[str]]) -> Track:
