@@ -1,0 +1,220 @@
+"""What the one-shot commands tell the user: a progress bar while they work, a summary at the end.
+
+The progress bar is drawn on standard error only when it is a terminal (a log file or a pipe
+gets nothing), at most every ``min_interval`` seconds. Lines about single files (``path: reason``)
+are printed as they happen, above the bar. The summary counts images, sequences, duplicates and
+photos set aside by reason, says which zone naive camera times were read in and which time
+offset was applied, and gives the exit code: 1 when any photo was set aside, duplicates aside.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TextIO, TypeVar
+
+from daemon.pipeline.records import (
+    BAD_FILE,
+    BAD_METADATA,
+    DUPLICATE,
+    IMPOSSIBLE_SPEED,
+    NO_POSITION,
+    NO_TIME,
+    OUTSIDE_TRACK,
+    ImageRecord,
+)
+
+T = TypeVar("T")
+
+EXIT_OK = 0
+EXIT_SET_ASIDE = 1
+
+# Summaries name reasons in the user's words; the machine names stay in logs and JSON.
+REASONS = {
+    BAD_FILE: "unreadable or incomplete file",
+    BAD_METADATA: "bad EXIF",
+    NO_TIME: "no capture time",
+    NO_POSITION: "no position",
+    OUTSIDE_TRACK: "outside the GPX track",
+    IMPOSSIBLE_SPEED: "impossible speed",
+    DUPLICATE: "duplicate",
+}
+
+
+def _is_tty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+class Progress:
+    """A one-line progress bar: ``label [#####.....] 42/100``, redrawn in place.
+
+    Does nothing unless ``stream`` (default standard error) is a terminal.
+    """
+
+    def __init__(
+        self,
+        total: int,
+        label: str = "",
+        *,
+        stream: TextIO | None = None,
+        min_interval: float = 0.1,
+    ) -> None:
+        self.total = max(total, 0)
+        self.label = label
+        self.done = 0
+        self.stream = stream if stream is not None else sys.stderr
+        self.enabled = _is_tty(self.stream)
+        self.min_interval = min_interval
+        self.redraws = 0
+        self._last = -1e9
+        self._shown = False
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+        now = time.monotonic()
+        if self.enabled and (now - self._last >= self.min_interval or self.done >= self.total):
+            self._last = now
+            self._draw()
+
+    def iter(self, items: Iterable[T]) -> Iterator[T]:
+        """Yield each item, counting it done when the caller asks for the next one."""
+        for item in items:
+            yield item
+            self.advance()
+
+    def line(self, text: str) -> None:
+        """Print a line above the bar (the bar is redrawn under it)."""
+        if self._shown:
+            self.stream.write("\r\x1b[K")
+        self.stream.write(text + "\n")
+        if self._shown:
+            self._draw()
+        else:
+            self.stream.flush()
+
+    def close(self) -> None:
+        """Take the bar off the screen, leaving the lines printed above it."""
+        if self._shown:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+            self._shown = False
+
+    def _draw(self) -> None:
+        columns = shutil.get_terminal_size((80, 24)).columns
+        counts = f" {self.done}/{self.total}"
+        width = max(10, min(40, columns - len(self.label) - len(counts) - 4))
+        filled = width * min(self.done, self.total) // self.total if self.total else width
+        bar = f"{self.label} [{'#' * filled}{'.' * (width - filled)}]{counts}"
+        self.stream.write("\r" + bar[: columns - 1] + "\x1b[K")
+        self.stream.flush()
+        self._shown = True
+        self.redraws += 1
+
+
+@dataclass
+class Summary:
+    """Counts of one command's run, its per-file lines, and its exit code.
+
+    ``done`` counts photos the command changed or moved, named by ``done_verb`` ("written",
+    "moved", ...); ``sequences`` and ``zone``/``time_offset`` are shown only when set.
+    """
+
+    command: str
+    done_verb: str = "written"
+    images: int = 0
+    done: int = 0
+    duplicates: int = 0
+    sequences: int | None = None
+    zone: str | None = None
+    time_offset: float | None = None
+    set_aside: Counter[str] = field(default_factory=Counter)
+    notes: list[str] = field(default_factory=list)
+    out: TextIO | None = None  # the summary (default standard output)
+    err: TextIO | None = None  # per-file lines (default standard error)
+    progress: Progress | None = None
+
+    def file_line(self, text: str) -> None:
+        """One line about one file, printed now (above the progress bar when there is one)."""
+        if self.progress is not None and self.progress.stream is self._err:
+            self.progress.line(text)
+        else:
+            print(text, file=self._err, flush=True)
+
+    def aside(self, path: os.PathLike[str] | str, type_: str, message: str) -> None:
+        """A photo set aside: counted by reason and printed as ``path: message``."""
+        self.set_aside[type_] += 1
+        self.file_line(f"{path}: {message}")
+
+    def add_record(self, record: ImageRecord) -> None:
+        """Count a pipeline record: a duplicate, a set-aside photo (printed), or a usable one."""
+        if record.error is None:
+            return
+        if record.error.type == DUPLICATE:
+            self.duplicates += 1
+        else:
+            self.aside(record.path, record.error.type, record.error.message)
+
+    def note(self, text: str) -> None:
+        """An extra line for the end of the summary (where files went, a log file, ...)."""
+        self.notes.append(text)
+
+    @property
+    def set_aside_total(self) -> int:
+        return sum(self.set_aside.values())
+
+    def exit_code(self) -> int:
+        """0 when every photo went through (duplicates are not errors), 1 when any was set aside."""
+        return EXIT_SET_ASIDE if self.set_aside_total else EXIT_OK
+
+    def lines(self) -> list[str]:
+        head = [f"{self.images} images"]
+        if self.sequences is not None:
+            head.append(f"{self.sequences} sequences")
+        head.append(f"{self.done} {self.done_verb}")
+        if self.duplicates:
+            head.append(f"{self.duplicates} duplicates")
+        head.append(f"{self.set_aside_total} set aside")
+        out = [f"{self.command}: " + ", ".join(head)]
+        for type_, n in sorted(self.set_aside.items()):
+            out.append(f"  set aside, {REASONS.get(type_, type_)}: {n}")
+        if self.zone is not None:
+            zone = f"  zone of camera times: {self.zone}"
+            if self.time_offset is not None:
+                zone += f"; time offset: {_offset_text(self.time_offset)}"
+            out.append(zone)
+        elif self.time_offset is not None:
+            out.append(f"  time offset: {_offset_text(self.time_offset)}")
+        out += [f"  {note}" for note in self.notes]
+        return out
+
+    def print(self) -> None:
+        if self.progress is not None:
+            self.progress.close()
+        print("\n".join(self.lines()), file=self.out or sys.stdout, flush=True)
+
+    @property
+    def _err(self) -> TextIO:
+        return self.err or sys.stderr
+
+
+def _offset_text(seconds: float) -> str:
+    """
+    >>> _offset_text(30), _offset_text(-2.5), _offset_text(0)
+    ('30 s (camera ahead)', '-2.5 s (camera behind)', '0 s')
+    """
+    side = " (camera ahead)" if seconds > 0 else " (camera behind)" if seconds < 0 else ""
+    return f"{seconds:g} s{side}"
