@@ -610,3 +610,39 @@ def test_non_utf8_file_names(tmp_path: Path) -> None:
     tagged = piexif.load(exif.tagged_bytes(p, "up"))
     assert tagged["0th"][piexif.ImageIFD.ImageDescription] == b"up"
     assert os.listdir(os.fsencode(tmp_path)) == [b"caf\xe9 \xff.jpg"]
+
+
+def retype(blob: bytes, tag: int, old_type: int, new_type: int) -> bytes:
+    """Change the type field of one IFD entry in place, as a careless camera writes it."""
+    start, end = exif_segment(blob)
+    tiff = blob[start + 10 : end]
+    assert tiff[:2] == b"MM"  # piexif writes big-endian
+    entry = tag.to_bytes(2, "big") + old_type.to_bytes(2, "big")
+    at = blob.index(entry, start + 10, end)
+    return blob[:at] + tag.to_bytes(2, "big") + new_type.to_bytes(2, "big") + blob[at + 4 :]
+
+
+def test_mistyped_camera_entries_are_repaired_or_dropped_not_fatal(tmp_path: Path) -> None:
+    odd = {
+        "0th": {piexif.ImageIFD.Artist: b"", piexif.ImageIFD.Copyright: b"(c) Cam"},
+        "Exif": {piexif.ExifIFD.SceneType: b"\x01", piexif.ExifIFD.ISOSpeedRatings: 400},
+    }
+    blob = jpeg_bytes(exif=exif_dict(capture_time=T0, lat=1.5, lon=2.5, extra_exif=odd))
+    blob = retype(blob, piexif.ExifIFD.SceneType, 7, 1)  # UNDEFINED written as BYTE: fixable
+    blob = retype(blob, piexif.ImageIFD.Artist, 2, 3)  # ASCII written as SHORT: not fixable
+    p = tmp_path / "odd.jpg"
+    p.write_bytes(blob)
+    with pytest.raises(ValueError):
+        piexif.dump(piexif.load(blob))  # what plain piexif does with such a file
+    assert read_exif(p).capture_time == T0
+    data = exif.tagged_bytes(p, "described")
+    assert p.read_bytes() == blob
+    assert scan_data(data) == scan_data(blob)
+    tags = piexif.load(data)
+    assert tags["0th"][piexif.ImageIFD.ImageDescription] == b"described"
+    assert tags["Exif"][piexif.ExifIFD.SceneType] == b"\x01"
+    assert piexif.ImageIFD.Artist not in tags["0th"]
+    assert tags["0th"][piexif.ImageIFD.Copyright] == b"(c) Cam"
+    assert tags["Exif"][piexif.ExifIFD.ISOSpeedRatings] == 400
+    exif.write_gps(p, 3.5, 4.5)
+    assert (read_exif(p).lat, read_exif(p).lon) == (pytest.approx(3.5), pytest.approx(4.5))

@@ -341,22 +341,91 @@ def read_exif(path: str | os.PathLike[str]) -> ExifInfo:
 ExifUpdate = Callable[[dict[str, Any]], None] | dict[str, dict[int, Any]]
 
 
-def _apply(data: dict[str, Any], update: ExifUpdate) -> None:
-    if callable(update):
-        update(data)
-        return
-    for ifd, tags in update.items():
-        data.setdefault(ifd, {}).update(tags)
+_IFDS = ("0th", "Exif", "GPS", "Interop", "1st")
+_TAG_TABLE = {"0th": "Image", "1st": "Image", "Exif": "Exif", "GPS": "GPS", "Interop": "Interop"}
+
+
+def _apply(data: dict[str, Any], update: ExifUpdate) -> set[tuple[str, int]]:
+    """Apply the update; return the (ifd, tag) entries it set, which must survive the dump."""
+    if not callable(update):
+        for ifd, tags in update.items():
+            data.setdefault(ifd, {}).update(tags)
+        return {(ifd, tag) for ifd, tags in update.items() for tag in tags}
+    before = {ifd: dict(data.get(ifd) or {}) for ifd in _IFDS}
+    update(data)
+    return {
+        (ifd, tag)
+        for ifd in _IFDS
+        for tag, value in (data.get(ifd) or {}).items()
+        if tag not in before[ifd] or before[ifd][tag] != value
+    }
+
+
+def _encodable(ifd: str, tag: int, value: Any) -> bool:
+    probe: dict[str, Any] = {name: {} for name in _IFDS}
+    probe[ifd] = {tag: value}
+    try:
+        piexif.dump(probe)
+    except Exception:
+        return False
+    return True
+
+
+def _coerced(ifd: str, tag: int, value: Any) -> Any:
+    """The value in the type piexif's table wants, when a camera wrote it as another type
+    (a one-byte SceneType as BYTE instead of UNDEFINED, a rational as a SHORT), else None."""
+    kind = piexif.TAGS[_TAG_TABLE[ifd]].get(tag, {}).get("type")
+    ints = isinstance(value, int) or (
+        isinstance(value, tuple) and value and all(isinstance(v, int) for v in value)
+    )
+    if kind == piexif.TYPES.Undefined and ints:
+        with contextlib.suppress(ValueError):
+            return bytes([value] if isinstance(value, int) else value)
+    if kind in (piexif.TYPES.Rational, piexif.TYPES.SRational) and ints:
+        if isinstance(value, int):
+            return (value, 1)
+        return tuple((v, 1) for v in value) if len(value) > 1 else (value[0], 1)
+    if kind in (piexif.TYPES.Byte, piexif.TYPES.Short, piexif.TYPES.Long) and isinstance(
+        value, bytes
+    ):
+        return tuple(value)
+    if kind == piexif.TYPES.Ascii and isinstance(value, tuple) and ints:
+        with contextlib.suppress(ValueError):
+            return bytes(value).rstrip(b"\x00")
+    return None
+
+
+def _dump(data: dict[str, Any], ours: set[tuple[str, int]]) -> bytes:
+    """piexif.dump, repairing what cameras get wrong: an entry whose type does not match the
+    standard is converted when that loses nothing, and dropped otherwise, so that one odd
+    maker tag never stops a photo from being tagged. Entries we were asked to write are never
+    dropped: a bad value there is a MediaError."""
+    try:
+        return piexif.dump(data)
+    except Exception as exc:
+        first = exc
+    for ifd in _IFDS:
+        tags = data.get(ifd) or {}
+        for tag, value in list(tags.items()):
+            if _encodable(ifd, tag, value):
+                continue
+            fixed = _coerced(ifd, tag, value)
+            if fixed is not None and _encodable(ifd, tag, fixed):
+                tags[tag] = fixed
+            elif (ifd, tag) in ours:
+                raise MediaError(f"cannot write EXIF ({type(first).__name__}: {first})")
+            else:
+                del tags[tag]
+    try:
+        return piexif.dump(data)
+    except Exception as exc:  # piexif refuses values of the wrong type in many ways
+        raise MediaError(f"cannot write EXIF ({type(exc).__name__}: {exc})") from None
 
 
 def _segment(head: _Head, update: ExifUpdate) -> bytes:
     """The new APP1 segment: the file's EXIF with ``update`` applied."""
     data = _load(head.exif)
-    _apply(data, update)
-    try:
-        payload = piexif.dump(data)
-    except Exception as exc:  # piexif refuses values of the wrong type in many ways
-        raise MediaError(f"cannot write EXIF ({type(exc).__name__}: {exc})") from None
+    payload = _dump(data, _apply(data, update))
     if len(payload) + 2 > 0xFFFF:
         raise MediaError("EXIF block would exceed the 64 KB a JPEG segment can hold")
     return b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
