@@ -1,12 +1,14 @@
 """Where photos come from: watched folders and camera cards, and when a file is ready.
 
 The truth is a scan; file events are hints. One watchdog Observer watches every root; its thread
-only hands paths to the asyncio loop (``call_soon_threadsafe``), where they become candidates.
-A candidate is *settled* when it is complete (a JPEG ending in EOI, a GPX ending in ``</gpx>``) and
+only records which paths moved and wakes the asyncio loop (``call_soon_threadsafe``), where
+folders are marked dirty and rescanned. A candidate is *settled* when it is complete (a JPEG
+with its start-of-scan and an end-of-image marker after it, a GPX that parses to ``</gpx>``) and
 its size and mtime have not changed for ``settle_seconds``. Cards are folders with ``DCIM/`` that
-appear under a mount root; they are found by listing the mount roots (a new mount fires no file
-events), identified by file-system UUID or label where the system tells, scanned whole, and
-announced imported once every file of theirs has been handed on.
+appear under a mount root; a new mount fires no file events, so they are found by polling the
+mount table and listing the mount roots, identified by file-system UUID or label (nothing is ever
+written onto them), scanned whole, and announced imported once every file has been handed on.
+An empty or vanished mount point means "unmounted", never "deleted".
 """
 
 from __future__ import annotations
@@ -14,80 +16,140 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import hashlib
 import os
+import re
+import threading
 import time
-from collections.abc import Iterator
+import xml.parsers.expat
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
 from daemon import log
-from daemon.media.exif import is_complete_jpeg
 
-PHOTO_SUFFIXES = {".jpg", ".jpeg"}
-TRACK_SUFFIXES = {".gpx"}
-TEMP_SUFFIXES = {".tmp", ".part", ".partial", ".crdownload", ".swp"}
+PHOTO_SUFFIXES = frozenset({".jpg", ".jpeg"})
+TRACK_SUFFIXES = frozenset({".gpx"})
+TEMP_SUFFIXES = frozenset({".tmp", ".temp", ".part", ".partial", ".crdownload", ".swp"})
 TICK_SECONDS = 0.5  # settling checks, only while something is pending
 MOUNT_POLL_SECONDS = 2.0
-RESCAN_SECONDS = 300.0  # full rescans of watch folders: the truth behind the events
-STALE_FACTOR = 6  # an incomplete file unchanged this many settle periods goes on (to be judged)
+RESCAN_SECONDS = 3600.0  # full rescans of watch folders: the truth behind the events
+FALLBACK_POLL_SECONDS = 2.0
+MIN_GIVE_UP_SECONDS = 60.0
+MOUNTINFO = Path("/proc/self/mountinfo")
+DISK_BY = Path("/dev/disk")
+# Event kinds worth a look; opens and read-only closes are left out, since our own reads
+# (completeness checks, hashing) would otherwise wake us up again.
+EVENT_TYPES: list[type[FileSystemEvent]] = [
+    FileCreatedEvent,
+    FileModifiedEvent,
+    FileClosedEvent,
+    FileMovedEvent,
+    FileDeletedEvent,
+    DirCreatedEvent,
+    DirMovedEvent,
+    DirDeletedEvent,
+]
+
+
+# -- what the daemon reads ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Card:
+    """A camera card: where it is mounted and who it is (UUID and label when the system says)."""
+
+    mount: Path
+    card_id: str
+    uuid: str | None = None
+    label: str | None = None
+    device: str | None = None
 
 
 @dataclass(frozen=True)
 class SettledFile:
+    """A file that is complete and quiet. ``complete`` is False only for a file that stayed
+    unfinished (no end marker) long after its last change: handed on to be set aside."""
+
     path: Path
     root: Path
-    kind: str  # "watch" or "card"
+    kind: str  # "watch" (read in place) or "card" (to be copied into the spool)
+    card_id: str | None
     size: int
     mtime: float
     complete: bool = True
 
 
 @dataclass(frozen=True)
-class CardInserted:
+class BatchReady:
+    """A watched folder had files settle and has been quiet for ``batch_quiet_seconds``."""
+
+    folder: Path
     root: Path
-    card_id: str
+    files: int
+
+
+@dataclass(frozen=True)
+class CardInserted:
+    card: Card
+
+    @property
+    def root(self) -> Path:
+        return self.card.mount
+
+    @property
+    def card_id(self) -> str:
+        return self.card.card_id
 
 
 @dataclass(frozen=True)
 class CardImported:
-    root: Path
-    card_id: str
+    """Every file of the card has been handed on (queued before this event)."""
+
+    card: Card
+
+    @property
+    def root(self) -> Path:
+        return self.card.mount
+
+    @property
+    def card_id(self) -> str:
+        return self.card.card_id
 
 
 @dataclass(frozen=True)
 class CardRemoved:
-    root: Path
-    card_id: str
+    card: Card
+
+    @property
+    def root(self) -> Path:
+        return self.card.mount
+
+    @property
+    def card_id(self) -> str:
+        return self.card.card_id
 
 
-@dataclass
-class _Candidate:
-    root: Path
-    kind: str
-    size: int = -1
-    mtime: float = -1.0
-    stable_since: float = 0.0
+SourceEvent = SettledFile | BatchReady | CardInserted | CardImported | CardRemoved
 
 
-@dataclass
-class _Card:
-    root: Path
-    card_id: str
-    scanned: bool = False
-    announced_done: bool = False
-
-
-@dataclass
-class _Root:
-    path: Path
-    kind: str  # "watch" (a folder read in place) or "mounts" (a folder where cards appear)
-    watch: Any = None
-    cards: dict[Path, _Card] = field(default_factory=dict)
+# -- names and scans ------------------------------------------------------------------------------
 
 
 def wanted(name: str) -> bool:
@@ -99,370 +161,975 @@ def wanted(name: str) -> bool:
     if name.startswith((".", "~")):
         return False
     suffix = os.path.splitext(name)[1].lower()
-    if suffix in TEMP_SUFFIXES:
-        return False
     return suffix in PHOTO_SUFFIXES or suffix in TRACK_SUFFIXES
 
 
-def scan(folder: Path, ignore: tuple[Path, ...] = ()) -> Iterator[Path]:
-    """Every wanted file under ``folder``, iteratively (no recursion limit, little memory)."""
+def hidden_below(path: Path, root: Path) -> bool:
+    """Whether a folder or file between ``root`` and ``path`` is a dotfile (``.thumbnails``)."""
+    try:
+        parts = path.relative_to(root).parts
+    except ValueError:
+        return False
+    return any(part.startswith(".") for part in parts)
+
+
+Entry = tuple[str, int, float]  # name, size, mtime
+
+
+def list_folder(folder: Path) -> list[Entry] | None:
+    """Wanted files directly in ``folder`` with size and mtime; None when it is gone."""
+    out: list[Entry] = []
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if not wanted(entry.name):
+                    continue
+                with contextlib.suppress(OSError):
+                    if entry.is_file():
+                        st = entry.stat()
+                        out.append((entry.name, st.st_size, st.st_mtime))
+    except OSError:
+        return None
+    return out
+
+
+def walk(folder: Path, ignore: tuple[Path, ...] = ()) -> Iterator[tuple[Path, list[Entry]]]:
+    """Every folder under ``folder`` (dot-folders and ``ignore`` skipped) with its wanted files.
+
+    Iterative with os.scandir: no recursion limit, one folder's listing in memory at a time.
+    """
     stack = [folder]
     while stack:
         current = stack.pop()
-        if any(current == i or i in current.parents for i in ignore):
+        if current in ignore:
             continue
+        files: list[Entry] = []
         try:
             with os.scandir(current) as entries:
                 for entry in entries:
                     if entry.name.startswith("."):
                         continue
-                    try:
+                    with contextlib.suppress(OSError):
                         if entry.is_dir(follow_symlinks=False):
                             stack.append(Path(entry.path))
-                        elif entry.is_file() and wanted(entry.name):
-                            yield Path(entry.path)
-                    except OSError:
-                        continue
+                        elif wanted(entry.name) and entry.is_file():
+                            st = entry.stat()
+                            files.append((entry.name, st.st_size, st.st_mtime))
         except OSError:
             continue
+        yield current, files
 
 
-def is_complete(path: Path) -> bool:
-    if path.suffix.lower() in TRACK_SUFFIXES:
-        try:
-            with open(path, "rb") as fh:
-                fh.seek(max(0, os.fstat(fh.fileno()).st_size - 256))
-                return b"</gpx>" in fh.read()
-        except OSError:
-            return False
-    return is_complete_jpeg(path)
+def scan(folder: Path, ignore: Iterable[Path] = ()) -> Iterator[Path]:
+    """Every wanted file under ``folder``."""
+    for current, files in walk(folder, tuple(ignore)):
+        for name, _size, _mtime in files:
+            yield current / name
 
 
-def card_identity(mount: Path) -> str:
-    """The file-system UUID (or label) of the device mounted at ``mount``, else its folder name."""
+# -- is a file complete? --------------------------------------------------------------------------
+
+SOI, EOI, SOS = b"\xff\xd8", b"\xff\xd9", 0xDA
+_TAIL = 64 * 1024
+
+
+def _start_of_scan(fh: Any, size: int) -> int | None:
+    """Offset just past the header segments (at the first SOS), or None if the file ends first.
+
+    Walking the segment lengths matters: an EXIF thumbnail ends with its own EOI, so a file cut
+    right after it would look finished to a plain "ends with FFD9" test.
+    """
+    pos = 2
+    while pos + 4 <= size:
+        fh.seek(pos)
+        marker = fh.read(4)
+        if len(marker) < 4 or marker[0] != 0xFF:
+            return None
+        kind = marker[1]
+        if kind == 0xFF:  # fill byte before a marker
+            pos += 1
+        elif kind == SOS:
+            return pos
+        elif kind == 0x01 or 0xD0 <= kind <= 0xD8:  # markers without a length
+            pos += 2
+        else:
+            length = int.from_bytes(marker[2:4], "big")
+            if length < 2:
+                return None
+            pos += 2 + length
+    return None
+
+
+def jpeg_complete(path: str | os.PathLike[str]) -> bool:
+    """SOI, header segments up to a start-of-scan, and EOI at the end after it (zero padding
+    after EOI allowed, as some cameras pad their files)."""
     try:
-        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as fh:
-            lines = fh.read().splitlines()
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size < 8 or fh.read(2) != SOI:
+                return False
+            sos = _start_of_scan(fh, size)
+            if sos is None:
+                return False
+            start = max(sos + 2, size - _TAIL)
+            fh.seek(start)
+            tail = fh.read(size - start).rstrip(b"\x00")
+            return tail.endswith(EOI)
     except OSError:
-        return mount.name
-    device = None
-    for line in lines:
-        parts = line.split(" - ")
-        left = parts[0].split()
-        if len(left) > 4 and left[4].replace("\\040", " ") == str(mount) and len(parts) > 1:
-            right = parts[1].split()
-            device = right[1] if len(right) > 1 else None
-    if device and device.startswith("/dev/"):
-        for kind in ("by-uuid", "by-label"):
-            folder = Path("/dev/disk") / kind
+        return False
+
+
+def gpx_complete(path: str | os.PathLike[str]) -> bool:
+    """Ends with ``</gpx>`` and parses as well-formed XML (streamed, little memory)."""
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            fh.seek(max(0, size - 1024))
+            if not fh.read().rstrip().endswith(b"</gpx>"):
+                return False
+            fh.seek(0)
+            parser = xml.parsers.expat.ParserCreate()
+            while chunk := fh.read(1 << 20):
+                parser.Parse(chunk, False)
+            parser.Parse(b"", True)
+            return True
+    except (OSError, xml.parsers.expat.ExpatError):
+        return False
+
+
+def is_complete(path: str | os.PathLike[str]) -> bool:
+    if os.path.splitext(os.fspath(path))[1].lower() in TRACK_SUFFIXES:
+        return gpx_complete(path)
+    return jpeg_complete(path)
+
+
+# -- mounts and card identity ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Mount:
+    mount_id: int
+    point: str
+    device: str
+    fstype: str
+
+
+def _unescape_mount(text: str) -> str:
+    """mountinfo writes space, tab, newline and backslash as octal escapes."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)
+
+
+def parse_mountinfo(text: str) -> dict[str, Mount]:
+    """Mount point → mount (the last line wins: it is the one on top).
+
+    >>> line = "36 25 8:17 / /media/pi/EOS\\\\040R rw - vfat /dev/sdb1 rw"
+    >>> parse_mountinfo(line)["/media/pi/EOS R"].device
+    '/dev/sdb1'
+    """
+    mounts: dict[str, Mount] = {}
+    for line in text.splitlines():
+        left, _, right = line.partition(" - ")
+        fields, tail = left.split(), right.split()
+        if len(fields) < 5 or len(tail) < 2 or not fields[0].isdigit():
+            continue
+        point = _unescape_mount(fields[4])
+        mounts[point] = Mount(int(fields[0]), point, _unescape_mount(tail[1]), tail[0])
+    return mounts
+
+
+def read_mountinfo() -> str | None:
+    try:
+        return MOUNTINFO.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+
+
+def _udev_name(name: str) -> str:
+    """udev escapes odd characters in by-label names as ``\\xNN``."""
+    return re.sub(r"\\x([0-9a-fA-F]{2})", lambda m: chr(int(m.group(1), 16)), name)
+
+
+def _link_to(folder: Path, device: str) -> str | None:
+    target = os.path.realpath(device)
+    with contextlib.suppress(OSError), os.scandir(folder) as links:
+        for link in links:
+            if os.path.realpath(link.path) == target:
+                return _udev_name(link.name)
+    return None
+
+
+def dcim_fingerprint(mount: Path) -> str:
+    """A short digest of the DCIM folder names and the first file: stands in for a UUID."""
+    digest = hashlib.sha256()
+    with contextlib.suppress(OSError):
+        folders = sorted(e.name for e in os.scandir(mount / "DCIM") if e.is_dir())
+        digest.update("/".join(folders).encode())
+        if folders:
+            files = sorted(e.name for e in os.scandir(mount / "DCIM" / folders[0]))
+            digest.update(files[0].encode() if files else b"")
+    return digest.hexdigest()[:12]
+
+
+def identify_card(
+    mount: Path, mounts: dict[str, Mount] | None = None, disk_by: Path = DISK_BY
+) -> Card:
+    """Who the card at ``mount`` is: file-system UUID and label from /dev/disk when it is a real
+    mount, else its folder name and a fingerprint of its DCIM listing."""
+    if mounts is None:
+        mounts = parse_mountinfo(read_mountinfo() or "")
+    entry = mounts.get(str(mount))
+    device = entry.device if entry and entry.device.startswith("/") else None
+    uuid = _link_to(disk_by / "by-uuid", device) if device else None
+    label = _link_to(disk_by / "by-label", device) if device else None
+    if uuid:
+        card_id = f"uuid:{uuid}"
+    elif label:
+        card_id = f"label:{label}"
+    else:
+        card_id = f"name:{mount.name}:{dcim_fingerprint(mount)}"
+    return Card(mount, card_id, uuid, label, device)
+
+
+def has_dcim(folder: str | os.PathLike[str]) -> bool:
+    return os.path.isdir(os.path.join(folder, "DCIM"))
+
+
+def find_cards(mount_root: Path) -> set[Path]:
+    """Folders under a mount root holding ``DCIM/``: its children, or one level further down
+    for the ``/media/<user>/<LABEL>`` layout of udisks."""
+    found: set[Path] = set()
+    for child in _subfolders(mount_root):
+        if has_dcim(child):
+            found.add(child)
+        else:
+            found.update(g for g in _subfolders(child) if has_dcim(g))
+    return found
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    out = []
+    with contextlib.suppress(OSError), os.scandir(folder) as entries:
+        for entry in entries:
             with contextlib.suppress(OSError):
-                for link in folder.iterdir():
-                    if os.path.realpath(link) == os.path.realpath(device):
-                        return f"{kind[3:]}:{link.name}"
-    return mount.name
+                if not entry.name.startswith(".") and entry.is_dir():
+                    out.append(Path(entry.path))
+    return out
+
+
+def folder_identity(path: Path) -> tuple[int, int] | None:
+    """Device and inode of a folder: a new pair means something was mounted or replaced."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if os.path.isdir(path) else None
+
+
+# -- the observer bridge --------------------------------------------------------------------------
 
 
 class _Handler(FileSystemEventHandler):
-    """Runs on the observer thread: only passes paths on to the loop."""
+    """Runs on the observer thread: records the path and wakes the loop, nothing else."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, hint: Any) -> None:
-        self._loop = loop
-        self._hint = hint
+    def __init__(self, watcher: Watcher) -> None:
+        self._watcher = watcher
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        path = getattr(event, "dest_path", None) or event.src_path
-        if isinstance(path, bytes):
-            path = os.fsdecode(path)
-        self._loop.call_soon_threadsafe(self._hint, Path(path), event.is_directory)
+        dest = getattr(event, "dest_path", None)
+        if dest:  # a move: the file is reported where it went; its old folder is pruned
+            self._watcher._from_thread(os.fsdecode(dest), event.is_directory)
+            self._watcher._from_thread(os.fsdecode(event.src_path), event.is_directory, moved=True)
+        else:
+            self._watcher._from_thread(os.fsdecode(event.src_path), event.is_directory)
 
 
-class Sources:
+class Watcher:
+    """ONE watchdog observer for every root; a PollingObserver when ``poll_interval`` is set
+    (network mounts) or when inotify runs out of watches or instances.
+
+    ``on_hints`` is called on the loop with ``{path: is_dir}`` for paths that saw events; the
+    observer thread only adds to a locked dict and schedules one drain per burst.
+    """
+
     def __init__(
         self,
-        watch: list[Path],
-        mount_roots: list[Path],
-        extra: list[Path] | None = None,
-        settle_seconds: float = 5.0,
-        batch_quiet_seconds: float = 30.0,
+        loop: asyncio.AbstractEventLoop,
+        on_hints: Callable[[dict[Path, bool]], None],
         poll_interval: float = 0.0,
-        ignore: list[Path] | None = None,
+    ) -> None:
+        self._loop = loop
+        self._on_hints = on_hints
+        self.poll_interval = poll_interval
+        self.polling = poll_interval > 0
+        self._observer: Any = None
+        self._watches: dict[Path, tuple[Any, bool]] = {}
+        self._handler = _Handler(self)
+        self._lock = threading.Lock()
+        self._pending: dict[Path, bool] = {}
+        self.log = log.get("sources")
+
+    def start(self) -> None:
+        try:
+            # watchdog may open its inotify instance here already (errno 24 when none is left)
+            self._observer = self._new_observer()
+            self._observer.start()
+        except OSError as exc:
+            if self.polling or exc.errno not in (errno.ENOSPC, errno.EMFILE):
+                raise
+            self._fall_back(exc)
+
+    def stop(self) -> None:
+        if self._observer is not None:
+            self._observer.stop()
+            with contextlib.suppress(RuntimeError):
+                self._observer.join(5)
+            self._observer = None
+
+    def watch(self, path: Path, recursive: bool = True) -> bool:
+        """Watch ``path`` (again: a removed root's watch is dead, so it is replaced)."""
+        self.unwatch(path)
+        while True:
+            try:
+                self._watches[path] = (self._schedule(path, recursive), recursive)
+                return True
+            except OSError as exc:
+                if exc.errno not in (errno.ENOSPC, errno.EMFILE) or self.polling:
+                    reason = exc.strerror or str(exc)
+                    self.log.warning("watch_failed", root=str(path), reason=reason)
+                    return False
+                self._fall_back(exc)  # then try once more, polling
+
+    def unwatch(self, path: Path) -> None:
+        entry = self._watches.pop(path, None)
+        if entry is not None and self._observer is not None:
+            with contextlib.suppress(KeyError, OSError, RuntimeError):
+                self._observer.unschedule(entry[0])
+
+    def watching(self, path: Path) -> bool:
+        return path in self._watches
+
+    def _new_observer(self) -> Any:
+        if self.polling:
+            return PollingObserver(timeout=self.poll_interval or FALLBACK_POLL_SECONDS)
+        return Observer()
+
+    def _schedule(self, path: Path, recursive: bool) -> Any:
+        return self._observer.schedule(
+            self._handler, str(path), recursive=recursive, event_filter=EVENT_TYPES
+        )
+
+    def _fall_back(self, exc: OSError) -> None:
+        """inotify ran out (errno 28 watches, 24 instances): poll every root instead, say so."""
+        self.log.warning(
+            "inotify_unavailable",
+            reason=exc.strerror or str(exc),
+            fallback=f"polling every {self.poll_interval or FALLBACK_POLL_SECONDS:g} s",
+        )
+        with contextlib.suppress(Exception):
+            self._observer.stop()
+        self.polling = True
+        self._observer = self._new_observer()
+        self._observer.start()
+        for path, (_old, recursive) in list(self._watches.items()):
+            try:
+                self._watches[path] = (self._schedule(path, recursive), recursive)
+            except OSError as err:
+                del self._watches[path]
+                self.log.warning("watch_failed", root=str(path), reason=err.strerror or str(err))
+
+    def _from_thread(self, path: str, is_dir: bool, moved: bool = False) -> None:
+        # A directory moved away needs no recursive rescan of where it was: its parent's
+        # listing is enough to forget it.
+        key, deep = (Path(path).parent, False) if moved and is_dir else (Path(path), is_dir)
+        with self._lock:
+            first = not self._pending
+            self._pending[key] = self._pending.get(key, False) or deep
+        if first:
+            with contextlib.suppress(RuntimeError):  # the loop is closing: nothing to do
+                self._loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        if pending:
+            self._on_hints(pending)
+
+
+# -- settling -------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Candidate:
+    root: Path
+    kind: str
+    card_id: str | None
+    size: int
+    mtime: float
+    since: float  # monotonic time since when (size, mtime) has not changed
+    checked: tuple[int, float] | None = None  # (size, mtime) found incomplete
+
+
+@dataclass
+class _Folder:
+    root: Path
+    kind: str
+    last_change: float
+    settled: int = 0
+
+
+Look = tuple[Path, int | None, float | None, bool | None]  # path, size, mtime, complete?
+
+
+class Settler:
+    """Candidates until they are complete and quiet; folders until they are quiet.
+
+    Pure bookkeeping on the loop; the only I/O is in :meth:`look`, which runs in a thread.
+    Reported files are remembered per folder by (size, mtime), so a rescan skips them unless
+    they changed, and a file that changes after settling is examined again.
+    """
+
+    def __init__(
+        self,
+        settle_seconds: float,
+        batch_quiet_seconds: float,
+        give_up_seconds: float | None = None,
     ) -> None:
         self.settle_seconds = settle_seconds
         self.batch_quiet_seconds = batch_quiet_seconds
-        self.poll_interval = poll_interval
-        self.ignore = tuple(Path(p).resolve() for p in ignore or [])
-        self._roots: dict[Path, _Root] = {}
-        for p in [*watch, *(extra or [])]:
-            self._roots[Path(p).resolve()] = _Root(Path(p).resolve(), "watch")
-        for p in mount_roots:
-            self._roots[Path(p).resolve()] = _Root(Path(p).resolve(), "mounts")
-        self._candidates: dict[Path, _Candidate] = {}
-        self._emitted: dict[Path, tuple[int, float]] = {}
-        self._events: asyncio.Queue[Any] = asyncio.Queue()
-        self._wake = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
-        self._observer: Any = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._initial_scan_done = asyncio.Event()
-        self._scans: set[asyncio.Future[int]] = set()
+        self.give_up_seconds = give_up_seconds or max(MIN_GIVE_UP_SECONDS, 10 * settle_seconds)
+        self.candidates: dict[Path, _Candidate] = {}
+        self.reported: dict[Path, dict[str, tuple[int, float]]] = {}
+        self.folders: dict[Path, _Folder] = {}
         self.log = log.get("sources")
 
-    # -- lifecycle -----------------------------------------------------------------------------
+    def consider(
+        self,
+        path: Path,
+        size: int,
+        mtime: float,
+        root: Path,
+        kind: str,
+        card_id: str | None,
+        now: float,
+    ) -> bool:
+        """A file seen by a scan. Returns whether it is (still) a candidate."""
+        if self.reported.get(path.parent, {}).get(path.name) == (size, mtime):
+            return False
+        cand = self.candidates.get(path)
+        if cand is None:
+            since = now
+            if kind == "card":
+                # A card in a reader is not being written: its mtime says how long it has
+                # been quiet already. Watch folders wait the full settle time.
+                since = now - max(0.0, min(time.time() - mtime, self.settle_seconds))
+            self.candidates[path] = _Candidate(root, kind, card_id, size, mtime, since)
+            self._touch(path.parent, root, kind, now)
+        return True
+
+    def sync_folder(
+        self,
+        folder: Path,
+        entries: list[Entry] | None,
+        root: Path,
+        kind: str,
+        card_id: str | None,
+        now: float,
+    ) -> None:
+        """Take a fresh listing of ``folder`` (None: it is gone) and forget what left it."""
+        if entries is None:
+            self.forget(folder)
+            return
+        names = set()
+        for name, size, mtime in entries:
+            names.add(name)
+            self.consider(folder / name, size, mtime, root, kind, card_id, now)
+        known = self.reported.get(folder)
+        if known:
+            for name in [n for n in known if n not in names]:
+                del known[name]
+
+    def forget(self, prefix: Path) -> None:
+        """Drop everything at or below ``prefix`` (a removed card, root or folder)."""
+
+        def under(p: Path) -> bool:
+            return p == prefix or prefix in p.parents
+
+        for table in (self.candidates, self.reported, self.folders):
+            for p in [p for p in table if under(p)]:
+                del table[p]
+
+    def drop_candidates(self, prefix: Path) -> None:
+        for p in [p for p in self.candidates if prefix in p.parents]:
+            del self.candidates[p]
+
+    def recheck(self, path: Path) -> None:
+        """Forget that ``path`` was reported, so the next scan offers it again."""
+        self.reported.get(path.parent, {}).pop(path.name, None)
+
+    def pending_under(self, prefix: Path) -> int:
+        return sum(
+            1 for c in self.candidates.values() if c.root == prefix or prefix in c.root.parents
+        )
+
+    def snapshot(self) -> list[tuple[Path, int, float, bool]]:
+        """What :meth:`look` should examine: stat all, read those quiet long enough."""
+        now = time.monotonic()
+        out = []
+        for path, c in self.candidates.items():
+            quiet = now - c.since >= self.settle_seconds and c.checked != (c.size, c.mtime)
+            out.append((path, c.size, c.mtime, quiet))
+        return out
+
+    @staticmethod
+    def look(items: list[tuple[Path, int, float, bool]]) -> list[Look]:
+        """Stat each candidate; check completeness of those quiet and unchanged (blocking)."""
+        out: list[Look] = []
+        for path, size, mtime, quiet in items:
+            try:
+                st = os.stat(path)
+            except OSError:
+                out.append((path, None, None, None))
+                continue
+            same = (st.st_size, st.st_mtime) == (size, mtime)
+            complete = is_complete(path) if quiet and same and st.st_size > 0 else None
+            out.append((path, st.st_size, st.st_mtime, complete))
+        return out
+
+    def apply(self, looks: list[Look], now: float) -> list[SettledFile]:
+        settled = []
+        for path, size, mtime, complete in sorted(looks, key=lambda x: x[0]):
+            cand = self.candidates.get(path)
+            if cand is None:
+                continue
+            if size is None or mtime is None:
+                del self.candidates[path]  # gone: deleted, renamed away, or the card pulled out
+                continue
+            if (size, mtime) != (cand.size, cand.mtime):
+                cand.size, cand.mtime, cand.since, cand.checked = size, mtime, now, None
+                self._touch(path.parent, cand.root, cand.kind, now)
+                continue
+            if complete is False:
+                cand.checked = (size, mtime)
+            if complete or self._given_up(path, cand, now):
+                settled.append(self._settle(path, cand, bool(complete)))
+        return settled
+
+    def _given_up(self, path: Path, cand: _Candidate, now: float) -> bool:
+        if cand.checked != (cand.size, cand.mtime) or now - cand.since < self.give_up_seconds:
+            return False
+        self.log.warning(
+            "file_incomplete",
+            file=str(path),
+            reason="no end marker, unchanged for "
+            f"{now - cand.since:.0f} s: handed on to be set aside",
+        )
+        return True
+
+    def _settle(self, path: Path, cand: _Candidate, complete: bool) -> SettledFile:
+        del self.candidates[path]
+        self.reported.setdefault(path.parent, {})[path.name] = (cand.size, cand.mtime)
+        folder = self.folders.get(path.parent)
+        if folder is not None:
+            folder.settled += 1
+        return SettledFile(
+            path, cand.root, cand.kind, cand.card_id, cand.size, cand.mtime, complete
+        )
+
+    def _touch(self, folder: Path, root: Path, kind: str, now: float) -> None:
+        state = self.folders.get(folder)
+        if state is None:
+            self.folders[folder] = _Folder(root, kind, now)
+        else:
+            state.last_change = now
+
+    def batches(self, now: float) -> list[BatchReady]:
+        """Watched folders whose files settled and that have been quiet long enough."""
+        busy = {p.parent for p in self.candidates}
+        ready = []
+        for path, folder in list(self.folders.items()):
+            if path in busy or now - folder.last_change < self.batch_quiet_seconds:
+                continue
+            if folder.kind == "watch" and folder.settled:
+                ready.append(BatchReady(path, folder.root, folder.settled))
+            del self.folders[path]  # cards end with CardImported instead
+        return ready
+
+    def next_delay(self, now: float) -> float | None:
+        """Seconds until work is due: a tick while candidates wait, a batch deadline, or None."""
+        if self.candidates:
+            return TICK_SECONDS
+        if not self.folders:
+            return None
+        due = min(f.last_change for f in self.folders.values()) + self.batch_quiet_seconds
+        return max(0.05, due - now)
+
+
+# -- the sources ----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Card:
+    card: Card
+    mount_id: int | None
+    identity: tuple[int, int] | None
+    scanned: bool = False
+    announced: bool = False
+
+
+@dataclass
+class _Root:
+    path: Path
+    kind: str  # "watch" (a folder read in place) or "mounts" (a folder where cards appear)
+    identity: tuple[int, int] | None = None
+    state: str = "starting"
+    cards: dict[Path, _Card] = field(default_factory=dict)
+    removed: dict[Path, Card] = field(default_factory=dict)
+
+
+@dataclass
+class _Survey:
+    """What one poll found: each root's identity, and card folders under mount roots."""
+
+    mountinfo: str | None
+    identities: dict[Path, tuple[int, int] | None]
+    cards: dict[Path, set[Path]]
+    card_ids: dict[Path, tuple[int, int] | None]
+
+
+class Sources:
+    """Watched folders and mount roots, turned into a queue of :data:`SourceEvent`.
+
+    ``await start()``, then ``await next_event()`` in a loop; ``add_root``/``remove_root`` at
+    runtime; ``status()`` per root; ``await stop()``.
+    """
+
+    def __init__(
+        self,
+        watch: Iterable[Path] = (),
+        mount_roots: Iterable[Path] = (),
+        extra: Iterable[Path] | None = None,
+        settle_seconds: float = 5.0,
+        batch_quiet_seconds: float = 30.0,
+        poll_interval: float = 0.0,
+        ignore: Iterable[Path] | None = None,
+        give_up_seconds: float | None = None,
+        mount_poll_seconds: float = MOUNT_POLL_SECONDS,
+    ) -> None:
+        self.poll_interval = poll_interval
+        self.mount_poll_seconds = mount_poll_seconds
+        self.ignore = tuple(Path(p).resolve() for p in ignore or [])
+        self.settler = Settler(settle_seconds, batch_quiet_seconds, give_up_seconds)
+        self._roots: dict[Path, _Root] = {}
+        for p in [*watch, *(extra or [])]:
+            self._roots.setdefault(Path(p).resolve(), _Root(Path(p).resolve(), "watch"))
+        for p in mount_roots:
+            self._roots.setdefault(Path(p).resolve(), _Root(Path(p).resolve(), "mounts"))
+        self._events: asyncio.Queue[SourceEvent] = asyncio.Queue()
+        self._dirty: dict[Path, bool] = {}  # folder → rescan recursively?
+        self._wake = asyncio.Event()
+        self._mounts_due = asyncio.Event()
+        self._started = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._watcher: Watcher | None = None
+        self._mountinfo: str | None = None
+        self._mounts: dict[str, Mount] = {}
+        self._mounts_lock = asyncio.Lock()
+        self.log = log.get("sources")
+
+    # -- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._observer = self._new_observer()
-        for root in self._roots.values():
-            self._schedule(root)
-        self._observer.start()
+        self._watcher = Watcher(asyncio.get_running_loop(), self._on_hints, self.poll_interval)
+        self._watcher.start()
         self._tasks = [
-            asyncio.create_task(self._settle_loop(), name="settle"),
-            asyncio.create_task(self._mount_loop(), name="mounts"),
-            asyncio.create_task(self._rescan_loop(), name="rescan"),
+            asyncio.create_task(self._settle_loop(), name="sources-settle"),
+            asyncio.create_task(self._mounts_loop(), name="sources-mounts"),
+            asyncio.create_task(self._rescan_loop(), name="sources-rescan"),
         ]
 
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._observer is not None:
-            self._observer.stop()
-            await asyncio.to_thread(self._observer.join, 5)
+        self._tasks = []
+        if self._watcher is not None:
+            await asyncio.to_thread(self._watcher.stop)
 
-    def _new_observer(self) -> Any:
-        if self.poll_interval > 0:
-            return PollingObserver(timeout=self.poll_interval)
-        return Observer()
-
-    def _schedule(self, root: _Root) -> None:
-        if not root.path.is_dir():
-            self.log.warning("root_missing", root=str(root.path))
-            return
-        assert self._loop is not None
-        handler = _Handler(self._loop, self._hint)
-        try:
-            root.watch = self._observer.schedule(handler, str(root.path), recursive=True)
-        except OSError as exc:
-            if exc.errno != errno.ENOSPC or isinstance(self._observer, PollingObserver):
-                raise
-            # inotify's watch limit: fall back to polling for everything, and say so.
-            self.log.warning("inotify_limit_reached", root=str(root.path), fallback="polling")
-            self._observer.stop()
-            self.poll_interval = self.poll_interval or 2.0
-            self._observer = self._new_observer()
-            for r in self._roots.values():
-                if r.path.is_dir():
-                    r.watch = self._observer.schedule(
-                        _Handler(self._loop, self._hint), str(r.path), recursive=True
-                    )
-            self._observer.start()
+    @property
+    def polling(self) -> bool:
+        return bool(self._watcher and self._watcher.polling)
 
     async def add_root(self, path: Path, card_root: bool = False) -> None:
         path = Path(path).resolve()
         if path in self._roots:
             return
-        root = _Root(path, "mounts" if card_root else "watch")
-        self._roots[path] = root
-        self._schedule(root)
-        if root.kind == "watch":
-            await self._scan_into(path, path, "watch")
+        self._roots[path] = _Root(path, "mounts" if card_root else "watch")
+        self.log.info("root_added", root=str(path), kind=self._roots[path].kind)
+        await self._check_mounts()
         self._wake.set()
-        self.log.info("root_added", root=str(path), kind=root.kind)
 
     async def remove_root(self, path: Path) -> None:
         root = self._roots.pop(Path(path).resolve(), None)
         if root is None:
             return
-        if root.watch is not None:
-            with contextlib.suppress(KeyError, OSError):
-                self._observer.unschedule(root.watch)
-        for p in [p for p, c in self._candidates.items() if c.root == root.path]:
-            del self._candidates[p]
-        self.log.info("root_removed", root=str(path))
+        for mount in list(root.cards):
+            self._drop_card(root, mount, announce=False)
+        if self._watcher is not None:
+            self._watcher.unwatch(root.path)
+        self.settler.forget(root.path)
+        for p in [p for p in self._dirty if p == root.path or root.path in p.parents]:
+            del self._dirty[p]
+        self.log.info("root_removed", root=str(root.path))
 
-    # -- what the daemon reads -----------------------------------------------------------------
+    # -- what the daemon reads ----------------------------------------------------------------
 
-    async def next_event(self) -> Any:
+    async def next_event(self) -> SourceEvent:
         return await self._events.get()
+
+    def recheck(self, path: Path) -> None:
+        """Offer ``path`` again (the wiring could not read it, e.g. the card went mid-copy)."""
+        self.settler.recheck(Path(path))
+        self._mark(Path(path).parent, False)
 
     def status(self) -> dict[str, str]:
         out: dict[str, str] = {}
+        how = f" (polling every {self.poll_interval or FALLBACK_POLL_SECONDS:g} s)"
         for root in self._roots.values():
-            if root.kind == "watch":
-                pending = sum(1 for c in self._candidates.values() if c.root == root.path)
-                out[str(root.path)] = (
-                    f"watching, {pending} file(s) settling" if pending else "watching"
-                )
-            else:
-                out[str(root.path)] = "waiting for cards" if not root.cards else "cards mounted"
-                for card in root.cards.values():
-                    pending = sum(1 for c in self._candidates.values() if c.root == card.root)
-                    state = f"importing, {pending} file(s) left" if pending else "imported"
-                    out[str(card.root)] = f"card {card.card_id}: {state}"
+            state = root.state
+            pending = self.settler.pending_under(root.path)
+            if root.kind == "watch" and state == "watching" and pending:
+                state = f"watching, {pending} file(s) settling"
+            out[str(root.path)] = state + (how if self.polling and root.identity else "")
+            for mount, card in root.removed.items():
+                out[str(mount)] = f"card {card.card_id}: card removed"
+            for mount, entry in root.cards.items():
+                out[str(mount)] = f"card {entry.card.card_id}: {self._card_state(entry)}"
         return out
 
+    def _card_state(self, entry: _Card) -> str:
+        if not entry.scanned:
+            return "scanning"
+        left = self.settler.pending_under(entry.card.mount)
+        return f"importing, {left} file(s) left" if left else "all files handed on"
+
     async def wait_settled(self) -> None:
-        """Return once the first scan is done and no candidate is left (for ``run --once``)."""
-        await self._initial_scan_done.wait()
-        while self._candidates or not self._events.empty():
+        """Return once the first scan is done and nothing is pending (for ``run --once``)."""
+        await self._started.wait()
+        while self.settler.candidates or self._dirty or not self._events.empty():
             await asyncio.sleep(TICK_SECONDS)
 
-    # -- candidates ----------------------------------------------------------------------------
+    # -- hints and rescans --------------------------------------------------------------------
 
-    def _root_of(self, path: Path) -> tuple[Path, str] | None:
-        for root in self._roots.values():
-            if root.kind == "watch" and (path == root.path or root.path in path.parents):
-                return root.path, "watch"
-            for card in root.cards.values():
-                if card.root in path.parents:
-                    return card.root, "card"
-        return None
+    def _on_hints(self, hints: dict[Path, bool]) -> None:
+        for path, is_dir in hints.items():
+            self._hint(path, is_dir)
 
     def _hint(self, path: Path, is_dir: bool) -> None:
         if any(path == i or i in path.parents for i in self.ignore):
             return
+        owner = self._owner(path)
+        if owner is None:
+            if any(r.kind == "mounts" and r.path in path.parents for r in self._roots.values()):
+                self._mounts_due.set()  # a folder came or went under a mount root
+            return
+        if hidden_below(path, owner[0]):
+            return
         if is_dir:
-            found = self._root_of(path)
-            if found:
-                task = asyncio.ensure_future(self._scan_into(path, *found))
-                self._scans.add(task)
-                task.add_done_callback(self._scans.discard)
-            return
-        if not wanted(path.name):
-            return
-        found = self._root_of(path)
-        if found:
-            self._add_candidate(path, *found)
+            self._mark(path, True)
+        elif wanted(path.name):
+            self._mark(path.parent, False)
 
-    def _add_candidate(self, path: Path, root: Path, kind: str) -> None:
-        if path not in self._candidates:
-            self._candidates[path] = _Candidate(root, kind)
-            self._wake.set()
+    def _mark(self, folder: Path, recursive: bool) -> None:
+        self._dirty[folder] = self._dirty.get(folder, False) or recursive
+        self._wake.set()
 
-    def _listing(self, folder: Path) -> list[tuple[Path, int, float]]:
-        """Wanted files under ``folder`` with size and mtime (blocking: run in a thread)."""
-        out = []
-        for path in scan(folder, self.ignore):
-            with contextlib.suppress(OSError):
-                st = path.stat()
-                out.append((path, st.st_size, st.st_mtime))
-        return out
+    def _owner(self, path: Path) -> tuple[Path, str, str | None] | None:
+        """The watch root or card holding ``path``: (its folder, kind, card id)."""
+        for root in self._roots.values():
+            if root.kind == "watch" and (path == root.path or root.path in path.parents):
+                return root.path, "watch", None
+            for mount, entry in root.cards.items():
+                if path == mount or mount in path.parents:
+                    return mount, "card", entry.card.card_id
+        return None
 
-    async def _scan_into(self, folder: Path, root: Path, kind: str) -> int:
-        """Scan in a thread; candidates are only touched on the loop."""
-        n = 0
-        for path, size, mtime in await asyncio.to_thread(self._listing, folder):
-            if self._emitted.get(path) != (size, mtime):
-                self._add_candidate(path, root, kind)
-                n += 1
-        return n
+    def _listing(self, folder: Path, recursive: bool) -> list[tuple[Path, list[Entry] | None]]:
+        """Blocking: run in a thread."""
+        if not recursive:
+            return [(folder, list_folder(folder))]
+        if not folder.is_dir():
+            return [(folder, None)]
+        return list(walk(folder, self.ignore))
+
+    async def _rescan_dirty(self) -> None:
+        dirty, self._dirty = self._dirty, {}
+        for folder, recursive in dirty.items():
+            owner = self._owner(folder)
+            if owner is None:
+                continue
+            listing = await asyncio.to_thread(self._listing, folder, recursive)
+            now = time.monotonic()
+            for path, entries in listing:
+                if self._owner(path) == owner:  # not removed meanwhile
+                    self.settler.sync_folder(path, entries, *owner, now)
+            if recursive:
+                self._scanned(folder)
+
+    def _scanned(self, folder: Path) -> None:
+        for root in self._roots.values():
+            if root.kind == "watch" and root.path == folder and root.state == "scanning":
+                root.state = "watching"
+            entry = root.cards.get(folder)
+            if entry is not None:
+                entry.scanned = True
+
+    # -- the loops ----------------------------------------------------------------------------
 
     async def _settle_loop(self) -> None:
-        for root in list(self._roots.values()):
-            if root.kind == "watch":
-                await self._scan_into(root.path, root.path, "watch")
         await self._check_mounts()
-        self._initial_scan_done.set()
+        await self._rescan_dirty()
+        self._started.set()
         while True:
-            if not self._candidates:
-                self._wake.clear()
+            self._wake.clear()
+            delay = TICK_SECONDS if self._dirty else self.settler.next_delay(time.monotonic())
+            if delay is None:
                 await self._wake.wait()
-            await asyncio.sleep(TICK_SECONDS)
-            snapshot = [(p, c.size, c.mtime, c.stable_since) for p, c in self._candidates.items()]
-            looks = await asyncio.to_thread(self._look, snapshot, time.monotonic())
-            self._apply_looks(looks, time.monotonic())
+                continue
+            await asyncio.sleep(delay)
+            await self._rescan_dirty()
+            looks = await asyncio.to_thread(Settler.look, self.settler.snapshot())
+            now = time.monotonic()
+            for event in [*self.settler.apply(looks, now), *self.settler.batches(now)]:
+                self._events.put_nowait(event)
             self._announce_cards()
 
-    def _look(
-        self, snapshot: list[tuple[Path, int, float, float]], now: float
-    ) -> list[tuple[Path, int, float, bool | None] | tuple[Path, None, None, None]]:
-        """Stat the candidates, and check completeness of those quiet long enough (thread)."""
-        out: list[Any] = []
-        for path, size, mtime, since in snapshot:
-            try:
-                st = path.stat()
-            except OSError:
-                out.append((path, None, None, None))
-                continue
-            same = (st.st_size, st.st_mtime) == (size, mtime)
-            quiet = same and now - since >= self.settle_seconds
-            complete = (st.st_size > 0 and is_complete(path)) if quiet else None
-            out.append((path, st.st_size, st.st_mtime, complete))
-        return out
-
-    def _apply_looks(self, looks: list[Any], now: float) -> None:
-        for path, size, mtime, complete in looks:
-            cand = self._candidates.get(path)
-            if cand is None:
-                continue
-            if size is None:
-                del self._candidates[path]  # gone: deleted, renamed, or the card pulled out
-                continue
-            if (size, mtime) != (cand.size, cand.mtime):
-                cand.size, cand.mtime, cand.stable_since = size, mtime, now
-                continue
-            if complete is None:
-                continue
-            if not complete and now - cand.stable_since < self.settle_seconds * STALE_FACTOR:
-                continue  # still being written, or broken: give it time before judging
-            del self._candidates[path]
-            self._emitted[path] = (size, mtime)
-            self._events.put_nowait(SettledFile(path, cand.root, cand.kind, size, mtime, complete))
-
-    # -- cards ---------------------------------------------------------------------------------
-
-    async def _mount_loop(self) -> None:
+    async def _mounts_loop(self) -> None:
         while True:
-            await asyncio.sleep(MOUNT_POLL_SECONDS)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._mounts_due.wait(), self.mount_poll_seconds)
+            self._mounts_due.clear()
             await self._check_mounts()
-
-    async def _check_mounts(self) -> None:
-        for root in list(self._roots.values()):
-            if root.kind != "mounts":
-                continue
-            present = await asyncio.to_thread(self._card_folders, root.path)
-            for folder in present - root.cards.keys():
-                card = _Card(folder, await asyncio.to_thread(card_identity, folder))
-                root.cards[folder] = card
-                self._events.put_nowait(CardInserted(folder, card.card_id))
-                self.log.info("card_found", root=str(folder), card=card.card_id)
-                await self._scan_into(folder, folder, "card")
-                card.scanned = True
-                self._wake.set()
-            for folder in root.cards.keys() - present:
-                card = root.cards.pop(folder)
-                for p in [p for p, c in self._candidates.items() if c.root == folder]:
-                    del self._candidates[p]
-                for p in [p for p in self._emitted if folder in p.parents]:
-                    del self._emitted[p]  # a reinserted card is scanned again in full
-                self._events.put_nowait(CardRemoved(folder, card.card_id))
-        self._announce_cards()
-
-    @staticmethod
-    def _card_folders(mount_root: Path) -> set[Path]:
-        found = set()
-        with contextlib.suppress(OSError), os.scandir(mount_root) as entries:
-            for entry in entries:
-                with contextlib.suppress(OSError):
-                    if entry.is_dir() and os.path.isdir(os.path.join(entry.path, "DCIM")):
-                        found.add(Path(entry.path))
-        return found
-
-    def _announce_cards(self) -> None:
-        for root in self._roots.values():
-            for card in root.cards.values():
-                if (
-                    card.scanned
-                    and not card.announced_done
-                    and not any(c.root == card.root for c in self._candidates.values())
-                ):
-                    card.announced_done = True
-                    self._events.put_nowait(CardImported(card.root, card.card_id))
 
     async def _rescan_loop(self) -> None:
         while True:
             await asyncio.sleep(RESCAN_SECONDS)
-            for root in list(self._roots.values()):
-                if root.kind == "watch" and root.path.is_dir():
-                    await self._scan_into(root.path, root.path, "watch")
-            self._wake.set()
+            for root in self._roots.values():
+                if root.kind == "watch" and root.identity is not None:
+                    self._mark(root.path, True)
+
+    # -- roots and cards ----------------------------------------------------------------------
+
+    def _survey(self, roots: list[tuple[Path, str]], cards: list[Path]) -> _Survey:
+        """Blocking: which roots exist (as what), and which card folders are there."""
+        survey = _Survey(read_mountinfo(), {}, {}, {})
+        for path, kind in roots:
+            survey.identities[path] = folder_identity(path)
+            if kind == "mounts" and survey.identities[path] is not None:
+                survey.cards[path] = find_cards(path)
+        for mount in cards:
+            survey.card_ids[mount] = folder_identity(mount) if has_dcim(mount) else None
+        return survey
+
+    async def _check_mounts(self) -> None:
+        async with self._mounts_lock:  # the poll, a hint and add_root may all ask at once
+            await self._check_mounts_locked()
+
+    async def _check_mounts_locked(self) -> None:
+        roots = [(r.path, r.kind) for r in self._roots.values()]
+        cards = [m for r in self._roots.values() for m in r.cards]
+        survey = await asyncio.to_thread(self._survey, roots, cards)
+        if survey.mountinfo != self._mountinfo:
+            self._mountinfo, self._mounts = (
+                survey.mountinfo,
+                parse_mountinfo(survey.mountinfo or ""),
+            )
+        for root in list(self._roots.values()):
+            if root.path in survey.identities:
+                self._update_root(root, survey.identities[root.path])
+            if root.kind == "mounts":
+                await self._update_cards(root, survey.cards.get(root.path, set()), survey)
+        self._announce_cards()
+
+    def _update_root(self, root: _Root, identity: tuple[int, int] | None) -> None:
+        assert self._watcher is not None
+        if identity == root.identity and (identity is None or self._watcher.watching(root.path)):
+            if identity is None and root.state == "starting":
+                self._root_missing(root)
+            return
+        root.identity = identity
+        if identity is None:
+            self._root_missing(root)
+            return
+        # Appeared, or replaced (unmounted and mounted again): the old watch is dead.
+        recursive = root.kind == "watch"
+        if not self._watcher.watch(root.path, recursive=recursive):
+            root.identity = None
+            return
+        if recursive:
+            root.state = "scanning"
+            self._mark(root.path, True)
+        else:
+            root.state = "waiting for cards"
+        self.log.info("root_watched", root=str(root.path), kind=root.kind)
+
+    def _root_missing(self, root: _Root) -> None:
+        assert self._watcher is not None
+        self._watcher.unwatch(root.path)
+        if root.kind == "watch":
+            root.state = "missing (not mounted?)"
+            self.settler.drop_candidates(root.path)  # unreadable now; what was reported stays
+            self.log.warning("watch_root_missing", root=str(root.path))
+        else:
+            root.state = "missing, waiting for it to appear"
+
+    async def _update_cards(self, root: _Root, present: set[Path], survey: _Survey) -> None:
+        for mount in list(root.cards):
+            entry = root.cards[mount]
+            table = self._mounts.get(str(mount))
+            remounted = entry.mount_id is not None and (
+                table is None or table.mount_id != entry.mount_id
+            )
+            gone = mount in survey.card_ids and survey.card_ids[mount] != entry.identity
+            if mount not in present or gone or remounted:
+                self._drop_card(root, mount, announce=True)
+        for mount in sorted(present - root.cards.keys()):
+            await self._add_card(root, mount)
+
+    async def _add_card(self, root: _Root, mount: Path) -> None:
+        assert self._watcher is not None
+        card, identity = await asyncio.to_thread(
+            lambda: (identify_card(mount, self._mounts), folder_identity(mount))
+        )
+        entry = self._mounts.get(str(mount))
+        root.cards[mount] = _Card(card, entry.mount_id if entry else None, identity)
+        root.removed.pop(mount, None)
+        self._watcher.watch(mount, recursive=True)  # before the scan: nothing slips between
+        self._events.put_nowait(CardInserted(card))
+        self.log.info("card_found", root=str(mount), card=card.card_id, label=card.label)
+        self._mark(mount, True)
+
+    def _drop_card(self, root: _Root, mount: Path, announce: bool) -> None:
+        entry = root.cards.pop(mount)
+        if self._watcher is not None:
+            self._watcher.unwatch(mount)
+        # Unmounted, not deleted: forget what we reported, so a reinserted card is offered
+        # again in full (the journal knows which files it already has).
+        self.settler.forget(mount)
+        for p in [p for p in self._dirty if p == mount or mount in p.parents]:
+            del self._dirty[p]
+        if announce:
+            root.removed[mount] = entry.card
+            self._events.put_nowait(CardRemoved(entry.card))
+            self.log.info("card_removed", root=str(mount), card=entry.card.card_id)
+
+    def _announce_cards(self) -> None:
+        for root in self._roots.values():
+            for mount, entry in root.cards.items():
+                busy = self.settler.pending_under(mount) or any(
+                    p == mount or mount in p.parents for p in self._dirty
+                )
+                if busy:
+                    entry.announced = False
+                elif entry.scanned and not entry.announced:
+                    entry.announced = True
+                    self._events.put_nowait(CardImported(entry.card))

@@ -1,0 +1,467 @@
+"""Sources: real watchdog observers on temporary folders, real JPEG and GPX files."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from daemon.sources import (
+    BatchReady,
+    CardImported,
+    CardInserted,
+    CardRemoved,
+    SettledFile,
+    Sources,
+    gpx_complete,
+    identify_card,
+    jpeg_complete,
+    parse_mountinfo,
+    scan,
+    wanted,
+)
+from tests.jpegs import gpx_text, jpeg_bytes, make_jpeg
+
+SETTLE = 0.3
+REPO = Path(__file__).resolve().parents[1]
+
+
+def photo(path: Path, seed: int = 0, size: tuple[int, int] = (64, 48)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return make_jpeg(
+        path, capture_time=datetime(2024, 5, 1, 12, 0, seed % 60), seed=seed, size=size
+    )
+
+
+async def events_until(
+    sources: Sources, done: Callable[[list[object]], bool], timeout: float
+) -> list[object]:
+    """Events in order until ``done(events)`` holds or ``timeout`` passes (bounded)."""
+    got: list[object] = []
+    deadline = time.monotonic() + timeout
+    while not done(got):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        try:
+            got.append(await asyncio.wait_for(sources.next_event(), left))
+        except TimeoutError:
+            break
+    return got
+
+
+def settled(events: list[object]) -> list[SettledFile]:
+    return [e for e in events if isinstance(e, SettledFile)]
+
+
+def has_settled(path: Path) -> Callable[[list[object]], bool]:
+    return lambda evs: any(e.path == path for e in settled(evs))
+
+
+@pytest.fixture
+async def running(tmp_path: Path) -> AsyncIterator[Callable[..., Sources]]:
+    started: list[Sources] = []
+
+    async def start(**kwargs: object) -> Sources:
+        kwargs.setdefault("settle_seconds", SETTLE)
+        kwargs.setdefault("batch_quiet_seconds", 0.6)
+        kwargs.setdefault("mount_poll_seconds", 0.3)
+        sources = Sources(**kwargs)  # type: ignore[arg-type]
+        await sources.start()
+        started.append(sources)
+        return sources
+
+    yield start  # type: ignore[misc]
+    for sources in started:
+        await sources.stop()
+
+
+async def test_a_dropped_photo_settles_and_is_reported_once(tmp_path: Path, running) -> None:
+    watch = tmp_path / "watch"
+    watch.mkdir()
+    sources = await running(watch=[watch])
+    await sources.wait_settled()
+    path = photo(watch / "G0001.JPG")
+    events = await events_until(sources, lambda evs: any(isinstance(e, BatchReady) for e in evs), 8)
+    files = settled(events)
+    assert [f.path for f in files] == [path]
+    assert files[0].size == path.stat().st_size
+    assert files[0].kind == "watch" and files[0].root == watch.resolve() and files[0].complete
+    assert files[0].card_id is None
+    batch = [e for e in events if isinstance(e, BatchReady)]
+    assert batch == [BatchReady(watch.resolve(), watch.resolve(), 1)]
+    # Reading it (as the daemon does) and waiting brings no second report.
+    path.read_bytes()
+    again = await events_until(sources, lambda evs: False, 1.5)
+    assert settled(again) == []
+
+
+async def test_a_slow_writer_is_reported_only_when_complete(tmp_path: Path, running) -> None:
+    watch = tmp_path / "watch"
+    watch.mkdir()
+    sources = await running(watch=[watch])
+    await sources.wait_settled()
+    blob = jpeg_bytes(size=(640, 480), seed=3, exif={"0th": {}, "Exif": {}, "GPS": {}, "1st": {}})
+    target = watch / "slow.jpg"
+    finished = threading.Event()
+
+    def writer() -> None:
+        # About 4 s in all, with one pause longer than settle_seconds half-way: only the
+        # missing end marker keeps that half-file from being reported.
+        steps = 16
+        piece = len(blob) // steps + 1
+        with open(target, "wb") as fh:
+            for i in range(steps):
+                fh.write(blob[i * piece : (i + 1) * piece])
+                fh.flush()
+                time.sleep(1.0 if i == steps // 2 else 0.2)
+        finished.set()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        events = await events_until(sources, has_settled(target), 15)
+    finally:
+        thread.join()
+    files = settled(events)
+    assert len(files) == 1
+    assert finished.is_set()
+    assert files[0].size == len(blob) == target.stat().st_size
+    assert files[0].complete
+
+
+async def test_dotfiles_temp_names_and_other_files_are_ignored(tmp_path: Path, running) -> None:
+    watch = tmp_path / "watch"
+    watch.mkdir()
+    sources = await running(watch=[watch])
+    await sources.wait_settled()
+    for name in (".hidden.jpg", "a.jpg.part", "b.jpg.tmp", "~c.jpg", ".thumbs/d.jpg", "e.png"):
+        photo(watch / name)
+    real = photo(watch / "sub" / "real.jpg")
+    events = await events_until(sources, lambda evs: False, 2.5)
+    assert [f.path for f in settled(events)] == [real]
+
+
+async def test_a_temp_file_renamed_into_place_arrives_under_its_new_name(
+    tmp_path: Path, running
+) -> None:
+    watch = tmp_path / "watch"
+    watch.mkdir()
+    sources = await running(watch=[watch])
+    await sources.wait_settled()
+    tmp = photo(watch / "IMG_1.jpg.part", seed=4)
+    await asyncio.sleep(0.5)
+    final = watch / "IMG_1.jpg"
+    os.rename(tmp, final)
+    events = await events_until(sources, has_settled(final), 6)
+    assert [f.path for f in settled(events)] == [final]
+    assert settled(events)[0].size == final.stat().st_size
+
+
+async def test_a_photo_changed_after_settling_is_examined_again(tmp_path: Path, running) -> None:
+    watch = tmp_path / "watch"
+    watch.mkdir()
+    sources = await running(watch=[watch])
+    path = photo(watch / "p.jpg", seed=1)
+    first = settled(await events_until(sources, has_settled(path), 6))
+    photo(path, seed=2, size=(128, 96))  # rewritten in place, a different photo
+    second = settled(await events_until(sources, has_settled(path), 6))
+    assert len(first) == len(second) == 1
+    assert second[0].size == path.stat().st_size != first[0].size
+
+
+async def test_a_gpx_is_reported_once_its_closing_tag_is_written(tmp_path: Path, running) -> None:
+    watch = tmp_path / "tracks"
+    watch.mkdir()
+    sources = await running(watch=[watch])
+    await sources.wait_settled()
+    points = [(datetime(2024, 5, 1, 12, 0, s), 52.0 + s * 1e-4, 13.0, 30.0) for s in range(30)]
+    text = gpx_text(points)
+    cut = text.index("</trkseg>")
+    path = watch / "track.gpx"
+    path.write_text(text[:cut])
+    early = await events_until(sources, lambda evs: False, 1.5)
+    assert settled(early) == []
+    with open(path, "a") as fh:
+        fh.write(text[cut:])
+    events = await events_until(sources, has_settled(path), 6)
+    assert [f.path for f in settled(events)] == [path]
+    assert settled(events)[0].size == len(text.encode())
+
+
+async def test_a_file_that_never_completes_is_handed_on_marked_incomplete(
+    tmp_path: Path, running
+) -> None:
+    watch = tmp_path / "watch"
+    watch.mkdir()
+    sources = await running(watch=[watch], give_up_seconds=1.5)
+    await sources.wait_settled()
+    blob = jpeg_bytes(size=(320, 240), exif=None)
+    path = watch / "cut.jpg"
+    path.write_bytes(blob[: len(blob) // 2])  # a camera that lost power mid-write
+    started = time.monotonic()
+    events = await events_until(sources, has_settled(path), 8)
+    files = settled(events)
+    assert len(files) == 1 and not files[0].complete
+    assert time.monotonic() - started >= 1.5
+
+
+async def test_a_card_under_a_mount_root_is_detected_and_scanned_whole(
+    tmp_path: Path, running
+) -> None:
+    media = tmp_path / "media"
+    media.mkdir()
+    sources = await running(mount_roots=[media])
+    await sources.wait_settled()
+    staging = tmp_path / "staging" / "CARD1"
+    names = [f"IMG_{i:04d}.JPG" for i in range(1, 6)]
+    for i, name in enumerate(names):
+        photo(staging / "DCIM" / "100CANON" / name, seed=i)
+    photo(staging / "DCIM" / ".thumb" / "x.jpg")
+    os.rename(staging, media / "CARD1")  # appears at once, like a mount: no file events inside
+    card_root = (media / "CARD1").resolve()
+    events = await events_until(
+        sources, lambda evs: any(isinstance(e, CardImported) for e in evs), 10
+    )
+    inserted = [e for e in events if isinstance(e, CardInserted)]
+    assert len(inserted) == 1 and inserted[0].root == card_root
+    assert inserted[0].card_id.startswith("name:CARD1:")
+    files = settled(events)
+    assert sorted(f.path.name for f in files) == names
+    assert {(f.kind, f.root, f.card_id) for f in files} == {
+        ("card", card_root, inserted[0].card_id)
+    }
+    # The card's files are all queued before the card is announced imported.
+    assert isinstance(events[-1], CardImported)
+    assert sources.status()[str(card_root)].endswith("all files handed on")
+
+
+async def test_a_card_present_at_start_is_scanned(tmp_path: Path, running) -> None:
+    media = tmp_path / "media"
+    for i in range(3):
+        photo(media / "user" / "EOS_DIGITAL" / "DCIM" / "100EOS" / f"A{i}.JPG", seed=i)
+    sources = await running(mount_roots=[media])
+    events = await events_until(
+        sources, lambda evs: any(isinstance(e, CardImported) for e in evs), 10
+    )
+    assert isinstance(events[0], CardInserted)
+    assert len(settled(events)) == 3
+
+
+async def test_a_pulled_card_is_removed_not_deleted_and_rescanned_when_back(
+    tmp_path: Path, running
+) -> None:
+    media = tmp_path / "media"
+    card = media / "CARD"
+    paths = [photo(card / "DCIM" / "100GOPRO" / f"G{i}.JPG", seed=i) for i in range(3)]
+    sources = await running(mount_roots=[media])
+    first = await events_until(
+        sources, lambda evs: any(isinstance(e, CardImported) for e in evs), 10
+    )
+    assert len(settled(first)) == 3
+    # Unmounted: the mount point stays behind, empty.
+    parked = tmp_path / "parked"
+    os.rename(card / "DCIM", parked)
+    gone = await events_until(sources, lambda evs: any(isinstance(e, CardRemoved) for e in evs), 6)
+    assert [type(e) for e in gone] == [CardRemoved]
+    assert card.is_dir()  # nothing of ours touched it
+    assert sources.status()[str(card.resolve())].endswith("card removed")
+    os.rename(parked, card / "DCIM")
+    back = await events_until(
+        sources, lambda evs: any(isinstance(e, CardImported) for e in evs), 10
+    )
+    assert isinstance(back[0], CardInserted)
+    assert sorted(f.path for f in settled(back)) == sorted(paths)
+    # The watch on the card is re-armed: a photo written onto it now is seen.
+    extra = photo(card / "DCIM" / "100GOPRO" / "G9.JPG", seed=9)
+    more = await events_until(sources, has_settled(extra), 6)
+    assert [f.path for f in settled(more)] == [extra]
+
+
+async def test_roots_added_and_removed_at_runtime(tmp_path: Path, running) -> None:
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    old = photo(second / "old.jpg")
+    sources = await running(watch=[first])
+    await sources.wait_settled()
+    await sources.add_root(second)
+    events = await events_until(sources, has_settled(old), 6)
+    assert [f.path for f in settled(events)] == [old]
+    new = photo(second / "new.jpg", seed=5)
+    events = await events_until(sources, has_settled(new), 6)
+    assert [f.path for f in settled(events)] == [new]
+    await sources.remove_root(second)
+    assert str(second.resolve()) not in sources.status()
+    photo(second / "after.jpg", seed=6)
+    kept = photo(first / "kept.jpg", seed=7)
+    events = await events_until(sources, lambda evs: False, 2.0)
+    assert [f.path for f in settled(events)] == [kept]
+
+
+async def test_a_watch_folder_that_vanishes_is_missing_then_watched_again(
+    tmp_path: Path, running
+) -> None:
+    watch = tmp_path / "usb"
+    watch.mkdir()
+    sources = await running(watch=[watch])
+    await sources.wait_settled()
+    assert sources.status()[str(watch.resolve())] == "watching"
+    os.rename(watch, tmp_path / "elsewhere")
+    for _ in range(40):
+        if sources.status()[str(watch.resolve())].startswith("missing"):
+            break
+        await asyncio.sleep(0.1)
+    assert sources.status()[str(watch.resolve())].startswith("missing")
+    watch.mkdir()
+    await asyncio.sleep(1.0)  # re-armed by the mount poll
+    path = photo(watch / "after.jpg")
+    events = await events_until(sources, has_settled(path), 6)
+    assert [f.path for f in settled(events)] == [path]
+
+
+async def test_a_forced_polling_observer_sees_new_folders_and_files(
+    tmp_path: Path, running
+) -> None:
+    watch = tmp_path / "nfs"
+    watch.mkdir()
+    sources = await running(watch=[watch], poll_interval=0.3)
+    await sources.wait_settled()
+    assert sources.polling
+    path = photo(watch / "2024" / "05" / "p.jpg")
+    events = await events_until(sources, has_settled(path), 8)
+    assert [f.path for f in settled(events)] == [path]
+    assert "polling every 0.3 s" in sources.status()[str(watch.resolve())]
+
+
+FALLBACK_SCRIPT = textwrap.dedent(
+    """
+    import asyncio, ctypes, errno, json, os, sys, time
+    from pathlib import Path
+    from daemon.sources import SettledFile, Sources
+    from tests.jpegs import make_jpeg
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    held = []
+    while len(held) < 10000:  # take every inotify instance this user may have
+        fd = libc.inotify_init1(0)
+        if fd < 0:
+            break
+        held.append(fd)
+    exhausted = ctypes.get_errno() == errno.EMFILE
+
+    async def main():
+        watch = Path(sys.argv[1])
+        sources = Sources(watch=[watch], settle_seconds=0.3, mount_poll_seconds=0.3)
+        await sources.start()
+        await sources.wait_settled()
+        for fd in held:  # give them back at once: the fallback is in place
+            os.close(fd)
+        path = make_jpeg(watch / "p.jpg")
+        deadline = time.monotonic() + 10
+        got = None
+        while got is None and time.monotonic() < deadline:
+            event = await asyncio.wait_for(sources.next_event(), 10)
+            if isinstance(event, SettledFile):
+                got = str(event.path)
+        status = sources.status()[str(watch.resolve())]
+        await sources.stop()
+        print(json.dumps({"exhausted": exhausted, "polling": sources.polling,
+                          "got": got, "want": str(path), "status": status}))
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_without_inotify_instances_it_falls_back_to_polling(tmp_path: Path) -> None:
+    watch = tmp_path / "watch"
+    watch.mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-c", FALLBACK_SCRIPT, str(watch)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    if not out["exhausted"]:
+        pytest.skip("could not exhaust inotify instances here")
+    assert out["polling"] is True
+    assert out["got"] == out["want"]
+    assert "polling every 2 s" in out["status"]
+    assert "inotify_unavailable" in proc.stdout + proc.stderr
+
+
+# -- pure helpers ----------------------------------------------------------------------------------
+
+
+def test_completeness_checks(tmp_path: Path) -> None:
+    exif = {"0th": {}, "Exif": {}, "GPS": {}, "1st": {}}
+    blob = jpeg_bytes(size=(96, 64), thumbnail=True, exif=exif)
+    thumb_end = blob.index(b"\xff\xd9") + 2
+    assert thumb_end < len(blob) - 2  # the EXIF thumbnail has its own end marker
+    path = tmp_path / "p.jpg"
+    path.write_bytes(blob)
+    assert jpeg_complete(path)
+    path.write_bytes(blob + b"\x00" * 300)  # padded by the camera
+    assert jpeg_complete(path)
+    for cut in [*range(0, len(blob) - 1, 97), thumb_end, len(blob) - 1]:
+        path.write_bytes(blob[:cut])
+        assert not jpeg_complete(path), cut
+    text = gpx_text([(datetime(2024, 5, 1, 12, 0, 0), 52.0, 13.0, None)])
+    gpx = tmp_path / "t.gpx"
+    gpx.write_text(text)
+    assert gpx_complete(gpx)
+    gpx.write_text(text.replace("</trk>", ""))  # ends in </gpx> but is not well-formed
+    assert not gpx_complete(gpx)
+    gpx.write_text(text[:-8])
+    assert not gpx_complete(gpx)
+
+
+def test_scan_lists_photos_and_tracks_only(tmp_path: Path) -> None:
+    want = {photo(tmp_path / "a" / "b" / "x.JPEG"), photo(tmp_path / "y.jpg")}
+    (tmp_path / "t.GPX").write_text("<gpx></gpx>")
+    want.add(tmp_path / "t.GPX")
+    for name in (".h/z.jpg", "n.txt", "w.jpg.part", "spool/s.jpg"):
+        photo(tmp_path / name)
+    assert set(scan(tmp_path, ignore=[tmp_path / "spool"])) == want
+    assert wanted("IMG.JpG") and not wanted("IMG.jpg.crdownload")
+
+
+def test_mountinfo_and_card_identity(tmp_path: Path) -> None:
+    device = tmp_path / "dev" / "sdb1"
+    device.parent.mkdir()
+    device.touch()
+    disk_by = tmp_path / "disk"
+    (disk_by / "by-uuid").mkdir(parents=True)
+    (disk_by / "by-label").mkdir()
+    (disk_by / "by-uuid" / "3A1B-2C4D").symlink_to(device)
+    (disk_by / "by-label" / "EOS\\x20R").symlink_to(device)
+    mount = tmp_path / "media" / "EOS R"
+    photo(mount / "DCIM" / "100EOS" / "A.JPG")
+    escaped = str(mount).replace(" ", "\\040")
+    text = (
+        "22 27 0:21 / /proc rw,relatime - proc proc rw\n"
+        f"91 30 8:17 / {escaped} rw,nosuid - vfat {device} rw,uid=1000\n"
+    )
+    table = parse_mountinfo(text)
+    assert table[str(mount)].device == str(device) and table[str(mount)].mount_id == 91
+    card = identify_card(mount, table, disk_by=disk_by)
+    assert (card.card_id, card.uuid, card.label) == ("uuid:3A1B-2C4D", "3A1B-2C4D", "EOS R")
+    # Not a mount (or no /dev/disk): the folder name and a fingerprint of its DCIM listing.
+    plain = identify_card(mount, {}, disk_by=disk_by)
+    assert plain.card_id.startswith("name:EOS R:") and plain.uuid is None
+    assert identify_card(mount, {}, disk_by=disk_by).card_id == plain.card_id
+    photo(mount / "DCIM" / "101EOS" / "B.JPG")
+    assert identify_card(mount, {}, disk_by=disk_by).card_id != plain.card_id
