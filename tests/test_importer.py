@@ -1,0 +1,184 @@
+"""Importer: real files copied into a real spool, cards pulled out mid-copy by another thread."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import threading
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from daemon.importer import (
+    ImportedFile,
+    SourceGone,
+    clean_spool_temps,
+    free_mb,
+    hash_file,
+    import_file,
+    import_files,
+    remove_spool_file,
+)
+from tests import jpegs
+from tests.jpegs import jpeg_bytes
+
+
+def make_jpeg(path: Path, **kwargs: object) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return jpegs.make_jpeg(path, **kwargs)  # type: ignore[arg-type]
+
+
+def spool_files(spool: Path) -> list[Path]:
+    return sorted(p for p in spool.rglob("*") if p.is_file())
+
+
+def big_photo(path: Path, megabytes: int) -> bytes:
+    """A real JPEG followed by random filler up to ``megabytes`` (the importer only copies)."""
+    blob = jpeg_bytes(size=(320, 240), exif=None) + os.urandom(megabytes * 1024 * 1024)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(blob)
+    return blob
+
+
+def test_a_photo_is_copied_into_the_spool_under_its_hash(tmp_path: Path) -> None:
+    src = make_jpeg(tmp_path / "card" / "IMG_0001.JPG", capture_time=datetime(2024, 5, 1, 12))
+    data = src.read_bytes()
+    want = hashlib.sha256(data).hexdigest()
+    spool = tmp_path / "spool"
+    got = import_file(src, spool)
+    assert got == ImportedFile(want, spool / want[:2] / f"{want}.jpg", len(data), src)
+    assert got.spool_path.read_bytes() == data
+    assert spool_files(spool) == [got.spool_path]  # no temp left behind
+    assert src.read_bytes() == data
+
+
+def test_the_same_photo_at_two_paths_has_one_hash_and_one_spool_copy(tmp_path: Path) -> None:
+    a = make_jpeg(tmp_path / "a" / "x.jpg", seed=1)
+    b = tmp_path / "b" / "renamed.JPEG"
+    b.parent.mkdir()
+    shutil.copyfile(a, b)
+    other = make_jpeg(tmp_path / "a" / "y.jpg", seed=2)
+    assert hash_file(a) == hash_file(b) != hash_file(other)
+    assert hash_file(a) == (hashlib.sha256(a.read_bytes()).hexdigest(), a.stat().st_size)
+    spool = tmp_path / "spool"
+    first, second = import_file(a, spool), import_file(b, spool)
+    assert first.hash == second.hash and first.spool_path == second.spool_path
+    assert second.src == b
+    assert len(spool_files(spool)) == 1
+
+
+def test_a_card_pulled_out_mid_copy_is_imported_again_in_full(tmp_path: Path) -> None:
+    card = tmp_path / "media" / "CARD"
+    src = card / "DCIM" / "100CANON" / "BIG.JPG"
+    blob = big_photo(src, 40)
+    spool = tmp_path / "spool"
+    parked = tmp_path / "parked"
+    pulled = threading.Event()
+    calls: list[int] = []
+
+    def pull_the_card() -> None:
+        shutil.move(card, parked)  # the whole card goes, while the copy is running
+        pulled.set()
+
+    def progress(done: int, total: int) -> None:
+        calls.append(done)
+        if len(calls) == 3:
+            threading.Thread(target=pull_the_card).start()
+            assert pulled.wait(10)
+
+    with pytest.raises(SourceGone):
+        import_file(src, spool, progress=progress)
+    assert 3 <= len(calls) < len(blob) // (1 << 20)  # stopped early, not at the end
+    assert spool_files(spool) == []
+    # The card is back: the photo is imported whole.
+    shutil.move(parked, card)
+    got = import_file(src, spool)
+    assert got.size == len(blob)
+    assert got.hash == hashlib.sha256(blob).hexdigest()
+    assert got.spool_path.read_bytes() == blob
+    assert spool_files(spool) == [got.spool_path]
+
+
+def test_a_source_that_shrinks_mid_copy_leaves_nothing(tmp_path: Path) -> None:
+    src = tmp_path / "card" / "G.JPG"
+    blob = big_photo(src, 8)
+    spool = tmp_path / "spool"
+
+    def progress(done: int, total: int) -> None:
+        if done == 1 << 20:
+            os.truncate(src, len(blob) // 2)
+
+    with pytest.raises(SourceGone, match="changed while being copied"):
+        import_file(src, spool, progress=progress)
+    assert spool_files(spool) == []
+
+
+def test_a_missing_source_is_gone_and_a_missing_spool_is_created(tmp_path: Path) -> None:
+    with pytest.raises(SourceGone):
+        import_file(tmp_path / "nowhere" / "x.jpg", tmp_path / "spool")
+    assert spool_files(tmp_path / "spool") == []
+
+
+def test_trouble_on_our_side_is_an_oserror_not_source_gone(tmp_path: Path) -> None:
+    src = make_jpeg(tmp_path / "x.jpg")
+    spool = tmp_path / "spool"
+    spool.write_text("a file where the spool should be")
+    with pytest.raises(OSError) as caught:
+        import_file(src, spool)
+    assert not isinstance(caught.value, SourceGone)
+    with pytest.raises(OSError) as caught:
+        import_files([src], spool)  # a spool that cannot be made fails the whole batch
+    assert not isinstance(caught.value, SourceGone)
+
+
+def test_a_batch_is_imported_in_order_with_errors_as_values(tmp_path: Path) -> None:
+    card = tmp_path / "card"
+    srcs = [make_jpeg(card / f"IMG_{i:03d}.JPG", seed=i) for i in range(12)]
+    twin = card / "twin.jpg"
+    shutil.copyfile(srcs[0], twin)
+    missing = card / "gone.jpg"
+    spool = tmp_path / "spool"
+    results = import_files([*srcs[:6], missing, *srcs[6:], twin], spool, workers=3)
+    assert isinstance(results[6], SourceGone)
+    got = [r for r in results if isinstance(r, ImportedFile)]
+    assert [r.src for r in got] == [*srcs, twin]
+    for r in got:
+        assert r.spool_path.read_bytes() == r.src.read_bytes()
+        assert r.hash == hashlib.sha256(r.src.read_bytes()).hexdigest()
+    assert got[-1].spool_path == got[0].spool_path
+    assert spool_files(spool) == sorted({r.spool_path for r in got})
+    assert len(spool_files(spool)) == 12
+
+
+def test_a_track_keeps_its_extension(tmp_path: Path) -> None:
+    src = tmp_path / "t.GPX"
+    src.write_text("<gpx></gpx>\n")
+    got = import_file(src, tmp_path / "spool" / "gpx")
+    assert got.spool_path.name == f"{got.hash}.gpx"
+    assert got.spool_path.read_text() == "<gpx></gpx>\n"
+
+
+def test_spool_housekeeping(tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    kept = import_file(make_jpeg(tmp_path / "a.jpg"), spool)
+    leftover = spool / ".import-123-abc.part"
+    leftover.write_bytes(b"half a photo")
+    assert clean_spool_temps(spool) == 1
+    assert spool_files(spool) == [kept.spool_path]
+    assert clean_spool_temps(tmp_path / "no-spool-yet") == 0
+    original = make_jpeg(tmp_path / "original.jpg", seed=3)
+    with pytest.raises(ValueError):
+        remove_spool_file(original, spool)
+    assert original.exists()
+    remove_spool_file(kept.spool_path, spool)
+    assert spool_files(spool) == [] and not kept.spool_path.parent.exists()
+
+
+def test_free_space_is_read_from_the_nearest_existing_folder(tmp_path: Path) -> None:
+    st = os.statvfs(tmp_path)
+    expected = st.f_bavail * st.f_frsize / (1024 * 1024)
+    got = free_mb(tmp_path / "not" / "yet" / "made")
+    assert abs(got - expected) < 64  # other writers on the disk may move it a little
+    assert got > 0
