@@ -188,6 +188,7 @@ def _read_points(path: str | os.PathLike[str]) -> tuple[Track, int, bool]:
     track = Track()
     untimed = 0
     root_seen = False
+    parent: ET.Element | None = None
     try:
         with open(path, "rb") as fh:
             for event, elem in ET.iterparse(fh, events=("start", "end")):
@@ -197,6 +198,8 @@ def _read_points(path: str | os.PathLike[str]) -> tuple[Track, int, bool]:
                         root_seen = True
                         if name != "gpx":
                             raise GpxError(f"not a GPX file (root element <{name}>)")
+                    elif name in ("trkseg", "rte"):
+                        parent = elem
                     continue
                 if name in ("trkpt", "rtept"):
                     t, lat, lon, ele = _point(elem)
@@ -207,7 +210,8 @@ def _read_points(path: str | os.PathLike[str]) -> tuple[Track, int, bool]:
                         track.lats.append(lat)
                         track.lons.append(lon)
                         track.eles.append(ele)
-                    elem.clear()
+                    if parent is not None:
+                        parent.clear()  # drop the finished point, so memory stays flat
                 elif name in ("trkseg", "trk", "rte", "wpt"):
                     elem.clear()  # keep memory flat: nothing below a finished segment is needed
     except ET.ParseError as exc:
