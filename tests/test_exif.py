@@ -646,3 +646,18 @@ def test_mistyped_camera_entries_are_repaired_or_dropped_not_fatal(tmp_path: Pat
     assert tags["Exif"][piexif.ExifIFD.ISOSpeedRatings] == 400
     exif.write_gps(p, 3.5, 4.5)
     assert (read_exif(p).lat, read_exif(p).lon) == (pytest.approx(3.5), pytest.approx(4.5))
+
+
+def test_xmp_before_exif_is_skipped_on_read_and_kept_on_write(tmp_path: Path) -> None:
+    blob = jpeg_bytes(exif=exif_dict(capture_time=T0, lat=5.0, lon=6.0))
+    xmp_payload = b"http://ns.adobe.com/xap/1.0/\x00<x:xmpmeta>rating 5</x:xmpmeta>"
+    xmp = b"\xff\xe1" + (len(xmp_payload) + 2).to_bytes(2, "big") + xmp_payload
+    p = tmp_path / "xmp.jpg"
+    p.write_bytes(blob[:2] + xmp + blob[2:])
+    before = p.read_bytes()
+    assert read_exif(p).lat == pytest.approx(5.0)
+    exif.write_description(p, "with xmp")
+    after = p.read_bytes()
+    assert after[: 2 + len(xmp)] == before[: 2 + len(xmp)]
+    assert without_exif(after) == without_exif(before)
+    assert read_exif(p).description == "with xmp"
