@@ -31,6 +31,8 @@ from daemon.pipeline.records import (
 
 T = TypeVar("T")
 
+NO_DESCRIPTION = "MapillaryNoDescriptionError"  # add-project: the photo was never tagged
+
 EXIT_OK = 0
 EXIT_SET_ASIDE = 1
 
@@ -43,6 +45,7 @@ REASONS = {
     OUTSIDE_TRACK: "outside the GPX track",
     IMPOSSIBLE_SPEED: "impossible speed",
     DUPLICATE: "duplicate",
+    NO_DESCRIPTION: "no Mapillary description",
 }
 
 

@@ -1,0 +1,90 @@
+"""`interpolate-direction PATH`: point each photo towards the next one (EXIF GPSImgDirection).
+
+For cameras without a compass: within each folder, photos in capture order each get the
+direction to the next photo's position (plus --offset-angle for a camera not looking ahead).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import piexif
+
+from daemon.commands import legacy
+from daemon.media import exif
+from daemon.pipeline.directions import interpolate_directions
+from daemon.pipeline.records import NO_POSITION, ImageRecord
+from daemon.report import Summary
+
+EPILOG = """\
+example:
+  mapillary-daemon interpolate-direction ~/rides/2024-06-01
+  mapillary-daemon interpolate-direction ~/rides/side-camera --offset-angle 90
+
+Photos need a GPS position in their EXIF (run geotag first). Each folder is one run of photos.
+A photo taken while standing keeps the direction of the last movement.
+Exit codes: 0 all photos written, 1 some set aside (reasons printed), 2 bad arguments."""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = legacy.command_parser(
+        sub,
+        "interpolate-direction",
+        "set each photo's direction towards the next photo",
+        "Write EXIF GPSImgDirection: the bearing from each photo's position to the next "
+        "one's, per folder, in capture order.",
+        EPILOG,
+    )
+    p.add_argument("path", type=Path, metavar="PATH", help="folder of JPEGs")
+    p.add_argument(
+        "--offset-angle",
+        type=float,
+        default=0.0,
+        metavar="DEG",
+        help="camera direction relative to travel, clockwise (90: looking right)",
+    )
+    legacy.add_tz_argument(p)
+    p.set_defaults(func=run)
+
+
+def direction_patch(heading: float) -> dict[str, dict[int, object]]:
+    """Only the direction tags, merged into the photo's GPS tags (its position stays as it is).
+
+    >>> direction_patch(359.9996)["GPS"][piexif.GPSIFD.GPSImgDirection]
+    (0, 1000)
+    """
+    g = piexif.GPSIFD
+    return {
+        "GPS": {
+            g.GPSImgDirectionRef: b"T",
+            g.GPSImgDirection: (round(heading * 1000) % 360_000, 1000),
+        }
+    }
+
+
+def write_direction(record: ImageRecord) -> None:
+    exif.write_exif(record.path, direction_patch(record.heading))  # type: ignore[arg-type]
+
+
+def run(args: argparse.Namespace) -> int:
+    tz, label = legacy.zone(args.tz)
+    paths = legacy.photos_in(args.path, recursive=True)
+    summary = Summary("interpolate-direction", images=len(paths), zone=label)
+    records = legacy.load(paths, tz, summary)
+    directed: list[ImageRecord] = []
+    for folder_records in legacy.by_folder(records).values():
+        positioned = [
+            r if not r.ok or r.has_position else r.set_aside(NO_POSITION, "no GPS position in EXIF")
+            for r in folder_records
+        ]
+        directed += interpolate_directions(positioned, args.offset_angle)
+    for record in directed:
+        summary.add_record(record)
+    usable = [r for r in directed if r.ok and r.heading is not None]
+    unmoved = sum(1 for r in directed if r.ok and r.heading is None)
+    legacy.write_each(usable, write_direction, summary)
+    if unmoved:
+        summary.note(f"{unmoved} photos in folders where nothing moved were left without one")
+    summary.print()
+    return summary.exit_code()

@@ -1,0 +1,156 @@
+"""What the old scripts' commands share: finding photos, the zone flag, loading with a progress
+bar, writing each photo safely, and moving photos aside without ever overwriting one.
+
+Not a command itself (``daemon.cli`` registers only the modules it lists).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from datetime import tzinfo
+from pathlib import Path
+
+from daemon.cli import UsageError
+from daemon.media import exif
+from daemon.media.load import JPEG_SUFFIXES, find_jpegs, load_records
+from daemon.pipeline.dates import natural_key, parse_zone
+from daemon.pipeline.records import BAD_FILE, ImageRecord
+from daemon.report import Progress, Summary
+
+# Where remove-duplicates moves photos by default; never read as input again.
+SKIP_DIRS = ("duplicates", "errors")
+
+
+def command_parser(
+    sub: argparse._SubParsersAction, name: str, help_: str, description: str, epilog: str
+) -> argparse.ArgumentParser:
+    return sub.add_parser(
+        name,
+        help=help_,
+        description=description,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def add_tz_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--tz",
+        metavar="ZONE",
+        help="zone of camera times without one: +02:00 or Europe/Berlin (default: this machine's)",
+    )
+
+
+def zone(text: str | None) -> tuple[tzinfo, str]:
+    """The zone of ``--tz`` and its label; a bad zone is a usage error (exit 2)."""
+    try:
+        return parse_zone(text)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def existing(path: Path) -> Path:
+    if not path.exists():
+        raise UsageError(f"{path} does not exist")
+    return path
+
+
+def photos_in(path: Path, *, recursive: bool) -> list[Path]:
+    """JPEGs under ``path`` (or just in it), in natural name order; ``path`` may be one JPEG.
+
+    Dotfiles and the duplicates/errors folders are left out.
+    """
+    existing(path)
+    if recursive or path.is_file():
+        found = find_jpegs(path, SKIP_DIRS)
+    else:
+        found = [
+            p
+            for p in path.iterdir()
+            if p.suffix.lower() in JPEG_SUFFIXES and not p.name.startswith(".") and p.is_file()
+        ]
+    return sorted(found, key=lambda p: (natural_key(str(p.parent)), natural_key(p.name)))
+
+
+def by_folder(records: Iterable[ImageRecord]) -> dict[Path, list[ImageRecord]]:
+    """Records grouped by their folder, each group in the order given."""
+    groups: dict[Path, list[ImageRecord]] = {}
+    for record in records:
+        groups.setdefault(record.path.parent, []).append(record)
+    return groups
+
+
+def load(paths: Sequence[Path], tz: tzinfo, summary: Summary) -> list[ImageRecord]:
+    """Records in capture order, with a "reading" progress bar; the summary learns the zones
+    the photos' times were read in (a named zone's offset at each photo's own time)."""
+    progress = Progress(len(paths), "reading")
+    summary.progress = progress
+    try:
+        records = load_records(progress.iter(paths), tz)
+    finally:
+        progress.close()
+    zones = Counter(r.zone for r in records if r.zone)
+    if len(zones) == 1:
+        summary.zone = next(iter(zones))
+    elif zones:
+        summary.zone = ", ".join(f"{z} ({n} photos)" for z, n in zones.most_common())
+    return records
+
+
+def write_each(
+    records: Sequence[ImageRecord],
+    write: Callable[[ImageRecord], None],
+    summary: Summary,
+    label: str = "writing",
+) -> list[ImageRecord]:
+    """Call ``write`` for each record; a file that cannot be written is set aside (and left as
+    it was: EXIF writes are atomic). Returns the records written."""
+    written = []
+    progress = Progress(len(records), label)
+    summary.progress = progress
+    for record in progress.iter(records):
+        try:
+            write(record)
+        except (OSError, exif.MediaError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            summary.aside(record.path, BAD_FILE, f"cannot write EXIF: {reason}")
+            continue
+        summary.done += 1
+        written.append(record)
+    progress.close()
+    return written
+
+
+def free_name(folder: Path, name: str) -> Path:
+    """``folder/name``, or ``folder/stem_1.ext``, ... : a name nothing has yet."""
+    target = folder / name
+    stem, suffix = os.path.splitext(name)
+    n = 0
+    while target.exists():
+        n += 1
+        target = folder / f"{stem}_{n}{suffix}"
+    return target
+
+
+def move_aside(path: Path, folder: Path) -> Path:
+    """Move ``path`` into ``folder`` (made if needed) under a free name; never overwrites."""
+    folder.mkdir(parents=True, exist_ok=True)
+    target = free_name(folder, path.name)
+    shutil.move(str(path), str(target))
+    return target
+
+
+def append_log(path: Path, lines: Iterable[str]) -> None:
+    """Append lines to a log file (kept across runs), flushed to disk."""
+    text = "".join(f"{line}\n" for line in lines)
+    if not text:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
