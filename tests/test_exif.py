@@ -233,6 +233,14 @@ def _corrupt_ifd(p: Path) -> None:
     p.write_bytes(bytes(blob))
 
 
+def _huge_count(p: Path) -> None:
+    """Make's count says four billion bytes: piexif alone would spend a minute and gigabytes."""
+    blob = make_jpeg(p, capture_time=T0, make="LongMakerName").read_bytes()
+    start, end = exif_segment(blob)
+    entry = blob.index((piexif.ImageIFD.Make).to_bytes(2, "big") + b"\x00\x02", start, end)
+    p.write_bytes(blob[: entry + 4] + b"\xff\xff\xff\xf0" + blob[entry + 8 :])
+
+
 def _png(p: Path) -> None:
     Image.new("RGB", (8, 8)).save(p, "PNG")
 
@@ -245,6 +253,7 @@ BAD = {
     "cut in header": (_truncated_header, "truncated JPEG header"),
     "corrupt exif": (_corrupt_exif, "corrupt EXIF"),
     "corrupt ifd offset": (_corrupt_ifd, "corrupt EXIF"),
+    "huge entry count": (_huge_count, "corrupt EXIF (tag 271 claims 4,294,967,280 bytes)"),
     "bad date": (
         lambda p: make_jpeg(
             p,
@@ -661,3 +670,48 @@ def test_xmp_before_exif_is_skipped_on_read_and_kept_on_write(tmp_path: Path) ->
     assert after[: 2 + len(xmp)] == before[: 2 + len(xmp)]
     assert without_exif(after) == without_exif(before)
     assert read_exif(p).description == "with xmp"
+
+
+FUZZ_BASE = jpeg_bytes(
+    exif=exif_dict(
+        capture_time=T0,
+        subsec="12",
+        offset="+01:00",
+        lat=45.0,
+        lon=7.0,
+        altitude=300.0,
+        direction=10.0,
+        gps_time=datetime(2024, 5, 17, 13, 3, 21, tzinfo=UTC),
+        description="fuzz",
+    ),
+    thumbnail=True,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    edits=st.lists(
+        st.tuples(st.integers(0, exif_segment(FUZZ_BASE)[1] + 200), st.integers(0, 255)),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_corrupted_headers_only_ever_give_media_errors(edits: list[tuple[int, int]]) -> None:
+    """Random byte damage in the header: a result or a MediaError, never another exception."""
+    blob = bytearray(FUZZ_BASE)
+    for at, value in edits:
+        blob[at] = value
+    with tempfile.TemporaryDirectory() as folder:
+        p = Path(folder) / "fuzz.jpg"
+        p.write_bytes(bytes(blob))
+        try:
+            info = read_exif(p)
+        except MediaError as exc:
+            assert str(exc) and "\n" not in str(exc)
+        else:
+            assert isinstance(info.orientation, int)
+        try:
+            exif.tagged_bytes(p, "x")
+        except MediaError as exc:
+            assert str(exc)
+        assert p.read_bytes() == bytes(blob)

@@ -159,6 +159,12 @@ def is_complete_jpeg(path: str | os.PathLike[str]) -> bool:
         return False
 
 
+def _one_line(exc: BaseException) -> str:
+    """A library's message as one short line (piexif's span several)."""
+    text = " ".join(str(exc).split())[:160]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def _cannot_read(exc: OSError) -> MediaError:
     return MediaError(f"cannot read: {exc.strerror or exc}")
 
@@ -180,13 +186,56 @@ def _open_head(path: str | os.PathLike[str]) -> _Head:
 # -- reading --------------------------------------------------------------------------------------
 
 
+_TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8}
+_SUB_IFDS = {34665: "Exif", 34853: "GPS", 40965: "Interop"}  # pointer tag → IFD it leads to
+
+
+def _check_tiff(tiff: bytes) -> None:
+    """Refuse EXIF whose entries claim more bytes than the segment holds.
+
+    piexif sizes its work by the counts it reads, so one damaged count (four billion bytes)
+    makes it build a format string of that length: tens of seconds and gigabytes before a
+    MemoryError. Checking the counts first keeps a corrupt photo a cheap, clear error.
+    """
+    if len(tiff) < 8 or tiff[:2] not in (b"II", b"MM"):
+        raise MediaError("corrupt EXIF (no TIFF header)")
+    order = "<" if tiff[:2] == b"II" else ">"
+    (first,) = struct.unpack_from(order + "I", tiff, 4)
+    todo: list[tuple[int, str]] = [(first, "Image")]
+    seen: set[int] = set()
+    while todo:
+        offset, table = todo.pop()
+        if offset in seen or offset + 2 > len(tiff):
+            continue  # piexif stops on its own at loops and offsets past the end
+        seen.add(offset)
+        (entries,) = struct.unpack_from(order + "H", tiff, offset)
+        known = piexif.TAGS.get(table, {})
+        for i in range(entries):
+            at = offset + 2 + 12 * i
+            if at + 12 > len(tiff):
+                break
+            tag, kind, count, value = struct.unpack_from(order + "HHII", tiff, at)
+            if tag not in known or kind not in _TYPE_SIZES:
+                continue
+            size = count * _TYPE_SIZES[kind]
+            if size > 4 and value + size > len(tiff) or size > len(tiff):
+                raise MediaError(f"corrupt EXIF (tag {tag} claims {size:,} bytes)")
+            if tag in _SUB_IFDS and table in ("Image", "Exif"):
+                todo.append((value, _SUB_IFDS[tag]))
+        if table == "Image" and offset == first:
+            next_at = offset + 2 + 12 * entries
+            if next_at + 4 <= len(tiff):
+                todo.append((struct.unpack_from(order + "I", tiff, next_at)[0], "Image"))
+
+
 def _load(payload: bytes | None) -> dict[str, Any]:
     if payload is None:
         return {"0th": {}, "Exif": {}, "GPS": {}, "Interop": {}, "1st": {}, "thumbnail": None}
+    _check_tiff(payload[len(EXIF_HEADER) :])
     try:
         return piexif.load(payload)
     except Exception as exc:  # piexif raises many kinds on corrupt data
-        raise MediaError(f"corrupt EXIF ({type(exc).__name__}: {exc})") from None
+        raise MediaError(f"corrupt EXIF ({_one_line(exc)})") from None
 
 
 def _text(value: Any) -> str | None:
@@ -257,6 +306,8 @@ def _gps_time(gps: dict[int, Any]) -> datetime | None:
     try:
         day = datetime.strptime(date[:10].replace("-", ":"), "%Y:%m:%d")
         h, m, s = (_ratio(v) for v in stamp)
+        if not (0 <= h < 24 and 0 <= m < 60 and 0 <= s < 61):
+            raise ValueError
     except (ValueError, ZeroDivisionError, TypeError):
         raise MediaError(f"bad GPS date/time stamp {date[:20]!r} {stamp!r}"[:120]) from None
     return day.replace(tzinfo=UTC) + timedelta(hours=h, minutes=m, seconds=s)
@@ -413,13 +464,13 @@ def _dump(data: dict[str, Any], ours: set[tuple[str, int]]) -> bytes:
             if fixed is not None and _encodable(ifd, tag, fixed):
                 tags[tag] = fixed
             elif (ifd, tag) in ours:
-                raise MediaError(f"cannot write EXIF ({type(first).__name__}: {first})")
+                raise MediaError(f"cannot write EXIF ({_one_line(first)})")
             else:
                 del tags[tag]
     try:
         return piexif.dump(data)
     except Exception as exc:  # piexif refuses values of the wrong type in many ways
-        raise MediaError(f"cannot write EXIF ({type(exc).__name__}: {exc})") from None
+        raise MediaError(f"cannot write EXIF ({_one_line(exc)})") from None
 
 
 def _segment(head: _Head, update: ExifUpdate) -> bytes:
