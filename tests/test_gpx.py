@@ -318,3 +318,17 @@ def test_from_points_accepts_seconds_and_datetimes_in_any_order() -> None:
     assert list(track.lats) == [0.0, 1.0, 2.0]  # the second point at 1 s was dropped
     assert math.isnan(track.eles[0]) and track.eles[2] == 7.0
     assert len(Track()) == 0 and Track().position_at(0.0) is None
+
+
+def test_entity_expansion_bombs_are_refused_quickly(tmp_path: Path) -> None:
+    lol = ['<!ENTITY a0 "lollollollollollollollollollol">']
+    lol += [f'<!ENTITY a{i} "{f"&a{i - 1};" * 10}">' for i in range(1, 10)]
+    text = (
+        f'<?xml version="1.0"?><!DOCTYPE gpx [{"".join(lol)}]>'
+        '<gpx><trk><name>&a9;</name><trkseg><trkpt lat="1" lon="2">'
+        "<time>2024-06-01T08:00:00Z</time></trkpt></trkseg></trk></gpx>"
+    )
+    p = tmp_path / "bomb.gpx"
+    p.write_text(text)
+    with pytest.raises(GpxError, match="^not a GPX/XML file"):
+        load_gpx(p)
