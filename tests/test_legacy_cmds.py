@@ -136,6 +136,7 @@ def test_geotag_puts_photos_where_the_car_was(tmp_path: Path) -> None:
     args = [str(photos), str(gpx), "--tz", "Europe/Berlin", "--time-offset", str(CAMERA_AHEAD_S)]
     proc = mly(tmp_path, "geotag", *args)
     assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""  # no progress bar when standard error is not a terminal
     assert f"geotag: {len(drive.photos)} images, {len(drive.photos)} tagged" in proc.stdout
     assert "zone of camera times: Europe/Berlin (+02:00); time offset: 30 s (camera ahead)" in (
         proc.stdout
