@@ -12,6 +12,7 @@ these functions return, after it is durable.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import hashlib
 import os
@@ -118,7 +119,39 @@ def _write_all(fd: int, view: memoryview) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _copy_hashing(src: Path, tmp: Path, progress: Progress | None) -> tuple[str, int]:
+def _syncfs_function() -> Callable[[int], int] | None:
+    """Linux's syncfs(2): one flush of a whole file system instead of one fsync per file."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.syncfs  # type: ignore[no-any-return]
+    except (OSError, AttributeError):
+        return None
+
+
+_SYNCFS = _syncfs_function()
+
+
+def sync_files(folder: Path, files: Iterable[Path]) -> None:
+    """Make ``files`` (all on the file system holding ``folder``) durable: one syncfs where
+    there is one, else an fsync each. Raises OSError when the disk reports a write error."""
+    if _SYNCFS is not None:
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            if _SYNCFS(fd) == 0:
+                return
+        finally:
+            os.close(fd)
+    for path in files:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _copy_hashing(
+    src: Path, tmp: Path, progress: Progress | None, fsync: bool = True
+) -> tuple[str, int]:
     """Read ``src`` once: hash and write each chunk. Read failures are the source's fault
     (SourceGone); write failures are ours (OSError)."""
     digest = hashlib.sha256()
@@ -151,14 +184,15 @@ def _copy_hashing(src: Path, tmp: Path, progress: Progress | None) -> tuple[str,
             raise SourceGone(
                 f"{src}: changed while being copied ({size} of {opened.st_size} bytes)"
             )
-        os.fsync(fout.fileno())
+        if fsync:
+            os.fsync(fout.fileno())
     return digest.hexdigest(), size
 
 
-def _stage(src: Path, spool: Path, progress: Progress | None = None) -> _Staged:
+def _stage(src: Path, spool: Path, progress: Progress | None = None, fsync: bool = True) -> _Staged:
     tmp = spool / f"{TEMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex}{TEMP_SUFFIX}"
     try:
-        digest, size = _copy_hashing(src, tmp, progress)
+        digest, size = _copy_hashing(src, tmp, progress, fsync)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -209,20 +243,30 @@ def import_files(
     spool_dir: str | os.PathLike[str],
     workers: int = 2,
 ) -> list[ImportedFile | SourceGone | OSError]:
-    """Import many files (a card's batch): copies run in ``workers`` threads, so one file's
-    fsync overlaps the next one's copy; each folder is fsynced once at the end. Returns, in
-    order, an ImportedFile or the error for each source; all ImportedFiles are durable."""
+    """Import many files (a card's batch, ~100 files): copies run in ``workers`` threads, then
+    the whole batch is made durable at once (one syncfs on Linux, fsyncs elsewhere) before
+    the renames, and once more after them. Returns, in order, an ImportedFile or the error for
+    each source; every ImportedFile is durable when this returns. A spool that cannot be
+    written at all (missing, full disk at flush time) raises OSError, leaving no temp."""
     spool = Path(spool_dir)
     spool.mkdir(parents=True, exist_ok=True)
 
     def stage(src: str | os.PathLike[str]) -> _Staged | SourceGone | OSError:
         try:
-            return _stage(Path(src), spool)
+            return _stage(Path(src), spool, fsync=False)
         except (SourceGone, OSError) as exc:
             return exc
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         staged = list(pool.map(stage, srcs))
+    copies = [s.tmp for s in staged if isinstance(s, _Staged)]
+    try:
+        # Data before names: a power cut never leaves a final name on unwritten data.
+        sync_files(spool, copies)
+    except BaseException:
+        for tmp in copies:
+            tmp.unlink(missing_ok=True)
+        raise
     dirty: set[Path] = set()
     out: list[ImportedFile | SourceGone | OSError] = []
     for item in staged:
@@ -233,8 +277,11 @@ def import_files(
                 out.append(exc)
         else:
             out.append(item)
-    for folder in sorted(dirty, reverse=True):
-        fsync_dir(folder)
+    if _SYNCFS is not None and len(dirty) > 2:
+        sync_files(spool, [])
+    else:
+        for folder in sorted(dirty, reverse=True):
+            fsync_dir(folder)
     return out
 
 

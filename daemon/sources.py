@@ -736,6 +736,8 @@ class Settler:
         )
 
     def _touch(self, folder: Path, root: Path, kind: str, now: float) -> None:
+        if kind != "watch":
+            return  # a card's batch ends with CardImported
         state = self.folders.get(folder)
         if state is None:
             self.folders[folder] = _Folder(root, kind, now)
@@ -749,9 +751,9 @@ class Settler:
         for path, folder in list(self.folders.items()):
             if path in busy or now - folder.last_change < self.batch_quiet_seconds:
                 continue
-            if folder.kind == "watch" and folder.settled:
+            if folder.settled:
                 ready.append(BatchReady(path, folder.root, folder.settled))
-            del self.folders[path]  # cards end with CardImported instead
+            del self.folders[path]
         return ready
 
     def next_delay(self, now: float) -> float | None:
@@ -986,29 +988,50 @@ class Sources:
     # -- the loops ----------------------------------------------------------------------------
 
     async def _settle_loop(self) -> None:
-        await self._check_mounts()
-        await self._rescan_dirty()
+        await self._guarded("mounts", self._check_mounts)
+        await self._guarded("scan", self._rescan_dirty)
         self._started.set()
+        last_step = time.monotonic()
         while True:
             self._wake.clear()
             delay = TICK_SECONDS if self._dirty else self.settler.next_delay(time.monotonic())
             if delay is None:
                 await self._wake.wait()
-                continue
-            await asyncio.sleep(delay)
-            await self._rescan_dirty()
-            looks = await asyncio.to_thread(Settler.look, self.settler.snapshot())
-            now = time.monotonic()
-            for event in [*self.settler.apply(looks, now), *self.settler.batches(now)]:
-                self._events.put_nowait(event)
-            self._announce_cards()
+            else:  # a batch deadline far off must not delay a new hint
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), delay)
+            # At most one step per tick, however many events arrive: no busy looping.
+            pause = TICK_SECONDS - (time.monotonic() - last_step)
+            if pause > 0:
+                await asyncio.sleep(pause)
+            last_step = time.monotonic()
+            await self._guarded("settle", self._settle_step)
+
+    async def _settle_step(self) -> None:
+        await self._rescan_dirty()
+        looks = await asyncio.to_thread(Settler.look, self.settler.snapshot())
+        now = time.monotonic()
+        for event in [*self.settler.apply(looks, now), *self.settler.batches(now)]:
+            self._events.put_nowait(event)
+        self._announce_cards()
+
+    async def _guarded(self, what: str, step: Callable[[], Any]) -> None:
+        """One step of a loop; a surprise is logged and the loop goes on (never dies silently,
+        which would stop all intake)."""
+        try:
+            await step()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.log.error("sources_step_failed", step=what, reason=repr(exc), exc_info=True)
+            await asyncio.sleep(self.mount_poll_seconds)
 
     async def _mounts_loop(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._mounts_due.wait(), self.mount_poll_seconds)
             self._mounts_due.clear()
-            await self._check_mounts()
+            await self._guarded("mounts", self._check_mounts)
 
     async def _rescan_loop(self) -> None:
         while True:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import shutil
@@ -20,7 +21,9 @@ from daemon.importer import (
     import_file,
     import_files,
     remove_spool_file,
+    spool_name,
 )
+from daemon.sources import CardImported, CardRemoved, SettledFile, Sources
 from tests import jpegs
 from tests.jpegs import jpeg_bytes
 
@@ -182,3 +185,49 @@ def test_free_space_is_read_from_the_nearest_existing_folder(tmp_path: Path) -> 
     got = free_mb(tmp_path / "not" / "yet" / "made")
     assert abs(got - expected) < 64  # other writers on the disk may move it a little
     assert got > 0
+
+
+async def test_a_card_pulled_mid_import_is_imported_in_full_when_it_comes_back(
+    tmp_path: Path,
+) -> None:
+    media, parked, spool = tmp_path / "media", tmp_path / "parked", tmp_path / "spool"
+    folder = media / "CARD" / "DCIM" / "100GOPRO"
+    make_jpeg(folder / "G0001.JPG", seed=1)
+    head = jpeg_bytes(size=(320, 240), exif=None)
+    big = folder / "G0002.JPG"
+    big.write_bytes(head[:-2] + os.urandom(24 << 20) + b"\xff\xd9")
+    make_jpeg(folder / "G0003.JPG", seed=3)
+    want = {hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir()}
+    sources = Sources(mount_roots=[media], settle_seconds=0.2, mount_poll_seconds=0.2)
+    await sources.start()
+
+    def pull(done: int, total: int) -> None:
+        if done == 3 << 20:
+            os.rename(media / "CARD" / "DCIM", parked)  # out it goes, mid-copy
+
+    async def import_until_card_done(pull_on: Path | None) -> tuple[set[str], int]:
+        imported, gone = set(), 0
+        while True:
+            event = await asyncio.wait_for(sources.next_event(), 15)
+            if isinstance(event, CardImported):
+                return imported, gone
+            if isinstance(event, SettledFile):
+                hook = pull if event.path == pull_on else None
+                try:
+                    got = await asyncio.to_thread(import_file, event.path, spool, hook)
+                    imported.add(got.hash)
+                except SourceGone:
+                    gone += 1
+
+    try:
+        first, gone = await import_until_card_done(pull_on=big)
+        assert gone == 2 and len(first) == 1  # G0001 in; G0002 cut off, G0003 gone with it
+        assert spool_files(spool) == [spool / spool_name(h, ".jpg") for h in first]
+        removed = await asyncio.wait_for(sources.next_event(), 10)
+        assert isinstance(removed, CardRemoved)
+        os.rename(parked, media / "CARD" / "DCIM")
+        again, gone = await import_until_card_done(pull_on=None)
+    finally:
+        await sources.stop()
+    assert gone == 0 and again == want
+    assert sorted(spool_files(spool)) == sorted(spool / spool_name(h, ".jpg") for h in want)
