@@ -225,7 +225,9 @@ def _check_tiff(tiff: bytes) -> None:
         if table == "Image" and offset == first:
             next_at = offset + 2 + 12 * entries
             if next_at + 4 <= len(tiff):
-                todo.append((struct.unpack_from(order + "I", tiff, next_at)[0], "Image"))
+                (next_ifd,) = struct.unpack_from(order + "I", tiff, next_at)
+                if next_ifd:  # zero: no thumbnail IFD follows
+                    todo.append((next_ifd, "Image"))
 
 
 def _load(payload: bytes | None) -> dict[str, Any]:
