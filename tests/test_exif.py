@@ -234,10 +234,10 @@ def _corrupt_ifd(p: Path) -> None:
 
 
 def _huge_count(p: Path) -> None:
-    """Make's count says four billion bytes: piexif alone would spend a minute and gigabytes."""
-    blob = make_jpeg(p, capture_time=T0, make="LongMakerName").read_bytes()
+    """Orientation's count says four billion: piexif alone would spend a minute and gigabytes."""
+    blob = make_jpeg(p, capture_time=T0, orientation=6).read_bytes()
     start, end = exif_segment(blob)
-    entry = blob.index((piexif.ImageIFD.Make).to_bytes(2, "big") + b"\x00\x02", start, end)
+    entry = blob.index((piexif.ImageIFD.Orientation).to_bytes(2, "big") + b"\x00\x03", start, end)
     p.write_bytes(blob[: entry + 4] + b"\xff\xff\xff\xf0" + blob[entry + 8 :])
 
 
@@ -253,7 +253,7 @@ BAD = {
     "cut in header": (_truncated_header, "truncated JPEG header"),
     "corrupt exif": (_corrupt_exif, "corrupt EXIF"),
     "corrupt ifd offset": (_corrupt_ifd, "corrupt EXIF"),
-    "huge entry count": (_huge_count, "corrupt EXIF (tag 271 claims 4,294,967,280 bytes)"),
+    "huge entry count": (_huge_count, "corrupt EXIF (tag 274 claims 8,589,934,560 bytes)"),
     "bad date": (
         lambda p: make_jpeg(
             p,

@@ -191,7 +191,7 @@ _SUB_IFDS = {34665: "Exif", 34853: "GPS", 40965: "Interop"}  # pointer tag → I
 
 
 def _check_tiff(tiff: bytes) -> None:
-    """Refuse EXIF whose entries claim more bytes than the segment holds.
+    """Refuse EXIF whose numeric entries claim more bytes than the segment holds.
 
     piexif sizes its work by the counts it reads, so one damaged count (four billion bytes)
     makes it build a format string of that length: tens of seconds and gigabytes before a
@@ -215,8 +215,8 @@ def _check_tiff(tiff: bytes) -> None:
             if at + 12 > len(tiff):
                 break
             tag, kind, count, value = struct.unpack_from(order + "HHII", tiff, at)
-            if tag not in known or kind not in _TYPE_SIZES:
-                continue
+            if tag not in known or kind not in _TYPE_SIZES or kind in (2, 7):
+                continue  # piexif slices text and raw bytes, which costs no more than is there
             size = count * _TYPE_SIZES[kind]
             if size > 4 and value + size > len(tiff) or size > len(tiff):
                 raise MediaError(f"corrupt EXIF (tag {tag} claims {size:,} bytes)")
