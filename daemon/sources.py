@@ -597,6 +597,9 @@ class Settler:
         self.settle_seconds = settle_seconds
         self.batch_quiet_seconds = batch_quiet_seconds
         self.give_up_seconds = give_up_seconds or max(MIN_GIVE_UP_SECONDS, 10 * settle_seconds)
+        # Nothing writes to a card in a reader: an unfinished file there is cut off for good,
+        # and waiting a minute for it would keep the user from pulling the card.
+        self.card_give_up_seconds = min(self.give_up_seconds, max(2.0, 2 * settle_seconds))
         self.candidates: dict[Path, _Candidate] = {}
         self.reported: dict[Path, dict[str, tuple[int, float]]] = {}
         self.folders: dict[Path, _Folder] = {}
@@ -715,7 +718,8 @@ class Settler:
         return settled
 
     def _given_up(self, path: Path, cand: _Candidate, now: float) -> bool:
-        if cand.checked != (cand.size, cand.mtime) or now - cand.since < self.give_up_seconds:
+        limit = self.card_give_up_seconds if cand.kind == "card" else self.give_up_seconds
+        if cand.checked != (cand.size, cand.mtime) or now - cand.since < limit:
             return False
         self.log.warning(
             "file_incomplete",

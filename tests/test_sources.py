@@ -228,11 +228,20 @@ async def test_a_card_under_a_mount_root_is_detected_and_scanned_whole(
     for i, name in enumerate(names):
         photo(staging / "DCIM" / "100CANON" / name, seed=i)
     photo(staging / "DCIM" / ".thumb" / "x.jpg")
+    cut = jpeg_bytes(size=(320, 240), exif=None)
+    (staging / "DCIM" / "100CANON" / "IMG_0006.JPG").write_bytes(cut[: len(cut) // 2])
     os.rename(staging, media / "CARD1")  # appears at once, like a mount: no file events inside
     card_root = (media / "CARD1").resolve()
+    started = time.monotonic()
     events = await events_until(
         sources, lambda evs: any(isinstance(e, CardImported) for e in evs), 10
     )
+    # A file cut off on the card is handed on marked incomplete (to be set aside) after a
+    # short wait, not the minute a watch folder gets: the user may pull the card any time.
+    assert time.monotonic() - started < 5
+    broken = [e for e in settled(events) if not e.complete]
+    assert [b.path.name for b in broken] == ["IMG_0006.JPG"]
+    events = [e for e in events if e not in broken]
     inserted = [e for e in events if isinstance(e, CardInserted)]
     assert len(inserted) == 1 and inserted[0].root == card_root
     assert inserted[0].card_id.startswith("name:CARD1:")
