@@ -22,7 +22,7 @@ import re
 import threading
 import time
 import xml.parsers.expat
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -891,6 +891,11 @@ class Sources:
 
     async def next_event(self) -> SourceEvent:
         return await self._events.get()
+
+    async def events(self) -> AsyncIterator[SourceEvent]:
+        """``async for event in sources.events()``: the same queue as :meth:`next_event`."""
+        while True:
+            yield await self._events.get()
 
     def recheck(self, path: Path) -> None:
         """Offer ``path`` again (the wiring could not read it, e.g. the card went mid-copy)."""

@@ -100,6 +100,13 @@ async def test_a_dropped_photo_settles_and_is_reported_once(tmp_path: Path, runn
     assert files[0].card_id is None
     batch = [e for e in events if isinstance(e, BatchReady)]
     assert batch == [BatchReady(watch.resolve(), watch.resolve(), 1)]
+    # The same queue reads as an async iterator too.
+    path2 = photo(watch / "G0002.JPG", seed=2)
+    async with asyncio.timeout(8):
+        async for event in sources.events():
+            if isinstance(event, SettledFile):
+                assert event.path == path2
+                break
     # Reading it (as the daemon does) and waiting brings no second report.
     path.read_bytes()
     again = await events_until(sources, lambda evs: False, 1.5)
