@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 
 from daemon import log
+from daemon.aio import wait_event
 
 
 class Notifier:
@@ -97,5 +98,4 @@ async def watchdog_loop(
         if line != last_status:
             notifier.status(line)
             last_status = line
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval)
+        await wait_event(stop, interval)

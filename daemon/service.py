@@ -8,7 +8,6 @@ taken from the journal, so a restart (or a power cut) resumes from where the jou
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import time
@@ -17,8 +16,17 @@ from pathlib import Path
 from typing import Any
 
 from daemon import auth, config, log
+from daemon.aio import wait_event
 from daemon.commands.status import RUNTIME_META
-from daemon.importer import SourceGone, free_mb, hash_file, import_file, remove_spool_file
+from daemon.importer import (
+    SourceGone,
+    clean_spool_temps,
+    free_mb,
+    hash_file,
+    import_file,
+    import_files,
+    remove_spool_file,
+)
 from daemon.journal import AsyncJournal, FileState, Journal, NewFile, SequenceState
 from daemon.pipeline import PipelineOptions
 from daemon.processing import GPX_META, GpxLibrary, apply_plan, batches, plan_batch
@@ -86,7 +94,7 @@ class Daemon:
         self._last_activity: dict[str, float] = {}
         self._importing: set[str] = set()
         self._pending: list[NewFile] = []
-        self._deferred: list[SettledFile] = []
+        self._card_files: list[SettledFile] = []
         self._runtime_saved = ""
         self._bytes_window: list[tuple[float, int]] = []
 
@@ -98,6 +106,9 @@ class Daemon:
 
     async def startup(self) -> None:
         self.spool.mkdir(parents=True, exist_ok=True)
+        left = await asyncio.to_thread(clean_spool_temps, self.spool)
+        if left:
+            self.log.info("spool_temps_removed", files=left, reason="copies cut off last time")
         self.journal = await AsyncJournal.open(self.settings.journal_path)
         known = await self.journal.get_meta(GPX_META, {}) or {}
         self.gpx.load_known(known)
@@ -170,15 +181,22 @@ class Daemon:
 
     async def _intake(self) -> None:
         assert self.sources is not None
-        while True:
-            try:
-                event = await asyncio.wait_for(self.sources.next_event(), INTAKE_FLUSH_SECONDS)
-            except TimeoutError:
-                await self._flush_intake()
-                continue
-            await self._handle(event)
-            if len(self._pending) >= INTAKE_BATCH:
-                await self._flush_intake()
+        getter: asyncio.Future[Any] | None = None
+        try:
+            while not self.stopping.is_set():
+                # The same get() survives a timeout, so no event is ever dropped between polls.
+                getter = getter or asyncio.ensure_future(self.sources.next_event())
+                done, _ = await asyncio.wait({getter}, timeout=INTAKE_FLUSH_SECONDS)
+                if not done:
+                    await self._flush_intake()
+                    continue
+                event, getter = getter.result(), None
+                await self._handle(event)
+                if len(self._pending) + len(self._card_files) >= INTAKE_BATCH:
+                    await self._flush_intake()
+        finally:
+            if getter is not None:
+                getter.cancel()
 
     async def _handle(self, event: Any) -> None:
         kind = type(event).__name__
@@ -192,6 +210,8 @@ class Daemon:
             )
         elif kind == "CardImported":
             await self._flush_intake()
+            if self._card_files:  # import paused (disk full): the card is not done
+                return
             self._importing.discard(str(event.root))
             self.runtime.roots[str(event.root)] = "card imported: you may remove it"
             self.log.info("card_imported", root=str(event.root))
@@ -208,6 +228,13 @@ class Daemon:
         assert self.journal is not None
         root = str(f.root)
         self._last_activity[root] = time.monotonic()
+        if not f.complete:
+            await self._set_aside(
+                f,
+                "incomplete file: no end-of-image marker, still cut off "
+                "long after its last change (a copy or write was interrupted)",
+            )
+            return
         if f.path.suffix.lower() == ".gpx":
             await self._take_gpx(f)
             return
@@ -215,27 +242,50 @@ class Daemon:
         if seen and seen[1] == f.size and abs(seen[2] - f.mtime) < 1e-6:
             self.stats.known += 1
             return
-        try:
-            entry = await asyncio.to_thread(self._read_in, f)
-        except SourceGone as exc:
-            self.log.warning("source_gone", file=str(f.path), reason=str(exc))
-            return
-        except OSError as exc:
-            self.log.error("file_unreadable", file=str(f.path), reason=exc.strerror or str(exc))
-            return
-        if entry is not None:
-            self._pending.append(entry)
-
-    def _read_in(self, f: SettledFile) -> NewFile | None:
-        """Hash a watched file in place, or copy a card's file into the spool (worker thread)."""
         if f.kind == "card":
-            if self.runtime.paused:
-                self._deferred.append(f)
-                return None
-            got = import_file(f.path, self.spool)
-            return NewFile(got.hash, f.path, "card", f.root, got.size, f.mtime, got.spool_path)
-        digest, size = hash_file(f.path)
-        return NewFile(digest, f.path, "watch", f.root, size, f.mtime)
+            # Copied in batches: one flush of the spool per batch, not per photo (SD wear).
+            self._card_files.append(f)
+            return
+        try:
+            digest, size = await asyncio.to_thread(hash_file, f.path)
+        except OSError as exc:
+            self._gone(f, exc)
+            return
+        self._pending.append(NewFile(digest, f.path, "watch", f.root, size, f.mtime))
+
+    def _gone(self, f: SettledFile, exc: Exception) -> None:
+        """The file vanished or changed under us: offer it again once it settles anew."""
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        self.log.warning("file_not_read", file=str(f.path), reason=reason)
+        if self.sources is not None:
+            self.sources.recheck(f.path)
+
+    async def _set_aside(self, f: SettledFile, reason: str) -> None:
+        assert self.journal is not None
+        self.stats.rejected += 1
+        self.log.error("file_set_aside", file=str(f.path), reason=reason)
+        await self.journal.record_event("set_aside", f"{f.path}: {reason}")
+
+    async def _import_cards(self) -> None:
+        """Copy the queued card files into the spool (hashing on the way) as one durable batch."""
+        if not self._card_files:
+            return
+        if self.runtime.paused:
+            return  # kept queued until the disk has room again
+        files, self._card_files = self._card_files, []
+        try:
+            results = await asyncio.to_thread(import_files, [f.path for f in files], self.spool)
+        except OSError as exc:  # the spool itself cannot be written: try again later
+            self.log.error("spool_write_failed", spool=str(self.spool), reason=str(exc))
+            self._card_files = files + self._card_files
+            return
+        for f, got in zip(files, results, strict=True):
+            if isinstance(got, Exception):
+                self._gone(f, got)
+            else:
+                self._pending.append(
+                    NewFile(got.hash, f.path, "card", f.root, got.size, f.mtime, got.spool_path)
+                )
 
     async def _take_gpx(self, f: SettledFile) -> None:
         assert self.journal is not None
@@ -256,6 +306,7 @@ class Daemon:
             self.process_wanted.set()
 
     async def _flush_intake(self) -> None:
+        await self._import_cards()
         if not self._pending or self.journal is None:
             return
         entries, self._pending = self._pending, []
@@ -270,7 +321,7 @@ class Daemon:
     # -- processing: settled batches → sequences ------------------------------------------------
 
     async def _process_loop(self) -> None:
-        while True:
+        while not self.stopping.is_set():
             await _wait(self.process_wanted, self.settings.batch_quiet_seconds / 3 or 1.0)
             self.process_wanted.clear()
             await self.process_ready()
@@ -331,7 +382,7 @@ class Daemon:
 
     async def _upload_loop(self) -> None:
         backoff = 2.0
-        while True:
+        while not self.stopping.is_set():
             await _wait(self.upload_wanted, 30.0)
             self.upload_wanted.clear()
             try:
@@ -395,7 +446,7 @@ class Daemon:
     # -- housekeeping: disk space, spool cleanup, waiting photos, status -------------------------
 
     async def _housekeeping(self) -> None:
-        while True:
+        while not self.stopping.is_set():
             await self._check_disk()
             await self._save_runtime()
             await _wait(self.stopping, min(HOUSEKEEPING_SECONDS, RUNTIME_SAVE_SECONDS))
@@ -420,9 +471,6 @@ class Daemon:
         if self.runtime.paused:
             self.log.info("import_resumed", free_mb=round(free))
             self.runtime.paused = None
-            deferred, self._deferred = self._deferred, []
-            for f in deferred:
-                await self._take_file(f)
 
     async def _clean_spool(self, force: bool) -> int:
         """Remove spool copies of finished sequences after keep_days (any age when ``force``)."""
@@ -520,8 +568,7 @@ class Daemon:
 
 
 async def _wait(event: asyncio.Event, timeout: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(event.wait(), timeout)
+    await wait_event(event, timeout)
 
 
 def install_signal_handlers(daemon: Daemon, reload: Any = None) -> None:

@@ -43,6 +43,7 @@ from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
 from daemon import log
+from daemon.aio import wait_event
 
 PHOTO_SUFFIXES = frozenset({".jpg", ".jpeg"})
 TRACK_SUFFIXES = frozenset({".gpx"})
@@ -1004,11 +1005,8 @@ class Sources:
         while True:
             self._wake.clear()
             delay = TICK_SECONDS if self._dirty else self.settler.next_delay(time.monotonic())
-            if delay is None:
-                await self._wake.wait()
-            else:  # a batch deadline far off must not delay a new hint
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), delay)
+            # A batch deadline far off must not delay a new hint.
+            await wait_event(self._wake, delay)
             # At most one step per tick, however many events arrive: no busy looping.
             pause = TICK_SECONDS - (time.monotonic() - last_step)
             if pause > 0:
@@ -1037,8 +1035,7 @@ class Sources:
 
     async def _mounts_loop(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._mounts_due.wait(), self.mount_poll_seconds)
+            await wait_event(self._mounts_due, self.mount_poll_seconds)
             self._mounts_due.clear()
             await self._guarded("mounts", self._check_mounts)
 

@@ -132,9 +132,6 @@ def settings_from_args(args: argparse.Namespace) -> config.Settings:
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
-    if args.gpx:
-        # Single GPX files join the GPX folder mechanism: the daemon watches their folders.
-        settings.watch = [*settings.watch, *{p.parent for p in args.gpx}]
     if not (settings.watch or settings.mount_roots):
         raise UsageError(
             "nothing to watch: give --watch DIR or --mount-root DIR (or set them "
@@ -144,7 +141,22 @@ def run(args: argparse.Namespace) -> int:
     from daemon.service import run_daemon
 
     try:
-        return asyncio.run(run_daemon(settings, once=args.once, config_path=args.config))
+        return asyncio.run(
+            run_daemon(
+                settings,
+                once=args.once,
+                reload_settings=lambda: _reload(args),
+                gpx_files=args.gpx,
+            )
+        )
     except JournalError as exc:
         print(f"mapillary-daemon run: {exc}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def _reload(args: argparse.Namespace) -> config.Settings:
+    """SIGHUP: the configuration file and environment again, the same flags on top."""
+    try:
+        return settings_from_args(args)
+    except UsageError as exc:
+        raise config.ConfigError(str(exc)) from None
