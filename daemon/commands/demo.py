@@ -1,0 +1,291 @@
+"""`demo`: the whole product on this machine, end to end, in under a minute.
+
+A local Mapillary-compatible server and the daemon run in this process on a temporary workspace.
+A pretend dash camera then writes a drive (turns, a minute at a red light, a long break) into
+the watched folder as it happens, a few photos slowly, plus one broken file and a re-copied
+folder; its GPS logger drops the GPX beside them when the drive ends. The demo waits until the
+daemon has imported, geotagged, split, de-duplicated and uploaded everything, checks the
+server's counters, and prints what happened.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from daemon import config, log
+from daemon.cli import EXIT_OK, EXIT_SET_ASIDE
+from daemon.journal import FileState, Journal, SequenceState
+from daemon.sample import Drive, plan_drive, write_jpeg_bytes
+from daemon.server import ServerConfig, running_server
+
+EPILOG = """\
+examples:
+  mapillary-daemon demo              # about 185 photos, done in ~15 s
+  mapillary-daemon demo --keep       # keep the workspace (camera folder, journal, server data)
+  mapillary-daemon demo --laps 3     # a longer drive
+
+Nothing leaves this machine: the server listens on 127.0.0.1 and the workspace is temporary.
+Exit codes: 0 everything arrived on the server exactly once, 1 something did not."""
+
+TOKEN = "demo-access-token"  # the only token the demo's own server accepts
+CAMERA_ZONE = "+02:00"  # the camera writes local summer time in Berlin, with no offset tag
+PHOTOS_PER_SECOND = 40.0
+SLOW_EVERY = 25  # every n-th photo is written in pieces, as a slow card would
+TIMEOUT_S = 120.0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="run the whole flow against a built-in local server (no account needed)",
+        description="Start a local Mapillary-compatible server and the daemon on a temporary "
+        "workspace, act out a drive with a camera writing photos and a GPS log into a watched "
+        "folder, wait until everything is uploaded, and print what happened.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--keep", action="store_true", help="keep the workspace and print where")
+    p.add_argument("--laps", type=int, default=1, help="laps of the route (1 ≈ 185 photos)")
+    p.add_argument("--seed", type=int, default=7, help="GPS noise seed (%(default)s)")
+    p.add_argument("--verbose", action="store_true", help="show the daemon's log lines")
+    p.set_defaults(func=run)
+
+
+@dataclass
+class Scene:
+    """What the camera did, to compare with what reached the server."""
+
+    photos: int = 0
+    slow: int = 0
+    broken: list[str] = field(default_factory=list)
+    recopied: int = 0
+    seconds: float = 0.0
+
+
+def run(args: argparse.Namespace) -> int:
+    log.setup("info" if args.verbose else "warning", "console" if sys.stderr.isatty() else "json")
+    log.register_secret(TOKEN)
+    workspace = Path(tempfile.mkdtemp(prefix="mapillary-demo-"))
+    try:
+        return asyncio.run(_demo(workspace, args.laps, args.seed))
+    finally:
+        if args.keep:
+            print(f"workspace kept: {workspace}")
+        else:
+            shutil.rmtree(workspace, ignore_errors=True)
+
+
+async def _demo(workspace: Path, laps: int, seed: int) -> int:
+    from daemon.service import Daemon  # the daemon's imports are heavy; only for this command
+
+    began = time.monotonic()
+    drive = plan_drive(datetime(2024, 6, 1, 7, 30, tzinfo=UTC), seed=seed, laps=laps)
+    camera = workspace / "camera"
+    camera.mkdir()
+    server_config = ServerConfig(data_dir=workspace / "server", tokens=(TOKEN,))
+    async with running_server(server_config) as server:
+        settings = _settings(workspace, camera, server.graph_url, server.upload_url)
+        daemon = Daemon(settings, token=TOKEN)
+        _stop_on_signals(daemon)
+        print(f"server   {server.base_url} (local, accepts only the demo token)")
+        print(f"watching {camera}  (camera zone assumed {CAMERA_ZONE}, clock offset 0 s)")
+        await daemon.startup()
+        worker = asyncio.create_task(daemon.main(), name="daemon")
+        try:
+            scene = await _act_drive(drive, camera)
+            print(
+                f"camera   wrote {scene.photos} photos ({scene.slow} slowly), 1 GPX log, "
+                f"{len(scene.broken)} broken file and re-copied {scene.recopied} photos "
+                f"in {scene.seconds:.1f} s"
+            )
+            settled = await _until_done(daemon, scene, worker)
+        finally:
+            daemon.request_stop()
+            await asyncio.gather(worker, return_exceptions=True)
+            await daemon.shutdown()
+        report = _read_journal(settings.journal_path)
+        stats = server.stats()
+        sequences = server.sequences()
+    return _print_report(scene, report, stats, sequences, settled, time.monotonic() - began)
+
+
+def _settings(workspace: Path, camera: Path, graph: str, upload: str) -> config.Settings:
+    return config.Settings(
+        watch=[camera],
+        journal=workspace / "journal.sqlite3",
+        spool=workspace / "spool",
+        settle_seconds=1.0,
+        batch_quiet_seconds=3.0,
+        tz=CAMERA_ZONE,
+        graph_endpoint=graph,
+        upload_endpoint=upload,
+        min_free_mb=0.0,
+    )
+
+
+def _stop_on_signals(daemon: Any) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, daemon.request_stop)
+
+
+# -- the camera -------------------------------------------------------------------------------
+
+
+async def _act_drive(drive: Drive, camera: Path) -> Scene:
+    """Write the drive as a camera would, in (sped-up) real time; returns what was written."""
+    scene = Scene()
+    started = time.monotonic()
+    folder = camera / "DCIM" / "100ACME"
+    folder.mkdir(parents=True)
+    slow_writes = []
+    for photo in drive.photos:
+        data = write_jpeg_bytes(photo, camera_tz=CAMERA_ZONE, jpeg_size=(320, 240))
+        path = folder / f"G{photo.index:07d}.JPG"
+        if photo.index % SLOW_EVERY == 0:
+            slow_writes.append(asyncio.create_task(_write_slowly(path, data)))
+            scene.slow += 1
+        else:
+            await asyncio.to_thread(path.write_bytes, data)
+        scene.photos += 1
+        await asyncio.sleep(1.0 / PHOTOS_PER_SECOND)
+    await asyncio.gather(*slow_writes)
+    broken = folder / "G_BROKEN.JPG"  # a picture whose camera never wrote a capture time
+    await asyncio.to_thread(broken.write_bytes, _jpeg_without_exif())
+    scene.broken.append(broken.name)
+    # The driver copies a few photos to a second folder too: the same content, nothing new.
+    again = camera / "copied-again"
+    again.mkdir()
+    for path in sorted(folder.glob("G*.JPG"))[:5]:
+        await asyncio.to_thread(shutil.copy2, path, again / path.name)
+        scene.recopied += 1
+    # The GPS logger closes its log when the engine stops.
+    gpx = camera / "gps" / "track.gpx"
+    gpx.parent.mkdir()
+    await asyncio.to_thread(gpx.write_text, drive.gpx_text(), "utf-8")
+    scene.seconds = time.monotonic() - started
+    return scene
+
+
+async def _write_slowly(path: Path, data: bytes, pieces: int = 4, pause: float = 0.4) -> None:
+    """A file that grows over ~1.6 s: the daemon must not take it before it is whole."""
+    step = len(data) // pieces + 1
+    with open(path, "wb") as fh:
+        for i in range(0, len(data), step):
+            fh.write(data[i : i + step])
+            fh.flush()
+            await asyncio.sleep(pause)
+
+
+def _jpeg_without_exif() -> bytes:
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (64, 48), (90, 120, 150)).save(out, "JPEG")
+    return out.getvalue()
+
+
+# -- waiting and reporting --------------------------------------------------------------------
+
+_IN_FLIGHT = {
+    FileState.DISCOVERED,
+    FileState.IMPORTED,
+    FileState.DESCRIBED,
+    FileState.SEQUENCED,
+    FileState.UPLOADED,
+    FileState.WAITING_FOR_POSITION,
+}
+
+
+async def _until_done(daemon: Any, scene: Scene, worker: asyncio.Task[Any]) -> bool:
+    """True once every written photo is in the journal and nothing is left in flight."""
+    expected = scene.photos + len(scene.broken)
+    deadline = time.monotonic() + TIMEOUT_S
+    while time.monotonic() < deadline and not worker.done():
+        counts, pending = await daemon.journal.run(_progress)
+        known = sum(counts.values())
+        if known >= expected and not pending and not any(counts[s] for s in _IN_FLIGHT):
+            return True
+        await asyncio.sleep(0.5)
+    if worker.done() and not worker.cancelled() and worker.exception():
+        raise worker.exception()  # type: ignore[misc]
+    return False
+
+
+def _progress(j: Journal) -> tuple[dict[FileState, int], int]:
+    counts = {s: 0 for s in FileState}
+    counts.update(j.count_by_state())
+    # A photo set aside by the journal counts as known; the broken file is rejected there.
+    return counts, len(j.sequences_in_state(SequenceState.PENDING))
+
+
+@dataclass
+class JournalReport:
+    counts: dict[str, int]
+    sequences: list[tuple[str, int, str | None]]
+    rejected: list[tuple[str, str]]
+
+
+def _read_journal(path: Path) -> JournalReport:
+    with Journal.open_readonly(path) as j:
+        summary = j.summary(errors=10)
+        seqs = [
+            (s.uuid, len(j.sequence_images(s.uuid)), s.cluster_id)
+            for state in SequenceState
+            for s in j.sequences_in_state(state)
+        ]
+        rejected = [
+            (Path(e["path"] or "?").name, e["reason"] or "") for e in summary["recent_errors"]
+        ]
+    return JournalReport(summary["images"], seqs, rejected)
+
+
+def _print_report(
+    scene: Scene,
+    report: JournalReport,
+    stats: dict[str, int],
+    sequences: list[dict[str, Any]],
+    settled: bool,
+    seconds: float,
+) -> int:
+    c = report.counts
+    uploaded = c.get("finished", 0)
+    print(
+        f"daemon   imported {sum(c.values())} photos (the {scene.recopied} re-copied ones were "
+        "recognised by content)"
+    )
+    print(f"         {c.get('duplicate', 0)} duplicates skipped (standing still at the red light)")
+    for name, reason in report.rejected:
+        print(f"         set aside {name}: {reason}")
+    print(f"         {len(report.sequences)} sequences (split at the long break):")
+    for uuid, n, cluster in report.sequences:
+        print(f"           {uuid}  {n:4d} images  cluster {cluster or '(not finished)'}")
+    print(
+        f"server   {stats['images']} images in {stats['sequences']} sequences, "
+        f"{stats['duplicate_images']} duplicate images, "
+        f"{stats['duplicate_sequences']} duplicate sequences, "
+        f"{stats['bytes_received'] / 1e6:.1f} MB received"
+    )
+    ok = (
+        settled
+        and stats["images"] == uploaded
+        and stats["sequences"] == len(report.sequences) == len(sequences)
+        and stats["duplicate_images"] == 0
+        and stats["duplicate_sequences"] == 0
+        and all(cluster for _, _, cluster in report.sequences)
+    )
+    verdict = "every photo arrived once" if ok else "NOT everything arrived as it should"
+    print(f"done     in {seconds:.1f} s: {verdict}")
+    return EXIT_OK if ok else EXIT_SET_ASIDE
