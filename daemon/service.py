@@ -74,6 +74,19 @@ class RunStats:
     failed: int = 0
     results: list[SequenceResult] = field(default_factory=list)
 
+    def figures(self) -> dict[str, int]:
+        return {k: v for k, v in self.__dict__.items() if isinstance(v, int)}
+
+    def line(self) -> str:
+        """The one-line summary `run --once` prints."""
+        return (
+            f"{self.imported} new photos ({self.known} already known), "
+            f"{self.sequences} sequences of {self.images} images made, "
+            f"{self.duplicates} duplicates skipped, {self.waiting} waiting for a position, "
+            f"{self.rejected} set aside; {self.finished} sequences uploaded, "
+            f"{self.failed} failed or still queued"
+        )
+
 
 class Daemon:
     def __init__(self, settings: config.Settings, *, once: bool = False, token: str | None = None):
@@ -618,4 +631,7 @@ async def run_daemon(
         pinger.cancel()
         await asyncio.gather(pinger, return_exceptions=True)
         await daemon.shutdown()
+    daemon.log.info("run_summary", **daemon.stats.figures())
+    if once:
+        print(daemon.stats.line())
     return code
