@@ -46,6 +46,7 @@ def gather(journal_path: Path, errors: int) -> dict[str, Any]:
     try:
         summary = journal.summary(errors=errors)
         runtime = journal.get_meta(RUNTIME_META, {}) or {}
+        events = journal.recent_events(errors)
     finally:
         journal.close()
     pid = runtime.get("pid")
@@ -54,6 +55,8 @@ def gather(journal_path: Path, errors: int) -> dict[str, Any]:
     left = summary["bytes_to_upload"]
     summary["eta_seconds"] = round(left / rate) if rate > 0 and left else None
     summary["daemon"] = runtime
+    # Files set aside before they reached the journal's file table (cut off, unreadable).
+    summary["recent_events"] = [{"at": e.at, "kind": e.kind, "message": e.message} for e in events]
     summary["journal"] = str(journal_path)
     return summary
 
@@ -95,7 +98,7 @@ def render(st: dict[str, Any]) -> str:
         lines.append("daemon: not running")
     server = d.get("server")
     if server:
-        lines.append(f"server: {server}")
+        lines.append(f"server: {server}" if d.get("running") else f"server (last run): {server}")
     if d.get("paused"):
         lines.append(f"paused: {d['paused']}")
     images = {k: v for k, v in st["images"].items() if v}
@@ -110,16 +113,20 @@ def render(st: dict[str, Any]) -> str:
         upload += f", about {_duration(st['eta_seconds'])} left"
     lines.append(upload)
     for root, info in st["sources"].items():
-        doing = (d.get("roots") or {}).get(root, "")
+        doing = (d.get("roots") or {}).get(root, "") if d.get("running") else ""
         counts = ", ".join(f"{v} {k}" for k, v in info["images"].items())
         lines.append(f"source {root} ({info['kind']}{', ' + doing if doing else ''}): {counts}")
-    for root, doing in (d.get("roots") or {}).items():
+    for root, doing in (d.get("roots") or {}).items() if d.get("running") else ():
         if root not in st["sources"]:
             lines.append(f"source {root}: {doing}")
     if st["recent_errors"]:
         lines.append("recent problems:")
         for e in st["recent_errors"]:
             lines.append(f"  {e['path']}: {e['state']}: {e['reason']}")
+    aside = [e for e in st.get("recent_events", []) if e["kind"] == "set_aside"]
+    if aside:
+        lines.append("files set aside before import:")
+        lines.extend(f"  {e['message']}" for e in aside)
     return "\n".join(lines)
 
 
