@@ -7,7 +7,10 @@ One file, ``tokens.toml`` (mode 0600, replaced atomically), one table per profil
     username = "alice"
 
 ``MAPILLARY_TOKEN`` in the environment overrides the stored token of every profile, as it does
-for mapillary_tools. Every token loaded or saved is registered with the log redactor at once.
+for mapillary_tools. Under systemd the system service gets the file as a credential
+(``LoadCredential=tokens.toml:/etc/mapillary-daemon/tokens.toml``): the service user cannot read
+the root-owned original, only the copy systemd hands it in ``$CREDENTIALS_DIRECTORY``.
+Every token loaded or saved is registered with the log redactor at once.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from daemon import config, log
 
 TOKEN_ENV = "MAPILLARY_TOKEN"
 TOKENS_FILE = "tokens.toml"
+CREDENTIAL = "tokens.toml"  # the credential name the systemd unit passes with LoadCredential=
 _PROFILE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _HEADER = "# mapillary-daemon access tokens. Secrets: keep this file private (mode 0600).\n"
 
@@ -65,16 +69,27 @@ def load_token(
     path: Path | None = None,
     env: Mapping[str, str] | None = None,
 ) -> str | None:
-    """The token for ``profile``: ``MAPILLARY_TOKEN`` if set, else the stored one, else None."""
+    """The token for ``profile``: ``MAPILLARY_TOKEN`` if set, else the stored one (from ``path``
+    if given, else the systemd credential if there is one, else the user's file), else None."""
     environ = os.environ if env is None else env
     token = (environ.get(TOKEN_ENV) or "").strip()
     if not token:
-        account = read_accounts(path).get(check_profile(profile))
+        store = path or credential_path(environ) or tokens_path()
+        account = read_accounts(store).get(check_profile(profile))
         token = account.token if account else ""
     if not token:
         return None
     log.register_secret(token)
     return token
+
+
+def credential_path(env: Mapping[str, str]) -> Path | None:
+    """The token file systemd passed with ``LoadCredential=``, if it did."""
+    directory = env.get("CREDENTIALS_DIRECTORY")
+    if not directory:
+        return None
+    file = Path(directory) / CREDENTIAL
+    return file if file.is_file() else None
 
 
 def read_accounts(path: Path | None = None) -> dict[str, Account]:
