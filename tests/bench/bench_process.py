@@ -1,0 +1,412 @@
+"""Our `process` and `geotag` against mapillary_tools and exiftool, on the same synthetic drive.
+
+For each size (default 2,000 and 20,000 small JPEGs; 64x48, about 3 KB each, EXIF time in the
+camera's zone +02:00 with sub-seconds, no GPS) and one GPX log of the drive (1 Hz, noisy), four
+tools run one after another, each on its own fresh copy of the same files:
+
+- ``mapillary-daemon process --gpx`` (writes the description file, leaves the photos alone)
+  against mapillary_tools 0.14.7 ``process --geotag_source gpx`` (the same job; installed into
+  its own venv, default settings, so it uses a worker per CPU);
+- ``mapillary-daemon geotag`` (rewrites every photo: temp file, fsync, rename) against
+  ``exiftool -geotag`` (rewrites every photo with -overwrite_original, no fsync).
+
+Every tool reads the naive camera times in the same zone: ours by ``--tz``, the others through
+the TZ variable (they take naive times as local time), and exiftool interpolates at the
+sub-second time as ours does. Afterwards the outputs are checked against the GPS log at each
+photo's true time: how many photos each tool placed and how many within 3 m, so a tool that
+failed quietly cannot look fast. Peak RSS is the most any one process of the tool held (wait4)
+and the most its whole process tree held at once (polled from /proc every 50 ms).
+
+Targets (PASS/FAIL): process >= 3x mapillary_tools' images/s, geotag >= 5x exiftool's, and each
+of our commands <= 150 MB peak RSS at 20,000 photos.
+
+    python tests/bench/bench_process.py                  # 2,000 and 20,000
+    python tests/bench/bench_process.py --sizes 2000     # one size
+    python tests/bench/bench_process.py --quick          # 200 photos, a check that all runs
+    python tests/bench/bench_process.py --tools ours     # only our commands
+
+exiftool: Debian's libimage-exiftool-perl; when missing and running as root the script installs
+it with apt-get, else that column is skipped. mapillary_tools: installed by
+``tests.tools.mapillary_tools_bin`` into its own venv, or MAPILLARY_TOOLS_BIN.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import piexif
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from daemon import sample  # noqa: E402
+from daemon.geo import distance_m  # noqa: E402
+from tests import tools as tools_module  # noqa: E402
+from tests.tools import mapillary_tools_bin  # noqa: E402
+
+START = datetime(2024, 6, 1, 7, 0, tzinfo=UTC)
+CAMERA_TZ = "+02:00"
+POSIX_TZ = "<+02>-2"  # the same zone for tools that read naive times as local time
+PHOTOS_PER_LAP = 184
+NEAR_M = 3.0  # a photo placed this close to the log at its true time is placed right
+ALL_TOOLS = ("ours", "exiftool", "mapillary_tools")
+TARGET_PROCESS = 3.0
+TARGET_GEOTAG = 5.0
+TARGET_RSS_MB = 150.0
+RSS_AT = 20_000
+
+
+# -- running one tool and measuring it ----------------------------------------------------------
+
+
+@dataclass
+class Run:
+    tool: str
+    seconds: float
+    rss_largest_mb: float  # ru_maxrss of the tool's own process and any it waited for
+    rss_tree_mb: float  # most the process tree held at once (sampled)
+    code: int
+    stderr_tail: str
+
+
+def _children() -> dict[int, list[int]]:
+    kids: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(b")") + 2 :].split()[1])
+        kids.setdefault(ppid, []).append(int(entry))
+    return kids
+
+
+def _rss_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _tree_rss_kb(root: int) -> int:
+    kids = _children()
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        total += _rss_kb(pid)
+        todo += kids.get(pid, [])
+    return total
+
+
+def measure(tool: str, cmd: list[str], env: dict[str, str], log: Path) -> Run:
+    """Run ``cmd`` to its end; wall time, return code and peak RSS (one process and the tree)."""
+    os.sync()  # the copy just made is on disk before the clock starts
+    peak = 0
+    done = threading.Event()
+    with open(log, "wb") as out:
+        begin = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+
+        def poll() -> None:
+            nonlocal peak
+            while not done.wait(0.05):
+                peak = max(peak, _tree_rss_kb(proc.pid))
+
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - begin
+        done.set()
+        poller.join()
+    proc.returncode = os.waitstatus_to_exitcode(status)  # Popen must not wait for it again
+    tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+    largest = usage.ru_maxrss / 1024
+    return Run(tool, seconds, largest, max(peak / 1024, largest), proc.returncode, "\n".join(tail))
+
+
+# -- the tools ----------------------------------------------------------------------------------
+
+
+def tool_env() -> dict[str, str]:
+    env = dict(os.environ, TZ=POSIX_TZ, PYTHONPATH=str(REPO))
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
+def find_exiftool(install: bool) -> str | None:
+    found = shutil.which("exiftool")
+    if found or not install:
+        return found
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        return None
+    print("exiftool missing: apt-get install -y libimage-exiftool-perl ...", flush=True)
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    if subprocess.run(["apt-get", "install", "-y", "libimage-exiftool-perl"], **quiet).returncode:
+        subprocess.run(["apt-get", "update"], **quiet)
+        subprocess.run(["apt-get", "install", "-y", "libimage-exiftool-perl"], **quiet)
+    return shutil.which("exiftool")
+
+
+def ours_process(folder: Path, gpx: Path) -> list[str]:
+    return [sys.executable, "-m", "daemon", "process", str(folder), "--gpx", str(gpx),
+            "--tz", CAMERA_TZ]  # fmt: skip
+
+
+def ours_geotag(folder: Path, gpx: Path) -> list[str]:
+    return [sys.executable, "-m", "daemon", "geotag", str(folder), str(gpx), "--tz", CAMERA_TZ]
+
+
+def mt_process(binary: str, folder: Path, gpx: Path) -> list[str]:
+    return [binary, "process", str(folder), "--geotag_source", "gpx",
+            "--geotag_source_path", str(gpx)]  # fmt: skip
+
+
+def exiftool_geotag(binary: str, folder: Path, gpx: Path) -> list[str]:
+    # Interpolate at the sub-second time, as ours does (DateTimeOriginal alone is up to 1 s off).
+    return [binary, "-q", "-q", "-m", "-overwrite_original", "-geotag", str(gpx),
+            "-geotime<SubSecDateTimeOriginal", str(folder)]  # fmt: skip
+
+
+# -- the drive and the checks of each tool's output ---------------------------------------------
+
+
+def make_drive(n: int, root: Path) -> tuple[Path, Path, dict[str, sample.Photo]]:
+    """``root/photos`` with n JPEGs, ``root/track.gpx``; and the photos by file name."""
+    laps = math.ceil(n / PHOTOS_PER_LAP)
+    drive = sample.plan_drive(START, laps=laps)
+    photos = drive.photos[:n]
+    if len(photos) < n:
+        raise SystemExit(f"the drive has {len(photos)} photos, fewer than {n}")
+    cut = sample.Drive(drive.start, drive.origin, drive.phases, photos, drive.track)
+    paths = sample.write_drive(cut, root / "photos", camera_tz=CAMERA_TZ, gpx_name=None)
+    gpx = root / "track.gpx"
+    gpx.write_text(drive.gpx_text(), encoding="utf-8")
+    return root / "photos", gpx, {p.name: ph for p, ph in zip(paths, photos, strict=True)}
+
+
+@dataclass
+class Placed:
+    placed: int = 0  # photos the tool gave a position
+    near: int = 0  # of them, within NEAR_M of the GPS log at the photo's true time
+    duplicates: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+
+    def text(self, n: int) -> str:
+        parts = [f"placed {self.placed}/{n}", f"{self.near} within {NEAR_M:g} m"]
+        if self.duplicates:
+            parts.append(f"{self.duplicates} duplicates")
+        parts += [f"{k}: {v}" for k, v in sorted(self.errors.items())]
+        return ", ".join(parts)
+
+    def valid(self, n: int) -> bool:
+        """Did the tool do the job on (almost) every photo, and in the right place?"""
+        return self.placed + self.duplicates >= 0.95 * n and self.near >= 0.95 * self.placed
+
+
+def _near(photo: sample.Photo, lat: float, lon: float) -> bool:
+    return distance_m(lat, lon, photo.gps_lat, photo.gps_lon) <= NEAR_M
+
+
+def _dms(value: tuple) -> float:
+    d, m, s = (a / b for a, b in value)
+    return d + m / 60 + s / 3600
+
+
+def check_files(folder: Path, truth: dict[str, sample.Photo]) -> Placed:
+    """GPS tags in the rewritten photos, read with piexif (not our reader)."""
+    result = Placed()
+    for name, photo in truth.items():
+        try:
+            gps = piexif.load(str(folder / name)).get("GPS", {})
+        except Exception as exc:  # a tool that broke a file: count it, keep checking the rest
+            result.errors[type(exc).__name__] = result.errors.get(type(exc).__name__, 0) + 1
+            continue
+        g = piexif.GPSIFD
+        if g.GPSLatitude not in gps or g.GPSLongitude not in gps:
+            continue
+        lat = _dms(gps[g.GPSLatitude]) * (-1 if gps.get(g.GPSLatitudeRef) == b"S" else 1)
+        lon = _dms(gps[g.GPSLongitude]) * (-1 if gps.get(g.GPSLongitudeRef) == b"W" else 1)
+        result.placed += 1
+        result.near += _near(photo, lat, lon)
+    return result
+
+
+def check_description(path: Path, truth: dict[str, sample.Photo]) -> Placed:
+    """Positions in a mapillary_tools-format description file."""
+    result = Placed()
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        result.errors[f"no description file ({exc.__class__.__name__})"] = 1
+        return result
+    for entry in entries:
+        photo = truth.get(Path(entry.get("filename", "")).name)
+        if photo is None:
+            continue
+        error = entry.get("error")
+        if error:
+            kind = error.get("type", "?")
+            if "Duplicat" in kind:
+                result.duplicates += 1
+            else:
+                result.errors[kind] = result.errors.get(kind, 0) + 1
+            continue
+        if "MAPLatitude" in entry and "MAPLongitude" in entry:
+            result.placed += 1
+            result.near += _near(photo, entry["MAPLatitude"], entry["MAPLongitude"])
+    return result
+
+
+# -- one size -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    run: Run
+    placed: Placed
+
+
+def run_tool(
+    label: str,
+    cmd_for: object,
+    base: Path,
+    gpx: Path,
+    truth: dict[str, sample.Photo],
+    work: Path,
+    check: str,
+) -> Outcome:
+    folder = work / label.replace(" ", "_")
+    shutil.copytree(base, folder)
+    cmd = cmd_for(folder, gpx)  # type: ignore[operator]
+    run = measure(label, cmd, tool_env(), work / f"{label.replace(' ', '_')}.log")
+    if check == "files":
+        placed = check_files(folder, truth)
+    else:
+        placed = check_description(folder / "mapillary_image_description.json", truth)
+    shutil.rmtree(folder)
+    n = len(truth)
+    print(
+        f"  {label:<26} {run.seconds:8.2f} s {n / run.seconds:9.0f} img/s"
+        f"  RSS {run.rss_largest_mb:6.1f} MB (tree {run.rss_tree_mb:6.1f})"
+        f"  exit {run.code}  {placed.text(n)}",
+        flush=True,
+    )
+    if not placed.valid(n):
+        print(f"    ! {label} did not do the job; its log ends:\n    {run.stderr_tail}")
+    return Outcome(run, placed)
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def compare(what: str, ours: Outcome | None, theirs: Outcome | None, n: int, target: float) -> str:
+    if ours is None or theirs is None:
+        return f"  {what}: skipped (a tool is missing)"
+    ratio = theirs.run.seconds / ours.run.seconds
+    valid = ours.placed.valid(n) and theirs.placed.valid(n)
+    state = verdict(ratio >= target) if valid else "INVALID (a tool did not place the photos)"
+    return f"  {what}: {ratio:.1f}x (target >= {target:g}x) {state}"
+
+
+def bench_size(n: int, work: Path, tools: set[str], mt: str | None, et: str | None) -> list[str]:
+    """Run every tool on n photos; returns the summary lines."""
+    begin = time.perf_counter()
+    base, gpx, truth = make_drive(n, work / "drive")
+    print(f"\n{n:,} photos, {sum(p.stat().st_size for p in base.iterdir()) / 1e6:.1f} MB,"
+          f" GPX {gpx.stat().st_size / 1e6:.1f} MB (made in {time.perf_counter() - begin:.1f} s)",
+          flush=True)  # fmt: skip
+    out: dict[str, Outcome] = {}
+    if "ours" in tools:
+        out["ours process"] = run_tool("ours process", ours_process, base, gpx, truth, work, "desc")
+    if "mapillary_tools" in tools and mt:
+        out["mt process"] = run_tool(
+            "mapillary_tools process", lambda f, g: mt_process(mt, f, g), base, gpx, truth, work,
+            "desc",
+        )  # fmt: skip
+    if "ours" in tools:
+        out["ours geotag"] = run_tool("ours geotag", ours_geotag, base, gpx, truth, work, "files")
+    if "exiftool" in tools and et:
+        out["exiftool"] = run_tool(
+            "exiftool -geotag", lambda f, g: exiftool_geotag(et, f, g), base, gpx, truth, work,
+            "files",
+        )  # fmt: skip
+    shutil.rmtree(work / "drive")
+    lines = [f"{n:,} photos:"]
+    lines.append(compare("process vs mapillary_tools", out.get("ours process"),
+                         out.get("mt process"), n, TARGET_PROCESS))  # fmt: skip
+    lines.append(compare("geotag vs exiftool", out.get("ours geotag"), out.get("exiftool"), n,
+                         TARGET_GEOTAG))  # fmt: skip
+    for key in ("ours process", "ours geotag"):
+        if key in out:
+            rss = out[key].run.rss_tree_mb
+            judged = verdict(rss <= TARGET_RSS_MB) if n >= RSS_AT else "(target applies at 20,000)"
+            lines.append(f"  {key} peak RSS: {rss:.1f} MB (target <= {TARGET_RSS_MB:g}) {judged}")
+    return lines
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--sizes", default="2000,20000", help="photo counts, comma-separated")
+    p.add_argument("--quick", action="store_true", help="one tiny run of 200 photos")
+    p.add_argument("--tools", default=",".join(ALL_TOOLS), help=f"of {','.join(ALL_TOOLS)}")
+    p.add_argument("--no-install", action="store_true", help="never apt-get or pip install")
+    p.add_argument("--dir", type=Path, help="work here (default: a temporary folder)")
+    args = p.parse_args()
+    sizes = [200] if args.quick else [int(s) for s in args.sizes.split(",") if s.strip()]
+    tools = {t.strip() for t in args.tools.split(",") if t.strip()}
+    if tools - set(ALL_TOOLS):
+        p.error(f"unknown tools: {', '.join(sorted(tools - set(ALL_TOOLS)))}")
+
+    et = find_exiftool(not args.no_install) if "exiftool" in tools else None
+    if "exiftool" in tools and et is None:
+        print("exiftool: not found (install libimage-exiftool-perl, as root the script can);"
+              " its column is skipped")  # fmt: skip
+    mt = None
+    if "mapillary_tools" in tools:
+        if args.no_install and not os.environ.get("MAPILLARY_TOOLS_BIN"):
+            print("mapillary_tools: --no-install and no MAPILLARY_TOOLS_BIN; its column is skipped")
+        else:
+            mt = mapillary_tools_bin()
+            if mt is None:
+                print(f"mapillary_tools 0.14.7 unusable ({tools_module.last_failure});"
+                      " its column is skipped")  # fmt: skip
+    versions = [f"python {platform.python_version()}", f"{os.cpu_count()} CPUs"]
+    if et:
+        versions.append("exiftool " + subprocess.run([et, "-ver"], capture_output=True,
+                                                     text=True).stdout.strip())  # fmt: skip
+    if mt:
+        versions.append(subprocess.run([mt, "--version"], capture_output=True,
+                                       text=True).stdout.strip())  # fmt: skip
+    print("; ".join(versions))
+
+    summary: list[str] = []
+    with tempfile.TemporaryDirectory(dir=args.dir, prefix="bench_process.") as tmp:
+        for n in sizes:
+            summary += bench_size(n, Path(tmp), tools, mt, et)
+    print("\nsummary")
+    print("\n".join(summary))
+
+
+if __name__ == "__main__":
+    main()
