@@ -105,7 +105,7 @@ async def upload_folder(settings: config.Settings, token: str, root: Path, photo
             print(f"{path}: {why}, not sent again")
         for path, why in queued.unreadable:
             print(f"{path}: cannot read: {why}", file=sys.stderr)
-        uuids = await journal.run(lambda j: _pending_under(j, root.resolve()))
+        uuids = await journal.run(lambda j: _pending(j, root.resolve(), queued.resumed))
         if not uuids:
             print(f"upload: nothing to upload ({len(queued.already_done)} already uploaded)")
             return EXIT_SET_ASIDE if queued.unreadable else EXIT_OK
@@ -114,9 +114,13 @@ async def upload_folder(settings: config.Settings, token: str, root: Path, photo
         await journal.aclose()
 
 
-def _pending_under(journal: Journal, root: Path) -> list[str]:
+def _pending(journal: Journal, root: Path, resumed: list[str]) -> list[str]:
+    """Pending sequences queued from ``root``, and those that photos found here belong to (an
+    earlier run may have queued them from another folder, e.g. a parent with subfolders)."""
     rows = journal.sequences_in_state(SequenceState.PENDING)
-    return [r.uuid for r in rows if r.source_root and Path(r.source_root) == root]
+    return [
+        r.uuid for r in rows if (r.source_root and Path(r.source_root) == root) or r.uuid in resumed
+    ]
 
 
 async def _upload(
@@ -133,11 +137,7 @@ async def _upload(
             worker = SequenceUploader(journal, client, on_sequence=_print_result)
             results = await worker.upload_all(uuids)
     except AuthError as exc:
-        print(
-            f"upload: the token was refused ({exc}); everything stays queued. "
-            "Run 'mapillary-daemon authenticate' again.",
-            file=sys.stderr,
-        )
+        print(f"upload: {exc}", file=sys.stderr)  # says what to do; nothing was lost
         return EXIT_USAGE
     except UploadError as exc:
         print(

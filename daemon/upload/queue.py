@@ -55,7 +55,9 @@ def _from_description_file(folder: Path, desc_file: Path, out: Collected) -> Non
             out.skipped.append((path, f"set aside by process: {reason or entry['error']}"))
             continue
         desc = {k: v for k, v in entry.items() if k.startswith("MAP")}
-        _add(path, desc, f"folder:{folder}", out)
+        # A description file names its sequences only within itself (mapillary_tools writes
+        # "0", "1", ... in every folder), so the folder is part of the sequence's identity.
+        _add(path, desc, f"folder:{folder}", out, scope=f"file:{desc_file}|")
 
 
 def _from_exif(folder: Path, files: list[Path], out: Collected) -> None:
@@ -75,14 +77,16 @@ def _from_exif(folder: Path, files: list[Path], out: Collected) -> None:
         _add(path, desc, f"folder:{folder}", out)
 
 
-def _add(path: Path, desc: dict[str, Any], fallback_seq: str, out: Collected) -> None:
+def _add(
+    path: Path, desc: dict[str, Any], fallback_seq: str, out: Collected, scope: str = ""
+) -> None:
     problem = validate_description(desc)
     if problem:
         out.skipped.append((path, f"invalid description: {problem}"))
         return
     desc.setdefault("MAPFilename", path.name)
-    seq = desc.get("MAPSequenceUUID") or fallback_seq
-    out.photos.append(Described(path, desc, str(seq)))
+    seq = desc.get("MAPSequenceUUID")
+    out.photos.append(Described(path, desc, f"{scope}{seq}" if seq else fallback_seq))
 
 
 def collect(root: Path, subfolders: bool = False) -> Collected:
@@ -122,6 +126,7 @@ class Queued:
     sequences: list[str]  # sequence uuids created now or found again
     already_done: list[tuple[Path, str]]  # (file, what the journal says)
     unreadable: list[tuple[Path, str]]
+    resumed: list[str] = field(default_factory=list)  # unfinished sequences queued earlier
 
 
 def queue(journal: Journal, root: Path, photos: list[Described]) -> Queued:
@@ -161,6 +166,10 @@ def queue(journal: Journal, root: Path, photos: list[Described]) -> Queued:
                 FileState.WAITING_FOR_POSITION,
             ):
                 groups[photo.sequence].append((photo, digest))
+            elif row.state in (FileState.SEQUENCED, FileState.UPLOADED) and row.sequence_id:
+                # Queued by an earlier run (perhaps of a parent folder) and not finished yet.
+                if row.sequence_id not in result.resumed:
+                    result.resumed.append(row.sequence_id)
             else:
                 result.already_done.append((photo.path, f"already {row.state}"))
         for label, members in groups.items():
