@@ -44,7 +44,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--token-file", type=Path, help="accepted tokens, one per line")
     p.add_argument("--fail-rate", type=float, default=0.0, help="share of requests answered 5xx")
     p.add_argument(
-        "--drop-rate", type=float, default=0.0, help="share of uploads cut mid-body (bytes kept)"
+        "--drop-rate",
+        type=float,
+        default=0.0,
+        help="share of uploads and thumbnail downloads cut mid-body",
     )
     p.add_argument("--latency", type=float, default=0.0, metavar="MS", help="added per request")
     p.add_argument(

@@ -269,15 +269,51 @@ async def thumbnail(request: web.Request) -> web.StreamResponse:
     size = request.match_info["size"]
     if found is None or (size not in thumbs.SIZES and size != thumbs.ORIGINAL):
         raise web.HTTPNotFound()
-    source = store.image_path(found)
-    if size == thumbs.ORIGINAL:
-        return web.FileResponse(source, headers={"Content-Type": "image/jpeg"})
-    dest = store.root / "thumbs" / f"{found.id}_{size}.jpg"
+    path = store.image_path(found)
+    if size != thumbs.ORIGINAL:
+        dest = store.root / "thumbs" / f"{found.id}_{size}.jpg"
+        try:
+            path = await asyncio.to_thread(thumbs.make_thumbnail, path, dest, thumbs.SIZES[size])
+        except (OSError, ValueError) as exc:  # the stored image is gone or unreadable
+            raise web.HTTPNotFound(text=f"image {found.id} cannot be read: {exc}") from None
     try:
-        await asyncio.to_thread(thumbs.make_thumbnail, source, dest, thumbs.SIZES[size])
-    except (OSError, ValueError) as exc:  # the stored image is gone or unreadable
-        raise web.HTTPNotFound(text=f"image {found.id} cannot be read: {exc}") from None
-    return web.FileResponse(dest, headers={"Content-Type": "image/jpeg"})
+        total = path.stat().st_size
+    except OSError:
+        raise web.HTTPNotFound(text=f"image {found.id} is gone") from None
+    start = _range_start(request, total)
+    cut_at = request.app[FAULTS].drop_point(total - start)
+    if cut_at is not None:
+        return await _cut_download(request, path, start, total, cut_at)
+    return web.FileResponse(path, headers={"Content-Type": "image/jpeg"})
+
+
+def _range_start(request: web.Request, total: int) -> int:
+    """The start of a ``Range: bytes=N-`` request within the file, else 0."""
+    try:
+        start = request.http_range.start
+    except ValueError:
+        return 0
+    return start if start is not None and 0 <= start < total else 0
+
+
+async def _cut_download(
+    request: web.Request, path: Path, start: int, total: int, cut_at: int
+) -> web.StreamResponse:
+    """A drop fault on a download: promise the rest of the file from ``start``, send
+    ``cut_at`` bytes of it, hang up."""
+    request.app[FAULTS].dropped()
+    response = web.StreamResponse(status=206 if start else 200)
+    response.content_type = "image/jpeg"
+    if start:
+        response.headers["Content-Range"] = f"bytes {start}-{total - 1}/{total}"
+    response.content_length = total - start
+    await response.prepare(request)
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        await response.write(fh.read(cut_at))
+    if request.transport is not None:
+        request.transport.abort()
+    return response
 
 
 # -- upload service -----------------------------------------------------------------------------

@@ -323,6 +323,24 @@ class Store:
         self._remember(sequence, images)
         return sequence
 
+    def seed_sequence(self, images: list[tuple[bytes, dict[str, Any]]]) -> SequenceInfo:
+        """Record a finished sequence straight from JPEG bytes and their descriptions.
+
+        For tests and benchmarks that need thousands of images in the store at once: the bytes
+        are stored as if uploaded and the descriptions are trusted as given (not read from the
+        bytes). Like ``commit_finish`` it touches memory: call it from the loop thread or while
+        no request is being served.
+        """
+        prepared = []
+        for data, description in images:
+            md5 = hashlib.md5(data).hexdigest()
+            key = f"mly_tools_{md5}.jpg"
+            if self.held(key) != len(data):
+                self.object_path(key).write_bytes(data)
+            prepared.append(_Prepared(md5, f"objects/{key}", description))
+        handle = make_handle(f"uuid_seed{os.urandom(8).hex()}.json", 0)
+        return self.commit_finish(handle, FILE_TYPES[0], None, prepared)
+
     def _image(self, prepared: _Prepared, sequence_id: str) -> ImageInfo:
         desc = prepared.description
         image_id = str(self._next_image)

@@ -1,0 +1,224 @@
+"""One image to disk: fetch the thumbnail into ``<id>.jpg.part``, check it, tag it, rename it.
+
+The ``.part`` file only ever holds bytes as the server sent them, so a retry (or a rerun after a
+crash) asks for the rest with a ``Range`` request; a server that ignores it simply sends the
+whole file again. Only a complete JPEG within the size cap is kept: its position, capture time
+and compass angle are written into its EXIF and the result appears under its final name by an
+atomic rename. A file under its final name is therefore always finished, and a rerun skips it.
+No access token is sent with thumbnails: they are signed URLs, often on another host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import piexif
+
+from daemon.download.http import (
+    TRANSPORT_ERRORS,
+    Refused,
+    Transient,
+    connection_failure,
+    failure_of,
+    with_retries,
+)
+from daemon.download.search import RemoteImage
+from daemon.media import exif
+from daemon.upload.retry import RetryPolicy
+
+DEFAULT_MAX_BYTES = 64 * 2**20  # originals of 360° cameras reach ~30 MB; thumbnails ~1 MB
+CHUNK = 64 * 1024
+PART = ".part"
+JPEG_START = b"\xff\xd8\xff"  # SOI and the next marker's first byte
+_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+
+
+def final_path(out: Path, image: RemoteImage) -> Path:
+    """``out/<id>.jpg``; the id was checked to be digits, so this cannot leave ``out``."""
+    if not image.id.isascii() or not image.id.isdigit():
+        raise ValueError(f"image id {image.id!r} is not digits")
+    return out / f"{image.id}.jpg"
+
+
+def is_done(final: Path) -> bool:
+    """True when an earlier run finished this image (a whole JPEG under its final name)."""
+    return final.is_file() and exif.is_complete_jpeg(final)
+
+
+def part_path(final: Path) -> Path:
+    return final.with_name(final.name + PART)
+
+
+def exif_update(image: RemoteImage) -> Any:
+    """The EXIF edit for a download: GPS position, heading and time; capture time in UTC."""
+    moment = (
+        datetime.fromtimestamp(image.captured_at / 1000, UTC)
+        if image.captured_at is not None
+        else None
+    )
+    gps = exif.gps_tags(image.lat, image.lon, direction=image.compass_angle, utc_time=moment)
+    times: dict[int, Any] = {}
+    if moment is not None:
+        times = exif.capture_time_tags(moment, subsec=f"{moment.microsecond // 1000:03d}")
+
+    def update(data: dict[str, Any]) -> None:
+        data["GPS"] = gps
+        ifd = data.setdefault("Exif", {})
+        for stale in (piexif.ExifIFD.SubSecTimeOriginal, piexif.ExifIFD.OffsetTimeOriginal):
+            ifd.pop(stale, None)
+        ifd.update(times)
+
+    return update
+
+
+class Fetcher:
+    """Downloads thumbnails with one session, under the retry policy and the size cap."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        policy: RetryPolicy | None = None,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> None:
+        self.session = session
+        self.policy = policy or RetryPolicy()
+        self.max_bytes = max_bytes
+        self.bytes_received = 0
+
+    async def download(self, image: RemoteImage, out: Path) -> Path:
+        """Fetch, check, tag and rename one image; DownloadError (with a reason) if it fails.
+
+        The ``.part`` file is kept after a transfer failure (the next try resumes it) and
+        removed when the content is refused (too large, not a JPEG).
+        """
+        final = final_path(out, image)
+        part = part_path(final)
+        label = f"image {image.id}"
+        try:
+            await with_retries(
+                lambda: self._attempt(image.thumb_url, part, label), self.policy, label
+            )
+            await asyncio.to_thread(_finish, image, part, final, label)
+        except Refused:
+            part.unlink(missing_ok=True)
+            raise
+        except exif.MediaError as exc:
+            part.unlink(missing_ok=True)
+            raise Refused(
+                f"{label}: the thumbnail is a damaged JPEG: {exc}", "not a JPEG"
+            ) from None
+        return final
+
+    async def _attempt(self, url: str, part: Path, label: str) -> None:
+        have = _usable_part(part)
+        headers = {"Range": f"bytes={have}-"} if have else {}
+        offset = received = 0
+        try:
+            async with self.session.get(url, headers=headers) as response:
+                if response.status not in (200, 206, 416):
+                    raise await failure_of(response, label, token_sent=False)
+                offset = self._start(response, have, label)
+                if offset < 0:  # what we hold is not a prefix the server knows: start over
+                    part.unlink(missing_ok=True)
+                    raise Transient(f"the server did not resume at byte {have}; starting over")
+                head = b"" if offset == 0 else JPEG_START
+                with open(part, "r+b" if offset else "wb") as fh:
+                    fh.seek(offset)
+                    fh.truncate()
+                    async for chunk in response.content.iter_chunked(CHUNK):
+                        if len(head) < len(JPEG_START):
+                            head += chunk[: len(JPEG_START) - len(head)]
+                            if not JPEG_START.startswith(head):
+                                _not_jpeg(chunk, label)
+                        received += len(chunk)
+                        self.bytes_received += len(chunk)
+                        if offset + received > self.max_bytes:
+                            raise _too_large(label, offset + received, self.max_bytes)
+                        fh.write(chunk)
+        except TRANSPORT_ERRORS as exc:
+            # Progress means holding more than before: a server that restarts from byte 0 and
+            # cuts early every time must still run out of attempts.
+            raise connection_failure(exc, progressed=offset + received > have) from None
+
+    def _start(self, response: aiohttp.ClientResponse, have: int, label: str) -> int:
+        """Where this reply's body goes in the file: 0, ``have``, or -1 when the server did not
+        resume where asked (the part is then dropped); raises for a bad reply."""
+        if response.status == 200:
+            offset = 0
+        elif response.status == 206 and have:
+            offset = _range_start(response.headers.get("Content-Range", ""))
+            if offset != have:
+                return -1
+        elif response.status == 416:
+            return -1
+        else:
+            raise Transient(f"HTTP {response.status} without a range asked for")
+        length = response.content_length
+        if length is not None and offset + length > self.max_bytes:
+            raise _too_large(label, offset + length, self.max_bytes)
+        return offset
+
+
+def _range_start(header: str) -> int:
+    """
+    >>> _range_start("bytes 100-199/200"), _range_start("nonsense")
+    (100, -1)
+    """
+    match = _CONTENT_RANGE.match(header.strip())
+    return int(match.group(1)) if match else -1
+
+
+def _usable_part(part: Path) -> int:
+    """Bytes of an earlier try worth resuming: only a file that starts like a JPEG."""
+    try:
+        with open(part, "rb") as fh:
+            head = fh.read(3)
+            size = os.fstat(fh.fileno()).st_size
+    except FileNotFoundError:
+        return 0
+    if head != JPEG_START:
+        part.unlink(missing_ok=True)
+        return 0
+    return size
+
+
+def _not_jpeg(chunk: bytes, label: str) -> None:
+    start = chunk[:16].decode("latin-1").encode("unicode_escape").decode()
+    raise Refused(f"{label}: the thumbnail is not a JPEG (it starts with '{start}')", "not a JPEG")
+
+
+def _too_large(label: str, size: int, cap: int) -> Refused:
+    return Refused(
+        f"{label}: the thumbnail is larger than the cap of {cap} bytes ({size} or more)",
+        "too large",
+    )
+
+
+def _finish(image: RemoteImage, part: Path, final: Path, label: str) -> None:
+    """Check the finished ``.part``, tag it and put it under ``final``; blocking."""
+    if not exif.is_complete_jpeg(part):
+        raise Refused(f"{label}: the thumbnail is not a complete JPEG", "not a JPEG")
+    _write_final(final, exif.updated_bytes(part, exif_update(image)))
+    part.unlink(missing_ok=True)
+
+
+def _write_final(final: Path, data: bytes) -> None:
+    """``data`` under ``final`` all at once: a hidden temp beside it, then a rename.
+
+    No fsync per file (it costs more than the download on a busy disk): a file that a power
+    cut left empty or short is not a complete JPEG, and the next run fetches it again.
+    """
+    tmp = final.with_name(f".{final.name}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
