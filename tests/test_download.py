@@ -14,6 +14,7 @@ import doctest
 import io
 import json
 import os
+import re
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -492,7 +493,10 @@ async def test_a_malicious_server_cannot_write_outside_out_nor_keep_bad_files(
     assert said("image 1004: the thumbnail is not a JPEG (it starts with '<html>login</htm')")
     assert said("image 1005: the thumbnail is not a complete JPEG")
     assert said("image 1007: refused by the server: HTTP 403: URL signature expired")
-    assert app[SERVED]["huge_bytes"] < HUGE * 2  # the client hung up, it did not read 12 MB
+    # The client hung up just past the cap (what the server wrote on meanwhile sits in socket
+    # buffers, so only the client's own count tells).
+    received = re.search(r"received ([0-9.]+) MB", out)
+    assert received and float(received.group(1)) < 1.3 and app[SERVED]["huge_bytes"] > 2**20
     assert "set aside, bad id from server: 2" in out and "set aside, too large: 1" in out
     assert "ignored 1 search results outside the box" in out
     assert list(index_of(work / "out")) == ["1006"]
