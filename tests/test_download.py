@@ -585,3 +585,37 @@ def test_help_has_examples() -> None:
 
 def test_search_limit_is_the_protocols() -> None:
     assert LIMIT == 2000
+
+
+async def test_a_terminal_gets_a_progress_bar_and_a_pipe_does_not(tmp_path: Path) -> None:
+    import pty
+
+    async with running_server(ServerConfig(data_dir=tmp_path / "srv")) as server:
+        seed(server.store, grid(BOX, 40, 8))
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "XDG_CONFIG_HOME": str(tmp_path / ".c")}
+        env.update(server_env(server))
+        master, slave = pty.openpty()
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "daemon", "download", *corners(BOX), "--out", "tty",
+            "--image-size", "256", cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE,
+            stderr=slave,
+        )  # fmt: skip
+        os.close(slave)
+        out, _ = await asyncio.wait_for(process.communicate(), timeout=120)
+        screen = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # the terminal closed with the process
+                break
+            if not chunk:
+                break
+            screen += chunk
+        os.close(master)
+        code, piped_out, piped_err = await mly(
+            tmp_path, server_env(server), "download", *corners(BOX), "--out", "pipe"
+        )
+    assert process.returncode == 0 and code == 0
+    assert b"download [" in screen and b"] 40/40" in screen and b"#" in screen
+    assert "[" not in piped_err and "40 images, 40 downloaded" in piped_out
+    assert "40 images, 40 downloaded" in out.decode()
