@@ -149,6 +149,8 @@ def test_a_processed_folder_uploads_once_and_prints_its_cluster(tmp_path, server
     assert again.returncode == 0, again.stderr
     assert server.stats() == before  # not one request
     assert "nothing to upload (5 already uploaded)" in again.stdout
+    assert "upload: 5 photos already uploaded, not sent again" in again.stdout
+    assert len(again.stdout.splitlines()) == 2  # a summary, not a line per photo
     assert clusters(again.stdout) == {}
 
 
@@ -296,3 +298,22 @@ def test_process_and_upload_places_photos_on_a_gpx_track(tmp_path, server) -> No
     )
     assert again.returncode == 0, again.stdout + again.stderr
     assert server.stats() == before
+
+
+def test_a_token_stored_by_authenticate_is_used_by_upload(tmp_path, server) -> None:
+    photos = tmp_path / "ride"
+    geotagged(photos, 3, 48.9, seed=300)
+    assert daemon(tmp_path, server, "process", str(photos), token=None).returncode == 0
+    secret = tmp_path / "token.txt"
+    secret.write_text(TOKEN + "\n")
+    wrong = tmp_path / "wrong.txt"
+    wrong.write_text(BAD_TOKEN + "\n")
+    refused = daemon(tmp_path, server, "authenticate", "--token-file", str(wrong), token=None)
+    assert refused.returncode == 2 and "nothing saved" in refused.stderr
+    login = daemon(tmp_path, server, "authenticate", "--token-file", str(secret), token=None)
+    assert login.returncode == 0, login.stderr
+    stored = next((tmp_path / "config").rglob("tokens.toml"))
+    assert stored.stat().st_mode & 0o777 == 0o600
+    done = daemon(tmp_path, server, "upload", str(photos), token=None)
+    assert done.returncode == 0, done.stderr
+    assert (server.stats()["sequences"], server.stats()["images"]) == (1, 3)

@@ -101,8 +101,12 @@ async def upload_folder(settings: config.Settings, token: str, root: Path, photo
     journal = await AsyncJournal.open(settings.journal_path)
     try:
         queued = await journal.run(lambda j: queue(j, root.resolve(), photos))
+        finished = [path for path, why in queued.already_done if why == "already finished"]
+        if finished:  # one line, not one per photo: a rerun on a big folder stays readable
+            print(f"upload: {len(finished)} photos already uploaded, not sent again")
         for path, why in queued.already_done:
-            print(f"{path}: {why}, not sent again")
+            if why != "already finished":
+                print(f"{path}: {why}, not sent again")
         for path, why in queued.unreadable:
             print(f"{path}: cannot read: {why}", file=sys.stderr)
         uuids = await journal.run(lambda j: _pending(j, root.resolve(), queued.resumed))
@@ -154,6 +158,7 @@ async def _upload(
 
 def _print_result(r: SequenceResult) -> None:
     if r.cluster_id:
-        print(f"sequence {r.uuid}: {r.images} images, cluster {r.cluster_id}")
+        # Flushed at once: the cluster id is the user's receipt, even if the run dies next.
+        print(f"sequence {r.uuid}: {r.images} images, cluster {r.cluster_id}", flush=True)
     else:
         print(f"sequence {r.uuid}: failed: {r.error}", file=sys.stderr)
