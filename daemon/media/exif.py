@@ -34,6 +34,7 @@ _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 
 _NO_LENGTH = {0x01, *range(0xD0, 0xD8)}  # TEM and RSTn stand alone
 _TAIL = 4096  # bytes read at a time from the end, looking for EOI past zero padding
 _MAX_PADDING = 1 << 20  # some cameras pad to a block size; more zeros than this is not padding
+_FIRST_READ = 64 * 1024  # the header of a camera photo (EXIF, thumbnail, tables) fits in this
 
 
 class MediaError(Exception):
@@ -171,12 +172,22 @@ def _cannot_read(exc: OSError) -> MediaError:
 
 def _open_head(path: str | os.PathLike[str]) -> _Head:
     try:
-        with open(path, "rb") as fh:
+        with open(path, "rb", buffering=0) as fh:
             size = os.fstat(fh.fileno()).st_size
             if size == 0:
                 raise MediaError("empty file (0 bytes)")
-            head = _walk_head(fh)
-            if not _has_eoi(fh, size):
+            # One read holds the whole header of almost any photo (and all of a small one):
+            # walking it in memory costs no system calls per segment.
+            first = fh.read(_FIRST_READ)
+            whole = len(first) >= size
+            try:
+                head = _walk_head(io.BytesIO(first))
+            except MediaError:
+                if whole:
+                    raise
+                fh.seek(0)  # a header longer than the first read: walk the file itself
+                head = _walk_head(io.BufferedReader(fh))
+            if not _has_eoi(io.BytesIO(first) if whole else fh, size):
                 raise MediaError("truncated JPEG (no end-of-image marker)")
     except OSError as exc:
         raise _cannot_read(exc) from exc
@@ -210,11 +221,9 @@ def _check_tiff(tiff: bytes) -> None:
         seen.add(offset)
         (entries,) = struct.unpack_from(order + "H", tiff, offset)
         known = piexif.TAGS.get(table, {})
-        for i in range(entries):
-            at = offset + 2 + 12 * i
-            if at + 12 > len(tiff):
-                break
-            tag, kind, count, value = struct.unpack_from(order + "HHII", tiff, at)
+        whole = min(entries, (len(tiff) - offset - 2) // 12)  # entries past the end: stop there
+        table_bytes = tiff[offset + 2 : offset + 2 + 12 * whole]
+        for tag, kind, count, value in struct.iter_unpack(order + "HHII", table_bytes):
             if tag not in known or kind not in _TYPE_SIZES or kind in (2, 7):
                 continue  # piexif slices text and raw bytes, which costs no more than is there
             size = count * _TYPE_SIZES[kind]
@@ -271,12 +280,31 @@ def _parse_datetime(value: Any, tag: str) -> datetime | None:
     text = _text(value)
     if not text or _unset(text):
         return None
+    fast = _exif_datetime(text)
+    if fast is not None:
+        return fast
     for fmt in ("%Y:%m:%d %H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y:%m:%d %H:%M", "%Y-%m-%dT%H:%M:%S"):
         try:
             return datetime.strptime(text[:19], fmt)
         except ValueError:
             continue
     raise MediaError(f"bad {tag} date {text[:40]!r}")
+
+
+def _exif_datetime(text: str) -> datetime | None:
+    """ "YYYY:MM:DD HH:MM:SS", as nearly every camera writes it, without strptime (whose
+    locale checks cost more than the rest of reading a photo); None for anything else."""
+    if len(text) < 19 or text[4] != ":" or text[7] != ":" or text[10] != " ":
+        return None
+    if text[13] != ":" or text[16] != ":":
+        return None
+    fields = (text[0:4], text[5:7], text[8:10], text[11:13], text[14:16], text[17:19])
+    if not all(f.isascii() and f.isdigit() for f in fields):
+        return None
+    try:
+        return datetime(*(int(f) for f in fields))  # type: ignore[misc]
+    except ValueError:
+        return None  # strptime then says what is wrong with it
 
 
 def _with_subsec(moment: datetime, subsec: Any) -> datetime:

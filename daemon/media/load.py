@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from datetime import tzinfo
 from pathlib import Path
@@ -15,19 +16,36 @@ JPEG_SUFFIXES = {".jpg", ".jpeg"}
 
 def find_jpegs(root: Path, skip_dirs: Iterable[str] = ()) -> list[Path]:
     """JPEGs under ``root`` (or ``root`` itself), skipping dotfiles, dot-folders and any folder
-    named in ``skip_dirs`` (e.g. where duplicates were moved), in a stable order."""
+    named in ``skip_dirs`` (e.g. where duplicates were moved), in a stable order (by path)."""
     root = Path(root)
     if root.is_file():
         return [root]
-    skip = set(skip_dirs)
-    found = []
-    for path in root.rglob("*"):
-        parts = path.relative_to(root).parts
-        if any(p.startswith(".") for p in parts) or any(p in skip for p in parts[:-1]):
+    found: list[tuple[str, ...]] = []
+    _scan(str(root), (), set(skip_dirs), found)
+    found.sort()  # tuples of names sort as the paths would, without building them first
+    return [root.joinpath(*parts) for parts in found]
+
+
+def _scan(folder: str, parts: tuple[str, ...], skip: set[str], found: list) -> None:
+    """Walk with scandir: the kind of each entry comes with the listing, no stat per file.
+    Folders that cannot be listed and symlinked folders are passed over."""
+    try:
+        with os.scandir(folder) as listing:
+            entries = list(listing)
+    except OSError:
+        return
+    for entry in entries:
+        name = entry.name
+        if name.startswith("."):
             continue
-        if path.suffix.lower() in JPEG_SUFFIXES and path.is_file():
-            found.append(path)
-    return sorted(found)
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                if name not in skip:
+                    _scan(entry.path, (*parts, name), skip, found)
+            elif os.path.splitext(name)[1].lower() in JPEG_SUFFIXES and entry.is_file():
+                found.append((*parts, name))
+        except OSError:
+            continue
 
 
 def load_record(path: Path, tz: tzinfo, label: str) -> ImageRecord:
@@ -43,12 +61,7 @@ def load_record(path: Path, tz: tzinfo, label: str) -> ImageRecord:
         except (OSError, exif.MediaError):
             complete = False
         return record.set_aside(BAD_METADATA if complete else BAD_FILE, str(exc))
-    try:
-        complete = exif.is_complete_jpeg(path)
-    except (OSError, exif.MediaError) as exc:
-        return record.set_aside(BAD_FILE, f"cannot read: {exc}")
-    if not complete:
-        return record.set_aside(BAD_FILE, "incomplete JPEG (cut off before its end marker)")
+    # read_exif has seen the end-of-image marker: the file is complete.
     capture_time, zone = resolve_capture_time(info.capture_time, tz, label)
     has_gps = info.lat is not None and info.lon is not None
     record = record.replace(
