@@ -6,10 +6,12 @@ Writes a mapillary_tools description file; the photos are not touched unless ``-
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -19,7 +21,7 @@ from daemon.media import exif
 from daemon.media.load import find_jpegs, load_records
 from daemon.pipeline import PipelineOptions, PipelineResult, run_pipeline
 from daemon.pipeline.dates import parse_zone
-from daemon.pipeline.describe import describe, description_file_entries, description_json
+from daemon.pipeline.describe import describe, description_file_entry, description_json
 from daemon.pipeline.records import BAD_FILE, ImageRecord
 
 DESCRIPTION_FILE = "mapillary_image_description.json"
@@ -107,13 +109,32 @@ def options_from_args(args: argparse.Namespace) -> PipelineOptions:
     return PipelineOptions.from_settings(settings, duplicate_window=args.duplicate_window)
 
 
-def write_atomically(path: Path, text: str) -> None:
+def description_chunks(records: Iterable[ImageRecord]) -> Iterator[str]:
+    """The description file as text, one entry a line, made as it is written.
+
+    json.dumps with indent goes through the pure-Python encoder and holds every piece of the
+    text at once: for 20,000 photos a second and ~90 MB. One compact dump per entry uses the C
+    encoder and keeps one entry in memory; the file is still one JSON array.
+    """
+    sep = "[\n"
+    for record in records:
+        yield sep + json.dumps(description_file_entry(record), ensure_ascii=False)
+        sep = ",\n"
+    yield "[]\n" if sep == "[\n" else "\n]\n"
+
+
+def write_atomically(path: Path, chunks: Iterable[str]) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.writelines(chunks)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
 
 
 def write_exif(result: PipelineResult) -> list[ImageRecord]:
@@ -170,17 +191,16 @@ def run(args: argparse.Namespace) -> int:
     records = load_records(find_jpegs(root, SKIP_DIRS), tz)
     result = run_pipeline(records, track, options)
     failed = write_exif(result) if args.write_exif else []
-    entries = description_file_entries(result.records)
-    text = json.dumps(entries, indent=2, ensure_ascii=False) + "\n"
+    chunks = description_chunks(result.records)
     out = sys.stdout
     if args.desc_path == "-":
-        sys.stdout.write(text)
+        sys.stdout.writelines(chunks)
         out, desc = sys.stderr, "standard output"
     else:
         default = (root if root.is_dir() else root.parent) / DESCRIPTION_FILE
         desc_path = Path(args.desc_path) if args.desc_path else default
         try:
-            write_atomically(desc_path, text)
+            write_atomically(desc_path, chunks)
         except OSError as exc:
             raise UsageError(f"cannot write {desc_path}: {exc.strerror or exc}") from None
         desc = str(desc_path)

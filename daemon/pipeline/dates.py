@@ -12,6 +12,7 @@ import os
 import re
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from functools import lru_cache
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -157,15 +158,23 @@ def natural_key(name: str) -> list[str | int]:
     return [int(p) if i % 2 else p.casefold() for i, p in enumerate(parts)]
 
 
+@lru_cache(maxsize=1 << 16)
+def _name_key(name: str) -> tuple[str | int, ...]:
+    # The stages sort the same photos several times; the name's key is the costly part.
+    return tuple(natural_key(name))
+
+
+_FAR = datetime.max.replace(tzinfo=UTC)
+
+
 def capture_order(records: Iterable[ImageRecord]) -> list[ImageRecord]:
     """Records by capture time, then natural file name; records without a time go last."""
-    far = datetime.max.replace(tzinfo=UTC)
     return sorted(
         records,
         key=lambda r: (
             r.capture_time is None,
-            r.capture_time or far,
-            natural_key(r.filename),
+            r.capture_time or _FAR,
+            _name_key(r.filename),
             str(r.path),
         ),
     )

@@ -153,15 +153,17 @@ def description_file_entries(
     Usable images carry ``filename`` (absolute path, as mapillary_tools writes it), ``filetype``
     and their description; set-aside images carry ``error`` with its ``type`` and ``message``.
     """
-    entries: list[dict[str, Any]] = []
-    for record in records:
-        head = {"filename": str(Path(record.path).absolute()), "filetype": "image"}
-        if record.ok:
-            entries.append({**head, **describe(record, extra)})
-        else:
-            error = record.error
-            entries.append({**head, "error": {"type": error.type, "message": error.message}})  # type: ignore[union-attr]
-    return entries
+    return [description_file_entry(record, extra) for record in records]
+
+
+def description_file_entry(record: ImageRecord, extra: dict[str, Any] | None = None) -> dict:
+    """One entry of :func:`description_file_entries`."""
+    path = record.path if isinstance(record.path, Path) else Path(record.path)
+    head = {"filename": str(path if path.is_absolute() else path.absolute()), "filetype": "image"}
+    if record.ok:
+        return {**head, **describe(record, extra)}
+    error = record.error
+    return {**head, "error": {"type": error.type, "message": error.message}}  # type: ignore[union-attr]
 
 
 def read_description_file(path: Path) -> list[dict[str, Any]]:

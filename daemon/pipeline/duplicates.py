@@ -113,12 +113,12 @@ class Motion:
 def _fit(ts: list[float], xs: list[float], ys: list[float], lo: int, hi: int, t: float):
     """Least-squares line through points lo..hi-1: (speed m/s, x at t, y at t)."""
     n = hi - lo
-    tm = sum(ts[lo:hi]) / n
-    xm = sum(xs[lo:hi]) / n
-    ym = sum(ys[lo:hi]) / n
-    stt = sum((ts[k] - tm) ** 2 for k in range(lo, hi))
-    bx = sum((ts[k] - tm) * (xs[k] - xm) for k in range(lo, hi)) / stt
-    by = sum((ts[k] - tm) * (ys[k] - ym) for k in range(lo, hi)) / stt
+    tw, xw, yw = ts[lo:hi], xs[lo:hi], ys[lo:hi]
+    tm, xm, ym = sum(tw) / n, sum(xw) / n, sum(yw) / n
+    dt = [a - tm for a in tw]  # list comprehensions: this runs twice for every photo
+    stt = sum([d * d for d in dt])
+    bx = sum([d * (x - xm) for d, x in zip(dt, xw, strict=True)]) / stt
+    by = sum([d * (y - ym) for d, y in zip(dt, yw, strict=True)]) / stt
     return math.hypot(bx, by), xm + bx * (t - tm), ym + by * (t - tm)
 
 

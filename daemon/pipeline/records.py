@@ -67,7 +67,17 @@ class ImageRecord:
         return self.lat is not None and self.lon is not None
 
     def replace(self, **changes: object) -> ImageRecord:
-        return dataclasses.replace(self, **changes)
+        """A copy with ``changes`` (like dataclasses.replace, which is several times slower:
+        the stages copy every record a few times, 20,000 photos a run)."""
+        unknown = changes.keys() - _FIELDS
+        if unknown:
+            raise TypeError(f"ImageRecord has no field {', '.join(sorted(unknown))}")
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__, **changes)
+        return new
 
     def set_aside(self, type_: str, message: str) -> ImageRecord:
-        return dataclasses.replace(self, error=ImageError(type_, message))
+        return self.replace(error=ImageError(type_, message))
+
+
+_FIELDS = frozenset(f.name for f in dataclasses.fields(ImageRecord))
