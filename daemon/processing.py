@@ -103,9 +103,14 @@ def _first_seen(rows: list[FileRow]) -> dict[str, float]:
     return {r.hash: r.created_at for r in rows}
 
 
-def _metadata(record: ImageRecord, description: dict[str, Any]) -> dict[str, Any]:
+def _metadata(
+    record: ImageRecord, description: dict[str, Any], name: str | None = None
+) -> dict[str, Any]:
+    # A card photo is read from the spool under its hash: the user's own name goes up instead.
+    if name:
+        description = {**description, "MAPFilename": name}
     return {
-        "filename": record.filename,
+        "filename": name or record.filename,
         "capture_time": record.capture_time.isoformat() if record.capture_time else None,
         "lat": record.lat,
         "lon": record.lon,
@@ -120,8 +125,11 @@ def plan_changes(
     first_seen: dict[str, float],
     position_wait: float,
     now: float,
+    names: dict[str, str] | None = None,
 ) -> tuple[list[StateChange], list[tuple[str, list[str]]], BatchOutcome]:
-    """Journal changes for a pipeline result: pure, so it is easy to test and reason about."""
+    """Journal changes for a pipeline result: pure, so it is easy to test and reason about.
+    ``names`` maps content hashes to the photos' original file names."""
+    names = names or {}
     changes: list[StateChange] = []
     sequences: list[tuple[str, list[str]]] = []
     outcome = BatchOutcome(root="")
@@ -129,7 +137,7 @@ def plan_changes(
         hashes = []
         for r in seq:
             assert r.content_hash is not None
-            meta = _metadata(r, describe(r))
+            meta = _metadata(r, describe(r), names.get(r.content_hash))
             changes.append(
                 StateChange(r.content_hash, FileState.DESCRIBED, None, {"metadata": meta})
             )
@@ -139,7 +147,7 @@ def plan_changes(
         outcome.images += len(seq)
     for r in result.duplicates:
         assert r.content_hash is not None and r.error is not None
-        meta = {"filename": r.filename}
+        meta = {"filename": names.get(r.content_hash) or r.filename}
         changes.append(StateChange(r.content_hash, FileState.DESCRIBED, None, {"metadata": meta}))
         changes.append(StateChange(r.content_hash, FileState.DUPLICATE, r.error.message))
         outcome.duplicates += 1
@@ -178,11 +186,12 @@ def plan_batch(
     """Read the photos and run the pipeline (blocking I/O: call it from a worker thread)."""
     records = _load(rows, options.tz)
     result = run_pipeline(records, track, options)
+    origin = {r.hash: r.paths[0] if r.paths else r.readable_path for r in rows}
+    names = {h: Path(p).name for h, p in origin.items()}
     changes, sequences, outcome = plan_changes(
-        result, _first_seen(rows), position_wait, time.time()
+        result, _first_seen(rows), position_wait, time.time(), names
     )
     outcome.root = root
-    origin = {r.hash: r.paths[0] if r.paths else r.readable_path for r in rows}
     rejected = [
         (r.content_hash, origin.get(r.content_hash, str(r.path)), r.error.message)
         for r in result.set_aside
