@@ -236,6 +236,9 @@ class Daemon:
         elif kind == "BatchReady":
             await self._flush_intake()
             self.process_wanted.set()
+        if kind.startswith("Card"):
+            # Rare, and the user waits on it ("you may remove it"): shown now, not in 10 s.
+            await self._save_runtime()
 
     async def _take_file(self, f: SettledFile) -> None:
         assert self.journal is not None
@@ -514,11 +517,19 @@ class Daemon:
             self.log.info("spool_cleaned", files=len(victims))
         return len(victims)
 
+    def _root_states(self) -> dict[str, str]:
+        """Per root, our own note (processing, card imported, ...) over the sources' live state
+        (watching, N settling, importing N left, missing), unless ours says less."""
+        live = self.sources.status() if self.sources is not None else {}
+        out = dict(live)
+        for root, note in self.runtime.roots.items():
+            if root not in live or note not in ("idle", "card inserted, importing"):
+                out[root] = note
+        return out
+
     async def _save_runtime(self, force: bool = False) -> None:
-        if self.sources is not None:
-            for root, doing in self.sources.status().items():
-                self.runtime.roots.setdefault(str(root), doing)
         snapshot = self.runtime.as_dict()
+        snapshot["roots"] = self._root_states()
         text = repr(snapshot)
         if (force or text != self._runtime_saved) and self.journal is not None:
             await self.journal.set_meta(RUNTIME_META, snapshot)
