@@ -263,6 +263,20 @@ def test_system_read_write_paths_follow_the_configuration(cli, home_env, tmp_pat
     assert "mount_roots" not in done.stderr
 
 
+def test_system_install_warns_about_a_missing_token_and_a_closed_config_folder(cli, tmp_path):
+    root = tmp_path / "root"
+    done, _, _ = system_dry_run(cli, root)
+    assert "no /etc/mapillary-daemon/tokens.toml yet" in done.stderr
+    folder = root / "etc/mapillary-daemon"
+    auth.save_token("default", "MLY|x-token-1234", path=folder / "tokens.toml")
+    assert folder.stat().st_mode & 0o777 == 0o700  # what the token store makes of a new folder
+    done, _, _ = system_dry_run(cli, root)
+    assert "tokens.toml yet" not in done.stderr
+    assert "cannot read /etc/mapillary-daemon: sudo chmod 755" in done.stderr
+    folder.chmod(0o755)
+    assert "cannot read" not in system_dry_run(cli, root)[0].stderr
+
+
 def test_system_unit_files_pass_systemd_analyze(cli, tmp_path):
     root = tmp_path / "root"
     done = cli("service", "install", "--system", "--root", str(root))

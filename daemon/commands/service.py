@@ -19,7 +19,7 @@ from importlib import resources
 from pathlib import Path
 from xml.sax.saxutils import escape as xml_escape
 
-from daemon import config
+from daemon import auth, config
 from daemon.cli import EXIT_OK, UsageError
 
 UNIT = "mapillary-daemon.service"
@@ -337,10 +337,28 @@ def warnings(kind: str, args: argparse.Namespace, settings: config.Settings | No
     for path in needed_paths(settings, exe):
         if _inside(path, TMP_TREES):
             found.append(f"{path} is in a temporary folder the service cannot see (PrivateTmp=)")
+    found += system_config_warnings(args.root)
     if not args.no_card_mount and args.card_mount_root not in settings.mount_roots:
         found.append(
             f"add {args.card_mount_root} to mount_roots in /etc/mapillary-daemon/config.toml, "
             "or the daemon will not look at the cards the udev helper mounts"
+        )
+    return found
+
+
+def system_config_warnings(root: Path) -> list[str]:
+    """The token must be there (systemd refuses to start a unit whose credential is missing)
+    and the folder readable by the service user (a 0700 folder hides config.toml from it)."""
+    folder = _under(root, SYSTEM_CONFIG_DIR)
+    found = []
+    if not (folder / auth.TOKENS_FILE).is_file():
+        found.append(
+            f"no {SYSTEM_CONFIG_DIR / auth.TOKENS_FILE} yet: the service will not start without "
+            "it (sudo env XDG_CONFIG_HOME=/etc mapillary-daemon authenticate)"
+        )
+    if folder.is_dir() and folder.stat().st_mode & 0o005 != 0o005:
+        found.append(
+            f"the service user cannot read {SYSTEM_CONFIG_DIR}: sudo chmod 755 {SYSTEM_CONFIG_DIR}"
         )
     return found
 
