@@ -155,11 +155,6 @@ def test_a_missing_socket_is_reported_not_raised(short_dir: Path):
     n.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Notifier.send uses a blocking sendto: with the supervisor's queue full (10 datagrams "
-    "by default, 512 under systemd) it stalls the event loop; reported to the lead",
-)
 def test_a_supervisor_that_does_not_read_never_blocks_the_sender(short_dir: Path):
     path = short_dir / "deaf"
     deaf = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
