@@ -372,6 +372,16 @@ async def test_a_rerun_finishes_what_a_failed_run_left_and_skips_what_is_done(
     assert len(second.fetched) + len(second.already) == 12 and second.failed == 0
     assert second.bytes_received == total - held  # the parts were resumed, not fetched again
     assert set(index_of(out)) == set(ids) and not list(out.glob("*.part"))
+    # A file a power cut left short (no end-of-image marker) is not taken as done.
+    short = out / f"{ids[0]}.jpg"
+    short.write_bytes(short.read_bytes()[:-100])
+    (out / f".{ids[1]}.jpg.tmp").write_bytes(b"left by a crash")
+    async with running_server(ServerConfig(data_dir=data_dir)) as server:
+        third = await download_box(server.graph_url, TOKEN, Options(BOX, out, "1024"), policy=FAST)
+    assert [i.id for i in third.fetched] == [ids[0]] and len(third.already) == 11
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [f"{i}.jpg" for i in ids] + ["images.geojson"]
+    )
 
 
 async def test_the_command_rides_out_server_errors_and_dropped_thumbnails(tmp_path: Path) -> None:

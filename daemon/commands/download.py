@@ -151,7 +151,6 @@ class _Report(Listener):
 
     def planned(self, total: int) -> None:
         self.summary.progress = Progress(total, "download")
-        self.summary.progress.__enter__()
 
     def done(self, image: RemoteImage, fetched: bool) -> None:
         if self.summary.progress is not None:

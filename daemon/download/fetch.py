@@ -55,6 +55,11 @@ def part_path(final: Path) -> Path:
     return final.with_name(final.name + PART)
 
 
+def temp_path(final: Path) -> Path:
+    """Where the tagged bytes are written just before the rename (hidden from watchers)."""
+    return final.with_name(f".{final.name}.tmp")
+
+
 def exif_update(image: RemoteImage) -> Any:
     """The EXIF edit for a download: GPS position, heading and time; capture time in UTC."""
     moment = (
@@ -214,7 +219,7 @@ def _write_final(final: Path, data: bytes) -> None:
     No fsync per file (it costs more than the download on a busy disk): a file that a power
     cut left empty or short is not a complete JPEG, and the next run fetches it again.
     """
-    tmp = final.with_name(f".{final.name}.tmp")
+    tmp = temp_path(final)
     try:
         with open(tmp, "wb") as fh:
             fh.write(data)

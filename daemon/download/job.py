@@ -18,7 +18,14 @@ import aiohttp
 
 from daemon import __version__
 from daemon.download.box import Box
-from daemon.download.fetch import DEFAULT_MAX_BYTES, Fetcher, final_path, is_done, part_path
+from daemon.download.fetch import (
+    DEFAULT_MAX_BYTES,
+    Fetcher,
+    final_path,
+    is_done,
+    part_path,
+    temp_path,
+)
 from daemon.download.http import DownloadError
 from daemon.download.index import write_index
 from daemon.download.search import BoxSearch, Filters, RemoteImage, SearchResult
@@ -168,10 +175,12 @@ async def _fetch_all(
 
 
 def _finished_before(images: list[RemoteImage], out: Path) -> set[str]:
-    """Ids of the images an earlier run finished; their leftover ``.part`` files go."""
+    """Ids of the images an earlier run finished; their leftover ``.part`` files go, and so
+    does any temp file a crash left between tagging and renaming."""
     done = set()
     for image in images:
         final = final_path(out, image)
+        temp_path(final).unlink(missing_ok=True)
         if is_done(final):
             part_path(final).unlink(missing_ok=True)
             done.add(image.id)
