@@ -114,11 +114,11 @@ def test_sigkill_at_random_moments_never_duplicates_or_loses_anything(tmp_path: 
         sequences = server.sequences()
     print(f"{runs} runs, {kills} killed; after the kills: {mid_way}; at the end: {stats}")
 
-    # The kills did interrupt real work, not a finished upload.
-    assert mid_way["images"] < len(names) or mid_way["sequences"] < len(SEQUENCES)
+    assert (stats["duplicate_images"], stats["duplicate_sequences"]) == (0, 0)
     assert stats["images"] == len(names)
     assert stats["sequences"] == len(SEQUENCES)
-    assert stats["duplicate_images"] == stats["duplicate_sequences"] == 0
+    # The kills did interrupt real work, not a finished upload.
+    assert mid_way["sequences"] < len(SEQUENCES)
     got = [[i["filename"] for i in s["images"]] for s in sequences]
     assert sorted(got) == sorted(_groups(names, SEQUENCES))
     assert Counter(i["md5"] for s in sequences for i in s["images"]).most_common(1)[0][1] == 1
