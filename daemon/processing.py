@@ -42,43 +42,52 @@ class BatchOutcome:
 
 
 class GpxLibrary:
-    """Every GPX file the daemon knows, merged into one track (rebuilt only when files change)."""
+    """Every GPX file the daemon knows, merged into one track (rebuilt only when files change).
+
+    The file list changes on the event loop (``add``); the track is built in a worker thread
+    from a ``snapshot`` taken on the loop, so the two never share a dict being changed, and a
+    file added during a build makes a new ``version`` that the next build picks up.
+    """
 
     def __init__(self) -> None:
         self._paths: dict[str, str] = {}  # content hash → readable path
-        self._track: Track | None = None
-        self._stale = True
+        self.version = 0
+        self._built: tuple[int, Track | None] = (-1, None)
 
     def load_known(self, known: dict[str, str]) -> None:
         self._paths.update(known)
-        self._stale = True
+        self.version += 1
 
     def add(self, file_hash: str, path: str) -> bool:
         """Add a GPX file; True if it is new (so waiting photos deserve another look)."""
         if self._paths.get(file_hash) == path:
             return False
         self._paths[file_hash] = path
-        self._stale = True
+        self.version += 1
         return True
 
     @property
     def known(self) -> dict[str, str]:
         return dict(self._paths)
 
-    def track(self) -> Track | None:
-        """The merged track; files that cannot be read are logged and left out."""
-        if not self._stale:
-            return self._track
+    def snapshot(self) -> tuple[int, list[str]]:
+        return self.version, list(self._paths.values())
+
+    def build(self, version: int, paths: list[str]) -> Track | None:
+        """The merged track of a snapshot (worker thread); unreadable files are logged and left
+        out."""
+        if self._built[0] == version:
+            return self._built[1]
         good = []
-        for path in self._paths.values():
+        for path in paths:
             try:
                 load_gpx_files([Path(path)])
                 good.append(Path(path))
             except (GpxError, OSError) as exc:
                 log.get("gpx").warning("gpx_unusable", file=path, reason=str(exc))
-        self._track = load_gpx_files(good) if good else None
-        self._stale = False
-        return self._track
+        track = load_gpx_files(good) if good else None
+        self._built = (version, track)
+        return track
 
 
 def batches(journal: Journal) -> dict[str, list[FileRow]]:
@@ -192,10 +201,11 @@ def plan_batch(
         result, _first_seen(rows), position_wait, time.time(), names
     )
     outcome.root = root
+    # Every photo rejected now, also one whose wait for a position just ran out.
     rejected = [
-        (r.content_hash, origin.get(r.content_hash, str(r.path)), r.error.message)
-        for r in result.set_aside
-        if r.content_hash and r.error and r.error.type not in CURABLE
+        (c.hash, origin.get(c.hash, c.hash), c.reason or "")
+        for c in changes
+        if c.state == FileState.REJECTED
     ]
     return BatchPlan(root, changes, sequences, rejected, outcome)
 

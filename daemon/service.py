@@ -29,8 +29,17 @@ from daemon.importer import (
 )
 from daemon.journal import AsyncJournal, FileState, Journal, NewFile, SequenceState
 from daemon.pipeline import PipelineOptions
+from daemon.pipeline.dates import parse_zone
 from daemon.processing import GPX_META, GpxLibrary, apply_plan, batches, plan_batch
-from daemon.sources import SettledFile, Sources
+from daemon.sources import (
+    BatchReady,
+    CardImported,
+    CardInserted,
+    CardRemoved,
+    SettledFile,
+    SourceEvent,
+    Sources,
+)
 from daemon.upload.client import AuthError, UploadClient, UploadError
 from daemon.upload.events import UploadEvent
 from daemon.upload.worker import SequenceResult, SequenceUploader
@@ -102,12 +111,14 @@ class Daemon:
         self.journal: AsyncJournal | None = None
         self.sources: Sources | None = None
         self.gpx = GpxLibrary()
-        self._gpx_version = 0
         self._processed_version: dict[str, int] = {}
         self._last_activity: dict[str, float] = {}
         self._importing: set[str] = set()
         self._pending: list[NewFile] = []
         self._card_files: list[SettledFile] = []
+        self._card_done: set[str] = set()  # cards announced imported, files maybe still queued
+        self._intake_busy = False
+        self._cleaned: set[str] = set()  # finished sequences whose spool copies are gone
         self._runtime_saved = ""
         self._bytes_window: list[tuple[float, int]] = []
 
@@ -142,9 +153,15 @@ class Daemon:
             spool=str(self.spool),
             watch=[str(p) for p in self.settings.watch],
             mount_roots=[str(p) for p in self.settings.mount_roots],
-            zone=self.settings.tz or "this machine's zone",
+            zone=self.zone_label,
             time_offset=self.settings.time_offset,
         )
+
+    @property
+    def zone_label(self) -> str:
+        """The zone naive camera times are read in, named (a wrong one shifts every position)."""
+        label = parse_zone(self.settings.tz)[1]
+        return label if self.settings.tz else f"{label} (this machine's zone)"
 
     async def shutdown(self) -> None:
         if self.sources is not None:
@@ -161,13 +178,6 @@ class Daemon:
         self.stopping.set()
         self.process_wanted.set()
         self.upload_wanted.set()
-
-    async def run(self) -> int:
-        await self.startup()
-        try:
-            return await self.main()
-        finally:
-            await self.shutdown()
 
     async def main(self) -> int:
         tasks = {
@@ -188,7 +198,11 @@ class Daemon:
         for task in done:
             if task is not stop and not task.cancelled() and task.exception():
                 raise task.exception()  # type: ignore[misc]
-        return 1 if (self.stats.rejected or self.stats.failed) else 0
+        # A service stopped by SIGTERM has done its job (exit 0, or systemd marks it failed);
+        # for --once the exit code tells cron whether something needs a look.
+        if self.once and (self.stats.rejected or self.stats.failed):
+            return 1
+        return 0
 
     # -- intake: settled files → spool → journal ------------------------------------------------
 
@@ -204,41 +218,53 @@ class Daemon:
                     await self._flush_intake()
                     continue
                 event, getter = getter.result(), None
-                await self._handle(event)
-                if len(self._pending) + len(self._card_files) >= INTAKE_BATCH:
-                    await self._flush_intake()
+                self._intake_busy = True
+                try:
+                    await self._handle(event)
+                    if len(self._pending) + len(self._card_files) >= INTAKE_BATCH:
+                        await self._flush_intake()
+                finally:
+                    self._intake_busy = False
         finally:
             if getter is not None:
                 getter.cancel()
 
-    async def _handle(self, event: Any) -> None:
-        kind = type(event).__name__
-        if kind == "SettledFile":
-            await self._take_file(event)
-        elif kind == "CardInserted":
-            self._importing.add(str(event.root))
-            self.runtime.roots[str(event.root)] = "card inserted, importing"
-            self.log.info(
-                "card_inserted", root=str(event.root), card=getattr(event, "card_id", None)
-            )
-        elif kind == "CardImported":
-            await self._flush_intake()
-            if self._card_files:  # import paused (disk full): the card is not done
-                return
-            self._importing.discard(str(event.root))
-            self.runtime.roots[str(event.root)] = "card imported: you may remove it"
-            self.log.info("card_imported", root=str(event.root))
-            self.process_wanted.set()
-        elif kind == "CardRemoved":
-            self._importing.discard(str(event.root))
-            self.runtime.roots[str(event.root)] = "card removed"
-            self.log.info("card_removed", root=str(event.root))
-        elif kind == "BatchReady":
-            await self._flush_intake()
-            self.process_wanted.set()
-        if kind.startswith("Card"):
+    async def _handle(self, event: SourceEvent) -> None:
+        match event:
+            case SettledFile():
+                await self._take_file(event)
+            case CardInserted():
+                self._importing.add(str(event.root))
+                self._card_done.discard(str(event.root))
+                self.runtime.roots[str(event.root)] = "card inserted, importing"
+                self.log.info("card_inserted", root=str(event.root), card=event.card_id)
+            case CardImported():
+                # Every file has been handed on; the card is done once they are all copied
+                # (later, if the copy is paused because the disk is full).
+                self._card_done.add(str(event.root))
+                await self._flush_intake()
+            case CardRemoved():
+                self._importing.discard(str(event.root))
+                self._card_done.discard(str(event.root))
+                self.runtime.roots[str(event.root)] = "card removed"
+                self.log.info("card_removed", root=str(event.root))
+            case BatchReady():
+                await self._flush_intake()
+                self.process_wanted.set()
+        if not isinstance(event, SettledFile | BatchReady):
             # Rare, and the user waits on it ("you may remove it"): shown now, not in 10 s.
             await self._save_runtime()
+
+    def _finish_cards(self) -> None:
+        """Cards whose files are all copied and journaled: free to remove, ready to process."""
+        if self._card_files or self._pending:
+            return
+        for root in sorted(self._card_done):
+            self._importing.discard(root)
+            self.runtime.roots[root] = "card imported: you may remove it"
+            self.log.info("card_imported", root=root)
+            self.process_wanted.set()
+        self._card_done.clear()
 
     async def _take_file(self, f: SettledFile) -> None:
         assert self.journal is not None
@@ -316,7 +342,6 @@ class Daemon:
             self.log.warning("gpx_unreadable", file=str(f.path), reason=str(exc))
             return
         if self.gpx.add(digest, path):
-            self._gpx_version += 1
             await self.journal.set_meta(GPX_META, self.gpx.known)
             self.log.info("gpx_added", file=str(f.path))
             self.process_wanted.set()
@@ -324,6 +349,7 @@ class Daemon:
     async def _flush_intake(self) -> None:
         await self._import_cards()
         if not self._pending or self.journal is None:
+            self._finish_cards()
             return
         entries, self._pending = self._pending, []
         added = await self.journal.add_files(entries)
@@ -333,12 +359,13 @@ class Daemon:
         if new:
             self.log.info("imported", files=new, already_known=len(added) - new)
         self.process_wanted.set()
+        self._finish_cards()
 
     # -- processing: settled batches → sequences ------------------------------------------------
 
     async def _process_loop(self) -> None:
         while not self.stopping.is_set():
-            await _wait(self.process_wanted, self.settings.batch_quiet_seconds / 3 or 1.0)
+            await wait_event(self.process_wanted, self.settings.batch_quiet_seconds / 3 or 1.0)
             self.process_wanted.clear()
             await self.process_ready()
 
@@ -362,16 +389,20 @@ class Daemon:
             if (
                 waiting_only
                 and not expired
-                and self._processed_version.get(root) == self._gpx_version
+                and self._processed_version.get(root) == self.gpx.version
             ):
                 continue
             self.runtime.roots[root] = "processing"
-            track = await asyncio.to_thread(self.gpx.track)
+            # The file list is taken here, on the loop: a GPX added meanwhile is a new version.
+            version, paths = self.gpx.snapshot()
+            track = await asyncio.to_thread(self.gpx.build, version, paths)
             plan = await asyncio.to_thread(
                 plan_batch, root, rows, track, options, self.settings.position_wait
             )
             await self.journal.run(lambda j, p=plan: apply_plan(j, p))
-            self._processed_version[root] = self._gpx_version
+            for _hash, path, reason in plan.rejected:
+                self.log.warning("photo_set_aside", file=path, reason=reason)
+            self._processed_version[root] = version
             self._count(plan.outcome)
             self.runtime.roots[root] = "idle"
             self.upload_wanted.set()
@@ -390,24 +421,29 @@ class Daemon:
             duplicates=o.duplicates,
             waiting_for_position=o.waiting,
             rejected=o.rejected,
-            zone=self.settings.tz or "this machine's zone",
+            zone=self.zone_label,
             time_offset=self.settings.time_offset,
         )
+        if o.waiting:
+            self.log.warning(
+                "waiting_for_position",
+                root=o.root,
+                photos=o.waiting,
+                zone=self.zone_label,
+                time_offset=self.settings.time_offset,
+                hint="no GPS position and no GPX covering their time yet; if a GPX should "
+                "cover them, check tz and time_offset",
+            )
 
     # -- upload: pending sequences → server -----------------------------------------------------
 
     async def _upload_loop(self) -> None:
         backoff = 2.0
         while not self.stopping.is_set():
-            await _wait(self.upload_wanted, 30.0)
+            await wait_event(self.upload_wanted, 30.0)
             self.upload_wanted.clear()
-            try:
-                token = self.token or auth.load_token(self.settings.profile)
-            except auth.TokenStoreError as exc:
-                token = None
-                self.runtime.paused = f"cannot read the token: {exc}"
+            token = await self._token()
             if not token:
-                self.runtime.server = "no token: run 'mapillary-daemon authenticate'"
                 continue
             pending = await self._due_sequences()
             if not pending:
@@ -418,13 +454,30 @@ class Daemon:
             except AuthError as exc:
                 self.runtime.server = f"token refused: {exc}"
                 self.log.error("token_refused", reason=str(exc))
-                await _wait(self.stopping, 600.0)  # a SIGHUP with a new token wakes us sooner
+                self.upload_wanted.clear()
+                await wait_event(self.upload_wanted, 600.0)  # SIGHUP (a new token) wakes us
             except UploadError as exc:
                 self.runtime.server = f"unreachable: {exc}"
                 self.log.warning("server_unreachable", reason=str(exc), retry_in=backoff)
-                await _wait(self.stopping, backoff)
+                await wait_event(self.stopping, backoff)
                 backoff = min(backoff * 2, OFFLINE_BACKOFF_MAX)
                 self.upload_wanted.set()
+
+    async def _token(self) -> str | None:
+        """The access token, or None with the reason in the status (never the token itself)."""
+        if self.token:
+            return self.token
+        try:
+            token = await asyncio.to_thread(auth.load_token, self.settings.profile)
+        except auth.TokenStoreError as exc:
+            problem = f"cannot read the token: {exc}"
+            if self.runtime.server != problem:
+                self.log.error("token_unreadable", reason=str(exc))
+            self.runtime.server = problem
+            return None
+        if not token:
+            self.runtime.server = "no token: run 'mapillary-daemon authenticate'"
+        return token
 
     async def _due_sequences(self) -> list[str]:
         assert self.journal is not None
@@ -462,12 +515,16 @@ class Daemon:
     # -- housekeeping: disk space, spool cleanup, waiting photos, status -------------------------
 
     async def _housekeeping(self) -> None:
+        last_clean = 0.0
         while not self.stopping.is_set():
-            await self._check_disk()
+            routine = time.monotonic() - last_clean >= HOUSEKEEPING_SECONDS
+            if routine:
+                last_clean = time.monotonic()
+            await self._check_disk(routine)
             await self._save_runtime()
-            await _wait(self.stopping, min(HOUSEKEEPING_SECONDS, RUNTIME_SAVE_SECONDS))
+            await wait_event(self.stopping, RUNTIME_SAVE_SECONDS)
 
-    async def _check_disk(self) -> None:
+    async def _check_disk(self, routine: bool = True) -> None:
         free = await asyncio.to_thread(free_mb, self.spool)
         if free < self.settings.min_free_mb:
             freed = await self._clean_spool(force=True)
@@ -482,7 +539,7 @@ class Daemon:
                     )
                 self.runtime.paused = f"card import paused: {free:.0f} MB free, below min_free_mb {self.settings.min_free_mb:.0f}"
                 return
-        else:
+        elif routine:
             await self._clean_spool(force=False)
         if self.runtime.paused:
             self.log.info("import_resumed", free_mb=round(free))
@@ -493,19 +550,25 @@ class Daemon:
         assert self.journal is not None
         keep = 0.0 if force else self.settings.keep_days * 86400
 
-        def clean(j: Journal) -> list[tuple[str, str]]:
-            old = time.time() - keep
-            victims = []
-            for seq in j.sequences_in_state(SequenceState.FINISHED):
-                if seq.finished_at and seq.finished_at <= old:
-                    victims += [
-                        (r.hash, r.spool_path) for r in j.sequence_images(seq.uuid) if r.spool_path
-                    ]
-            return victims
+        cleaned = self._cleaned
 
-        victims = await self.journal.run(clean)
+        def clean(j: Journal) -> tuple[list[tuple[str, str]], set[str]]:
+            old = time.time() - keep
+            victims, done = [], set()
+            for seq in j.sequences_in_state(SequenceState.FINISHED):
+                # Each finished sequence is looked at once per run, not every minute forever.
+                if seq.uuid in cleaned or not (seq.finished_at and seq.finished_at <= old):
+                    continue
+                done.add(seq.uuid)
+                victims += [
+                    (r.hash, r.spool_path) for r in j.sequence_images(seq.uuid) if r.spool_path
+                ]
+            return victims, done
+
+        victims, done = await self.journal.run(clean)
         for _file_hash, path in victims:
-            await asyncio.to_thread(remove_spool_file, Path(path))
+            # With the spool given, a path outside it is refused: never a user's original.
+            await asyncio.to_thread(remove_spool_file, Path(path), self.spool)
 
         def forget(j: Journal) -> None:
             with j.transaction():
@@ -515,6 +578,7 @@ class Daemon:
         if victims:
             await self.journal.run(forget)
             self.log.info("spool_cleaned", files=len(victims))
+        self._cleaned |= done
         return len(victims)
 
     def _root_states(self) -> dict[str, str]:
@@ -569,30 +633,33 @@ class Daemon:
     async def _stop_when_done(self) -> None:
         """End when sources are settled, nothing is left to process, and uploads are done."""
         assert self.sources is not None and self.journal is not None
-        await self.sources.wait_settled()
+        # Settled sources and an idle intake, twice in a row: the intake may have taken the
+        # last event from the queue and still be hashing it when the queue looks empty.
+        quiet = 0
+        while quiet < 2:
+            await self.sources.wait_settled()
+            quiet = 0 if self._intake_busy else quiet + 1
+            await asyncio.sleep(0.05)
         await self._flush_intake()
         await self.process_ready()
         while True:
             pending = await self._due_sequences()
             if not pending:
                 break
-            token = self.token or auth.load_token(self.settings.profile)
+            token = await self._token()
             if not token:
-                self.log.warning("upload_skipped", reason="no token")
+                self.log.warning("upload_skipped", reason=self.runtime.server)
+                self.stats.failed += len(pending)
                 break
             try:
                 await self._upload(token, pending)
             except UploadError as exc:
                 self.log.error("upload_stopped", reason=str(exc), still_queued=len(pending))
-                self.stats.failed += 1
+                self.stats.failed += len(await self._due_sequences())
                 break
             if set(await self._due_sequences()) >= set(pending):
                 break  # nothing moved (all failed): do not loop
         self.request_stop()
-
-
-async def _wait(event: asyncio.Event, timeout: float) -> None:
-    await wait_event(event, timeout)
 
 
 def install_signal_handlers(daemon: Daemon, reload: Any = None) -> None:
@@ -619,6 +686,13 @@ async def run_daemon(
         daemon.gpx.add(f"file:{path}", str(path))
     notifier = Notifier.from_environment()
 
+    reloads: set[asyncio.Task[None]] = set()
+
+    def _reload_done(task: asyncio.Task[None]) -> None:
+        reloads.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            daemon.log.error("reload_failed", reason=repr(task.exception()))
+
     def reload() -> None:
         if reload_settings is None:
             return
@@ -628,7 +702,9 @@ async def run_daemon(
         except config.ConfigError as exc:
             daemon.log.error("reload_refused", reason=str(exc))
         else:
-            asyncio.get_running_loop().create_task(daemon.apply_settings(new))
+            task = asyncio.get_running_loop().create_task(daemon.apply_settings(new))
+            reloads.add(task)  # kept referenced until done; a failure is logged, not lost
+            task.add_done_callback(_reload_done)
         notifier.ready()
 
     install_signal_handlers(daemon, reload)
@@ -642,7 +718,10 @@ async def run_daemon(
         pinger.cancel()
         await asyncio.gather(pinger, return_exceptions=True)
         await daemon.shutdown()
-    daemon.log.info("run_summary", **daemon.stats.figures())
+    daemon.log.info("run_summary", zone=daemon.zone_label, **daemon.stats.figures())
     if once:
-        print(daemon.stats.line())
+        print(
+            f"{daemon.stats.line()}\ncamera times without a zone read in {daemon.zone_label}, "
+            f"camera clock offset {daemon.settings.time_offset:g} s"
+        )
     return code
