@@ -317,3 +317,23 @@ def test_a_token_stored_by_authenticate_is_used_by_upload(tmp_path, server) -> N
     done = daemon(tmp_path, server, "upload", str(photos), token=None)
     assert done.returncode == 0, done.stderr
     assert (server.stats()["sequences"], server.stats()["images"]) == (1, 3)
+
+
+def test_a_sequence_the_server_refused_is_reported_again_but_not_resent(tmp_path, server) -> None:
+    photos = tmp_path / "mt"
+    names = mapillary_tools_folder(photos, [3, 2], 47.4, seed=400)
+    cut = photos / names[1]
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])  # a card pulled mid-write
+    first = daemon(tmp_path, server, "upload", str(photos))
+    assert first.returncode == 1
+    failed_line = [ln for ln in first.stderr.splitlines() if ": failed: " in ln]
+    assert len(failed_line) == 1 and names[1] in failed_line[0], first.stderr
+    (sequence,) = server.sequences()  # the other sequence is not held back
+    assert [i["filename"] for i in sequence["images"]] == names[3:]
+    before = server.stats()
+
+    again = daemon(tmp_path, server, "upload", str(photos))
+    assert again.returncode == 1
+    assert "failed earlier, not sent again" in again.stderr and names[1] in again.stderr
+    assert "upload: 2 photos already uploaded, not sent again" in again.stdout
+    assert server.stats() == before

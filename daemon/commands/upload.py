@@ -110,12 +110,26 @@ async def upload_folder(settings: config.Settings, token: str, root: Path, photo
         for path, why in queued.unreadable:
             print(f"{path}: cannot read: {why}", file=sys.stderr)
         uuids = await journal.run(lambda j: _pending(j, root.resolve(), queued.resumed))
+        failed = await journal.run(lambda j: _failed_earlier(j, queued.resumed))
+        for uuid, reason in failed:
+            print(f"sequence {uuid}: failed earlier, not sent again: {reason}", file=sys.stderr)
+        problems = bool(queued.unreadable or failed)
         if not uuids:
-            print(f"upload: nothing to upload ({len(queued.already_done)} already uploaded)")
-            return EXIT_SET_ASIDE if queued.unreadable else EXIT_OK
-        return await _upload(settings, token, journal, uuids, bool(queued.unreadable))
+            print(f"upload: nothing to upload ({len(finished)} already uploaded)")
+            return EXIT_SET_ASIDE if problems else EXIT_OK
+        return await _upload(settings, token, journal, uuids, problems)
     finally:
         await journal.aclose()
+
+
+def _failed_earlier(journal: Journal, uuids: list[str]) -> list[tuple[str, str]]:
+    """(uuid, reason) of the sequences among ``uuids`` that a server refused in an earlier run."""
+    rows = [journal.get_sequence(uuid) for uuid in uuids]
+    return [
+        (r.uuid, r.reason or "no reason recorded")
+        for r in rows
+        if r is not None and r.state == SequenceState.FAILED
+    ]
 
 
 def _pending(journal: Journal, root: Path, resumed: list[str]) -> list[str]:

@@ -166,8 +166,12 @@ def queue(journal: Journal, root: Path, photos: list[Described]) -> Queued:
                 FileState.WAITING_FOR_POSITION,
             ):
                 groups[photo.sequence].append((photo, digest))
-            elif row.state in (FileState.SEQUENCED, FileState.UPLOADED) and row.sequence_id:
-                # Queued by an earlier run (perhaps of a parent folder) and not finished yet.
+            elif (
+                row.state in (FileState.SEQUENCED, FileState.UPLOADED, FileState.FAILED)
+                and row.sequence_id
+            ):
+                # Queued by an earlier run (perhaps of a parent folder) and not finished: the
+                # command resumes the sequence, or says why it failed.
                 if row.sequence_id not in result.resumed:
                     result.resumed.append(row.sequence_id)
             else:
