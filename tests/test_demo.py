@@ -33,6 +33,8 @@ def test_demo_uploads_every_photo_once_and_reports_what_happened(tmp_path: Path)
     assert dup_images == dup_sequences == 0
     assert "set aside G_BROKEN.JPG: no capture time" in out
     assert "every photo arrived once" in out
+    # The round trip: what went up comes back down from the same box.
+    assert int(re.search(r"download\s+(\d+) images", out).group(1)) == images
     listed = re.findall(r"^\s+[0-9a-f-]{36}\s+(\d+) images\s+cluster (\d+)$", out, re.M)
     assert sum(int(n) for n, _ in listed) == images and len(listed) == sequences
     # --keep leaves the workspace for a look: the camera's originals are untouched there.
@@ -41,6 +43,8 @@ def test_demo_uploads_every_photo_once_and_reports_what_happened(tmp_path: Path)
         photos = list((kept / "camera" / "DCIM" / "100ACME").glob("G*.JPG"))
         assert len(photos) == written + 1  # and the broken one, left where it was
         assert (kept / "journal.sqlite3").is_file()
+        assert len(list((kept / "downloaded").glob("*.jpg"))) == images
+        assert (kept / "downloaded" / "images.geojson").is_file()
     finally:
         shutil.rmtree(kept, ignore_errors=True)
     assert "demo-access-token" not in out + done.stderr

@@ -116,7 +116,30 @@ async def _demo(workspace: Path, laps: int, seed: int) -> int:
         report = _read_journal(settings.journal_path)
         stats = server.stats()
         sequences = server.sequences()
-    return _print_report(scene, report, stats, sequences, settled, time.monotonic() - began)
+        code = _print_report(scene, report, stats, sequences, settled)
+        fetched = await _download_back(drive, server.graph_url, workspace / "downloaded")
+    print(
+        f"download {fetched} images of the drive's box back from the server "
+        f"(thumbnails with position, time and heading in EXIF, plus images.geojson)"
+    )
+    if fetched != stats["images"]:
+        code = EXIT_SET_ASIDE
+    verdict = "every photo arrived once" if code == EXIT_OK else "NOT everything went as it should"
+    print(f"done     in {time.monotonic() - began:.1f} s: {verdict}")
+    return code
+
+
+async def _download_back(drive: Drive, graph: str, out: Path) -> int:
+    """The round trip: search the drive's box on the server and fetch what it holds."""
+    from daemon.download.box import Box
+    from daemon.download.job import Options, download_box
+
+    lats = [p.lat for p in drive.photos]
+    lons = [p.lon for p in drive.photos]
+    margin = 0.001  # about 100 m: GPS noise puts some photos beside the true route
+    box = Box(min(lons) - margin, min(lats) - margin, max(lons) + margin, max(lats) + margin)
+    outcome = await download_box(graph, TOKEN, Options(box=box, out=out, size="256"))
+    return len(outcome.fetched) + len(outcome.already)
 
 
 def _settings(workspace: Path, camera: Path, graph: str, upload: str) -> config.Settings:
@@ -258,7 +281,6 @@ def _print_report(
     stats: dict[str, int],
     sequences: list[dict[str, Any]],
     settled: bool,
-    seconds: float,
 ) -> int:
     c = report.counts
     uploaded = c.get("finished", 0)
@@ -286,6 +308,4 @@ def _print_report(
         and stats["duplicate_sequences"] == 0
         and all(cluster for _, _, cluster in report.sequences)
     )
-    verdict = "every photo arrived once" if ok else "NOT everything arrived as it should"
-    print(f"done     in {seconds:.1f} s: {verdict}")
     return EXIT_OK if ok else EXIT_SET_ASIDE
