@@ -285,8 +285,16 @@ def import_files(
     return out
 
 
+def _is_bucket(name: str) -> bool:
+    return len(name) == 2 and all(c in "0123456789abcdef" for c in name)
+
+
 def clean_spool_temps(spool_dir: str | os.PathLike[str]) -> int:
-    """Remove copies left half-done by a crash or power cut (call before importing starts)."""
+    """Remove copies left half-done by a crash or power cut (call before importing starts).
+
+    Temps sit at the top of the spool they were imported into, which may be a subfolder of
+    this one (the daemon's ``gpx/``); hash buckets hold finished copies only, so they are
+    not listed."""
     removed = 0
     with contextlib.suppress(FileNotFoundError), os.scandir(spool_dir) as entries:
         for entry in entries:
@@ -294,6 +302,8 @@ def clean_spool_temps(spool_dir: str | os.PathLike[str]) -> int:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(entry.path)
                     removed += 1
+            elif entry.is_dir(follow_symlinks=False) and not _is_bucket(entry.name):
+                removed += clean_spool_temps(entry.path)
     return removed
 
 

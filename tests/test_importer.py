@@ -170,6 +170,13 @@ def test_spool_housekeeping(tmp_path: Path) -> None:
     leftover.write_bytes(b"half a photo")
     assert clean_spool_temps(spool) == 1
     assert spool_files(spool) == [kept.spool_path]
+    # A GPX copy cut off in the spool's gpx/ folder is found too (the crash test found it).
+    (tmp_path / "t.gpx").write_text("<gpx></gpx>\n")
+    track = import_file(tmp_path / "t.gpx", spool / "gpx")
+    (spool / "gpx" / ".import-9-def.part").write_text("<gpx>")
+    assert clean_spool_temps(spool) == 1
+    assert sorted(spool_files(spool)) == sorted([kept.spool_path, track.spool_path])
+    remove_spool_file(track.spool_path, spool / "gpx")
     assert clean_spool_temps(tmp_path / "no-spool-yet") == 0
     original = make_jpeg(tmp_path / "original.jpg", seed=3)
     with pytest.raises(ValueError):
