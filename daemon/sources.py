@@ -4,7 +4,9 @@ The truth is a scan; file events are hints. One watchdog Observer watches every 
 only records which paths moved and wakes the asyncio loop (``call_soon_threadsafe``), where
 folders are marked dirty and rescanned. A candidate is *settled* when it is complete (a JPEG
 with its start-of-scan and an end-of-image marker after it, a GPX that parses to ``</gpx>``) and
-its size and mtime have not changed for ``settle_seconds``. Cards are folders with ``DCIM/`` that
+its size and mtime have not changed for ``settle_seconds``. A quiet file that can never become
+complete (no JPEG start marker, not XML, not ``<gpx>``) is handed on at once marked not
+complete; one that may still be growing (empty, cut off) only after ``give_up_seconds``. Cards are folders with ``DCIM/`` that
 appear under a mount root; a new mount fires no file events, so they are found by polling the
 mount table and listing the mount roots, identified by file-system UUID or label (nothing is ever
 written onto them), scanned whole, and announced imported once every file has been handed on.
@@ -44,6 +46,7 @@ from watchdog.observers.polling import PollingObserver
 
 from daemon import log
 from daemon.aio import wait_event
+from daemon.media.exif import JpegState, jpeg_state
 
 PHOTO_SUFFIXES = frozenset({".jpg", ".jpeg"})
 TRACK_SUFFIXES = frozenset({".gpx"})
@@ -85,8 +88,12 @@ class Card:
 
 @dataclass(frozen=True)
 class SettledFile:
-    """A file that is complete and quiet. ``complete`` is False only for a file that stayed
-    unfinished (no end marker) long after its last change: handed on to be set aside."""
+    """A file that is complete and quiet, or one handed on to be set aside: ``complete`` is
+    False for a file that can never be used (not a JPEG, not a GPX: at once) or that stayed
+    unfinished (empty, cut off) long after its last change. ``reason`` then says why in one
+    line ("empty file", "not a JPEG: no start-of-image marker", "not a GPX file: <parser
+    message>", "cut off: no end-of-image marker 60 s after its last change"); None when
+    complete."""
 
     path: Path
     root: Path
@@ -95,6 +102,7 @@ class SettledFile:
     size: int
     mtime: float
     complete: bool = True
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -230,78 +238,76 @@ def scan(folder: Path, ignore: Iterable[Path] = ()) -> Iterator[Path]:
 
 # -- is a file complete? --------------------------------------------------------------------------
 
-SOI, EOI, SOS = b"\xff\xd8", b"\xff\xd9", 0xDA
-_TAIL = 64 * 1024
+
+@dataclass(frozen=True)
+class Verdict:
+    """What reading a quiet file found. ``hopeless``: waiting cannot make it complete (the
+    bytes already there are wrong), so it is handed on at once. ``dated``: the reason is
+    finished with how long the file has been unchanged (the evidence that it is cut off)."""
+
+    complete: bool
+    reason: str | None = None
+    hopeless: bool = False
+    dated: bool = False
 
 
-def _start_of_scan(fh: Any, size: int) -> int | None:
-    """Offset just past the header segments (at the first SOS), or None if the file ends first.
+COMPLETE = Verdict(True)
+EMPTY = "empty file"
 
-    Walking the segment lengths matters: an EXIF thumbnail ends with its own EOI, so a file cut
-    right after it would look finished to a plain "ends with FFD9" test.
+
+def jpeg_verdict(path: str | os.PathLike[str]) -> Verdict:
+    """Blocking. The JPEG rules live in :func:`daemon.media.exif.jpeg_state`."""
+    state = jpeg_state(path)
+    if state is JpegState.COMPLETE:
+        return COMPLETE
+    hopeless = state is JpegState.NOT_JPEG
+    dated = state in (JpegState.CUT_OFF, JpegState.CORRUPT)
+    return Verdict(False, state.value, hopeless, dated)
+
+
+class _NotGpx(Exception):
+    pass
+
+
+def gpx_verdict(path: str | os.PathLike[str]) -> Verdict:
+    """Blocking. Well-formed XML whose root is ``<gpx>``, streamed (little memory).
+
+    Expat reports an error in the bytes read so far at once, but an unclosed document only at
+    the end: the first is hopeless, the second a file still being written (or cut off).
     """
-    pos = 2
-    while pos + 4 <= size:
-        fh.seek(pos)
-        marker = fh.read(4)
-        if len(marker) < 4 or marker[0] != 0xFF:
-            return None
-        kind = marker[1]
-        if kind == 0xFF:  # fill byte before a marker
-            pos += 1
-        elif kind == SOS:
-            return pos
-        elif kind == 0x01 or 0xD0 <= kind <= 0xD8:  # markers without a length
-            pos += 2
-        else:
-            length = int.from_bytes(marker[2:4], "big")
-            if length < 2:
-                return None
-            pos += 2 + length
-    return None
 
+    def root(name: str, _attrs: Any) -> None:
+        parser.StartElementHandler = None  # only the root element matters
+        if name.rpartition(":")[2] != "gpx":
+            raise _NotGpx(f"root element is <{name}>, not <gpx>")
 
-def jpeg_complete(path: str | os.PathLike[str]) -> bool:
-    """SOI, header segments up to a start-of-scan, and EOI at the end after it (zero padding
-    after EOI allowed, as some cameras pad their files)."""
-    try:
-        with open(path, "rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
-            if size < 8 or fh.read(2) != SOI:
-                return False
-            sos = _start_of_scan(fh, size)
-            if sos is None:
-                return False
-            start = max(sos + 2, size - _TAIL)
-            fh.seek(start)
-            tail = fh.read(size - start).rstrip(b"\x00")
-            return tail.endswith(EOI)
-    except OSError:
-        return False
-
-
-def gpx_complete(path: str | os.PathLike[str]) -> bool:
-    """Ends with ``</gpx>`` and parses as well-formed XML (streamed, little memory)."""
-    try:
-        with open(path, "rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
-            fh.seek(max(0, size - 1024))
-            if not fh.read().rstrip().endswith(b"</gpx>"):
-                return False
-            fh.seek(0)
-            parser = xml.parsers.expat.ParserCreate()
+    with open(path, "rb") as fh:
+        parser = xml.parsers.expat.ParserCreate()
+        parser.StartElementHandler = root
+        empty = True
+        try:
             while chunk := fh.read(1 << 20):
+                empty = False
                 parser.Parse(chunk, False)
+        except (xml.parsers.expat.ExpatError, _NotGpx) as exc:
+            return Verdict(False, f"not a GPX file: {exc}", hopeless=True)
+        if empty:
+            return Verdict(False, EMPTY)
+        try:
             parser.Parse(b"", True)
-            return True
-    except (OSError, xml.parsers.expat.ExpatError):
-        return False
+        except xml.parsers.expat.ExpatError:
+            return Verdict(False, "cut off: no closing </gpx> tag", dated=True)
+    return COMPLETE
 
 
-def is_complete(path: str | os.PathLike[str]) -> bool:
-    if os.path.splitext(os.fspath(path))[1].lower() in TRACK_SUFFIXES:
-        return gpx_complete(path)
-    return jpeg_complete(path)
+def verdict(path: str | os.PathLike[str]) -> Verdict:
+    """Blocking: whether ``path`` is complete, and if not why and whether waiting may help."""
+    try:
+        if os.path.splitext(os.fspath(path))[1].lower() in TRACK_SUFFIXES:
+            return gpx_verdict(path)
+        return jpeg_verdict(path)
+    except OSError as exc:  # unreadable (permissions?): may be fixed, so it waits like a cut one
+        return Verdict(False, f"cannot read: {exc.strerror or exc}")
 
 
 # -- mounts and card identity ---------------------------------------------------------------------
@@ -568,6 +574,7 @@ class _Candidate:
     mtime: float
     since: float  # monotonic time since when (size, mtime) has not changed
     checked: tuple[int, float] | None = None  # (size, mtime) found incomplete
+    verdict: Verdict | None = None  # what was found then
 
 
 @dataclass
@@ -578,7 +585,7 @@ class _Folder:
     settled: int = 0
 
 
-Look = tuple[Path, int | None, float | None, bool | None]  # path, size, mtime, complete?
+Look = tuple[Path, int | None, float | None, Verdict | None]  # path, size, mtime, if read
 
 
 class Settler:
@@ -695,13 +702,14 @@ class Settler:
                 out.append((path, None, None, None))
                 continue
             same = (st.st_size, st.st_mtime) == (size, mtime)
-            complete = is_complete(path) if quiet and same and st.st_size > 0 else None
-            out.append((path, st.st_size, st.st_mtime, complete))
+            # Empty files too: one that stays empty must reach the give-up like a cut one.
+            found = verdict(path) if quiet and same else None
+            out.append((path, st.st_size, st.st_mtime, found))
         return out
 
     def apply(self, looks: list[Look], now: float) -> list[SettledFile]:
         settled = []
-        for path, size, mtime, complete in sorted(looks, key=lambda x: x[0]):
+        for path, size, mtime, found in sorted(looks, key=lambda x: x[0]):
             cand = self.candidates.get(path)
             if cand is None:
                 continue
@@ -709,35 +717,50 @@ class Settler:
                 del self.candidates[path]  # gone: deleted, renamed away, or the card pulled out
                 continue
             if (size, mtime) != (cand.size, cand.mtime):
-                cand.size, cand.mtime, cand.since, cand.checked = size, mtime, now, None
+                cand.size, cand.mtime, cand.since = size, mtime, now
+                cand.checked = cand.verdict = None
                 self._touch(path.parent, cand.root, cand.kind, now)
                 continue
-            if complete is False:
-                cand.checked = (size, mtime)
-            if complete or self._given_up(path, cand, now):
-                settled.append(self._settle(path, cand, bool(complete)))
+            if found is not None and found.complete:
+                settled.append(self._settle(path, cand))
+                continue
+            if found is not None:
+                cand.checked, cand.verdict = (size, mtime), found
+            reason = self._given_up(cand, now)
+            if reason is not None:
+                self.log.warning("file_incomplete", file=str(path), reason=reason)
+                settled.append(self._settle(path, cand, reason))
         return settled
 
-    def _given_up(self, path: Path, cand: _Candidate, now: float) -> bool:
+    def _given_up(self, cand: _Candidate, now: float) -> str | None:
+        """Why a candidate found not complete is handed on now, or None to keep waiting."""
+        found = cand.verdict
+        if found is None or cand.checked != (cand.size, cand.mtime):
+            return None
+        if found.hopeless:
+            return found.reason
         limit = self.card_give_up_seconds if cand.kind == "card" else self.give_up_seconds
-        if cand.checked != (cand.size, cand.mtime) or now - cand.since < limit:
-            return False
-        self.log.warning(
-            "file_incomplete",
-            file=str(path),
-            reason="no end marker, unchanged for "
-            f"{now - cand.since:.0f} s: handed on to be set aside",
-        )
-        return True
+        if now - cand.since < limit:
+            return None
+        if found.dated:
+            return f"{found.reason} {now - cand.since:.0f} s after its last change"
+        return found.reason
 
-    def _settle(self, path: Path, cand: _Candidate, complete: bool) -> SettledFile:
+    def _settle(self, path: Path, cand: _Candidate, reason: str | None = None) -> SettledFile:
         del self.candidates[path]
         self.reported.setdefault(path.parent, {})[path.name] = (cand.size, cand.mtime)
         folder = self.folders.get(path.parent)
         if folder is not None:
             folder.settled += 1
         return SettledFile(
-            path, cand.root, cand.kind, cand.card_id, cand.size, cand.mtime, complete
+            path,
+            cand.root,
+            cand.kind,
+            cand.card_id,
+            cand.size,
+            cand.mtime,
+            complete=reason is None,
+            reason=reason,
         )
 
     def _touch(self, folder: Path, root: Path, kind: str, now: float) -> None:
@@ -925,7 +948,14 @@ class Sources:
         return f"importing, {left} file(s) left" if left else "all files handed on"
 
     async def wait_settled(self) -> None:
-        """Return once the first scan is done and nothing is pending (for ``run --once``)."""
+        """Return once the first scan is done and nothing is pending (for ``run --once``).
+
+        "Nothing pending" here is the sources' side only: no candidate, no folder to rescan,
+        and the event queue empty. The queue is empty as soon as the consumer has *taken* the
+        last event, possibly before it has acted on it, so the caller must also wait for its
+        own in-flight work (the event it is handling, batches it has not flushed) before it
+        treats the intake as finished.
+        """
         await self._started.wait()
         while self.settler.candidates or self._dirty or not self._events.empty():
             await asyncio.sleep(TICK_SECONDS)

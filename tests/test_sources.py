@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -14,8 +15,11 @@ from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from pathlib import Path
 
+import piexif
 import pytest
+from PIL import Image
 
+from daemon.media import exif
 from daemon.sources import (
     BatchReady,
     CardImported,
@@ -23,17 +27,18 @@ from daemon.sources import (
     CardRemoved,
     SettledFile,
     Sources,
-    gpx_complete,
+    Verdict,
     identify_card,
-    jpeg_complete,
     parse_mountinfo,
     scan,
+    verdict,
     wanted,
 )
 from tests.jpegs import gpx_text, jpeg_bytes, make_jpeg
 
 SETTLE = 0.3
 REPO = Path(__file__).resolve().parents[1]
+CUT_OFF = re.compile(r"cut off: no end-of-image marker \d+ s after its last change")
 
 
 def photo(path: Path, seed: int = 0, size: tuple[int, int] = (64, 48)) -> Path:
@@ -220,7 +225,124 @@ async def test_a_file_that_never_completes_is_handed_on_marked_incomplete(
     events = await events_until(sources, has_settled(path), 8)
     files = settled(events)
     assert len(files) == 1 and not files[0].complete
+    assert CUT_OFF.fullmatch(files[0].reason or ""), files[0].reason
     assert time.monotonic() - started >= 1.5
+
+
+def thumbnail_cut(tmp_path: Path) -> tuple[bytes, int]:
+    """A camera-like photo with an EXIF thumbnail, and where that thumbnail ends."""
+    whole = make_jpeg(
+        tmp_path / "whole.jpg", capture_time=datetime(2024, 5, 1, 12), thumbnail=True
+    ).read_bytes()
+    thumb = piexif.load(whole)["thumbnail"]
+    assert thumb and thumb.endswith(b"\xff\xd9")
+    thumb_end = whole.index(thumb) + len(thumb)
+    assert thumb_end < len(whole) - 1000  # the main image's data comes after it
+    return whole, thumb_end
+
+
+async def test_a_photo_cut_right_after_its_exif_thumbnail_is_not_complete(
+    tmp_path: Path, running
+) -> None:
+    # The thumbnail's own end marker ends this file: "ends with FFD9" would call it whole.
+    whole, thumb_end = thumbnail_cut(tmp_path)
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(whole[:thumb_end])
+    assert cut.read_bytes().endswith(b"\xff\xd9")
+    assert not exif.is_complete_jpeg(cut)
+    assert verdict(cut) == Verdict(False, "cut off: no end-of-image marker", dated=True)
+    with pytest.raises(exif.MediaError):
+        exif.read_exif(cut)  # the reader agrees: it is the same walk
+    cut.write_bytes(whole)
+    assert exif.is_complete_jpeg(cut) and verdict(cut).complete
+    # In a watch folder it waits like any cut-off file, then is handed on as such.
+    watch = tmp_path / "watch"
+    watch.mkdir()
+    sources = await running(watch=[watch], give_up_seconds=1.5)
+    await sources.wait_settled()
+    path = watch / "IMG_0001.JPG"
+    path.write_bytes(whole[:thumb_end])
+    started = time.monotonic()
+    files = settled(await events_until(sources, has_settled(path), 8))
+    assert len(files) == 1 and not files[0].complete
+    assert CUT_OFF.fullmatch(files[0].reason or ""), files[0].reason
+    assert time.monotonic() - started >= 1.5
+
+
+async def test_an_empty_file_is_handed_on_after_the_give_up_and_the_wait_ends(
+    tmp_path: Path, running
+) -> None:
+    # A zero-byte photo used to stay a candidate for ever: wait_settled (run --once) hung.
+    watch = tmp_path / "watch"
+    watch.mkdir()
+    (watch / "empty.jpg").write_bytes(b"")
+    (watch / "empty.gpx").write_bytes(b"")
+    good = photo(watch / "good.jpg")
+    started = time.monotonic()
+    sources = await running(watch=[watch], give_up_seconds=1.5)
+    got: list[object] = []
+
+    async def consume() -> None:
+        while True:
+            got.append(await sources.next_event())
+
+    consumer = asyncio.create_task(consume())
+    try:
+        await asyncio.wait_for(sources.wait_settled(), 10)
+    finally:
+        consumer.cancel()
+    assert time.monotonic() - started >= 1.5
+    files = {f.path.name: f for f in settled(got)}
+    assert sorted(files) == ["empty.gpx", "empty.jpg", "good.jpg"]
+    assert files["good.jpg"].complete and files["good.jpg"].reason is None
+    assert files["good.jpg"].path == good
+    for name in ("empty.jpg", "empty.gpx"):
+        assert (files[name].complete, files[name].reason) == (False, "empty file")
+    assert sources.settler.candidates == {}
+
+
+GPX_HEAD = '<?xml version="1.0" encoding="UTF-8"?>\n'
+
+
+async def test_files_that_cannot_be_photos_or_tracks_are_handed_on_at_once(
+    tmp_path: Path, running
+) -> None:
+    watch = tmp_path / "watch"
+    watch.mkdir()
+    sources = await running(watch=[watch])  # the default give-up: a minute
+    assert sources.settler.give_up_seconds >= 60
+    await sources.wait_settled()
+    blob = jpeg_bytes(size=(320, 240), exif=None)
+    good = photo(watch / "good.jpg")
+    (watch / "fake.jpg").write_text("this is a text file, not a photo\n")
+    Image.new("RGB", (8, 8)).save(watch / "png.jpg", "PNG")
+    (watch / "bad.gpx").write_text("not xml at all\n")
+    (watch / "kml.gpx").write_text(GPX_HEAD + "<kml><Document></Document></kml>\n")
+    (watch / "tags.gpx").write_text(GPX_HEAD + "<gpx><trk></gpx>\n")
+    cut = watch / "cut.jpg"
+    cut.write_bytes(blob[: len(blob) // 2])  # starts like a JPEG: maybe a slow writer
+    started = time.monotonic()
+    names = {"good.jpg", "fake.jpg", "png.jpg", "bad.gpx", "kml.gpx", "tags.gpx"}
+    events = await events_until(
+        sources, lambda evs: {f.path.name for f in settled(evs)} >= names, 8
+    )
+    took = time.monotonic() - started
+    files = {f.path.name: f for f in settled(events)}
+    assert set(files) == names, took
+    assert SETTLE <= took < 5
+    assert files["good.jpg"].complete and files["good.jpg"].path == good
+    reasons = {n: f.reason for n, f in files.items() if not f.complete}
+    assert reasons == {
+        "fake.jpg": "not a JPEG: no start-of-image marker",
+        "png.jpg": "not a JPEG: no start-of-image marker",
+        "bad.gpx": "not a GPX file: syntax error: line 1, column 0",
+        "kml.gpx": "not a GPX file: root element is <kml>, not <gpx>",
+        "tags.gpx": "not a GPX file: mismatched tag: line 2, column 12",
+    }
+    # The cut-off JPEG goes on waiting for its writer.
+    later = await events_until(sources, lambda evs: False, 1.0)
+    assert settled(later) == []
+    assert sources.settler.pending_under(watch.resolve()) == 1
 
 
 async def test_a_card_under_a_mount_root_is_detected_and_scanned_whole(
@@ -248,6 +370,7 @@ async def test_a_card_under_a_mount_root_is_detected_and_scanned_whole(
     assert time.monotonic() - started < 5
     broken = [e for e in settled(events) if not e.complete]
     assert [b.path.name for b in broken] == ["IMG_0006.JPG"]
+    assert CUT_OFF.fullmatch(broken[0].reason or ""), broken[0].reason
     events = [e for e in events if e not in broken]
     inserted = [e for e in events if isinstance(e, CardInserted)]
     assert len(inserted) == 1 and inserted[0].root == card_root
@@ -423,26 +546,36 @@ def test_without_inotify_instances_it_falls_back_to_polling(tmp_path: Path) -> N
 
 
 def test_completeness_checks(tmp_path: Path) -> None:
-    exif = {"0th": {}, "Exif": {}, "GPS": {}, "1st": {}}
-    blob = jpeg_bytes(size=(96, 64), thumbnail=True, exif=exif)
-    thumb_end = blob.index(b"\xff\xd9") + 2
-    assert thumb_end < len(blob) - 2  # the EXIF thumbnail has its own end marker
+    whole, thumb_end = thumbnail_cut(tmp_path)
     path = tmp_path / "p.jpg"
-    path.write_bytes(blob)
-    assert jpeg_complete(path)
-    path.write_bytes(blob + b"\x00" * 300)  # padded by the camera
-    assert jpeg_complete(path)
-    for cut in [*range(0, len(blob) - 1, 97), thumb_end, len(blob) - 1]:
-        path.write_bytes(blob[:cut])
-        assert not jpeg_complete(path), cut
+    path.write_bytes(whole)
+    assert verdict(path) == Verdict(True) and exif.is_complete_jpeg(path)
+    path.write_bytes(whole + b"\x00" * 300)  # padded by the camera
+    assert verdict(path).complete and exif.is_complete_jpeg(path)
+    path.write_bytes(b"")
+    assert verdict(path) == Verdict(False, "empty file")
+    for cut in [1, 2, *range(3, len(whole) - 1, 97), thumb_end, len(whole) - 1]:
+        path.write_bytes(whole[:cut])
+        found = verdict(path)
+        assert not found.complete and not found.hopeless, cut  # may still be written
+        assert not exif.is_complete_jpeg(path), cut
+    path.write_bytes(whole[:thumb_end] + bytes(5000))  # preallocated, not yet written over
+    assert verdict(path) == Verdict(False, "corrupt JPEG header", dated=True)
+    path.write_bytes(b"\x00" + whole)
+    assert verdict(path) == Verdict(False, "not a JPEG: no start-of-image marker", hopeless=True)
     text = gpx_text([(datetime(2024, 5, 1, 12, 0, 0), 52.0, 13.0, None)])
     gpx = tmp_path / "t.gpx"
     gpx.write_text(text)
-    assert gpx_complete(gpx)
-    gpx.write_text(text.replace("</trk>", ""))  # ends in </gpx> but is not well-formed
-    assert not gpx_complete(gpx)
+    assert verdict(gpx).complete
     gpx.write_text(text[:-8])
-    assert not gpx_complete(gpx)
+    assert verdict(gpx) == Verdict(False, "cut off: no closing </gpx> tag", dated=True)
+    gpx.write_text(text.replace("</trk>", ""))  # ends in </gpx> but is not well-formed
+    found = verdict(gpx)
+    assert found.hopeless and found.reason.startswith("not a GPX file: mismatched tag")
+    gpx.write_text(text.replace("gpx", "gpx:gpx").replace("<gpx:gpx ", '<gpx:gpx xmlns:gpx="x" '))
+    assert verdict(gpx).complete  # a prefixed root is still <gpx>
+    gpx.write_text(text + "<gpx/>")
+    assert verdict(gpx).reason.startswith("not a GPX file: junk after document element")
 
 
 def test_scan_lists_photos_and_tracks_only(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ original is then left as it was.
 from __future__ import annotations
 
 import contextlib
+import enum
 import io
 import os
 import struct
@@ -39,6 +40,10 @@ _FIRST_READ = 64 * 1024  # the header of a camera photo (EXIF, thumbnail, tables
 
 class MediaError(Exception):
     """A file we cannot use; str(exc) is the one-line reason (without the file name)."""
+
+
+class _Truncated(MediaError):
+    """The file ends inside the header: cut off (or still being written), not corrupt."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,7 @@ class _Head:
     insert_at: int  # where a new APP1 goes when there is none (after SOI and a JFIF APP0)
     width: int | None
     height: int | None
+    data_start: int = 0  # where the image data begins (just past the first SOS segment)
 
 
 # -- the JPEG container ---------------------------------------------------------------------------
@@ -83,7 +89,7 @@ class _Head:
 def _read_exact(fh: BinaryIO, n: int) -> bytes:
     data = fh.read(n)
     if len(data) != n:
-        raise MediaError("truncated JPEG header")
+        raise _Truncated("truncated JPEG header")
     return data
 
 
@@ -119,7 +125,7 @@ def _walk_head(fh: BinaryIO) -> _Head:
         if kind == 0xDA:  # start of scan: the header is over
             if width is None:
                 raise MediaError("corrupt JPEG header (no frame header before the image data)")
-            return _Head(exif_span, exif, insert_at, width, height)
+            return _Head(exif_span, exif, insert_at, width, height, end)
         if kind == 0xE1 and exif is None:
             payload = _read_exact(fh, length - 2)
             if payload.startswith(EXIF_HEADER):
@@ -134,28 +140,65 @@ def _walk_head(fh: BinaryIO) -> _Head:
         pos = end
 
 
-def _has_eoi(fh: BinaryIO, size: int) -> bool:
-    """Whether the file ends with EOI, allowing trailing zero padding (read backwards in chunks)."""
+def _has_eoi(fh: BinaryIO, size: int, after: int = 0) -> bool:
+    """Whether the file ends with an EOI starting at or past ``after``, allowing trailing zero
+    padding (read backwards in chunks)."""
     end = size
-    while end > 0 and size - end <= _MAX_PADDING:
+    while end > after and size - end <= _MAX_PADDING:
         start = max(0, end - _TAIL)
         fh.seek(start)
         chunk = fh.read(end - start).rstrip(b"\x00")
         if chunk:
             if len(chunk) == 1 and start > 0:  # the marker straddles two chunks
                 fh.seek(start - 1)
-                return fh.read(2) == EOI
-            return chunk.endswith(EOI)
+                return fh.read(2) == EOI and start - 1 >= after
+            return chunk.endswith(EOI) and start + len(chunk) - 2 >= after
         end = start
     return False
 
 
+class JpegState(enum.Enum):
+    """How finished a JPEG file is; the value is the one-line reason when it is not."""
+
+    COMPLETE = "complete"
+    EMPTY = "empty file"
+    NOT_JPEG = "not a JPEG: no start-of-image marker"  # no writer can make it one
+    CORRUPT = "corrupt JPEG header"  # or preallocated zeros not yet written over
+    CUT_OFF = "cut off: no end-of-image marker"
+
+
+def jpeg_state(path: str | os.PathLike[str]) -> JpegState:
+    """SOI, header segments up to the start of scan, and an EOI after the image data at the
+    end (zero padding allowed). OSError when the file cannot be read.
+
+    Walking the segments matters: an EXIF thumbnail ends with its own EOI, so a file cut right
+    after it would pass a plain "ends with FFD9" test.
+    """
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        start = fh.read(2)
+        if not start:
+            return JpegState.EMPTY
+        if not SOI.startswith(start):
+            return JpegState.NOT_JPEG
+        if len(start) < 2:
+            return JpegState.CUT_OFF
+        fh.seek(0)
+        try:
+            head = _walk_head(fh)
+        except _Truncated:
+            return JpegState.CUT_OFF
+        except MediaError:
+            return JpegState.CORRUPT
+        if _has_eoi(fh, size, after=head.data_start):
+            return JpegState.COMPLETE
+        return JpegState.CUT_OFF
+
+
 def is_complete_jpeg(path: str | os.PathLike[str]) -> bool:
-    """True when the file starts with SOI and ends with EOI (a finished write, cheap to check)."""
+    """Whether the file is a whole JPEG (see :func:`jpeg_state`); False when unreadable."""
     try:
-        with open(path, "rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
-            return size >= 4 and fh.read(2) == SOI and _has_eoi(fh, size)
+        return jpeg_state(path) is JpegState.COMPLETE
     except OSError:
         return False
 
