@@ -165,9 +165,13 @@ async def _upload(
         return EXIT_SET_ASIDE
     done = [r for r in results if r.cluster_id]
     failed = [r for r in results if r.error]
+    # Photos left out of their sequence (changed or unreadable since they were queued).
+    set_aside = [why for r in results for why in getattr(r, "set_aside", [])]
+    for why in set_aside:
+        print(f"upload: set aside: {why}", file=sys.stderr)
     images = sum(r.images for r in done)
     print(f"upload: {len(done)} sequences ({images} images) finished, {len(failed)} failed")
-    return EXIT_SET_ASIDE if failed or had_problems else EXIT_OK
+    return EXIT_SET_ASIDE if failed or set_aside or had_problems else EXIT_OK
 
 
 def _print_result(r: SequenceResult) -> None:

@@ -178,6 +178,14 @@ def queue(journal: Journal, root: Path, photos: list[Described]) -> Queued:
                 result.already_done.append((photo.path, f"already {row.state}"))
         for label, members in groups.items():
             members.sort(key=lambda m: (m[0].description.get("MAPCaptureTime", ""), m[0].path.name))
+            hashes = [d for _, d in members]
+            uuid = sequence_id(label, hashes)
+            if journal.get_sequence(uuid) is not None:
+                # These very photos were queued as this sequence before and the uploader left
+                # them out (unreadable, changed): report that sequence, do not queue them again.
+                if uuid not in result.resumed:
+                    result.resumed.append(uuid)
+                continue
             changes = []
             for photo, digest in members:
                 row = journal.get_file(digest)
@@ -187,8 +195,6 @@ def queue(journal: Journal, root: Path, photos: list[Described]) -> Queued:
                 meta = {"description": photo.description, "filename": photo.path.name}
                 changes.append(StateChange(digest, FileState.DESCRIBED, None, {"metadata": meta}))
             journal.set_file_states(changes)
-            hashes = [d for _, d in members]
-            uuid = sequence_id(label, hashes)
             journal.create_sequence(uuid, hashes, source_root=root)
             result.sequences.append(uuid)
     return result
