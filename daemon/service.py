@@ -439,6 +439,7 @@ class Daemon:
 
     async def _upload_loop(self) -> None:
         backoff = 2.0
+        self.upload_wanted.set()  # what the last run left queued goes now, not in 30 s
         while not self.stopping.is_set():
             await wait_event(self.upload_wanted, 30.0)
             self.upload_wanted.clear()
