@@ -49,6 +49,7 @@ INTAKE_FLUSH_SECONDS = 1.0
 RUNTIME_SAVE_SECONDS = 10.0  # runtime status writes, rare to spare the SD card
 HOUSEKEEPING_SECONDS = 60.0
 OFFLINE_BACKOFF_MAX = 60.0
+ASIDE_META = "set_aside_files"
 
 
 @dataclass
@@ -118,6 +119,7 @@ class Daemon:
         self._card_files: list[SettledFile] = []
         self._card_done: set[str] = set()  # cards announced imported, files maybe still queued
         self._intake_busy = False
+        self._aside: dict[str, list[float]] = {}  # path → [size, mtime] of files set aside
         self._cleaned: set[str] = set()  # finished sequences whose spool copies are gone
         self._runtime_saved = ""
         self._bytes_window: list[tuple[float, int]] = []
@@ -136,6 +138,7 @@ class Daemon:
         self.journal = await AsyncJournal.open(self.settings.journal_path)
         known = await self.journal.get_meta(GPX_META, {}) or {}
         self.gpx.load_known(known)
+        self._aside = await self.journal.get_meta(ASIDE_META, {}) or {}
         self.sources = Sources(
             watch=self.settings.watch,
             mount_roots=self.settings.mount_roots,
@@ -271,11 +274,7 @@ class Daemon:
         root = str(f.root)
         self._last_activity[root] = time.monotonic()
         if not f.complete:
-            await self._set_aside(
-                f,
-                "incomplete file: no end-of-image marker, still cut off "
-                "long after its last change (a copy or write was interrupted)",
-            )
+            await self._set_aside(f, f.reason or "incomplete file")
             return
         if f.path.suffix.lower() == ".gpx":
             await self._take_gpx(f)
@@ -303,9 +302,14 @@ class Daemon:
             self.sources.recheck(f.path)
 
     async def _set_aside(self, f: SettledFile, reason: str) -> None:
+        """A file that cannot be taken as it is: said once (per size and mtime), across runs."""
         assert self.journal is not None
+        if self._aside.get(str(f.path)) == [f.size, f.mtime]:
+            return
         self.stats.rejected += 1
         self.log.error("file_set_aside", file=str(f.path), reason=reason)
+        self._aside[str(f.path)] = [f.size, f.mtime]
+        await self.journal.set_meta(ASIDE_META, self._aside)
         await self.journal.record_event("set_aside", f"{f.path}: {reason}")
 
     async def _import_cards(self) -> None:
