@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from daemon.cli import EXIT_SET_ASIDE, EXIT_USAGE
+from daemon.cli import EXIT_SET_ASIDE, EXIT_USAGE, UsageError
 from daemon.commands import process, upload
 
 
@@ -23,10 +23,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.desc_path:
+        # The upload half reads the description file from PATH, where process writes it.
+        raise UsageError(
+            "--desc-path is for `process`; process-and-upload keeps the "
+            "description file in PATH so that the upload finds it"
+        )
     processed = process.run(args)
     if processed not in (0, EXIT_SET_ASIDE):
         return processed
-    args.desc_path = None
     uploaded = upload.run(args)
     if uploaded == EXIT_USAGE:
         return uploaded
