@@ -156,6 +156,26 @@ def test_geotag_puts_photos_where_the_car_was(tmp_path: Path) -> None:
         assert abs(h * 3600 + m * 60 + s - true_s - photo.time.microsecond / 1e6) < 0.01
 
 
+def test_geotag_rewrites_more_photos_than_one_batch_and_leaves_no_temp_files(
+    tmp_path: Path,
+) -> None:
+    """Photos are flushed and renamed in batches of 256; two laps need two batches."""
+    drive = sample.plan_drive(START, seed=2, laps=2, gps_noise_m=0.0)
+    assert len(drive.photos) > 256
+    photos = tmp_path / "p"
+    sample.write_drive(drive, photos, camera_tz="+02:00")
+    proc = mly(tmp_path, "geotag", str(photos), str(photos / "track.gpx"), "--tz", "+02:00")
+    assert proc.returncode == 0, proc.stderr
+    assert f"{len(drive.photos)} tagged" in proc.stdout
+    assert sorted(p.name for p in photos.iterdir()) == sorted(
+        [*by_name(drive), "track.gpx"]
+    )  # no .mly- temp file left anywhere
+    for name, photo in by_name(drive).items():
+        data = piexif.load(str(photos / name))
+        assert distance_m(*latlon(data["GPS"]), photo.lat, photo.lon) < 1.0, name
+        assert data["0th"][piexif.ImageIFD.Make] == b"Acme"  # other tags kept
+
+
 def test_geotag_time_offset_and_bearing_offset_matter(tmp_path: Path, noisy_drive) -> None:
     photos = tmp_path / "p"
     sample.write_drive(noisy_drive, photos, camera_offset_s=CAMERA_AHEAD_S)

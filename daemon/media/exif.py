@@ -35,6 +35,7 @@ _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 
 _NO_LENGTH = {0x01, *range(0xD0, 0xD8)}  # TEM and RSTn stand alone
 _TAIL = 4096  # bytes read at a time from the end, looking for EOI past zero padding
 _MAX_PADDING = 1 << 20  # some cameras pad to a block size; more zeros than this is not padding
+TEMP_PREFIX = ".mly-"  # temp files beside a photo being rewritten
 _FIRST_READ = 64 * 1024  # the header of a camera photo (EXIF, thumbnail, tables) fits in this
 
 
@@ -594,6 +595,25 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _write_temp(target: Path, data: bytes, fsync: bool) -> Path:
+    """``data`` in a new dotfile beside ``target`` (so folder watchers skip it), with the
+    target's permissions; removed again if anything fails."""
+    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            if fsync:
+                fh.flush()
+                os.fsync(fh.fileno())
+        with contextlib.suppress(OSError):
+            os.chmod(tmp, os.stat(target).st_mode & 0o7777)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return Path(tmp)
+
+
 def replace_atomically(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` over ``path``: temp file beside it, fsync, rename, fsync the folder.
 
@@ -601,20 +621,39 @@ def replace_atomically(path: str | os.PathLike[str], data: bytes) -> None:
     file is a dotfile so folder watchers skip it, and it is removed if anything fails.
     """
     target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=".mly-", suffix=".tmp", dir=target.parent)
+    tmp = _write_temp(target, data, fsync=True)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        with contextlib.suppress(OSError):
-            os.chmod(tmp, os.stat(target).st_mode & 0o7777)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
     _fsync_dir(target.parent)
+
+
+def stage_exif(path: str | os.PathLike[str], update: ExifUpdate) -> Path:
+    """The photo with ``update`` applied, written beside it as a temp file: not yet flushed,
+    not yet in place. For rewriting many photos with one flush instead of two fsyncs each:
+    flush the staged files (``daemon.importer.sync_files``), then :func:`put_in_place`.
+    ``path`` is not touched; MediaError/OSError as for :func:`write_exif`."""
+    target = Path(path)
+    return _write_temp(target, updated_bytes(target, update), fsync=False)
+
+
+def put_in_place(staged: Path, path: str | os.PathLike[str]) -> None:
+    """Rename a flushed staged file over ``path`` (atomic); the staged file is gone either way.
+    The caller fsyncs the folder (:func:`sync_folder`) once after a batch of these."""
+    try:
+        os.replace(staged, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(staged)
+        raise
+
+
+def sync_folder(folder: str | os.PathLike[str]) -> None:
+    """fsync a folder, so the renames in it survive a power cut (where the platform can)."""
+    _fsync_dir(Path(folder))
 
 
 def write_exif(path: str | os.PathLike[str], update: ExifUpdate) -> None:
@@ -696,12 +735,23 @@ def write_gps(
     GPS entries left from before and not given now (an old altitude, heading or stamp) are
     removed, so the file never mixes two fixes.
     """
+    write_exif(path, gps_update(lat, lon, altitude, direction, utc_time))
+
+
+def gps_update(
+    lat: float,
+    lon: float,
+    altitude: float | None = None,
+    direction: float | None = None,
+    utc_time: datetime | None = None,
+) -> Callable[[dict[str, Any]], None]:
+    """The EXIF update of :func:`write_gps` (for :func:`stage_exif`): the GPS IFD replaced."""
     tags = gps_tags(lat, lon, altitude, direction, utc_time)
 
     def update(data: dict[str, Any]) -> None:
         data["GPS"] = tags
 
-    write_exif(path, update)
+    return update
 
 
 def capture_time_tags(
