@@ -76,6 +76,7 @@ RSS_AT = 20_000
 class Run:
     tool: str
     seconds: float
+    cpu_seconds: float  # user + system of the tool and every process it waited for
     rss_largest_mb: float  # ru_maxrss of the tool's own process and any it waited for
     rss_tree_mb: float  # most the process tree held at once (sampled)
     code: int
@@ -141,7 +142,9 @@ def measure(tool: str, cmd: list[str], env: dict[str, str], log: Path) -> Run:
     proc.returncode = os.waitstatus_to_exitcode(status)  # Popen must not wait for it again
     tail = log.read_text(errors="replace").strip().splitlines()[-3:]
     largest = usage.ru_maxrss / 1024
-    return Run(tool, seconds, largest, max(peak / 1024, largest), proc.returncode, "\n".join(tail))
+    cpu = usage.ru_utime + usage.ru_stime
+    tree = max(peak / 1024, largest)
+    return Run(tool, seconds, cpu, largest, tree, proc.returncode, "\n".join(tail))
 
 
 # -- the tools ----------------------------------------------------------------------------------
@@ -306,7 +309,7 @@ def run_tool(
     shutil.rmtree(folder)
     n = len(truth)
     print(
-        f"  {label:<26} {run.seconds:8.2f} s {n / run.seconds:9.0f} img/s"
+        f"  {label:<24} {run.seconds:7.2f} s {n / run.seconds:6.0f} img/s  CPU {run.cpu_seconds:6.1f} s"
         f"  RSS {run.rss_largest_mb:6.1f} MB (tree {run.rss_tree_mb:6.1f})"
         f"  exit {run.code}  {placed.text(n)}",
         flush=True,
@@ -326,7 +329,8 @@ def compare(what: str, ours: Outcome | None, theirs: Outcome | None, n: int, tar
     ratio = theirs.run.seconds / ours.run.seconds
     valid = ours.placed.valid(n) and theirs.placed.valid(n)
     state = verdict(ratio >= target) if valid else "INVALID (a tool did not place the photos)"
-    return f"  {what}: {ratio:.1f}x (target >= {target:g}x) {state}"
+    cpu = theirs.run.cpu_seconds / max(ours.run.cpu_seconds, 1e-9)
+    return f"  {what}: {ratio:.1f}x (target >= {target:g}x) {state}; CPU time {cpu:.1f}x less"
 
 
 def bench_size(n: int, work: Path, tools: set[str], mt: str | None, et: str | None) -> list[str]:
@@ -336,6 +340,8 @@ def bench_size(n: int, work: Path, tools: set[str], mt: str | None, et: str | No
     print(f"\n{n:,} photos, {sum(p.stat().st_size for p in base.iterdir()) / 1e6:.1f} MB,"
           f" GPX {gpx.stat().st_size / 1e6:.1f} MB (made in {time.perf_counter() - begin:.1f} s)",
           flush=True)  # fmt: skip
+    print(f"  load average before: {os.getloadavg()[0]:.1f} (other work on this machine"
+          " slows every tool)")  # fmt: skip
     out: dict[str, Outcome] = {}
     if "ours" in tools:
         out["ours process"] = run_tool("ours process", ours_process, base, gpx, truth, work, "desc")
