@@ -87,6 +87,8 @@ class SequenceState(StrEnum):
 _F = FileState
 # Forward moves of the flow, plus the ways back a user retry takes (rejected, failed, duplicate
 # and waiting images can be processed again from `imported`; a failed image can be re-queued).
+# A sequenced image that can no longer be read as it was hashed is rejected: its sequence goes up
+# without it.
 TRANSITIONS: dict[FileState, frozenset[FileState]] = {
     _F.DISCOVERED: frozenset({_F.IMPORTED, _F.REJECTED}),
     _F.IMPORTED: frozenset({_F.DESCRIBED, _F.WAITING_FOR_POSITION, _F.REJECTED}),
@@ -94,7 +96,7 @@ TRANSITIONS: dict[FileState, frozenset[FileState]] = {
     _F.DESCRIBED: frozenset({_F.SEQUENCED, _F.DUPLICATE, _F.REJECTED, _F.IMPORTED}),
     _F.REJECTED: frozenset({_F.IMPORTED}),
     _F.DUPLICATE: frozenset({_F.IMPORTED}),
-    _F.SEQUENCED: frozenset({_F.UPLOADED, _F.FAILED}),
+    _F.SEQUENCED: frozenset({_F.UPLOADED, _F.FAILED, _F.REJECTED}),
     _F.UPLOADED: frozenset({_F.FINISHED, _F.FAILED}),
     _F.FINISHED: frozenset(),
     _F.FAILED: frozenset({_F.SEQUENCED, _F.IMPORTED}),
@@ -824,6 +826,21 @@ class Journal:
                 )
         return True
 
+    def seen_at(self, hashes: Sequence[str]) -> dict[str, list[tuple[str, int, float]]]:
+        """Every path each file was seen at, oldest first, with the size and mtime it had then:
+        what to check before reading a file in place (it may have been edited since)."""
+        out: dict[str, list[tuple[str, int, float]]] = {}
+        with self._lock, self._guard():
+            for start in range(0, len(hashes), 500):  # stay under SQLite's bound-variable limit
+                chunk = list(hashes[start : start + 500])
+                for h, p, size, mtime in self._conn.execute(
+                    "SELECT hash, path, size, mtime FROM file_paths WHERE hash IN "
+                    f"({','.join('?' * len(chunk))}) ORDER BY seen_at, rowid",
+                    chunk,
+                ):
+                    out.setdefault(h, []).append((_path_text(p), size, mtime))
+        return out
+
     def get_sequence(self, uuid: str) -> SequenceRow | None:
         """The sequence with this uuid, or None."""
         rows = self._read(f"{_SEQUENCE_SELECT} WHERE s.uuid = ?", (uuid,))
@@ -857,8 +874,9 @@ class Journal:
     def set_sequence_finished(self, uuid: str, cluster_id: str) -> bool:
         """Record the cluster id from ``finish_upload``: the sequence and its images are finished.
 
-        Every image must be uploaded. Returns False if it was already finished with this cluster
-        id; a different cluster id raises JournalError (the sequence must never finish twice).
+        Every image must be uploaded or rejected (set aside: left out of the manifest, it stays
+        rejected). Returns False if it was already finished with this cluster id; a different
+        cluster id raises JournalError (the sequence must never finish twice).
         """
         now = time.time()
         with self.transaction():
@@ -877,8 +895,8 @@ class Journal:
             if row[0] != SequenceState.PENDING:
                 raise IllegalTransition(f"illegal sequence state change {row[0]} → finished")
             waiting = self._conn.execute(
-                "SELECT count(*) FROM files WHERE sequence_id = ? AND state != ?",
-                (uuid, str(FileState.UPLOADED)),
+                "SELECT count(*) FROM files WHERE sequence_id = ? AND state NOT IN (?, ?)",
+                (uuid, str(FileState.UPLOADED), str(FileState.REJECTED)),
             ).fetchone()[0]
             if waiting:
                 raise IllegalTransition(
@@ -890,8 +908,8 @@ class Journal:
                 (str(SequenceState.FINISHED), cluster_id, now, uuid),
             )
             self._conn.execute(
-                "UPDATE files SET state = ?, updated_at = ? WHERE sequence_id = ?",
-                (str(FileState.FINISHED), now, uuid),
+                "UPDATE files SET state = ?, updated_at = ? WHERE sequence_id = ? AND state = ?",
+                (str(FileState.FINISHED), now, uuid, str(FileState.UPLOADED)),
             )
         return True
 
@@ -1043,9 +1061,11 @@ class Journal:
         """Figures for ``status``, JSON-serialisable, read in one consistent snapshot.
 
         Keys: ``images`` (count per file state), ``sequences`` (count per sequence state),
-        ``bytes_to_upload`` (what sequenced images still need to send, from the server's last
-        confirmed offsets), ``recent_errors`` (the last ``errors`` rejected or failed images:
-        hash, path, state, reason, at), ``sources`` (per source root: kind and count per state).
+        ``bytes_to_upload`` (what sequenced images of pending sequences still need to send,
+        from the server's last confirmed offsets), ``failed_sequences`` (the last ``errors``
+        failed sequences: uuid, reason, images), ``recent_errors`` (the last ``errors`` rejected
+        or failed images: hash, path, state, reason, at), ``sources`` (per source root: kind and
+        count per state).
         """
         with self._lock, self._guard():
             in_txn = self._conn.in_transaction
@@ -1063,11 +1083,22 @@ class Journal:
         images.update(q("SELECT state, count(*) FROM files GROUP BY state").fetchall())
         sequences = {str(s): 0 for s in SequenceState}
         sequences.update(q("SELECT state, count(*) FROM sequences GROUP BY state").fetchall())
+        # Only sequences still pending will send anything: a failed one waits for the user.
         left = q(
             "SELECT coalesce(sum(coalesce(u.size - u.bytes_confirmed, f.size)), 0) FROM files f "
-            "LEFT JOIN uploads u ON u.file_hash = f.hash WHERE f.state = ?",
-            (str(FileState.SEQUENCED),),
+            "JOIN sequences s ON s.uuid = f.sequence_id "
+            "LEFT JOIN uploads u ON u.file_hash = f.hash WHERE f.state = ? AND s.state = ?",
+            (str(FileState.SEQUENCED), str(SequenceState.PENDING)),
         ).fetchone()[0]
+        failed = [
+            {"uuid": u, "reason": r, "images": n}
+            for u, r, n in q(
+                "SELECT s.uuid, s.reason, (SELECT count(*) FROM files WHERE sequence_id = s.uuid) "
+                "FROM sequences s WHERE s.state = ? ORDER BY s.created_at DESC, s.rowid DESC "
+                "LIMIT ?",
+                (str(SequenceState.FAILED), errors),
+            )
+        ]
         recent = [
             {"hash": h, "path": _path_text(p), "state": s, "reason": r, "at": at}
             for h, s, r, at, p in q(
@@ -1088,6 +1119,7 @@ class Journal:
             "images": images,
             "sequences": sequences,
             "bytes_to_upload": left,
+            "failed_sequences": failed,
             "recent_errors": recent,
             "sources": sources,
         }
@@ -1184,6 +1216,7 @@ _ASYNC_METHODS = frozenset(
         "get_sequence",
         "sequences_in_state",
         "sequence_images",
+        "seen_at",
         "record_manifest",
         "set_sequence_finished",
         "set_sequence_state",

@@ -119,6 +119,11 @@ def render(st: dict[str, Any]) -> str:
     for root, doing in (d.get("roots") or {}).items() if d.get("running") else ():
         if root not in st["sources"]:
             lines.append(f"source {root}: {doing}")
+    if st.get("failed_sequences"):
+        # Not retried by themselves: say which and why, so the user can act.
+        lines.append("failed sequences:")
+        for s in st["failed_sequences"]:
+            lines.append(f"  {s['uuid']} ({s['images']} images): {s['reason']}")
     if st["recent_errors"]:
         lines.append("recent problems:")
         for e in st["recent_errors"]:

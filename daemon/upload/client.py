@@ -484,7 +484,7 @@ class Uploader:
                     for name, provider in items
                 ]
         except BaseExceptionGroup as group_error:
-            raise _most_serious(group_error) from None
+            raise most_serious(group_error) from None
         handles = [task.result() for task in tasks]
         manifest = await self.upload_manifest(handles)
         return await self.finish(manifest)
@@ -499,7 +499,10 @@ async def _provide(provider: BytesProvider) -> bytes:
     return result
 
 
-def _most_serious(group_error: BaseExceptionGroup) -> BaseException:
+def most_serious(group_error: BaseExceptionGroup) -> BaseException:
+    """The error to act on when several concurrent uploads failed: a refused token stops
+    everything, so it wins over a refused item, which wins over a transient failure, which wins
+    over anything else."""
     leaves: list[BaseException] = []
 
     def collect(error: BaseException) -> None:

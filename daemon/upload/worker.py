@@ -6,42 +6,80 @@ handles in batches (one commit per batch saves fsyncs on an SD card); losing a b
 costs nothing but an offset probe, because the server already holds the bytes under the same
 deterministic session key and answers the empty resume with the same handle.
 
+An image is sent only as it was hashed: watch folders are read in place, so a photo edited or
+removed since import is set aside (rejected, with the reason) and its sequence goes up without it;
+a sequence left with no image fails. A server refusing an image fails the image and its sequence
+in one transaction; a transient failure (network, server) leaves the sequence pending.
+
 Used by the ``upload`` command and by the daemon; neither knows the protocol.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from daemon import log
-from daemon.journal import AsyncJournal, FileRow, FileState, Journal, SequenceState
+from daemon.importer import hash_file
+from daemon.journal import (
+    AsyncJournal,
+    FileRow,
+    FileState,
+    IllegalTransition,
+    Journal,
+    SequenceRow,
+    SequenceState,
+)
 from daemon.media.exif import MediaError, tagged_bytes
 from daemon.pipeline.describe import description_json
 from daemon.upload.client import (
-    AuthError,
     RejectedError,
     UploadClient,
     manifest_bytes,
+    most_serious,
     session_key,
 )
 
 HANDLE_BATCH = 16
 HANDLE_FLUSH_SECONDS = 2.0
+SAME_MTIME = 1e-6  # seconds; as the folder scanner compares them
+
+_IN_PENDING_SEQUENCE = frozenset(
+    {FileState.SEQUENCED, FileState.UPLOADED, FileState.REJECTED, FileState.FAILED}
+)
+
+Seen = Sequence[tuple[str, int, float]]  # (path, size, mtime) recorded when it was hashed
+
+
+class Unreadable(Exception):
+    """An image that cannot be sent as it was hashed; ``str(exc)`` names the file and why."""
+
+
+class _Refused(RejectedError):
+    """The server refused one image: says which, so the image and its sequence fail together."""
+
+    def __init__(self, file_hash: str, error: RejectedError) -> None:
+        super().__init__(str(error), error.status)
+        self.file_hash = file_hash
 
 
 @dataclass
 class SequenceResult:
-    """What happened to one sequence in one pass."""
+    """What happened to one sequence in one pass. ``images`` counts those in its manifest;
+    ``set_aside`` has one line (file and reason) per image left out this pass."""
 
     uuid: str
     images: int
     cluster_id: str | None = None
     error: str | None = None
     already_finished: bool = False
+    set_aside: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -50,6 +88,15 @@ class _HandleBuffer:
 
     items: list[tuple[str, str, str, int, str]] = field(default_factory=list)
     last_flush: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class _Pass:
+    """One pass over one sequence: the handles known so far and the images set aside."""
+
+    handles: dict[str, str] = field(default_factory=dict)
+    buffer: _HandleBuffer = field(default_factory=_HandleBuffer)
+    set_aside: list[str] = field(default_factory=list)
 
 
 def manifest_key_for(sequence_uuid: str) -> str:
@@ -69,9 +116,82 @@ def description_of(row: FileRow) -> str:
     return description_json(desc)
 
 
-def read_tagged(row: FileRow) -> bytes:
-    """The bytes to upload: the image with its description injected (the file is untouched)."""
-    return tagged_bytes(row.readable_path, description_of(row))
+def _name(row: FileRow) -> str:
+    name = row.metadata.get("filename")
+    if isinstance(name, str) and name:
+        return name
+    return Path(row.paths[0]).name if row.paths else row.hash[:12]
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+def _same_file(before: os.stat_result, after: os.stat_result) -> bool:
+    return (before.st_ino, before.st_size, before.st_mtime_ns) == (
+        after.st_ino,
+        after.st_size,
+        after.st_mtime_ns,
+    )
+
+
+def _tagged_if_unchanged(
+    path: str, size: int, mtime: float | None, file_hash: str, description: str
+) -> bytes | None:
+    """The tagged bytes of ``path`` if it still holds the content that was hashed, else None.
+
+    ``mtime`` None means our own spool copy, which nobody edits: its size is enough. Raises
+    OSError or MediaError when the file is the one hashed but cannot be read or tagged.
+    """
+    try:
+        before = os.stat(path)
+    except OSError:
+        return None  # gone, or its folder is
+    if not stat.S_ISREG(before.st_mode) or before.st_size != size:
+        return None
+    touched = mtime is not None and abs(before.st_mtime - mtime) > SAME_MTIME
+    # Touched, perhaps not changed (a sync tool resetting times): then the content decides.
+    if touched and hash_file(path)[0] != file_hash:
+        return None
+    data = tagged_bytes(path, description)
+    try:
+        after = os.stat(path)
+    except OSError:
+        return None
+    # Written while we read it: whatever we got is not what was hashed.
+    return data if _same_file(before, after) else None
+
+
+def read_tagged(row: FileRow, seen: Seen) -> bytes:
+    """The bytes to upload: the image as it was hashed, with its description injected (no file
+    is touched). Our spool copy first, then each path it was seen at, oldest first; raises
+    ``Unreadable`` when none still holds what was hashed or none can be read."""
+    where = row.spool_path or (seen[0][0] if seen else None) or row.hash
+    try:
+        description = description_of(row)
+    except MediaError as exc:
+        raise Unreadable(f"{where}: {exc}") from None
+    places: list[tuple[str, int, float | None]] = list(seen)
+    if row.spool_path:
+        places.insert(0, (row.spool_path, row.size, None))
+    problem = None
+    for path, size, mtime in places:
+        try:
+            data = _tagged_if_unchanged(path, size, mtime, row.hash, description)
+        except (OSError, MediaError) as exc:
+            problem = problem or f"{path}: cannot read: {_why(exc)}"
+            continue
+        if data is not None:
+            return data
+    raise Unreadable(problem or f"changed or removed since import: {where}")
+
+
+def _prepare(row: FileRow, seen: Seen) -> tuple[bytes, str]:
+    """Tagged bytes and their session key: both hash megabytes, so both run off the loop."""
+    data = read_tagged(row, seen)
+    return data, session_key(data)
 
 
 class SequenceUploader:
@@ -98,7 +218,7 @@ class SequenceUploader:
         """Upload the given (default: every pending) sequence, oldest first.
 
         ``AuthError`` and ``RetriesExhausted`` propagate (the rest stays queued); a refused image
-        fails only its own sequence.
+        fails only its own sequence, an unreadable one is left out of it.
         """
         results = []
         for uuid in uuids if uuids is not None else await self.pending():
@@ -114,62 +234,106 @@ class SequenceUploader:
             raise LookupError(f"no sequence {uuid} in the journal")
         if seq.state == SequenceState.FINISHED:
             return SequenceResult(uuid, seq.image_count, seq.cluster_id, already_finished=True)
-        images = await self.journal.sequence_images(uuid)
-        self._log.info("sequence_upload_start", sequence=uuid, images=len(images))
+        if seq.state == SequenceState.FAILED:
+            return SequenceResult(uuid, 0, error=seq.reason or "failed earlier")
+        run = _Pass()
         try:
-            handles = await self._upload_images(images)
-            cluster = await self._finish(uuid, seq.manifest_key, seq.manifest_handle, handles)
+            cluster, images = await self._upload_pending(seq, run)
         except RejectedError as exc:
-            await self.journal.set_sequence_state(uuid, SequenceState.FAILED, str(exc))
-            self._log.error("sequence_failed", sequence=uuid, reason=str(exc))
-            return SequenceResult(uuid, len(images), error=str(exc))
-        self._log.info("sequence_finished", sequence=uuid, images=len(images), cluster_id=cluster)
-        return SequenceResult(uuid, len(images), cluster)
+            return await self._fail(uuid, str(exc), run, getattr(exc, "file_hash", None))
+        except IllegalTransition as exc:
+            # The journal holds something this pass cannot make sense of: fail this sequence
+            # with the reason (visible in status) rather than stop every upload behind it.
+            return await self._fail(uuid, f"journal refused a step: {exc}", run)
+        self._log.info("sequence_finished", sequence=uuid, images=images, cluster_id=cluster)
+        return SequenceResult(uuid, images, cluster, set_aside=run.set_aside)
 
-    async def _upload_images(self, images: list[FileRow]) -> list[str]:
-        """Every image's handle, in capture order, uploading those that have none yet."""
-        handles: dict[str, str] = {r.hash: r.handle for r in images if r.handle}
-        todo = [r for r in images if r.state == FileState.SEQUENCED and not r.handle]
-        buffer = _HandleBuffer()
+    async def _upload_pending(self, seq: SequenceRow, run: _Pass) -> tuple[str, int]:
+        """Upload what a pending sequence still needs; its cluster id and image count."""
+        uuid = seq.uuid
+        images = await self.journal.sequence_images(uuid)
+        failed = next((r for r in images if r.state == FileState.FAILED), None)
+        if failed is not None:
+            # An older version failed the image and its sequence in two commits; a crash
+            # between them leaves this. Finish what it started.
+            raise _Refused(failed.hash, RejectedError(f"{_name(failed)}: {failed.reason}", 0))
+        stray = next((r for r in images if r.state not in _IN_PENDING_SEQUENCE), None)
+        if stray is not None:  # checked before sending anything: the journal could not finish it
+            raise IllegalTransition(f"{_name(stray)} is {stray.state} in a pending sequence")
+        # Rejected images were set aside by an earlier pass (one a crash cut short).
+        earlier = [r.reason or "" for r in images if r.state == FileState.REJECTED]
+        images = [r for r in images if r.state != FileState.REJECTED]
+        self._log.info("sequence_upload_start", sequence=uuid, images=len(images))
+        await self._upload_images(images, run)
+        kept = [run.handles[r.hash] for r in images if r.hash in run.handles]
+        if not kept:
+            aside = earlier + run.set_aside
+            why = f": {len(aside)} set aside ({aside[0]})" if aside else ""
+            raise RejectedError(f"no image left to upload{why}", 0)
+        cluster = await self._finish(uuid, seq.manifest_key, seq.manifest_handle, kept)
+        return cluster, len(kept)
+
+    async def _fail(
+        self, uuid: str, reason: str, run: _Pass, file_hash: str | None = None
+    ) -> SequenceResult:
+        """The sequence (and the image to blame, if any) failed, in one transaction."""
+
+        def write(journal: Journal) -> None:
+            with journal.transaction():
+                row = journal.get_file(file_hash) if file_hash else None
+                if row is not None and row.state == FileState.SEQUENCED:
+                    journal.set_file_state(row.hash, FileState.FAILED, reason)
+                journal.set_sequence_state(uuid, SequenceState.FAILED, reason)
+
+        await self.journal.run(write)
+        self._log.error("sequence_failed", sequence=uuid, reason=reason)
+        return SequenceResult(uuid, 0, error=reason, set_aside=run.set_aside)
+
+    async def _upload_images(self, images: list[FileRow], run: _Pass) -> None:
+        """Upload the images that have no handle yet; every handle ends up in ``run.handles``."""
+        run.handles.update({r.hash: r.handle for r in images if r.handle})
+        todo = [r for r in images if not r.handle]
+        if not todo:
+            return
+        seen = await self.journal.seen_at([r.hash for r in todo])
         try:
             async with asyncio.TaskGroup() as group:
                 for row in todo:
-                    group.create_task(self._upload_one(row, handles, buffer))
+                    group.create_task(self._upload_one(row, seen.get(row.hash, []), run))
         except BaseExceptionGroup as eg:
-            await self._flush(buffer)  # keep what did succeed
-            raise _first_serious(eg) from None
-        await self._flush(buffer)
-        return [handles[r.hash] for r in images]
+            await self._flush(run.buffer)  # keep what did succeed
+            raise most_serious(eg) from None
+        await self._flush(run.buffer)
 
-    async def _upload_one(
-        self, row: FileRow, handles: dict[str, str], buffer: _HandleBuffer
-    ) -> None:
-        name = row.metadata.get("filename") or row.hash[:12]
-
-        def provide() -> bytes:
-            try:
-                return read_tagged(row)
-            except (MediaError, OSError) as exc:
-                raise RejectedError(f"{row.readable_path}: {exc}", 0) from None
-
+    async def _upload_one(self, row: FileRow, seen: Seen, run: _Pass) -> None:
+        name = _name(row)
         async with self._slots:
-            data = await asyncio.to_thread(provide)
-            key = session_key(data)
+            try:
+                data, key = await asyncio.to_thread(_prepare, row, seen)
+            except Unreadable as exc:
+                await self._set_aside(row, str(exc), run)
+                return
             md5 = key[len("mly_tools_") : -len(".jpg")]
             try:
-                handle = await self.client.upload_bytes(key, data, name=str(name))
+                handle = await self.client.upload_bytes(key, data, name=name)
             except RejectedError as exc:
-                await self.journal.set_file_state(row.hash, FileState.FAILED, str(exc))
-                raise
+                raise _Refused(row.hash, exc) from None
             size = len(data)
             del data
-        handles[row.hash] = handle
+        run.handles[row.hash] = handle
+        buffer = run.buffer
         buffer.items.append((row.hash, key, md5, size, handle))
         if (
             len(buffer.items) >= HANDLE_BATCH
             or time.monotonic() - buffer.last_flush > HANDLE_FLUSH_SECONDS
         ):
             await self._flush(buffer)
+
+    async def _set_aside(self, row: FileRow, reason: str, run: _Pass) -> None:
+        """Leave an image out of its sequence for good: rejected, with the reason, in status."""
+        await self.journal.set_file_state(row.hash, FileState.REJECTED, reason)
+        run.set_aside.append(reason)
+        self._log.error("image_set_aside", file=_name(row), sequence=row.sequence_id, reason=reason)
 
     async def _flush(self, buffer: _HandleBuffer) -> None:
         items, buffer.items = buffer.items, []
@@ -199,29 +363,11 @@ class SequenceUploader:
         return cluster
 
 
-def _first_serious(eg: BaseExceptionGroup) -> BaseException:
-    """Auth problems stop everything, so they win over refusals, which win over the rest."""
-    leaves: list[BaseException] = []
-
-    def walk(e: BaseException) -> None:
-        if isinstance(e, BaseExceptionGroup):
-            for inner in e.exceptions:
-                walk(inner)
-        else:
-            leaves.append(e)
-
-    walk(eg)
-    for kind in (AuthError, RejectedError):
-        for e in leaves:
-            if isinstance(e, kind):
-                return e
-    return leaves[0]
-
-
 def summarize(results: list[SequenceResult]) -> dict[str, Any]:
     return {
         "sequences": len(results),
         "finished": sum(1 for r in results if r.cluster_id),
         "failed": sum(1 for r in results if r.error),
         "images": sum(r.images for r in results if r.cluster_id),
+        "set_aside": sum(len(r.set_aside) for r in results),
     }
