@@ -37,7 +37,7 @@ from daemon.download.search import LIMIT, BoxSearch, Filters
 from daemon.media.exif import tagged_bytes
 from daemon.server import ServerConfig, running_server
 from daemon.server.store import Store
-from daemon.upload.client import UploadClient, Uploader
+from daemon.upload.client import UploadClient, session_key
 from daemon.upload.retry import RetryPolicy
 from tests import jpegs
 
@@ -272,9 +272,8 @@ async def test_downloads_carry_the_uploaded_position_time_and_heading(tmp_path: 
         photos.append((desc, tagged_bytes(path, json.dumps(desc, sort_keys=True))))
     async with running_server(ServerConfig(data_dir=tmp_path / "srv")) as server:
         async with UploadClient(TOKEN, server.graph_url, server.upload_url) as client:
-            await Uploader(client).upload_sequence(
-                [(f"{i}.jpg", (lambda d=d: d)) for i, (_, d) in enumerate(photos)]
-            )
+            handles = [await client.upload_bytes(session_key(d), d) for _, d in photos]
+            await client.finish_upload(await client.upload_manifest(handles))
         uploaded = {image["md5"]: image["id"] for image in server.sequences()[0]["images"]}
         env = server_env(server)
         results = {}

@@ -32,7 +32,6 @@ from daemon.upload.client import (
     RejectedError,
     RetriesExhausted,
     UploadClient,
-    Uploader,
     session_key,
 )
 from daemon.upload.events import EventBus, UploadEvent
@@ -148,7 +147,7 @@ async def test_graph_style_not_authorized_400_stops_without_retrying(scripted) -
     bus.subscribe(events.append)
     async with UploadClient(TOKEN, graph, upload, policy=FAST, events=bus) as client:
         with pytest.raises(AuthError, match="token was refused") as caught:
-            await Uploader(client).upload_image(os.urandom(1000))
+            await send_image(client, os.urandom(1000))
     assert TOKEN not in str(caught.value)
     assert script.count("probe") == 1 and script.count("upload") == 0
     assert [e.kind for e in events] == ["start", "failed"]
@@ -231,6 +230,17 @@ def tagged_jpeg(folder: Path, index: int, size: int = 64) -> bytes:
     return tagged_bytes(path, json.dumps(description, separators=(",", ":"), sort_keys=True))
 
 
+async def send_image(client: UploadClient, data: bytes, **kwargs: Any) -> str:
+    """One image under its deterministic session key, as the sequence uploader sends it."""
+    return await client.upload_bytes(session_key(data), data, **kwargs)
+
+
+async def send_sequence(client: UploadClient, images: list[bytes]) -> str:
+    """Images, manifest, finish: the protocol's whole sequence; returns the cluster id."""
+    handles = await asyncio.gather(*(send_image(client, d) for d in images))
+    return await client.finish_upload(await client.upload_manifest(handles))
+
+
 def collect(bus: EventBus, kind: str) -> list[UploadEvent]:
     seen: list[UploadEvent] = []
     bus.subscribe(lambda e: seen.append(e) if e.kind == kind else None)
@@ -241,10 +251,7 @@ async def test_a_sequence_reaches_the_embedded_server_once(tmp_path: Path) -> No
     images = [tagged_jpeg(tmp_path, i) for i in range(3)]
     async with running_server(ServerConfig(data_dir=tmp_path / "srv")) as server:
         async with UploadClient(TOKEN, server.graph_url, server.upload_url) as client:
-            uploader = Uploader(client)
-            cluster = await uploader.upload_sequence(
-                [(f"{i}.jpg", (lambda d=d: d)) for i, d in enumerate(images)]
-            )
+            cluster = await send_sequence(client, images)
             account = await client.me()
         sequences = server.sequences()
         stats = server.stats()
@@ -263,9 +270,7 @@ async def test_settings_reach_the_wire_organization_included(tmp_path: Path) -> 
         settings = config.load(conf, env=env)
         client = UploadClient.from_settings(settings, TOKEN)
         async with client:
-            cluster = await Uploader(client).upload_sequence(
-                [(f"{i}.jpg", (lambda d=d: d)) for i, d in enumerate(images)]
-            )
+            cluster = await send_sequence(client, images)
         sequences = server.sequences()
     assert client.policy.max_attempts == 3 and client.concurrency == 2
     assert [(s["cluster_id"], s["organization_id"]) for s in sequences] == [(cluster, "1234")]
@@ -283,7 +288,7 @@ async def test_dropped_bodies_resume_and_never_resend_what_the_server_kept(tmp_p
         async with UploadClient(
             TOKEN, server.graph_url, server.upload_url, policy=tight, events=bus
         ) as client:
-            handle = await Uploader(client).upload_image(data)
+            handle = await send_image(client, data)
         stats = server.stats()
         held = server.store.held(session_key(data))
     assert handle and held == len(data)
@@ -348,9 +353,7 @@ async def test_server_errors_are_each_retried_once_and_the_sequence_finishes(
         async with UploadClient(
             TOKEN, server.graph_url, server.upload_url, policy=FAST, events=bus
         ) as client:
-            cluster = await Uploader(client).upload_sequence(
-                [(f"{i}.jpg", (lambda d=d: d)) for i, d in enumerate(images)]
-            )
+            cluster = await send_sequence(client, images)
         stats = server.stats()
         sequences = server.sequences()
     assert stats["faults_injected"] >= 1 and len(retries) == stats["faults_injected"]
@@ -366,7 +369,7 @@ async def test_an_outage_longer_than_the_budget_raises_retriable(tmp_path: Path)
             TOKEN, server.graph_url, server.upload_url, policy=policy
         ) as client:
             with pytest.raises(RetriesExhausted, match="gave up after 4 failed attempts") as caught:
-                await Uploader(client).upload_image(tagged_jpeg(tmp_path, 4), name="IMG_4.jpg")
+                await send_image(client, tagged_jpeg(tmp_path, 4), name="IMG_4.jpg")
         stats = server.stats()
     assert caught.value.retriable and "IMG_4.jpg" in str(caught.value)
     # aiohttp may itself repeat a GET once on a kept-alive connection that was cut, so the
@@ -383,7 +386,7 @@ async def test_a_short_outage_is_waited_out(tmp_path: Path) -> None:
         async with UploadClient(
             TOKEN, server.graph_url, server.upload_url, policy=policy
         ) as client:
-            handle = await Uploader(client).upload_image(data)
+            handle = await send_image(client, data)
         assert server.store.held(session_key(data)) == len(data) and handle
 
 
@@ -392,7 +395,7 @@ async def test_a_token_the_server_does_not_know_stops_with_auth_error(tmp_path: 
     async with running_server(config) as server:
         async with UploadClient(TOKEN, server.graph_url, server.upload_url, policy=FAST) as client:
             with pytest.raises(AuthError) as caught:
-                await Uploader(client).upload_image(tagged_jpeg(tmp_path, 6))
+                await send_image(client, tagged_jpeg(tmp_path, 6))
             with pytest.raises(AuthError):
                 await client.me()
         stats = server.stats()
@@ -405,7 +408,7 @@ async def test_a_file_the_server_refuses_fails_with_its_reason(tmp_path: Path) -
     async with running_server(ServerConfig(data_dir=tmp_path / "srv")) as server:
         async with UploadClient(TOKEN, server.graph_url, server.upload_url, policy=FAST) as client:
             with pytest.raises(RejectedError, match="refused by the server: HTTP 400") as caught:
-                await Uploader(client).upload_image(not_a_photo, name="notes.jpg")
+                await send_image(client, not_a_photo, name="notes.jpg")
         stats = server.stats()
     assert "notes.jpg" in str(caught.value) and "JPEG" in str(caught.value)
     assert stats["requests"] == 2  # probe and one POST: no retry
@@ -423,13 +426,12 @@ async def test_finish_upload_survives_a_5xx_window_and_makes_one_sequence(tmp_pa
         async with UploadClient(
             TOKEN, server.graph_url, server.upload_url, policy=policy, events=bus
         ) as client:
-            uploader = Uploader(client)
-            handles = [await uploader.upload_image(d) for d in images]
-            manifest = await uploader.upload_manifest(handles)
+            handles = [await send_image(client, d) for d in images]
+            manifest = await client.upload_manifest(handles)
             assert time.monotonic() - started < 1.5, "too slow to reach finish before the outage"
             await asyncio.sleep(1.6 - (time.monotonic() - started))
-            cluster = await uploader.finish(manifest)
-            again = await uploader.finish(manifest)  # a retry after a lost reply
+            cluster = await client.finish_upload(manifest)
+            again = await client.finish_upload(manifest)  # a retry after a lost reply
         sequences = server.sequences()
     assert [r.key for r in retries] and {r.key for r in retries} == {"finish_upload"}
     assert again == cluster and [s["cluster_id"] for s in sequences] == [cluster]
@@ -443,9 +445,8 @@ async def test_the_client_cap_paces_uploads_to_the_embedded_server(tmp_path: Pat
         async with UploadClient(
             TOKEN, server.graph_url, server.upload_url, throttle=cap, concurrency=3
         ) as client:
-            uploader = Uploader(client)
             started = time.monotonic()
-            await asyncio.gather(*(uploader.upload_image(d) for d in images))
+            await asyncio.gather(*(send_image(client, d) for d in images))
             elapsed = time.monotonic() - started
         assert server.stats()["bytes_received"] == total
     assert 1.1 <= elapsed <= 3.0
@@ -464,8 +465,11 @@ async def test_events_tell_the_whole_story_of_one_upload(tmp_path: Path) -> None
             TOKEN, server.graph_url, server.upload_url, events=bus, chunk_size=100_000
         ) as client,
     ):
-        handle = await Uploader(client).upload_image(
-            data, lambda sent, total: progress.append((sent, total)), name="a.jpg"
+        handle = await send_image(
+            client,
+            data,
+            on_progress=lambda sent, total: progress.append((sent, total)),
+            name="a.jpg",
         )
     kinds = [e.kind for e in events]
     assert kinds[0] == "start" and kinds[-1] == "end" and set(kinds[1:-1]) == {"progress"}

@@ -1,8 +1,9 @@
 """The Mapillary upload protocol, client side (../shared/PROTOCOL.md).
 
 ``UploadClient`` speaks the protocol: offset probe, resumable POST of one object from memory,
-manifest, ``finish_upload`` and ``me``, each retried under ``retry.RetryPolicy``. ``Uploader`` adds
-the concurrency limit and memory discipline: at most one image's bytes per busy slot.
+manifest, ``finish_upload`` and ``me``, each retried under ``retry.RetryPolicy``. The concurrency
+limit and the memory discipline (at most one image's bytes per busy slot) belong to the sequence
+uploader (``worker.SequenceUploader``), which sends what the journal records.
 
 Failures reach the caller as three kinds of ``UploadError``: ``AuthError`` (bad token: stop
 everything, keep it queued), ``RejectedError`` (the server refuses this item, with its message) and
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import inspect
 import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -37,7 +37,6 @@ CHUNK_SIZE = 256 * 1024
 MANIFEST_FILE_TYPE = "mly_bundle_manifest"
 
 ProgressCallback = Callable[[int, int], None]  # (bytes the server holds or was sent, total)
-BytesProvider = Callable[[], bytes] | Callable[[], Awaitable[bytes]]
 T = TypeVar("T")
 
 
@@ -425,78 +424,6 @@ class UploadClient:
 
     def _emit(self, kind: EventKind, key: str, total: int, **fields: Any) -> None:
         self.events.emit(UploadEvent(kind=kind, key=key, total=total, **fields))
-
-
-class Uploader:
-    """The concurrency limit over one ``UploadClient``, and whole-sequence convenience.
-
-    Every image upload holds one of ``concurrency`` slots; bytes from a provider are only
-    produced once a slot is held and dropped when it is released, so memory stays at one
-    image per slot whatever the sequence length.
-    """
-
-    def __init__(self, client: UploadClient, concurrency: int | None = None) -> None:
-        self.client = client
-        self._slots = asyncio.Semaphore(concurrency or client.concurrency)
-
-    async def upload_image(
-        self,
-        data: bytes,
-        on_progress: ProgressCallback | None = None,
-        *,
-        name: str | None = None,
-    ) -> str:
-        """Upload one tagged JPEG held in memory; returns its file handle."""
-        async with self._slots:
-            key = await asyncio.to_thread(session_key, data)  # hashlib frees the GIL
-            return await self.client.upload_bytes(key, data, name=name, on_progress=on_progress)
-
-    async def upload_provided(
-        self, name: str, provider: BytesProvider, on_progress: ProgressCallback | None = None
-    ) -> str:
-        """Produce the bytes (a blocking provider runs in a thread) only inside a slot."""
-        async with self._slots:
-            data = await _provide(provider)
-            try:
-                key = await asyncio.to_thread(session_key, data)
-                return await self.client.upload_bytes(key, data, name=name, on_progress=on_progress)
-            finally:
-                del data
-
-    async def upload_manifest(self, handles: Sequence[str]) -> str:
-        return await self.client.upload_manifest(handles)
-
-    async def finish(self, manifest_handle: str) -> str:
-        return await self.client.finish_upload(manifest_handle)
-
-    async def upload_sequence(self, items: Sequence[tuple[str, BytesProvider]]) -> str:
-        """Upload every image, then the manifest, then finish; returns the cluster id.
-
-        If any image fails, the others are cancelled and the most serious error is raised
-        (``AuthError`` before ``RejectedError`` before ``RetriesExhausted``).
-        """
-        if not items:
-            raise ValueError("a sequence needs at least one image")
-        try:
-            async with asyncio.TaskGroup() as group:
-                tasks = [
-                    group.create_task(self.upload_provided(name, provider))
-                    for name, provider in items
-                ]
-        except BaseExceptionGroup as group_error:
-            raise most_serious(group_error) from None
-        handles = [task.result() for task in tasks]
-        manifest = await self.upload_manifest(handles)
-        return await self.finish(manifest)
-
-
-async def _provide(provider: BytesProvider) -> bytes:
-    if inspect.iscoroutinefunction(provider):
-        return await provider()
-    result = await asyncio.to_thread(provider)
-    if inspect.isawaitable(result):
-        return await result
-    return result
 
 
 def most_serious(group_error: BaseExceptionGroup) -> BaseException:

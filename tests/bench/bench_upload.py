@@ -5,8 +5,8 @@ starts a fresh embedded server and runs the uploader in a subprocess (so its pea
 
 1. baseline: the same bytes POSTed with plain aiohttp at the same concurrency (no probe, no
    retries, no manifest);
-2. ours: ``Uploader`` (probe, resumable POST) for the images, timed like the baseline; then
-   manifest and ``finish_upload``, timed apart (the server checks every image there);
+2. ours: ``UploadClient`` (probe, resumable POST) for the images, one per slot, timed like the
+   baseline; then manifest and ``finish_upload``, timed apart (the server checks every image);
 3. ours again with the server capped at ``--cap-mbps`` MB/s, on ``--cap-images`` images.
 
 Prints throughput (MB/s), our/baseline ratio (target >= 90 %), our peak RSS (target <= 100 MB)
@@ -96,16 +96,26 @@ def _noise_jpeg(width: int, height: int) -> bytes:
 async def run_ours(graph: str, upload: str, files: list[Path], concurrency: int) -> float:
     """Images first (timed like the baseline), then manifest and finish; returns the seconds
     the manifest and finish took (the server checks every image there)."""
-    from daemon.upload.client import UploadClient, Uploader
+    from daemon.upload.client import UploadClient, session_key
+
+    # The sequence uploader's discipline without its journal: one image's bytes per slot, read
+    # and hashed off the loop.
+    slots = asyncio.Semaphore(concurrency)
+
+    def read(path: Path) -> tuple[bytes, str]:
+        data = path.read_bytes()
+        return data, session_key(data)
+
+    async def one(client: UploadClient, path: Path) -> str:
+        async with slots:
+            data, key = await asyncio.to_thread(read, path)
+            return await client.upload_bytes(key, data, name=path.name)
 
     client = UploadClient("bench-token", graph, upload, concurrency=concurrency)
     async with client:
-        uploader = Uploader(client, concurrency)
-        handles = await asyncio.gather(
-            *(uploader.upload_provided(path.name, path.read_bytes) for path in files)
-        )
+        handles = await asyncio.gather(*(one(client, path) for path in files))
         started = time.perf_counter()
-        await uploader.finish(await uploader.upload_manifest(handles))
+        await client.finish_upload(await client.upload_manifest(handles))
         return time.perf_counter() - started
 
 
