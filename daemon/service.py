@@ -488,7 +488,14 @@ class Daemon:
         assert self.journal is not None
         rows = await self.journal.sequences_in_state(SequenceState.PENDING)
         due = time.time() - self.settings.upload_delay
-        return [r.uuid for r in rows if r.created_at <= due]
+        # A watch folder on a drive that is unplugged right now: its photos are not gone, so
+        # its sequences wait for it instead of losing every photo as "removed since import".
+        away = self._missing_roots()
+        return [r.uuid for r in rows if r.created_at <= due and r.source_root not in away]
+
+    def _missing_roots(self) -> set[str]:
+        live = self.sources.status() if self.sources is not None else {}
+        return {root for root, state in live.items() if state.startswith("missing")}
 
     async def _upload(self, token: str, uuids: list[str]) -> None:
         assert self.journal is not None
@@ -503,6 +510,7 @@ class Daemon:
 
     def _on_sequence(self, result: SequenceResult) -> None:
         self.stats.results.append(result)
+        self.stats.rejected += len(result.set_aside)
         if result.cluster_id:
             self.stats.finished += 1
         elif result.error:
