@@ -687,6 +687,27 @@ class Journal:
             params += (limit,)
         return self._file_rows(sql, params)
 
+    def roots_in_states(self, states: Iterable[FileState]) -> dict[str, int]:
+        """How many files each source root has in ``states`` (a cheap look before loading)."""
+        wanted = [str(FileState(s)) for s in states]
+        marks = ",".join("?" * len(wanted))
+        rows = self._read(
+            f"SELECT source_root, count(*) FROM files WHERE state IN ({marks}) "
+            "GROUP BY source_root",
+            wanted,
+        )
+        return {_path_text(root): n for root, n in rows}
+
+    def files_of_root(self, root: str, states: Iterable[FileState]) -> list[FileRow]:
+        """Files of one source root in ``states``, the longest waiting first."""
+        wanted = [str(FileState(s)) for s in states]
+        marks = ",".join("?" * len(wanted))
+        return self._file_rows(
+            f"{_FILE_SELECT} WHERE f.state IN ({marks}) AND f.source_root = ? "
+            "ORDER BY f.updated_at, f.rowid",
+            (*wanted, _path_value(root)),
+        )
+
     def set_file_state(
         self, file_hash: str, state: FileState, reason: str | None = None, **fields: Any
     ) -> None:

@@ -9,7 +9,6 @@ transaction per batch.
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,15 +87,6 @@ class GpxLibrary:
         track = load_gpx_files(good) if good else None
         self._built = (version, track)
         return track
-
-
-def batches(journal: Journal) -> dict[str, list[FileRow]]:
-    """Imported and waiting photos grouped by source root."""
-    groups: dict[str, list[FileRow]] = defaultdict(list)
-    for state in (FileState.IMPORTED, FileState.WAITING_FOR_POSITION):
-        for row in journal.files_in_state(state):
-            groups[row.source_root].append(row)
-    return dict(groups)
 
 
 def _load(rows: list[FileRow], tz: str | None) -> list[ImageRecord]:

@@ -30,7 +30,7 @@ from daemon.importer import (
 from daemon.journal import AsyncJournal, FileState, Journal, NewFile, SequenceState
 from daemon.pipeline import PipelineOptions
 from daemon.pipeline.dates import parse_zone
-from daemon.processing import GPX_META, GpxLibrary, apply_plan, batches, plan_batch
+from daemon.processing import GPX_META, GpxLibrary, apply_plan, plan_batch
 from daemon.sources import (
     BatchReady,
     CardImported,
@@ -50,6 +50,8 @@ RUNTIME_SAVE_SECONDS = 10.0  # runtime status writes, rare to spare the SD card
 HOUSEKEEPING_SECONDS = 60.0
 OFFLINE_BACKOFF_MAX = 60.0
 ASIDE_META = "set_aside_files"
+WAITING = (FileState.WAITING_FOR_POSITION,)
+WAITING_RECHECK_SECONDS = 60.0  # photos waiting for a GPX: is their wait over?
 
 
 @dataclass
@@ -119,6 +121,7 @@ class Daemon:
         self._card_files: list[SettledFile] = []
         self._card_done: set[str] = set()  # cards announced imported, files maybe still queued
         self._intake_busy = False
+        self._recheck_waiting: dict[str, float] = {}  # root → when to look at its waiting photos
         self._aside: dict[str, list[float]] = {}  # path → [size, mtime] of files set aside
         self._cleaned: set[str] = set()  # finished sequences whose spool copies are gone
         self._runtime_saved = ""
@@ -383,13 +386,28 @@ class Daemon:
 
     async def process_ready(self) -> None:
         assert self.journal is not None
-        groups = await self.journal.run(batches)
+        # Counts per root first (cheap): rows are loaded only for a root that is due, so a card
+        # importing batch after batch does not make us re-read every imported row each time.
+        fresh = await self.journal.run(lambda j: j.roots_in_states([FileState.IMPORTED]))
+        waiting = await self.journal.run(
+            lambda j: j.roots_in_states([FileState.WAITING_FOR_POSITION])
+        )
         options = PipelineOptions.from_settings(self.settings)
-        for root, rows in groups.items():
+        for root in sorted({*fresh, *waiting}):
             if not self._batch_ready(root):
                 continue
+            if (
+                root not in fresh
+                and self._processed_version.get(root) == self.gpx.version
+                and time.monotonic() < self._recheck_waiting.get(root, 0.0)
+            ):
+                continue  # only photos waiting for a GPX, and no new GPX since the last look
+            rows = await self.journal.run(
+                lambda j, r=root: j.files_of_root(r, [FileState.IMPORTED, *WAITING])
+            )
             waiting_only = all(r.state == FileState.WAITING_FOR_POSITION for r in rows)
             expired = any(time.time() - r.created_at >= self.settings.position_wait for r in rows)
+            self._recheck_waiting[root] = time.monotonic() + WAITING_RECHECK_SECONDS
             if (
                 waiting_only
                 and not expired
