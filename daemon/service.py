@@ -647,6 +647,7 @@ class Daemon:
             added=[str(r) for r in new_roots - old_roots],
             removed=[str(r) for r in old_roots - new_roots],
         )
+        await self._check_disk(routine=False)  # a new min_free_mb applies now, not in 10 s
         self.process_wanted.set()
         self.upload_wanted.set()
 
