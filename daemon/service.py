@@ -648,6 +648,7 @@ class Daemon:
             removed=[str(r) for r in old_roots - new_roots],
         )
         await self._check_disk(routine=False)  # a new min_free_mb applies now, not in 10 s
+        await self._save_runtime()
         self.process_wanted.set()
         self.upload_wanted.set()
 
