@@ -33,6 +33,7 @@ it with apt-get, else that column is skipped. mapillary_tools: installed by
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -77,10 +78,16 @@ class Run:
     tool: str
     seconds: float
     cpu_seconds: float  # user + system of the tool and every process it waited for
-    rss_largest_mb: float  # ru_maxrss of the tool's own process and any it waited for
-    rss_tree_mb: float  # most the process tree held at once (sampled)
+    rss_largest_mb: float  # the most any one process of the tool held
+    rss_tree_mb: float  # the most the tool's processes held at once (sampled)
     code: int
     stderr_tail: str
+
+
+# Not wait4's ru_maxrss of our own child: Linux carries the parent's high-water mark into a
+# child through fork/vfork and exec, so every tool would look at least as big as this script.
+# GNU time forks the tool from a process of a megabyte or two, so its %M is the tool's own.
+GNU_TIME = "/usr/bin/time"
 
 
 def _children() -> dict[int, list[int]]:
@@ -98,40 +105,52 @@ def _children() -> dict[int, list[int]]:
     return kids
 
 
-def _rss_kb(pid: int) -> int:
+def _memory_kb(pid: int) -> tuple[int, int]:
+    """(VmRSS, VmHWM) of a process in KiB; zeros once it is gone."""
+    rss = hwm = 0
     try:
         with open(f"/proc/{pid}/status", "rb") as fh:
             for line in fh:
                 if line.startswith(b"VmRSS:"):
-                    return int(line.split()[1])
+                    rss = int(line.split()[1])
+                elif line.startswith(b"VmHWM:"):
+                    hwm = int(line.split()[1])
     except OSError:
         pass
-    return 0
+    return rss, hwm
 
 
-def _tree_rss_kb(root: int) -> int:
+def _sample_tree(root: int, hwm: dict[int, int]) -> int:
+    """RSS of ``root`` and its descendants now (KiB); records each one's high-water mark."""
     kids = _children()
     total, todo = 0, [root]
     while todo:
         pid = todo.pop()
-        total += _rss_kb(pid)
+        rss, high = _memory_kb(pid)
+        total += rss
+        hwm[pid] = max(hwm.get(pid, 0), high)
         todo += kids.get(pid, [])
     return total
 
 
 def measure(tool: str, cmd: list[str], env: dict[str, str], log: Path) -> Run:
-    """Run ``cmd`` to its end; wall time, return code and peak RSS (one process and the tree)."""
+    """Run ``cmd`` to its end; wall time, CPU time, return code and peak RSS."""
     os.sync()  # the copy just made is on disk before the clock starts
-    peak = 0
+    rss_file = log.with_suffix(".maxrss")
+    timed = os.access(GNU_TIME, os.X_OK)
+    if timed:
+        cmd = [GNU_TIME, "-f", "%M", "-o", str(rss_file), *cmd]
+    tree_peak = 0
+    hwm: dict[int, int] = {}
     done = threading.Event()
     with open(log, "wb") as out:
         begin = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
 
         def poll() -> None:
-            nonlocal peak
+            nonlocal tree_peak
             while not done.wait(0.05):
-                peak = max(peak, _tree_rss_kb(proc.pid))
+                tree_peak = max(tree_peak, _sample_tree(proc.pid, hwm))
 
         poller = threading.Thread(target=poll, daemon=True)
         poller.start()
@@ -141,10 +160,13 @@ def measure(tool: str, cmd: list[str], env: dict[str, str], log: Path) -> Run:
         poller.join()
     proc.returncode = os.waitstatus_to_exitcode(status)  # Popen must not wait for it again
     tail = log.read_text(errors="replace").strip().splitlines()[-3:]
-    largest = usage.ru_maxrss / 1024
+    largest = max(hwm.values(), default=0)
+    if timed:
+        with contextlib.suppress(OSError, ValueError):
+            largest = max(largest, int(rss_file.read_text().split()[-1]))
     cpu = usage.ru_utime + usage.ru_stime
-    tree = max(peak / 1024, largest)
-    return Run(tool, seconds, cpu, largest, tree, proc.returncode, "\n".join(tail))
+    tree = max(tree_peak, largest)
+    return Run(tool, seconds, cpu, largest / 1024, tree / 1024, proc.returncode, "\n".join(tail))
 
 
 # -- the tools ----------------------------------------------------------------------------------
