@@ -73,7 +73,7 @@ class Scene:
 
 
 def run(args: argparse.Namespace) -> int:
-    log.setup("info" if args.verbose else "warning", "console" if sys.stderr.isatty() else "json")
+    log.setup("info" if args.verbose else "error", "console" if sys.stderr.isatty() else "json")
     log.register_secret(TOKEN)
     workspace = Path(tempfile.mkdtemp(prefix="mapillary-demo-"))
     try:
