@@ -5,16 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pytest
-
 from daemon import sample as drive
-from daemon.media import exif
 from daemon.media.load import find_jpegs, load_records
 from daemon.pipeline.records import BAD_FILE, BAD_METADATA, NO_TIME
-
-needs_reader = pytest.mark.skipif(
-    not hasattr(exif, "read_exif"), reason="daemon.media.exif.read_exif not written yet"
-)
 
 
 def test_find_jpegs_skips_dotfiles_and_set_aside_folders(tmp_path: Path) -> None:
@@ -38,7 +31,6 @@ def test_find_jpegs_skips_dotfiles_and_set_aside_folders(tmp_path: Path) -> None
     assert find_jpegs(tmp_path / "a.jpg") == [tmp_path / "a.jpg"]
 
 
-@needs_reader
 def test_load_records_fills_records_and_sets_aside_bad_files(tmp_path: Path) -> None:
     drive.write_jpeg(tmp_path / "img_10.jpg", datetime(2024, 6, 1, 11, 0, 5, 250000))
     drive.write_jpeg(
