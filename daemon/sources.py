@@ -56,6 +56,10 @@ MOUNT_POLL_SECONDS = 2.0
 RESCAN_SECONDS = 3600.0  # full rescans of watch folders: the truth behind the events
 FALLBACK_POLL_SECONDS = 2.0
 MIN_GIVE_UP_SECONDS = 60.0
+# Settled files waiting in the queue at most: the rest of a 50,000-file card stays a candidate
+# (a few hundred bytes each) and is read only when the consumer has room, so the queue never
+# holds a card's worth of events and the completeness checks keep pace with the copying.
+MAX_QUEUED = 1024
 MOUNTINFO = Path("/proc/self/mountinfo")
 DISK_BY = Path("/dev/disk")
 # Event kinds worth a look; opens and read-only closes are left out, since our own reads
@@ -565,7 +569,7 @@ class Watcher:
 # -- settling -------------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)  # one per file of a card not yet handed on: kept small
 class _Candidate:
     root: Path
     kind: str
@@ -651,7 +655,7 @@ class Settler:
             self.forget(folder)
             return
         names = set()
-        for name, size, mtime in entries:
+        for name, size, mtime in sorted(entries):  # handed on in name order, like the camera's
             names.add(name)
             self.consider(folder / name, size, mtime, root, kind, card_id, now)
         known = self.reported.get(folder)
@@ -682,12 +686,19 @@ class Settler:
             1 for c in self.candidates.values() if c.root == prefix or prefix in c.root.parents
         )
 
-    def snapshot(self) -> list[tuple[Path, int, float, bool]]:
-        """What :meth:`look` should examine: stat all, read those quiet long enough."""
+    def snapshot(self, limit: int | None = None) -> list[tuple[Path, int, float, bool]]:
+        """What :meth:`look` should examine: stat those still settling, read those quiet long
+        enough, at most ``limit`` of them (the oldest candidates first). Quiet ones beyond the
+        limit are left out entirely, neither read nor stat'ed, until there is room."""
         now = time.monotonic()
+        room = len(self.candidates) if limit is None else max(0, limit)
         out = []
         for path, c in self.candidates.items():
             quiet = now - c.since >= self.settle_seconds and c.checked != (c.size, c.mtime)
+            if quiet:
+                if not room:
+                    continue
+                room -= 1
             out.append((path, c.size, c.mtime, quiet))
         return out
 
@@ -844,8 +855,10 @@ class Sources:
         ignore: Iterable[Path] | None = None,
         give_up_seconds: float | None = None,
         mount_poll_seconds: float = MOUNT_POLL_SECONDS,
+        max_queued: int = MAX_QUEUED,
     ) -> None:
         self.poll_interval = poll_interval
+        self.max_queued = max_queued
         self.mount_poll_seconds = mount_poll_seconds
         self.ignore = tuple(Path(p).resolve() for p in ignore or [])
         self.settler = Settler(settle_seconds, batch_quiet_seconds, give_up_seconds)
@@ -1011,7 +1024,7 @@ class Sources:
                 continue
             listing = await asyncio.to_thread(self._listing, folder, recursive)
             now = time.monotonic()
-            for path, entries in listing:
+            for path, entries in sorted(listing, key=lambda item: item[0]):  # 100GOPRO first
                 if self._owner(path) == owner:  # not removed meanwhile
                     self.settler.sync_folder(path, entries, *owner, now)
             if recursive:
@@ -1046,7 +1059,9 @@ class Sources:
 
     async def _settle_step(self) -> None:
         await self._rescan_dirty()
-        looks = await asyncio.to_thread(Settler.look, self.settler.snapshot())
+        # Back-pressure: no more files read (and handed on) than the queue has room for.
+        room = self.max_queued - self._events.qsize()
+        looks = await asyncio.to_thread(Settler.look, self.settler.snapshot(room))
         now = time.monotonic()
         for event in [*self.settler.apply(looks, now), *self.settler.batches(now)]:
             self._events.put_nowait(event)

@@ -385,6 +385,28 @@ async def test_a_card_under_a_mount_root_is_detected_and_scanned_whole(
     assert sources.status()[str(card_root)].endswith("all files handed on")
 
 
+async def test_a_big_card_is_handed_on_only_as_fast_as_it_is_taken(tmp_path: Path, running) -> None:
+    media = tmp_path / "media"
+    media.mkdir()
+    sources = await running(mount_roots=[media], max_queued=4)
+    await sources.wait_settled()
+    staging = tmp_path / "staging" / "CARD"
+    names = [f"{folder}/G{i:04d}.JPG" for folder in ("100GOPRO", "101GOPRO") for i in range(15)]
+    for i, name in enumerate(reversed(names)):
+        photo(staging / "DCIM" / name, seed=i)
+    os.rename(staging, media / "CARD")
+    card_root = (media / "CARD").resolve()
+    await asyncio.sleep(2.5)  # several settle steps with nobody taking events
+    # The queue holds the card's arrival and 3 files; the other 27 wait as candidates.
+    assert sources.status()[str(card_root)].endswith("importing, 27 file(s) left")
+    events = await events_until(
+        sources, lambda evs: any(isinstance(e, CardImported) for e in evs), 20
+    )
+    files = [str(f.path.relative_to(card_root / "DCIM")) for f in settled(events)]
+    assert files == names  # all of them, once, in the camera's order
+    assert isinstance(events[-1], CardImported)
+
+
 async def test_a_card_present_at_start_is_scanned(tmp_path: Path, running) -> None:
     media = tmp_path / "media"
     for i in range(3):
