@@ -708,6 +708,38 @@ class Journal:
             (*wanted, _path_value(root)),
         )
 
+    def files_of_root_page(
+        self, root: str, states: Iterable[FileState], after: int = 0, limit: int = 1000
+    ) -> tuple[list[FileRow], int]:
+        """At most ``limit`` files of one source root in ``states``, in the order they were
+        recorded, starting after the position ``after`` (0: from the start); returns them and
+        the position to continue from. A big root is read page by page, never all at once."""
+        wanted = [str(FileState(s)) for s in states]
+        marks = ",".join("?" * len(wanted))
+        where = f"f.state IN ({marks}) AND f.source_root = ?"
+        params = (*wanted, _path_value(root))
+        last = self._read(
+            f"SELECT max(rowid) FROM (SELECT f.rowid AS rowid FROM files f WHERE {where} "
+            "AND f.rowid > ? ORDER BY f.rowid LIMIT ?)",
+            (*params, after, limit),
+        )[0][0]
+        if last is None:
+            return [], after
+        rows = self._file_rows(
+            f"{_FILE_SELECT} WHERE {where} AND f.rowid > ? AND f.rowid <= ? ORDER BY f.rowid",
+            (*params, after, last),
+        )
+        return rows, last
+
+    def oldest_of_root(self, root: str, states: Iterable[FileState]) -> float | None:
+        """When the longest-known file of a source root in ``states`` was recorded, or None."""
+        wanted = [str(FileState(s)) for s in states]
+        marks = ",".join("?" * len(wanted))
+        return self._read(
+            f"SELECT min(created_at) FROM files WHERE state IN ({marks}) AND source_root = ?",
+            (*wanted, _path_value(root)),
+        )[0][0]
+
     def set_file_state(
         self, file_hash: str, state: FileState, reason: str | None = None, **fields: Any
     ) -> None:

@@ -285,6 +285,32 @@ def test_a_name_that_is_not_utf8_is_kept_exactly(journal: Journal) -> None:
     json.dumps(journal.summary())
 
 
+def test_a_root_is_read_page_by_page_in_recorded_order(journal: Journal) -> None:
+    journal.add_files([entry(n) for n in range(7)])
+    journal.add_files([entry("other", root="/media/other")])
+    journal.set_file_state(sha(2), F.WAITING_FOR_POSITION, "no position")
+    advance(journal, sha(3), F.DESCRIBED)
+    states = [F.IMPORTED, F.WAITING_FOR_POSITION]
+    pages, after = [], 0
+    while True:
+        rows, after = journal.files_of_root_page("/media/card", states, after, limit=2)
+        if not rows:
+            break
+        pages.append([r.hash for r in rows])
+        for r in rows:  # as processing does: photos set waiting are not read twice
+            if r.state == F.IMPORTED:
+                journal.set_file_state(r.hash, F.WAITING_FOR_POSITION, "no position")
+    # The described photo and the other card's are left out; the pages go on from where they
+    # stopped although their rows changed state meanwhile.
+    assert pages == [[sha(0), sha(1)], [sha(2), sha(4)], [sha(5), sha(6)]]
+    assert journal.files_of_root_page("/media/card", states, after, limit=2) == ([], after)
+    first = journal.get_file(sha(2))
+    assert first is not None and first.paths == ("/media/card/DCIM/IMG_2.JPG",)
+    created = journal.oldest_of_root("/media/card", [F.WAITING_FOR_POSITION])
+    assert created == first.created_at
+    assert journal.oldest_of_root("/media/nothing", states) is None
+
+
 def test_legal_transitions_carry_reason_and_fields(journal: Journal) -> None:
     journal.add_files([entry(1, state=F.DISCOVERED), entry(2)])
     h1, h2 = sha(1), sha(2)
