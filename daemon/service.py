@@ -27,10 +27,17 @@ from daemon.importer import (
     import_files,
     remove_spool_file,
 )
-from daemon.journal import AsyncJournal, FileState, Journal, NewFile, SequenceState
-from daemon.pipeline import PipelineOptions
+from daemon.journal import AsyncJournal, FileRow, FileState, Journal, NewFile, SequenceState
+from daemon.pipeline import PipelineOptions, dates
 from daemon.pipeline.dates import parse_zone
-from daemon.processing import GPX_META, GpxLibrary, apply_plan, plan_batch
+from daemon.processing import (
+    GPX_META,
+    BatchOutcome,
+    BatchPlan,
+    GpxLibrary,
+    apply_plan,
+    plan_batch,
+)
 from daemon.sources import (
     BatchReady,
     CardImported,
@@ -52,6 +59,9 @@ OFFLINE_BACKOFF_MAX = 60.0
 ASIDE_META = "set_aside_files"
 WAITING = (FileState.WAITING_FOR_POSITION,)
 WAITING_RECHECK_SECONDS = 60.0  # photos waiting for a GPX: is their wait over?
+# Photos of one root planned at once: a 50,000-photo card goes through in pieces, so memory
+# stays bounded (the whole card at once took ~180 MB).
+PROCESS_CHUNK = 5000
 
 
 @dataclass
@@ -402,32 +412,64 @@ class Daemon:
                 and time.monotonic() < self._recheck_waiting.get(root, 0.0)
             ):
                 continue  # only photos waiting for a GPX, and no new GPX since the last look
-            rows = await self.journal.run(
-                lambda j, r=root: j.files_of_root(r, [FileState.IMPORTED, *WAITING])
+            oldest = await self.journal.run(
+                lambda j, r=root: j.oldest_of_root(r, [FileState.IMPORTED, *WAITING])
             )
-            waiting_only = all(r.state == FileState.WAITING_FOR_POSITION for r in rows)
-            expired = any(time.time() - r.created_at >= self.settings.position_wait for r in rows)
+            expired = oldest is not None and time.time() - oldest >= self.settings.position_wait
             self._recheck_waiting[root] = time.monotonic() + WAITING_RECHECK_SECONDS
             if (
-                waiting_only
+                root not in fresh
                 and not expired
                 and self._processed_version.get(root) == self.gpx.version
             ):
                 continue
-            self.runtime.roots[root] = "processing"
-            # The file list is taken here, on the loop: a GPX added meanwhile is a new version.
-            version, paths = self.gpx.snapshot()
-            track = await asyncio.to_thread(self.gpx.build, version, paths)
-            plan = await asyncio.to_thread(
-                plan_batch, root, rows, track, options, self.settings.position_wait
+            await self._process_root(root, options)
+
+    async def _process_root(self, root: str, options: PipelineOptions) -> None:
+        """Plan and journal a root's photos, PROCESS_CHUNK at a time; one batch_processed."""
+        assert self.journal is not None
+        self.runtime.roots[root] = "processing"
+        # The file list is taken here, on the loop: a GPX added meanwhile is a new version.
+        version, paths = self.gpx.snapshot()
+        track = await asyncio.to_thread(self.gpx.build, version, paths)
+        total = BatchOutcome(root)
+        after, held = 0, []
+        while not self.stopping.is_set():
+            page, after = await self.journal.run(
+                lambda j, a=after: j.files_of_root_page(
+                    root, [FileState.IMPORTED, *WAITING], a, PROCESS_CHUNK
+                )
             )
+            rows, last = held + page, len(page) < PROCESS_CHUNK
+            if not rows:
+                break
+            plan = await self._plan(root, rows, track, options)
+            held = [] if last else _tail_from_last_sequence(plan, rows)
+            if held:  # planned again without them: they go with the next chunk
+                rows = rows[: len(rows) - len(held)]
+                plan = await self._plan(root, rows, track, options)
             await self.journal.run(lambda j, p=plan: apply_plan(j, p))
             for _hash, path, reason in plan.rejected:
                 self.log.warning("photo_set_aside", file=path, reason=reason)
-            self._processed_version[root] = version
-            self._count(plan.outcome)
-            self.runtime.roots[root] = "idle"
-            self.upload_wanted.set()
+            _add_outcome(total, plan.outcome)
+            self.upload_wanted.set()  # a big card's first sequences go up while the rest waits
+            if last:
+                self._processed_version[root] = version
+                break
+        self._count(total)
+        self.runtime.roots[root] = "idle"
+
+    async def _plan(
+        self, root: str, rows: list[FileRow], track: Any, options: PipelineOptions
+    ) -> BatchPlan:
+        try:
+            return await asyncio.to_thread(
+                plan_batch, root, rows, track, options, self.settings.position_wait
+            )
+        finally:
+            # The pipeline caches each file name's sort key (up to 65,536): useful within a
+            # batch, ~30 MB kept for good after a big card in a long-running daemon.
+            dates._name_key.cache_clear()
 
     def _count(self, o: Any) -> None:
         self.stats.sequences += o.sequences
@@ -693,6 +735,26 @@ class Daemon:
             if set(await self._due_sequences()) >= set(pending):
                 break  # nothing moved (all failed): do not loop
         self.request_stop()
+
+
+def _tail_from_last_sequence(plan: BatchPlan, rows: list[FileRow]) -> list[FileRow]:
+    """The rows of a chunk from the first photo of its last sequence on (recorded order is a
+    camera's order): planned again with the next chunk, so a sequence (and a stop full of
+    duplicates) running across the chunk's end is not cut there. Empty if that is most of it."""
+    if not plan.sequences:
+        return []
+    last = set(plan.sequences[-1][1])
+    start = next(i for i, r in enumerate(rows) if r.hash in last)
+    return rows[start:] if len(rows) - start <= PROCESS_CHUNK // 2 else []
+
+
+def _add_outcome(total: BatchOutcome, o: BatchOutcome) -> None:
+    total.sequences += o.sequences
+    total.images += o.images
+    total.duplicates += o.duplicates
+    total.waiting += o.waiting
+    for kind, n in o.rejected.items():
+        total.rejected[kind] = total.rejected.get(kind, 0) + n
 
 
 def install_signal_handlers(daemon: Daemon, reload: Any = None) -> None:
