@@ -785,6 +785,8 @@ class Settler:
 
     def batches(self, now: float) -> list[BatchReady]:
         """Watched folders whose files settled and that have been quiet long enough."""
+        if not self.folders:
+            return []  # a card's files: no folder batches, and no walk over its candidates
         busy = {p.parent for p in self.candidates}
         ready = []
         for path, folder in list(self.folders.items()):
