@@ -698,16 +698,6 @@ class Journal:
         )
         return {_path_text(root): n for root, n in rows}
 
-    def files_of_root(self, root: str, states: Iterable[FileState]) -> list[FileRow]:
-        """Files of one source root in ``states``, the longest waiting first."""
-        wanted = [str(FileState(s)) for s in states]
-        marks = ",".join("?" * len(wanted))
-        return self._file_rows(
-            f"{_FILE_SELECT} WHERE f.state IN ({marks}) AND f.source_root = ? "
-            "ORDER BY f.updated_at, f.rowid",
-            (*wanted, _path_value(root)),
-        )
-
     def files_of_root_page(
         self, root: str, states: Iterable[FileState], after: int = 0, limit: int = 1000
     ) -> tuple[list[FileRow], int]:
