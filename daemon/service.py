@@ -131,6 +131,7 @@ class Daemon:
         self._card_files: list[SettledFile] = []
         self._card_done: set[str] = set()  # cards announced imported, files maybe still queued
         self._intake_busy = False
+        self._maybe_due = True  # a batch may be waiting for its quiet period to end
         self._recheck_waiting: dict[str, float] = {}  # root → when to look at its waiting photos
         self._aside: dict[str, list[float]] = {}  # path → [size, mtime] of files set aside
         self._cleaned: set[str] = set()  # finished sequences whose spool copies are gone
@@ -375,6 +376,7 @@ class Daemon:
         self.stats.known += len(added) - new
         if new:
             self.log.info("imported", files=new, already_known=len(added) - new)
+            self._maybe_due = True
         self.process_wanted.set()
         self._finish_cards()
 
@@ -382,7 +384,12 @@ class Daemon:
 
     async def _process_loop(self) -> None:
         while not self.stopping.is_set():
-            await wait_event(self.process_wanted, self.settings.batch_quiet_seconds / 3 or 1.0)
+            # Poll for quiet periods to end only while a batch is building up; an idle daemon
+            # sleeps until new files (or a GPX) wake it, and rechecks waiting photos rarely.
+            poll = self.settings.batch_quiet_seconds / 3 or 1.0
+            await wait_event(
+                self.process_wanted, poll if self._maybe_due else WAITING_RECHECK_SECONDS
+            )
             self.process_wanted.clear()
             await self.process_ready()
 
@@ -403,8 +410,10 @@ class Daemon:
             lambda j: j.roots_in_states([FileState.WAITING_FOR_POSITION])
         )
         options = PipelineOptions.from_settings(self.settings)
+        self._maybe_due = False
         for root in sorted({*fresh, *waiting}):
             if not self._batch_ready(root):
+                self._maybe_due = True  # look again when its quiet period has passed
                 continue
             if (
                 root not in fresh
