@@ -478,3 +478,30 @@ async def test_events_tell_the_whole_story_of_one_upload(tmp_path: Path) -> None
     chunks = -(-len(data) // 100_000)
     assert offsets == sorted(offsets) and offsets[-1] == len(data) and len(offsets) == chunks + 1
     assert all(total == len(data) for _, total in progress)
+
+
+async def test_a_fresh_post_meets_a_412_where_a_killed_run_left_bytes_and_resumes(
+    tmp_path: Path,
+) -> None:
+    data = tagged_jpeg(tmp_path, 3, size=700)
+    once = RetryPolicy(max_attempts=1, max_delay=0.01, jitter=0.0)
+    # A first run is cut mid-body and gives up: the server keeps a prefix of the image.
+    dropping = ServerConfig(data_dir=tmp_path / "srv", drop_rate=1.0, seed=3)
+    async with running_server(dropping) as server:
+        async with UploadClient(TOKEN, server.graph_url, server.upload_url, policy=once) as c:
+            with pytest.raises(RetriesExhausted):
+                await send_image(c, data)
+        kept = server.store.held(session_key(data))
+    assert 0 < kept < len(data)
+    # The next run starts at 0 without a probe (it never sent this key, as far as it knows):
+    # the server refuses with 412 before reading the body, and the client resumes at `kept`.
+    bus = EventBus()
+    retries = collect(bus, "retry")
+    async with running_server(ServerConfig(data_dir=tmp_path / "srv")) as server:
+        async with UploadClient(TOKEN, server.graph_url, server.upload_url, events=bus) as c:
+            handle = await send_image(c, data, fresh=True)
+        held = server.store.held(session_key(data))
+        received = server.stats()["bytes_received"]
+    assert handle and held == len(data)
+    assert len(retries) == 1 and "412" in (retries[0].reason or "")
+    assert received == len(data) - kept  # nothing the first run delivered was read again

@@ -214,18 +214,21 @@ class UploadClient:
         *,
         name: str | None = None,
         on_progress: ProgressCallback | None = None,
+        fresh: bool = False,
     ) -> str:
         """Upload ``data`` under ``key``, resuming from the server's offset; returns the handle.
 
         After a cut connection or a timeout the offset is probed again, so at most the bytes the
         server lost are sent twice. The failure count restarts whenever the server's offset has
-        advanced.
+        advanced. ``fresh``: the caller never sent this key before, so the first POST starts at
+        0 without a probe; a server that holds bytes after all answers 412 before reading the
+        body, and the offset is probed then (PROTOCOL.md).
         """
         total = len(data)
         view = memoryview(data)
         failures = 0
         confirmed = -1
-        offset: int | None = None
+        offset: int | None = 0 if fresh else None
         self._emit("start", key, total, name=name)
         while True:
             try:

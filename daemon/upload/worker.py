@@ -315,7 +315,8 @@ class SequenceUploader:
                 return
             md5 = key[len("mly_tools_") : -len(".jpg")]
             try:
-                handle = await self.client.upload_bytes(key, data, name=name)
+                # No probe first: a server holding part of it (a run killed mid-body) says 412.
+                handle = await self.client.upload_bytes(key, data, name=name, fresh=True)
             except RejectedError as exc:
                 raise _Refused(row.hash, exc) from None
             size = len(data)

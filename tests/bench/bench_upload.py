@@ -109,7 +109,7 @@ async def run_ours(graph: str, upload: str, files: list[Path], concurrency: int)
     async def one(client: UploadClient, path: Path) -> str:
         async with slots:
             data, key = await asyncio.to_thread(read, path)
-            return await client.upload_bytes(key, data, name=path.name)
+            return await client.upload_bytes(key, data, name=path.name, fresh=True)
 
     client = UploadClient("bench-token", graph, upload, concurrency=concurrency)
     async with client:
