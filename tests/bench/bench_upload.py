@@ -289,7 +289,7 @@ async def orchestrate(args: argparse.Namespace) -> None:
         f"peak RSS {baseline['maxrss_mb']:.0f} MB"
     )
     print(
-        f"ours (probe + resumable POST): {rate(ours):8.1f} MB/s  "
+        f"ours (resumable POST, 412-probed): {rate(ours):8.1f} MB/s  "
         f"peak RSS {ours['maxrss_mb']:.0f} MB  "
         f"(then manifest + finish_upload: {ours['finish_seconds']:.2f} s)"
     )
