@@ -49,6 +49,46 @@ def default_config_path() -> Path:
     return user
 
 
+# How the keys are grouped in the file (`config init`); the sections are only for reading.
+SECTIONS = {
+    "sources": [
+        "watch",
+        "mount_roots",
+        "gpx_dir",
+        "settle_seconds",
+        "batch_quiet_seconds",
+        "position_wait",
+        "poll_interval",
+    ],
+    "storage": ["journal", "spool", "keep_days", "min_free_mb"],
+    "pipeline": [
+        "tz",
+        "time_offset",
+        "bearing_offset",
+        "max_gap",
+        "cutoff_distance",
+        "cutoff_time",
+        "max_images",
+        "duplicate_distance",
+        "duplicate_angle",
+        "max_speed_kmh",
+        "interpolate_directions",
+        "offset_angle",
+    ],
+    "upload": [
+        "graph_endpoint",
+        "upload_endpoint",
+        "profile",
+        "organization_id",
+        "concurrency",
+        "max_attempts",
+        "max_rate",
+        "upload_delay",
+    ],
+    "logs": ["log_format", "log_level"],
+}
+
+
 @dataclass
 class Settings:
     """All settings of the daemon and its commands, with their defaults."""

@@ -119,7 +119,7 @@ class BatchReady:
 
 
 @dataclass(frozen=True)
-class CardInserted:
+class _CardEvent:
     card: Card
 
     @property
@@ -132,31 +132,18 @@ class CardInserted:
 
 
 @dataclass(frozen=True)
-class CardImported:
+class CardInserted(_CardEvent):
+    """A card appeared under a mount root (its files follow as SettledFile events)."""
+
+
+@dataclass(frozen=True)
+class CardImported(_CardEvent):
     """Every file of the card has been handed on (queued before this event)."""
 
-    card: Card
-
-    @property
-    def root(self) -> Path:
-        return self.card.mount
-
-    @property
-    def card_id(self) -> str:
-        return self.card.card_id
-
 
 @dataclass(frozen=True)
-class CardRemoved:
-    card: Card
-
-    @property
-    def root(self) -> Path:
-        return self.card.mount
-
-    @property
-    def card_id(self) -> str:
-        return self.card.card_id
+class CardRemoved(_CardEvent):
+    """The card's mount point went away or emptied: unmounted, never "deleted"."""
 
 
 SourceEvent = SettledFile | BatchReady | CardInserted | CardImported | CardRemoved

@@ -16,44 +16,6 @@ TEMPLATE_HEADER = """\
 # Sections are only for reading; keys may also be written at the top level.
 """
 
-SECTIONS = {
-    "sources": [
-        "watch",
-        "mount_roots",
-        "gpx_dir",
-        "settle_seconds",
-        "batch_quiet_seconds",
-        "position_wait",
-        "poll_interval",
-    ],
-    "storage": ["journal", "spool", "keep_days", "min_free_mb"],
-    "pipeline": [
-        "tz",
-        "time_offset",
-        "bearing_offset",
-        "max_gap",
-        "cutoff_distance",
-        "cutoff_time",
-        "max_images",
-        "duplicate_distance",
-        "duplicate_angle",
-        "max_speed_kmh",
-        "interpolate_directions",
-        "offset_angle",
-    ],
-    "upload": [
-        "graph_endpoint",
-        "upload_endpoint",
-        "profile",
-        "organization_id",
-        "concurrency",
-        "max_attempts",
-        "max_rate",
-        "upload_delay",
-    ],
-    "logs": ["log_format", "log_level"],
-}
-
 
 def template(settings: config.Settings) -> str:
     """A commented file with every key in its section; unset keys are commented out."""
@@ -61,7 +23,7 @@ def template(settings: config.Settings) -> str:
         line.split(" = ", 1) for line in settings.to_toml().splitlines() if " = " in line
     )
     lines = [TEMPLATE_HEADER]
-    for section, keys in SECTIONS.items():
+    for section, keys in config.SECTIONS.items():
         lines.append(f"[{section}]")
         for key in keys:
             lines.append(f"{key} = {rendered[key]}" if key in rendered else f"# {key} = (not set)")

@@ -40,19 +40,7 @@ Photos taken while standing still count as duplicates (not an error for the exit
 Exit codes: 0 all photos usable, 1 some set aside (reasons printed), 2 bad arguments."""
 
 # Flags whose value, when given, overrides the configuration (same names as the settings).
-SETTING_FLAGS = [
-    "tz",
-    "time_offset",
-    "bearing_offset",
-    "max_gap",
-    "cutoff_distance",
-    "cutoff_time",
-    "max_images",
-    "duplicate_distance",
-    "duplicate_angle",
-    "max_speed_kmh",
-    "offset_angle",
-]
+SETTING_FLAGS = [k for k in config.SECTIONS["pipeline"] if k != "interpolate_directions"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
