@@ -238,6 +238,14 @@ def _validate(settings: Settings, source: str) -> None:
     for key in ("graph_endpoint", "upload_endpoint"):
         if not getattr(settings, key).startswith(("http://", "https://")):
             raise ConfigError(f"{source}: '{key}' must be an http(s) URL")
+    if settings.tz is not None:
+        # A zone the pipeline cannot read would stop every batch later; refuse it now.
+        from daemon.pipeline.dates import parse_zone
+
+        try:
+            parse_zone(settings.tz)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: 'tz': {exc}") from None
 
 
 def apply(settings: Settings, values: dict[str, Any], source: str) -> Settings:
