@@ -21,9 +21,11 @@ from pathlib import Path
 
 import gpxpy
 
-from daemon.geo import destination
-from daemon.media import exif, gpx
-from tests.jpegs import exif_dict, jpeg_bytes, make_jpeg, scan_data, write_gpx
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere
+
+from daemon.geo import destination  # noqa: E402
+from daemon.media import exif, gpx  # noqa: E402
+from tests.jpegs import exif_dict, jpeg_bytes, make_jpeg, scan_data, write_gpx  # noqa: E402
 
 T0 = datetime(2024, 5, 17, 8, 0, 0)
 
