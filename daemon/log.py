@@ -16,7 +16,9 @@ import structlog
 
 REDACTED = "***"
 _SECRET_KEYS = re.compile(r"(token|authorization|password|secret|user_key|access_key)", re.I)
-_AUTH_VALUE = re.compile(r"((?:OAuth|Bearer)\s+)[A-Za-z0-9|._\-]+", re.I)
+_AUTH_VALUE = re.compile(
+    r"((?:OAuth|Bearer)\s+)[A-Za-z0-9|._\-]{12,}", re.I
+)  # a word is not a token
 _known_secrets: set[str] = set()
 
 
