@@ -51,7 +51,8 @@ def gather(journal_path: Path, errors: int) -> dict[str, Any]:
         journal.close()
     pid = runtime.get("pid")
     runtime["running"] = bool(pid) and _alive(int(pid)) and not runtime.get("stopped")
-    rate = runtime.get("upload_rate") or 0.0
+    # A stopped daemon uploads nothing: its last rate would promise an ETA that is not coming.
+    rate = (runtime.get("upload_rate") or 0.0) if runtime["running"] else 0.0
     left = summary["bytes_to_upload"]
     summary["eta_seconds"] = round(left / rate) if rate > 0 and left else None
     summary["daemon"] = runtime
@@ -107,7 +108,7 @@ def render(st: dict[str, Any]) -> str:
     lines.append("sequences: " + (", ".join(f"{v} {k}" for k, v in seqs.items()) or "none yet"))
     left = st["bytes_to_upload"]
     upload = f"to upload: {_size(left)}"
-    if d.get("upload_rate"):
+    if d.get("upload_rate") and d.get("running"):
         upload += f" at {_size(d['upload_rate'])}/s"
     if st.get("eta_seconds"):
         upload += f", about {_duration(st['eta_seconds'])} left"
