@@ -200,6 +200,8 @@ def default_journal_path() -> Path:
     return state_dir() / "journal.sqlite3"
 
 
+RUNTIME_META = "daemon_runtime"  # the running daemon's own state, for `status` (meta table)
+
 # -- records --------------------------------------------------------------------------------------
 
 

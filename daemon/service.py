@@ -17,7 +17,6 @@ from typing import Any
 
 from daemon import auth, config, log
 from daemon.aio import wait_event
-from daemon.commands.status import RUNTIME_META
 from daemon.importer import (
     SourceGone,
     clean_spool_temps,
@@ -27,7 +26,15 @@ from daemon.importer import (
     import_files,
     remove_spool_file,
 )
-from daemon.journal import AsyncJournal, FileRow, FileState, Journal, NewFile, SequenceState
+from daemon.journal import (
+    RUNTIME_META,
+    AsyncJournal,
+    FileRow,
+    FileState,
+    Journal,
+    NewFile,
+    SequenceState,
+)
 from daemon.pipeline import PipelineOptions, dates
 from daemon.pipeline.dates import parse_zone
 from daemon.processing import (

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -86,7 +85,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _demo(workspace: Path, laps: int, seed: int) -> int:
-    from daemon.service import Daemon  # the daemon's imports are heavy; only for this command
+    from daemon.service import (  # the daemon's imports are heavy; only for this command
+        Daemon,
+        install_signal_handlers,
+    )
 
     began = time.monotonic()
     drive = plan_drive(datetime(2024, 6, 1, 7, 30, tzinfo=UTC), seed=seed, laps=laps)
@@ -96,7 +98,7 @@ async def _demo(workspace: Path, laps: int, seed: int) -> int:
     async with running_server(server_config) as server:
         settings = _settings(workspace, camera, server.graph_url, server.upload_url)
         daemon = Daemon(settings, token=TOKEN)
-        _stop_on_signals(daemon)
+        install_signal_handlers(daemon)
         print(f"server   {server.base_url} (local, accepts only the demo token)")
         print(f"watching {camera}  (camera zone assumed {CAMERA_ZONE}, clock offset 0 s)")
         await daemon.startup()
@@ -154,12 +156,6 @@ def _settings(workspace: Path, camera: Path, graph: str, upload: str) -> config.
         upload_endpoint=upload,
         min_free_mb=0.0,
     )
-
-
-def _stop_on_signals(daemon: Any) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, daemon.request_stop)
 
 
 # -- the camera -------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from typing import Any
 
 from daemon import config
 from daemon.cli import EXIT_OK, EXIT_USAGE, UsageError
-from daemon.journal import Journal, JournalError
+from daemon.journal import RUNTIME_META, Journal, JournalError
 
 EPILOG = """\
 examples:
@@ -20,8 +20,6 @@ examples:
   watch -n 5 mapillary-daemon status
 
 Reads the journal only (never writes), so it works while the daemon runs."""
-
-RUNTIME_META = "daemon_runtime"  # written by the daemon, see daemon.service
 
 
 def register(sub: argparse._SubParsersAction) -> None:
