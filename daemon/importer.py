@@ -248,6 +248,21 @@ def import_files(
     the renames, and once more after them. Returns, in order, an ImportedFile or the error for
     each source; every ImportedFile is durable when this returns. A spool that cannot be
     written at all (missing, full disk at flush time) raises OSError, leaving no temp."""
+    return commit_staged(stage_files(srcs, spool_dir, workers), spool_dir)
+
+
+Staged = _Staged
+
+
+def stage_files(
+    srcs: Iterable[str | os.PathLike[str]],
+    spool_dir: str | os.PathLike[str],
+    workers: int = 2,
+) -> list[Staged | SourceGone | OSError]:
+    """The first half of :func:`import_files`: copy while hashing to temp names, no flush.
+    Nothing counts until :func:`commit_staged`; a crash in between leaves only temps, which
+    :func:`clean_spool_temps` removes. Split so that one batch can be copied while the one
+    before it is flushed."""
     spool = Path(spool_dir)
     spool.mkdir(parents=True, exist_ok=True)
 
@@ -258,7 +273,15 @@ def import_files(
             return exc
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        staged = list(pool.map(stage, srcs))
+        return list(pool.map(stage, srcs))
+
+
+def commit_staged(
+    staged: list[Staged | SourceGone | OSError], spool_dir: str | os.PathLike[str]
+) -> list[ImportedFile | SourceGone | OSError]:
+    """The second half of :func:`import_files`: flush the copies, rename them into place,
+    flush the names. Every ImportedFile returned is durable."""
+    spool = Path(spool_dir)
     copies = [s.tmp for s in staged if isinstance(s, _Staged)]
     try:
         # Data before names: a power cut never leaves a final name on unwritten data.

@@ -20,11 +20,12 @@ from daemon.aio import wait_event
 from daemon.importer import (
     SourceGone,
     clean_spool_temps,
+    commit_staged,
     free_mb,
     hash_file,
     import_file,
-    import_files,
     remove_spool_file,
+    stage_files,
 )
 from daemon.journal import (
     RUNTIME_META,
@@ -138,6 +139,7 @@ class Daemon:
         self._card_files: list[SettledFile] = []
         self._card_done: set[str] = set()  # cards announced imported, files maybe still queued
         self._intake_busy = False
+        self._commit: tuple[list[SettledFile], asyncio.Future[Any]] | None = None  # being flushed
         self._maybe_due = True  # a batch may be waiting for its quiet period to end
         self._recheck_waiting: dict[str, float] = {}  # root → when to look at its waiting photos
         self._aside: dict[str, list[float]] = {}  # path → [size, mtime] of files set aside
@@ -246,7 +248,7 @@ class Daemon:
                 try:
                     await self._handle(event)
                     if len(self._pending) + len(self._card_files) >= INTAKE_BATCH:
-                        await self._flush_intake()
+                        await self._flush_intake(drain=False)
                 finally:
                     self._intake_busy = False
         finally:
@@ -281,7 +283,7 @@ class Daemon:
 
     def _finish_cards(self) -> None:
         """Cards whose files are all copied and journaled: free to remove, ready to process."""
-        if self._card_files or self._pending:
+        if self._card_files or self._pending or self._commit is not None:
             return
         for root in sorted(self._card_done):
             self._importing.discard(root)
@@ -333,19 +335,33 @@ class Daemon:
         await self.journal.set_meta(ASIDE_META, self._aside)
         await self.journal.record_event("set_aside", f"{f.path}: {reason}")
 
-    async def _import_cards(self) -> None:
-        """Copy the queued card files into the spool (hashing on the way) as one durable batch."""
-        if not self._card_files:
+    async def _import_cards(self, drain: bool = True) -> None:
+        """Copy the queued card files into the spool (hashing on the way) as one batch, while
+        the batch before it is made durable: copying and flushing overlap. ``drain`` waits
+        for every batch to be durable and ready to journal."""
+        if self._card_files and not self.runtime.paused:  # paused: kept until there is room
+            files, self._card_files = self._card_files, []
+            staged = await asyncio.to_thread(stage_files, [f.path for f in files], self.spool)
+            await self._collect_commit()
+            commit = asyncio.to_thread(commit_staged, staged, self.spool)
+            self._commit = (files, asyncio.ensure_future(commit))
+        if drain:
+            await self._collect_commit()
+
+    async def _collect_commit(self) -> None:
+        """Take the results of the batch being flushed (the journal writes come after this)."""
+        if self._commit is None:
             return
-        if self.runtime.paused:
-            return  # kept queued until the disk has room again
-        files, self._card_files = self._card_files, []
+        files, task = self._commit
         try:
-            results = await asyncio.to_thread(import_files, [f.path for f in files], self.spool)
+            # Shielded: a stop during the wait leaves the flush running for shutdown to collect.
+            results = await asyncio.shield(task)
         except OSError as exc:  # the spool itself cannot be written: try again later
+            self._commit = None
             self.log.error("spool_write_failed", spool=str(self.spool), reason=str(exc))
             self._card_files = files + self._card_files
             return
+        self._commit = None
         for f, got in zip(files, results, strict=True):
             if isinstance(got, Exception):
                 self._gone(f, got)
@@ -371,8 +387,8 @@ class Daemon:
             self.log.info("gpx_added", file=str(f.path))
             self.process_wanted.set()
 
-    async def _flush_intake(self) -> None:
-        await self._import_cards()
+    async def _flush_intake(self, drain: bool = True) -> None:
+        await self._import_cards(drain)
         if not self._pending or self.journal is None:
             self._finish_cards()
             return

@@ -177,6 +177,10 @@ class DaemonProc:
         db = sqlite3.connect(f"file:{self.journal}?mode=ro", uri=True, timeout=10)
         try:
             return dict(db.execute("SELECT state, count(*) FROM files GROUP BY state").fetchall())
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return {}  # the daemon has created the file but not yet its tables
+            raise
         finally:
             db.close()
 
