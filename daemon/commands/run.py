@@ -23,37 +23,9 @@ Every flag is also a configuration key (`mapillary-daemon config init` writes th
 Signals: SIGTERM/SIGINT stop cleanly; SIGHUP reloads the configuration.
 Exit codes: 0 clean stop, 1 (--once) some photos were set aside or failed, 2 bad configuration."""
 
-# Flags that map one to one onto settings (None = not given, the configuration decides).
-SETTING_FLAGS = [
-    "watch",
-    "mount_roots",
-    "gpx_dir",
-    "settle_seconds",
-    "batch_quiet_seconds",
-    "position_wait",
-    "journal",
-    "spool",
-    "keep_days",
-    "min_free_mb",
-    "tz",
-    "time_offset",
-    "bearing_offset",
-    "max_gap",
-    "cutoff_distance",
-    "cutoff_time",
-    "max_images",
-    "duplicate_distance",
-    "duplicate_angle",
-    "max_speed_kmh",
-    "interpolate_directions",
-    "offset_angle",
-    "concurrency",
-    "max_rate",
-    "upload_delay",
-    "profile",
-    "log_format",
-    "log_level",
-]
+# Flags carry the settings' own names (None = not given, the configuration decides); a key
+# with no flag of its own (e.g. poll_interval) is simply never given on this command line.
+SETTING_FLAGS = [key for keys in config.SECTIONS.values() for key in keys]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
