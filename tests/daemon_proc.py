@@ -240,3 +240,18 @@ class ServerProc:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             self.proc.wait(15)
+
+
+# Quick settling for tests: photos are written whole, so a short settle is safe.
+FAST = ["--tz", "+02:00", "--settle-seconds", "0.3", "--batch-quiet-seconds", "1"]
+
+
+def new_daemon(
+    daemons: list[DaemonProc], work: Path, endpoints: dict[str, str], *args: str
+) -> DaemonProc:
+    """A daemon over ``work`` talking to ``endpoints``, killed at the test's end (the
+    ``daemons`` fixture of tests/conftest.py)."""
+    work.mkdir(parents=True, exist_ok=True)
+    d = DaemonProc(work, base_env(endpoints), [*FAST, *args])
+    daemons.append(d)
+    return d

@@ -20,35 +20,17 @@ import pytest
 from daemon.sample import Drive, plan_drive, write_drive, write_jpeg_bytes
 from daemon.server.config import ServerConfig
 from daemon.server.runner import ServerThread
-from tests.daemon_proc import TOKEN, DaemonProc, ServerProc, base_env, wait_for
+from tests.daemon_proc import TOKEN, DaemonProc, ServerProc, new_daemon, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
 START = datetime(2024, 6, 1, 7, 0, 0, tzinfo=UTC)
-FAST = ["--tz", "+02:00", "--settle-seconds", "0.3", "--batch-quiet-seconds", "1"]
 
 
 @pytest.fixture
 def server() -> Iterator[ServerThread]:
     with ServerThread(ServerConfig(tokens=(TOKEN,))) as srv:
         yield srv
-
-
-@pytest.fixture
-def daemons(tmp_path: Path) -> Iterator[list[DaemonProc]]:
-    made: list[DaemonProc] = []
-    yield made
-    for d in made:
-        d.kill()
-
-
-def new_daemon(
-    daemons: list[DaemonProc], work: Path, endpoints: dict[str, str], *args: str
-) -> DaemonProc:
-    work.mkdir(parents=True, exist_ok=True)
-    d = DaemonProc(work, base_env(endpoints), [*FAST, *args])
-    daemons.append(d)
-    return d
 
 
 def short_drive(seed: int = 1, stop_s: float = 10.0) -> Drive:

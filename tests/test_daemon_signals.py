@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import signal
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,29 +14,11 @@ import pytest
 from daemon.sample import plan_drive, write_drive
 from daemon.server.config import ServerConfig
 from daemon.server.runner import ServerThread
-from tests.daemon_proc import TOKEN, DaemonProc, base_env, wait_for
+from tests.daemon_proc import TOKEN, DaemonProc, base_env, new_daemon, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
 START = datetime(2024, 6, 1, 7, 0, 0, tzinfo=UTC)
-FAST = ["--tz", "+02:00", "--settle-seconds", "0.3", "--batch-quiet-seconds", "1"]
-
-
-@pytest.fixture
-def daemons() -> Iterator[list[DaemonProc]]:
-    made: list[DaemonProc] = []
-    yield made
-    for d in made:
-        d.kill()
-
-
-def new_daemon(
-    daemons: list[DaemonProc], work: Path, env: dict[str, str], *args: str
-) -> DaemonProc:
-    work.mkdir(parents=True, exist_ok=True)
-    d = DaemonProc(work, env, [*FAST, *args])
-    daemons.append(d)
-    return d
 
 
 def drive(folder: Path, seed: int, photos: int = 0, **kw: object) -> list[Path]:
@@ -71,9 +52,7 @@ def test_sigterm_mid_upload_stops_cleanly_and_the_next_start_resumes(
     paths = drive(inbox, 1, jpeg_size=(320, 240), quality=90)  # ~11 MB
     config = ServerConfig(tokens=(TOKEN,), bandwidth=1_000_000)
     with ServerThread(config) as server:
-        d = new_daemon(
-            daemons, tmp_path / "work", base_env(server.environment()), "--watch", str(inbox)
-        )
+        d = new_daemon(daemons, tmp_path / "work", server.environment(), "--watch", str(inbox))
         d.start().wait_event("sequence_upload_start", 30)
         time.sleep(1.0)
         asked = time.monotonic()
@@ -107,9 +86,7 @@ def test_sighup_adds_a_watch_root_live_and_refuses_a_broken_config(
     conf = tmp_path / "config.toml"
     write_config(conf, f'watch = ["{first}"]\n')
     with ServerThread(ServerConfig(tokens=(TOKEN,))) as server:
-        d = new_daemon(
-            daemons, tmp_path / "work", base_env(server.environment()), "--config", str(conf)
-        )
+        d = new_daemon(daemons, tmp_path / "work", server.environment(), "--config", str(conf))
         d.start().wait_event("root_watched", 15)
         write_config(conf, f'watch = ["{first}", "{second}"]\n')
         d.signal(signal.SIGHUP)
@@ -147,7 +124,7 @@ def test_no_log_line_of_a_whole_upload_run_contains_the_token(
         d = new_daemon(
             daemons,
             tmp_path / "work",
-            base_env(server.environment()),
+            server.environment(),
             *("--watch", str(inbox), "--log-level", "debug"),
         )
         done = d.once(timeout=90)
