@@ -87,7 +87,9 @@ def test_sigkill_at_random_moments_never_duplicates_or_loses_anything(tmp_path: 
     config = ServerConfig(
         data_dir=tmp_path / "server",
         tokens=(TOKEN,),
-        bandwidth=200_000,  # ~1.9 MB in all: about 10 s of transfer spread over the kills
+        # ~1.9 MB in all: about 24 s of transfer; 20 kills get through ~1.2 MB of it (at
+        # 200 KB/s a quick run of kills sometimes finished the upload before the 20th).
+        bandwidth=80_000,
         latency_ms=20,
     )
     runs = 0
