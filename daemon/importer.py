@@ -1,12 +1,14 @@
-"""Getting photos off cards and into our hands: copy-while-hashing into the spool, durably.
+"""Getting photos off cards and into our hands: copied into the spool, hashed, durably.
 
-A card's file is copied to a temporary name in the spool while its SHA-256 is computed in the
-same pass (one read of the card; sendfile/copy_file_range would copy without letting us hash),
-fsynced, and renamed to ``<spool>/<hash[:2]>/<hash>.jpg``; the folder is fsynced after the
-rename. Only then may the card go. A card pulled out mid-copy leaves no trace in the spool and
-raises :class:`SourceGone`, so the caller tries again when the card is back. Files of local watch
-folders are only hashed, never written. Nothing here touches the journal: callers journal what
-these functions return, after it is durable.
+A card's file is copied by the kernel (copy_file_range, else sendfile, else read/write) to a
+temporary name in the spool; its SHA-256 is then computed over that copy through a read-only
+mapping of the page cache, so the name always describes the bytes we hold, and no byte passes
+through Python. The copies of a batch are renamed to ``<spool>/<hash[:2]>/<hash>.jpg`` and
+then made durable, data and names, by one flush. Only then may the card go. A card pulled out
+mid-copy leaves no trace in the spool and raises :class:`SourceGone`, so the caller tries
+again when the card is back. Files of local watch folders are only hashed, never written.
+Nothing here touches the journal: callers journal what these functions return, after it is
+durable.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import contextlib
 import ctypes
 import errno
 import hashlib
+import mmap
 import os
 import shutil
 import uuid
@@ -57,7 +60,7 @@ class ImportedFile:
 
 @dataclass(frozen=True)
 class _Staged:
-    """A verified, fsynced copy under a temporary name, waiting for its rename."""
+    """A checked copy under a temporary name, waiting for its rename and flush."""
 
     src: Path
     tmp: Path
@@ -131,9 +134,10 @@ def _syncfs_function() -> Callable[[int], int] | None:
 _SYNCFS = _syncfs_function()
 
 
-def sync_files(folder: Path, files: Iterable[Path]) -> None:
-    """Make ``files`` (all on the file system holding ``folder``) durable: one syncfs where
-    there is one, else an fsync each. Raises OSError when the disk reports a write error."""
+def sync_files(folder: Path, files: Iterable[Path], folders: Iterable[Path] = ()) -> None:
+    """Make ``files`` and the entries of ``folders`` (all on the file system holding
+    ``folder``) durable: one syncfs where there is one, else an fsync each (folders after
+    files, deepest first). Raises OSError when the disk reports a write error."""
     if _SYNCFS is not None:
         fd = os.open(folder, os.O_RDONLY)
         try:
@@ -147,46 +151,106 @@ def sync_files(folder: Path, files: Iterable[Path]) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+    for path in sorted(folders, reverse=True):  # a new bucket before the spool holding it
+        fsync_dir(path)
+
+
+# The kernel cannot copy between these two files (another file system, an old kernel, macOS):
+# the next way down is tried from where the copy stands.
+_NO_KERNEL_COPY = frozenset(
+    {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ETXTBSY}
+)
+# A write failing on our side of a kernel copy; anything else while copying is the card's.
+_OUR_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
+
+
+def _copy_chunk(fin: int, fout: int, done: int, count: int, how: list[str]) -> int:
+    """Copy up to ``count`` bytes from offset ``done`` of ``fin`` to the end of ``fout``, by
+    the first of how[0]'s ways that works (copy_file_range, sendfile, read/write); a way that
+    cannot work here is dropped from ``how`` for the rest of the file."""
+    while True:
+        way = how[0]
+        try:
+            if way == "copy_file_range":
+                return os.copy_file_range(fin, fout, count, done, done)
+            os.lseek(fout, done, os.SEEK_SET)
+            if way == "sendfile":
+                return os.sendfile(fout, fin, done, count)
+            data = os.pread(fin, count, done)
+            _write_all(fout, memoryview(data))
+            return len(data)
+        except OSError as exc:
+            if way == "read" or exc.errno not in _NO_KERNEL_COPY:
+                raise
+            how.pop(0)
+
+
+def _kernel_ways() -> list[str]:
+    ways = ["read"]
+    if hasattr(os, "sendfile") and os.uname().sysname == "Linux":  # macOS: sockets only
+        ways.insert(0, "sendfile")
+    if hasattr(os, "copy_file_range"):
+        ways.insert(0, "copy_file_range")
+    return ways
+
+
+def _hash_copy(fd: int, size: int) -> str:
+    """SHA-256 of our own copy, read through a mapping (no copy into Python). Only our temp
+    file is mapped, never the card's: a mapped file cut short under us would be SIGBUS."""
+    digest = hashlib.sha256()
+    if size:
+        flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+        with mmap.mmap(fd, size, flags=flags, prot=mmap.PROT_READ) as mapped:
+            digest.update(mapped)
+    return digest.hexdigest()
 
 
 def _copy_hashing(
-    src: Path, tmp: Path, progress: Progress | None, fsync: bool = True
+    src: Path,
+    tmp: Path,
+    progress: Progress | None,
+    fsync: bool = True,
+    ways: list[str] | None = None,
 ) -> tuple[str, int]:
-    """Read ``src`` once: hash and write each chunk. Read failures are the source's fault
-    (SourceGone); write failures are ours (OSError)."""
-    digest = hashlib.sha256()
-    buf = bytearray(CHUNK)
-    view = memoryview(buf)
-    size = 0
+    """Copy ``src`` to ``tmp`` (by the first of ``ways`` that works, default all this system
+    has) and hash the copy. Failures reading the card, or a card that changes or goes, are
+    SourceGone; failures on our side are OSError."""
     try:
         fin = open(src, "rb", buffering=0)  # noqa: SIM115 (closed below, errors sorted apart)
     except OSError as exc:
         raise _gone(src, exc) if exc.errno in GONE_ERRNOS else exc from None
-    with fin, open(tmp, "xb", buffering=0) as fout:
+    with fin, open(tmp, "xb+", buffering=0) as fout:
         opened = os.fstat(fin.fileno())
-        while True:
+        how, size = list(ways or _kernel_ways()), 0
+        while size < opened.st_size:
             try:
-                n = fin.readinto(buf)
+                n = _copy_chunk(fin.fileno(), fout.fileno(), size, CHUNK, how)
             except OSError as exc:
+                if exc.errno in _OUR_ERRNOS:
+                    raise
                 raise _gone(src, exc) from None
             if not n:
                 break
-            digest.update(view[:n])
-            _write_all(fout.fileno(), view[:n])
             size += n
             # An unlinked file stays readable on POSIX, so a pulled card is noticed by its path.
             if not _same_file(src, opened):
                 raise SourceGone(f"{src}: disappeared while being copied")
             if progress is not None:
                 progress(size, opened.st_size)
-        now = os.fstat(fin.fileno()).st_size
-        if size != opened.st_size or now != opened.st_size or not _same_file(src, opened):
+        now = os.fstat(fin.fileno())
+        if (
+            size != opened.st_size
+            or (now.st_size, now.st_mtime_ns) != (opened.st_size, opened.st_mtime_ns)
+            or os.fstat(fout.fileno()).st_size != size
+            or not _same_file(src, opened)
+        ):
             raise SourceGone(
                 f"{src}: changed while being copied ({size} of {opened.st_size} bytes)"
             )
+        digest = _hash_copy(fout.fileno(), size)
         if fsync:
             os.fsync(fout.fileno())
-    return digest.hexdigest(), size
+    return digest, size
 
 
 def _stage(src: Path, spool: Path, progress: Progress | None = None, fsync: bool = True) -> _Staged:
@@ -199,12 +263,23 @@ def _stage(src: Path, spool: Path, progress: Progress | None = None, fsync: bool
     return _Staged(src, tmp, digest, size)
 
 
+def _holds(path: Path, digest: str, size: int) -> bool:
+    """Whether ``path`` holds the bytes hashed to ``digest``."""
+    try:
+        with open(path, "rb", buffering=0) as fh:
+            return os.fstat(fh.fileno()).st_size == size and _hash_copy(fh.fileno(), size) == digest
+    except OSError:
+        return False
+
+
 def _place(staged: _Staged, spool: Path, dirty: set[Path]) -> ImportedFile:
     """Rename into place (or drop the copy when the same photo is there); collect the folders
-    to fsync in ``dirty``."""
+    to fsync in ``dirty``. A final name already there is trusted only when its bytes hash
+    right: a power cut between a batch's renames and its flush can leave a name on unwritten
+    data, and the next copy of that photo repairs it."""
     final = spool / spool_name(staged.digest, staged.src.suffix)
     try:
-        if final.exists() and final.stat().st_size == staged.size:
+        if final.exists() and _holds(final, staged.digest, staged.size):
             staged.tmp.unlink(missing_ok=True)  # the same photo came before (a card seen twice)
         else:
             if not final.parent.is_dir():
@@ -243,11 +318,11 @@ def import_files(
     spool_dir: str | os.PathLike[str],
     workers: int = 2,
 ) -> list[ImportedFile | SourceGone | OSError]:
-    """Import many files (a card's batch, ~100 files): copies run in ``workers`` threads, then
-    the whole batch is made durable at once (one syncfs on Linux, fsyncs elsewhere) before
-    the renames, and once more after them. Returns, in order, an ImportedFile or the error for
-    each source; every ImportedFile is durable when this returns. A spool that cannot be
-    written at all (missing, full disk at flush time) raises OSError, leaving no temp."""
+    """Import many files (a card's batch, ~64 files): copies run in ``workers`` threads, are
+    renamed into place, then the whole batch is made durable at once (one syncfs on Linux,
+    fsyncs elsewhere). Returns, in order, an ImportedFile or the error for each source; every
+    ImportedFile is durable when this returns. A spool that cannot be written at all
+    (missing, full disk at flush time) raises OSError."""
     return commit_staged(stage_files(srcs, spool_dir, workers), spool_dir)
 
 
@@ -279,17 +354,12 @@ def stage_files(
 def commit_staged(
     staged: list[Staged | SourceGone | OSError], spool_dir: str | os.PathLike[str]
 ) -> list[ImportedFile | SourceGone | OSError]:
-    """The second half of :func:`import_files`: flush the copies, rename them into place,
-    flush the names. Every ImportedFile returned is durable."""
+    """The second half of :func:`import_files`: rename the copies into place, then make data
+    and names durable with one flush (one syncfs on Linux; each file and folder fsynced
+    elsewhere). Every ImportedFile returned is durable; callers journal only those. A flush
+    that fails raises OSError: names already placed stay, unjournaled, and :func:`_place`
+    checks them when the photo comes again."""
     spool = Path(spool_dir)
-    copies = [s.tmp for s in staged if isinstance(s, _Staged)]
-    try:
-        # Data before names: a power cut never leaves a final name on unwritten data.
-        sync_files(spool, copies)
-    except BaseException:
-        for tmp in copies:
-            tmp.unlink(missing_ok=True)
-        raise
     dirty: set[Path] = set()
     out: list[ImportedFile | SourceGone | OSError] = []
     for item in staged:
@@ -300,11 +370,7 @@ def commit_staged(
                 out.append(exc)
         else:
             out.append(item)
-    if _SYNCFS is not None and len(dirty) > 2:
-        sync_files(spool, [])
-    else:
-        for folder in sorted(dirty, reverse=True):
-            fsync_dir(folder)
+    sync_files(spool, [got.spool_path for got in out if isinstance(got, ImportedFile)], dirty)
     return out
 
 
