@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from daemon import config, log
+from daemon.durable import fsync_dir
 
 TOKEN_ENV = "MAPILLARY_TOKEN"
 TOKENS_FILE = "tokens.toml"
@@ -156,7 +157,7 @@ def _write(file: Path, accounts: dict[str, Account]) -> None:
         finally:
             os.close(fd)
         os.replace(tmp, file)
-        _fsync_dir(file.parent)
+        fsync_dir(file.parent)
     except OSError as exc:
         raise TokenStoreError(f"{file}: cannot write: {exc.strerror}") from None
 
@@ -177,16 +178,3 @@ def _quote(text: str) -> str:
     escaped = text.replace("\\", "\\\\").replace('"', '\\"')
     escaped = "".join(c if c >= " " and c != "\x7f" else f"\\u{ord(c):04x}" for c in escaped)
     return f'"{escaped}"'
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems cannot fsync a directory; the rename is still atomic
-    finally:
-        os.close(fd)

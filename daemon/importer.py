@@ -14,7 +14,6 @@ durable.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import hashlib
 import mmap
@@ -26,7 +25,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from daemon.durable import fsync_dirs, sync_files
+
 CHUNK = 1 << 20
+MAP_WINDOW = 16 << 20  # a multiple of mmap.ALLOCATIONGRANULARITY
 TEMP_PREFIX = ".import-"
 TEMP_SUFFIX = ".part"
 # Errors that mean "the card (or the file on it) went away", as opposed to trouble on our side.
@@ -92,19 +94,6 @@ def spool_name(digest: str, suffix: str) -> str:
     return f"{digest[:2]}/{digest}{ext}"
 
 
-def fsync_dir(folder: Path) -> None:
-    """Make a rename in ``folder`` durable (a no-op where folders cannot be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        with contextlib.suppress(OSError):
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _gone(src: Path, exc: OSError) -> SourceGone:
     return SourceGone(f"{src}: {exc.strerror or exc}")
 
@@ -122,67 +111,40 @@ def _write_all(fd: int, view: memoryview) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _syncfs_function() -> Callable[[int], int] | None:
-    """Linux's syncfs(2): one flush of a whole file system instead of one fsync per file."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.syncfs  # type: ignore[no-any-return]
-    except (OSError, AttributeError):
-        return None
-
-
-_SYNCFS = _syncfs_function()
-
-
-def sync_files(folder: Path, files: Iterable[Path], folders: Iterable[Path] = ()) -> None:
-    """Make ``files`` and the entries of ``folders`` (all on the file system holding
-    ``folder``) durable: one syncfs where there is one, else an fsync each (folders after
-    files, deepest first). Raises OSError when the disk reports a write error."""
-    if _SYNCFS is not None:
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            if _SYNCFS(fd) == 0:
-                return
-        finally:
-            os.close(fd)
-    for path in files:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    for path in sorted(folders, reverse=True):  # a new bucket before the spool holding it
-        fsync_dir(path)
-
-
 # The kernel cannot copy between these two files (another file system, an old kernel, macOS):
 # the next way down is tried from where the copy stands.
 _NO_KERNEL_COPY = frozenset(
     {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ETXTBSY}
 )
-# A write failing on our side of a kernel copy; anything else while copying is the card's.
+# Errors that can only be the spool's (a full or read-only disk).
 _OUR_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
 
 
 def _copy_chunk(fin: int, fout: int, done: int, count: int, how: list[str]) -> int:
-    """Copy up to ``count`` bytes from offset ``done`` of ``fin`` to the end of ``fout``, by
-    the first of how[0]'s ways that works (copy_file_range, sendfile, read/write); a way that
-    cannot work here is dropped from ``how`` for the rest of the file."""
+    """Copy up to ``count`` bytes from offset ``done`` of ``fin`` to the same offset of
+    ``fout`` by the first way in ``how`` that works (copy_file_range, sendfile, then "read":
+    read/write, always last). A way that cannot copy here, or that copies nothing before the
+    end, is dropped for the rest of the file; 0 from plain reads means the source ended."""
     while True:
         way = how[0]
         try:
             if way == "copy_file_range":
-                return os.copy_file_range(fin, fout, count, done, done)
-            os.lseek(fout, done, os.SEEK_SET)
-            if way == "sendfile":
-                return os.sendfile(fout, fin, done, count)
-            data = os.pread(fin, count, done)
-            _write_all(fout, memoryview(data))
-            return len(data)
+                n = os.copy_file_range(fin, fout, count, done, done)
+            else:
+                os.lseek(fout, done, os.SEEK_SET)
+                if way == "sendfile":
+                    n = os.sendfile(fout, fin, done, count)
+                else:
+                    data = os.pread(fin, count, done)
+                    _write_all(fout, memoryview(data))
+                    return len(data)
         except OSError as exc:
             if way == "read" or exc.errno not in _NO_KERNEL_COPY:
                 raise
-            how.pop(0)
+            n = 0
+        if n:
+            return n
+        how.pop(0)
 
 
 def _kernel_ways() -> list[str]:
@@ -195,17 +157,32 @@ def _kernel_ways() -> list[str]:
 
 
 def _hash_copy(fd: int, size: int) -> str:
-    """SHA-256 of our own copy, read through a mapping (no copy into Python). Only our temp
-    file is mapped, never the card's: a mapped file cut short under us would be SIGBUS."""
+    """SHA-256 of the copy we have just written, read through a mapping (no copy into
+    Python). Only such a copy is mapped: its pages are still in memory, while reading a
+    mapped page that fails (a card pulled, a damaged file) would kill the process (SIGBUS)
+    instead of raising OSError."""
     digest = hashlib.sha256()
-    if size:
-        flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
-        with mmap.mmap(fd, size, flags=flags, prot=mmap.PROT_READ) as mapped:
-            digest.update(mapped)
+    flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+    for offset in range(0, size, MAP_WINDOW):  # a window at a time: a huge file, small RSS
+        length = min(MAP_WINDOW, size - offset)
+        with mmap.mmap(fd, length, flags=flags, prot=mmap.PROT_READ, offset=offset) as window:
+            digest.update(window)
     return digest.hexdigest()
 
 
-def _copy_hashing(
+def _source_fails(fin: int, src: Path, opened: os.stat_result, at: int) -> bool:
+    """After an error copying: whether the card is to blame (gone, changed or unreadable at
+    ``at``) rather than our disk."""
+    if not _same_file(src, opened):
+        return True
+    try:
+        os.pread(fin, 1, min(at, max(0, opened.st_size - 1)))
+    except OSError:
+        return True
+    return False
+
+
+def _copy_and_hash(
     src: Path,
     tmp: Path,
     progress: Progress | None,
@@ -221,12 +198,15 @@ def _copy_hashing(
         raise _gone(src, exc) if exc.errno in GONE_ERRNOS else exc from None
     with fin, open(tmp, "xb+", buffering=0) as fout:
         opened = os.fstat(fin.fileno())
-        how, size = list(ways or _kernel_ways()), 0
+        with contextlib.suppress(OSError, AttributeError):  # a larger read-ahead off the card
+            os.posix_fadvise(fin.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        how = [w for w in (ways or _kernel_ways()) if w != "read"] + ["read"]
+        size = 0
         while size < opened.st_size:
             try:
                 n = _copy_chunk(fin.fileno(), fout.fileno(), size, CHUNK, how)
             except OSError as exc:
-                if exc.errno in _OUR_ERRNOS:
+                if exc.errno in _OUR_ERRNOS or not _source_fails(fin.fileno(), src, opened, size):
                     raise
                 raise _gone(src, exc) from None
             if not n:
@@ -256,7 +236,7 @@ def _copy_hashing(
 def _stage(src: Path, spool: Path, progress: Progress | None = None, fsync: bool = True) -> _Staged:
     tmp = spool / f"{TEMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex}{TEMP_SUFFIX}"
     try:
-        digest, size = _copy_hashing(src, tmp, progress, fsync)
+        digest, size = _copy_and_hash(src, tmp, progress, fsync)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -264,19 +244,22 @@ def _stage(src: Path, spool: Path, progress: Progress | None = None, fsync: bool
 
 
 def _holds(path: Path, digest: str, size: int) -> bool:
-    """Whether ``path`` holds the bytes hashed to ``digest``."""
+    """Whether ``path`` holds the bytes hashed to ``digest``. Read, not mapped: this file may
+    be damaged, and a read error must be an answer, not SIGBUS."""
     try:
-        with open(path, "rb", buffering=0) as fh:
-            return os.fstat(fh.fileno()).st_size == size and _hash_copy(fh.fileno(), size) == digest
+        got, length = hash_file(path)
     except OSError:
         return False
+    return (got, length) == (digest, size)
 
 
-def _place(staged: _Staged, spool: Path, dirty: set[Path]) -> ImportedFile:
+def _place(
+    staged: _Staged, spool: Path, dirty: set[Path], placed: list[Path] | None = None
+) -> ImportedFile:
     """Rename into place (or drop the copy when the same photo is there); collect the folders
-    to fsync in ``dirty``. A final name already there is trusted only when its bytes hash
-    right: a power cut between a batch's renames and its flush can leave a name on unwritten
-    data, and the next copy of that photo repairs it."""
+    to fsync in ``dirty`` and the names newly put in place in ``placed``. A final name already
+    there is trusted only when its bytes hash right: a power cut between a batch's renames and
+    its flush can leave a name on unwritten data, and the next copy of that photo repairs it."""
     final = spool / spool_name(staged.digest, staged.src.suffix)
     try:
         if final.exists() and _holds(final, staged.digest, staged.size):
@@ -286,7 +269,9 @@ def _place(staged: _Staged, spool: Path, dirty: set[Path]) -> ImportedFile:
                 final.parent.mkdir(exist_ok=True)
                 dirty.add(spool)
             os.replace(staged.tmp, final)
-            dirty.add(final.parent)
+            if placed is not None:
+                placed.append(final)
+        dirty.add(final.parent)  # a name a killed run left may not be durable yet either
     except BaseException:
         staged.tmp.unlink(missing_ok=True)
         raise
@@ -308,8 +293,7 @@ def import_file(
     spool.mkdir(parents=True, exist_ok=True)
     dirty: set[Path] = set()
     got = _place(_stage(src, spool, progress), spool, dirty)
-    for folder in sorted(dirty, reverse=True):  # the new subfolder before the spool holding it
-        fsync_dir(folder)
+    fsync_dirs(dirty)
     return got
 
 
@@ -334,7 +318,7 @@ def stage_files(
     spool_dir: str | os.PathLike[str],
     workers: int = 2,
 ) -> list[Staged | SourceGone | OSError]:
-    """The first half of :func:`import_files`: copy while hashing to temp names, no flush.
+    """The first half of :func:`import_files`: copy to temp names and hash, no flush.
     Nothing counts until :func:`commit_staged`; a crash in between leaves only temps, which
     :func:`clean_spool_temps` removes. Split so that one batch can be copied while the one
     before it is flushed."""
@@ -357,20 +341,27 @@ def commit_staged(
     """The second half of :func:`import_files`: rename the copies into place, then make data
     and names durable with one flush (one syncfs on Linux; each file and folder fsynced
     elsewhere). Every ImportedFile returned is durable; callers journal only those. A flush
-    that fails raises OSError: names already placed stay, unjournaled, and :func:`_place`
-    checks them when the photo comes again."""
+    that fails raises OSError and removes the names this batch placed: the page cache may
+    still hold their bytes while the disk does not, so a later check could not tell."""
     spool = Path(spool_dir)
     dirty: set[Path] = set()
+    placed: list[Path] = []
     out: list[ImportedFile | SourceGone | OSError] = []
     for item in staged:
         if isinstance(item, _Staged):
             try:
-                out.append(_place(item, spool, dirty))
+                out.append(_place(item, spool, dirty, placed))
             except OSError as exc:
                 out.append(exc)
         else:
             out.append(item)
-    sync_files(spool, [got.spool_path for got in out if isinstance(got, ImportedFile)], dirty)
+    try:
+        sync_files(spool, [got.spool_path for got in out if isinstance(got, ImportedFile)], dirty)
+    except OSError:
+        for path in placed:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        raise
     return out
 
 

@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 from daemon.config import state_dir
+from daemon.durable import fsync_dir
 
 try:
     import fcntl
@@ -455,7 +456,7 @@ class Journal:
             lock.release()
             raise
         if is_new:
-            _fsync_dir(path.parent)  # the new file's directory entry must survive a power cut
+            fsync_dir(path.parent)  # the new file's directory entry must survive a power cut
         return journal
 
     @classmethod
@@ -1209,19 +1210,6 @@ def _connect(path: Path, target: str, *, uri: bool, busy_timeout: float) -> sqli
     except sqlite3.Error as exc:
         raise _translate(path, exc) from exc
     return conn
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return  # some platforms cannot open a directory; SQLite's own syncs still apply
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _translate(path: Path, exc: sqlite3.Error) -> JournalError:

@@ -59,7 +59,7 @@ from daemon.upload.client import AuthError, UploadClient, UploadError
 from daemon.upload.events import UploadEvent
 from daemon.upload.worker import SequenceResult, SequenceUploader
 
-INTAKE_BATCH = 64  # files journaled per commit at most
+INTAKE_BATCH = 64  # watch-folder files hashed before a journal commit
 INTAKE_FLUSH_SECONDS = 1.0
 # Card files copied per flush of the spool: measured best of 16-256 (bench_daemon), bigger
 # batches leave the copy and the flush less time side by side.
@@ -144,6 +144,7 @@ class Daemon:
         self._card_done: set[str] = set()  # cards announced imported, files maybe still queued
         self._intake_busy = False
         self._commit: tuple[list[SettledFile], asyncio.Future[Any]] | None = None  # being flushed
+        self._flush_lock = asyncio.Lock()  # one flush of the intake at a time
         self._maybe_due = True  # a batch may be waiting for its quiet period to end
         self._recheck_waiting: dict[str, float] = {}  # root → when to look at its waiting photos
         self._aside: dict[str, list[float]] = {}  # path → [size, mtime] of files set aside
@@ -245,7 +246,11 @@ class Daemon:
                 getter = getter or asyncio.ensure_future(self.sources.next_event())
                 done, _ = await asyncio.wait({getter}, timeout=INTAKE_FLUSH_SECONDS)
                 if not done:
-                    await self._flush_intake()
+                    self._intake_busy = True  # --once must not take this flush for quiet
+                    try:
+                        await self._flush_intake()
+                    finally:
+                        self._intake_busy = False
                     continue
                 event, getter = getter.result(), None
                 self._intake_busy = True
@@ -341,7 +346,7 @@ class Daemon:
         await self.journal.record_event("set_aside", f"{f.path}: {reason}")
 
     async def _import_cards(self) -> None:
-        """Copy the queued card files into the spool (hashing on the way) as one batch, while
+        """Copy the queued card files into the spool (each copy hashed) as one batch, while
         the batch before it is made durable: copying and flushing overlap."""
         if self._card_files and not self.runtime.paused:  # paused: kept until there is room
             files, self._card_files = self._card_files, []
@@ -391,13 +396,22 @@ class Daemon:
 
     async def _flush_intake(self, drain: bool = True) -> None:
         """Journal what is durable while the next card batch is being copied (the journal's
-        commit would otherwise hold up the copy); ``drain`` waits until every queued card file
-        is copied, flushed and journaled."""
-        await asyncio.gather(self._import_cards(), self._journal_pending())
-        if drain:
-            await self._collect_commit()
-            await self._journal_pending()
-        self._finish_cards()
+        commit would otherwise hold up the copy); ``drain`` also flushes and journals the batch
+        in flight, so that nothing is left queued unless imports are paused.
+
+        Shielded and locked: files are taken off the queues before their copy or journal write
+        ends, so a stop (the intake cancelled) must not cut a flush short, or shutdown's own
+        flush would find the queues empty and announce a card imported without them; and
+        --once's flush and the intake's must not collect the same batch twice."""
+        await asyncio.shield(self._flush_locked(drain))
+
+    async def _flush_locked(self, drain: bool) -> None:
+        async with self._flush_lock:
+            await asyncio.gather(self._import_cards(), self._journal_pending())
+            if drain:
+                await self._collect_commit()
+                await self._journal_pending()
+            self._finish_cards()
 
     async def _journal_pending(self) -> None:
         if not (self._pending or self._copied) or self.journal is None:

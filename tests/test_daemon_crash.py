@@ -80,7 +80,10 @@ def test_sigkill_at_random_moments_loses_nothing_and_sends_nothing_twice(tmp_pat
                 if cycle == 2:
                     time.sleep(0.8)  # up and watching: the card is "mounted" under it
                     os.rename(staged, media / "CARD1")
-                    delay = rng.uniform(0.5, 1.5)  # kill while it copies
+                    # Kill while it copies: the ~11 MB card takes well under a second, so
+                    # the kill is timed from the daemon noticing the card, not from the rename.
+                    d.wait_event("card_inserted", 10)
+                    delay = rng.uniform(0.0, 0.15)
                 else:
                     delay = rng.uniform(1.0, 3.5)  # start-up takes ~1.3 s of it
                 time.sleep(delay)

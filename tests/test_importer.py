@@ -243,7 +243,7 @@ async def test_a_card_pulled_mid_import_is_imported_in_full_when_it_comes_back(
 
 @pytest.mark.parametrize("ways", [["copy_file_range"], ["sendfile"], ["read"]])
 def test_every_way_of_copying_gives_the_same_bytes_and_hash(tmp_path: Path, ways) -> None:
-    from daemon.importer import _copy_hashing, _kernel_ways
+    from daemon.importer import _copy_and_hash, _kernel_ways
 
     if ways[0] not in _kernel_ways():
         pytest.skip(f"{ways[0]} is not available here")
@@ -251,7 +251,7 @@ def test_every_way_of_copying_gives_the_same_bytes_and_hash(tmp_path: Path, ways
     blob = big_photo(src, 3)
     tmp = tmp_path / "copy.part"
     done: list[int] = []
-    digest, size = _copy_hashing(src, tmp, lambda n, _total: done.append(n), ways=[*ways, "read"])
+    digest, size = _copy_and_hash(src, tmp, lambda n, _total: done.append(n), ways=[*ways, "read"])
     assert (digest, size) == (hashlib.sha256(blob).hexdigest(), len(blob))
     assert tmp.read_bytes() == blob
     assert done[-1] == len(blob) and len(done) >= 3  # progress and checks after each chunk
@@ -296,3 +296,13 @@ def test_a_name_left_on_unwritten_data_by_a_power_cut_is_repaired(tmp_path: Path
     [again] = import_files([src], spool)
     assert isinstance(again, ImportedFile) and final.stat().st_ino == inode
     assert spool_files(spool) == [final]
+
+
+def test_a_photo_larger_than_one_hashing_window_hashes_whole(tmp_path: Path) -> None:
+    from daemon.importer import MAP_WINDOW
+
+    src = tmp_path / "card" / "PANO.JPG"
+    blob = big_photo(src, MAP_WINDOW // (1 << 20) * 2 + 3)  # two windows and a piece
+    got = import_file(src, tmp_path / "spool")
+    assert got.hash == hashlib.sha256(blob).hexdigest() and got.size == len(blob)
+    assert got.spool_path.read_bytes() == blob

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from daemon.cli import UsageError
 from daemon.commands import legacy
-from daemon.importer import sync_files
+from daemon.durable import sync_files
 from daemon.media import exif, gpx
 from daemon.pipeline.geotag import geotag
 from daemon.pipeline.records import BAD_FILE, ImageRecord

@@ -8,8 +8,6 @@ counts and timings a summary needs.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +27,7 @@ from daemon.download.fetch import (
 from daemon.download.http import DownloadError
 from daemon.download.index import write_index
 from daemon.download.search import BoxSearch, Filters, RemoteImage, SearchResult
+from daemon.durable import fsync_dir
 from daemon.upload.retry import RetryPolicy
 
 DEFAULT_CONCURRENCY = 8
@@ -131,7 +130,7 @@ async def download_box(
         outcome.bytes_received = fetcher.bytes_received
     on_disk = sorted(outcome.fetched + outcome.already, key=lambda i: (i.captured_at or 0, i.id))
     outcome.index = write_index(options.out, ((i, f"{i.id}.jpg") for i in on_disk))
-    _fsync_dir(options.out)
+    fsync_dir(options.out)
     return outcome
 
 
@@ -185,12 +184,3 @@ def _finished_before(images: list[RemoteImage], out: Path) -> set[str]:
             part_path(final).unlink(missing_ok=True)
             done.add(image.id)
     return done
-
-
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

@@ -28,6 +28,8 @@ from typing import Any, BinaryIO
 
 import piexif
 
+from daemon.durable import fsync_dir
+
 SOI = b"\xff\xd8"
 EOI = b"\xff\xd9"
 EXIF_HEADER = b"Exif\x00\x00"
@@ -582,19 +584,6 @@ def updated_bytes(path: str | os.PathLike[str], update: ExifUpdate) -> bytes:
     return _spliced(_read_all(path), update)
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return  # some platforms cannot open a folder; the rename is still atomic
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _write_temp(target: Path, data: bytes, fsync: bool) -> Path:
     """``data`` in a new dotfile beside ``target`` (so folder watchers skip it), with the
     target's permissions; removed again if anything fails."""
@@ -628,13 +617,13 @@ def replace_atomically(path: str | os.PathLike[str], data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
 
 
 def stage_exif(path: str | os.PathLike[str], update: ExifUpdate) -> Path:
     """The photo with ``update`` applied, written beside it as a temp file: not yet flushed,
     not yet in place. For rewriting many photos with one flush instead of two fsyncs each:
-    flush the staged files (``daemon.importer.sync_files``), then :func:`put_in_place`.
+    flush the staged files (``daemon.durable.sync_files``), then :func:`put_in_place`.
     ``path`` is not touched; MediaError/OSError as for :func:`write_exif`."""
     target = Path(path)
     return _write_temp(target, updated_bytes(target, update), fsync=False)
@@ -653,7 +642,7 @@ def put_in_place(staged: Path, path: str | os.PathLike[str]) -> None:
 
 def sync_folder(folder: str | os.PathLike[str]) -> None:
     """fsync a folder, so the renames in it survive a power cut (where the platform can)."""
-    _fsync_dir(Path(folder))
+    fsync_dir(Path(folder))
 
 
 def write_exif(path: str | os.PathLike[str], update: ExifUpdate) -> None:
