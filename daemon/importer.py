@@ -61,7 +61,7 @@ class ImportedFile:
 
 
 @dataclass(frozen=True)
-class _Staged:
+class Staged:
     """A checked copy under a temporary name, waiting for its rename and flush."""
 
     src: Path
@@ -233,14 +233,14 @@ def _copy_and_hash(
     return digest, size
 
 
-def _stage(src: Path, spool: Path, progress: Progress | None = None, fsync: bool = True) -> _Staged:
+def _stage(src: Path, spool: Path, progress: Progress | None = None, fsync: bool = True) -> Staged:
     tmp = spool / f"{TEMP_PREFIX}{os.getpid()}-{uuid.uuid4().hex}{TEMP_SUFFIX}"
     try:
         digest, size = _copy_and_hash(src, tmp, progress, fsync)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return _Staged(src, tmp, digest, size)
+    return Staged(src, tmp, digest, size)
 
 
 def _holds(path: Path, digest: str, size: int) -> bool:
@@ -254,7 +254,7 @@ def _holds(path: Path, digest: str, size: int) -> bool:
 
 
 def _place(
-    staged: _Staged, spool: Path, dirty: set[Path], placed: list[Path] | None = None
+    staged: Staged, spool: Path, dirty: set[Path], placed: list[Path] | None = None
 ) -> ImportedFile:
     """Rename into place (or drop the copy when the same photo is there); collect the folders
     to fsync in ``dirty`` and the names newly put in place in ``placed``. A final name already
@@ -310,9 +310,6 @@ def import_files(
     return commit_staged(stage_files(srcs, spool_dir, workers), spool_dir)
 
 
-Staged = _Staged
-
-
 def stage_files(
     srcs: Iterable[str | os.PathLike[str]],
     spool_dir: str | os.PathLike[str],
@@ -325,7 +322,7 @@ def stage_files(
     spool = Path(spool_dir)
     spool.mkdir(parents=True, exist_ok=True)
 
-    def stage(src: str | os.PathLike[str]) -> _Staged | SourceGone | OSError:
+    def stage(src: str | os.PathLike[str]) -> Staged | SourceGone | OSError:
         try:
             return _stage(Path(src), spool, fsync=False)
         except (SourceGone, OSError) as exc:
@@ -348,7 +345,7 @@ def commit_staged(
     placed: list[Path] = []
     out: list[ImportedFile | SourceGone | OSError] = []
     for item in staged:
-        if isinstance(item, _Staged):
+        if isinstance(item, Staged):
             try:
                 out.append(_place(item, spool, dirty, placed))
             except OSError as exc:

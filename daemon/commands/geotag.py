@@ -13,7 +13,7 @@ from pathlib import Path
 
 from daemon.cli import UsageError
 from daemon.commands import legacy
-from daemon.durable import sync_files
+from daemon.durable import fsync_dirs, sync_files
 from daemon.media import exif, gpx
 from daemon.pipeline.geotag import geotag
 from daemon.pipeline.records import BAD_FILE, ImageRecord
@@ -102,8 +102,7 @@ def _commit(staged: list[tuple[ImageRecord, Path]], summary: Summary) -> None:
             _aside(summary, record, exc)
             continue
         summary.done += 1
-    for folder in folders:
-        exif.sync_folder(folder)
+    fsync_dirs(folders)
 
 
 def write_positions(records: list[ImageRecord], summary: Summary) -> None:

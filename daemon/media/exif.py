@@ -610,13 +610,7 @@ def replace_atomically(path: str | os.PathLike[str], data: bytes) -> None:
     file is a dotfile so folder watchers skip it, and it is removed if anything fails.
     """
     target = Path(path)
-    tmp = _write_temp(target, data, fsync=True)
-    try:
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    put_in_place(_write_temp(target, data, fsync=True), target)
     fsync_dir(target.parent)
 
 
@@ -631,18 +625,13 @@ def stage_exif(path: str | os.PathLike[str], update: ExifUpdate) -> Path:
 
 def put_in_place(staged: Path, path: str | os.PathLike[str]) -> None:
     """Rename a flushed staged file over ``path`` (atomic); the staged file is gone either way.
-    The caller fsyncs the folder (:func:`sync_folder`) once after a batch of these."""
+    The caller fsyncs the folder (``daemon.durable.fsync_dirs``) once after a batch of these."""
     try:
         os.replace(staged, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(staged)
         raise
-
-
-def sync_folder(folder: str | os.PathLike[str]) -> None:
-    """fsync a folder, so the renames in it survive a power cut (where the platform can)."""
-    fsync_dir(Path(folder))
 
 
 def write_exif(path: str | os.PathLike[str], update: ExifUpdate) -> None:
