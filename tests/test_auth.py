@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon import auth, log
+from daemon.core import auth, log
 from daemon.server import ServerConfig, running_server
 from daemon.upload.client import UploadClient
 

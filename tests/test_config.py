@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon import config
+from daemon.core import config
 
 
 def test_file_then_environment_then_flags_each_win_over_the_one_before(tmp_path: Path) -> None:

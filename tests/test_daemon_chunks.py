@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from daemon import config, service
-from daemon.sample import plan_drive, write_drive
-from daemon.service import Daemon
+from daemon.core import config
+from daemon.demo.drive import plan_drive, write_drive
+from daemon.runtime import daemon as service
+from daemon.runtime.daemon import Daemon
 
 
 def sequences(journal: Path) -> list[list[str]]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.sample import Drive, plan_drive, write_drive, write_jpeg_bytes
+from daemon.demo.drive import Drive, plan_drive, write_drive, write_jpeg_bytes
 from daemon.server.config import ServerConfig
 from daemon.server.runner import ServerThread
 from tests.daemon_proc import TOKEN, DaemonProc, ServerProc, new_daemon, wait_for

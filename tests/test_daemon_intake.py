@@ -8,9 +8,9 @@ import os
 import sqlite3
 from pathlib import Path
 
-from daemon import config
-from daemon.service import Daemon
-from daemon.sources import SettledFile
+from daemon.core import config
+from daemon.intake.sources import SettledFile
+from daemon.runtime.daemon import Daemon
 
 
 def card_files(root: Path, count: int, megabytes: int, prefix: str = "G") -> list[SettledFile]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.sample import plan_drive, write_drive
+from daemon.demo.drive import plan_drive, write_drive
 from daemon.server.config import ServerConfig
 from daemon.server.runner import ServerThread
 from tests.daemon_proc import TOKEN, DaemonProc, base_env, new_daemon, wait_for

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from daemon.geo import distance_m
+from daemon.core.geo import distance_m
 from daemon.media import exif
 from daemon.media.exif import MediaError, read_exif
 from tests.jpegs import exif_dict, jpeg_bytes, make_jpeg, make_plain_jpeg, scan_data

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.geo import angle_diff_deg, destination, distance_m
+from daemon.core.geo import angle_diff_deg, destination, distance_m
 from daemon.media.gpx import GpxError, Track, load_gpx, load_gpx_files
 from tests.jpegs import gpx_text, write_gpx
 

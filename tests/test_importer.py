@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.importer import (
+from daemon.intake.sources import CardImported, CardRemoved, SettledFile, Sources
+from daemon.intake.spool import (
     ImportedFile,
     SourceGone,
     clean_spool_temps,
@@ -24,7 +25,6 @@ from daemon.importer import (
     remove_spool_file,
     spool_name,
 )
-from daemon.sources import CardImported, CardRemoved, SettledFile, Sources
 from tests import jpegs
 from tests.jpegs import jpeg_bytes
 
@@ -243,7 +243,7 @@ async def test_a_card_pulled_mid_import_is_imported_in_full_when_it_comes_back(
 
 @pytest.mark.parametrize("ways", [["copy_file_range"], ["sendfile"], ["read"]])
 def test_every_way_of_copying_gives_the_same_bytes_and_hash(tmp_path: Path, ways) -> None:
-    from daemon.importer import _copy_and_hash, _kernel_ways
+    from daemon.intake.spool import _copy_and_hash, _kernel_ways
 
     if ways[0] not in _kernel_ways():
         pytest.skip(f"{ways[0]} is not available here")
@@ -299,7 +299,7 @@ def test_a_name_left_on_unwritten_data_by_a_power_cut_is_repaired(tmp_path: Path
 
 
 def test_a_photo_larger_than_one_hashing_window_hashes_whole(tmp_path: Path) -> None:
-    from daemon.importer import MAP_WINDOW
+    from daemon.intake.spool import MAP_WINDOW
 
     src = tmp_path / "card" / "PANO.JPG"
     blob = big_photo(src, MAP_WINDOW // (1 << 20) * 2 + 3)  # two windows and a piece

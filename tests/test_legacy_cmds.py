@@ -1,6 +1,6 @@
 """The old scripts' jobs as subcommands, run as real subprocesses on real JPEGs and GPX files.
 
-Photos come from the synthetic drive (daemon.sample) whose ground truth is known; EXIF is read
+Photos come from the synthetic drive (daemon.demo.drive) whose ground truth is known; EXIF is read
 back with piexif directly, not through our own reader.
 """
 
@@ -20,8 +20,8 @@ from typing import Any
 import piexif
 import pytest
 
-from daemon import sample
-from daemon.geo import angle_diff_deg, distance_m
+from daemon.core.geo import angle_diff_deg, distance_m
+from daemon.demo import drive as sample
 from tests import jpegs
 
 ROOT = Path(__file__).resolve().parents[1]

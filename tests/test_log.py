@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 
-from daemon import log
+from daemon.core import log
 
 
 def test_authorization_values_and_known_tokens_are_redacted_words_are_not() -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.notify import Notifier, watchdog_loop
+from daemon.runtime.notify import Notifier, watchdog_loop
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -235,7 +235,7 @@ def test_run_under_a_supervisor_notifies_and_stops_cleanly(listener: Listener, t
     )
     cmd = [sys.executable, "-m", "daemon", "run", "--watch", str(watch)]
     cmd += ["--journal", str(tmp_path / "journal.sqlite3"), "--spool", str(tmp_path / "spool")]
-    log = (tmp_path / "daemon.log").open("wb")
+    log = (tmp_path / "daemon.core.log").open("wb")
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
     try:
         first = listener.wait_for("READY=1", timeout=60)
@@ -255,7 +255,7 @@ def test_run_under_a_supervisor_notifies_and_stops_cleanly(listener: Listener, t
             proc.kill()
             proc.wait()
         log.close()
-    output = (tmp_path / "daemon.log").read_text(errors="replace")
+    output = (tmp_path / "daemon.core.log").read_text(errors="replace")
     assert code == 0, output
     assert took < 10, took
     assert "daemon_stopped" in output

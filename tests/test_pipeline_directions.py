@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.geo import angle_diff_deg, destination
+from daemon.core.geo import angle_diff_deg, destination
 from daemon.pipeline import directions
 from daemon.pipeline.directions import interpolate_directions
 from daemon.pipeline.records import DUPLICATE, ImageRecord

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon import sample as drive
-from daemon.geo import destination, distance_m
+from daemon.core.geo import destination, distance_m
+from daemon.demo import drive
 from daemon.pipeline import duplicates
 from daemon.pipeline.duplicates import mark_duplicates, mark_impossible_speeds
 from daemon.pipeline.records import DUPLICATE, IMPOSSIBLE_SPEED, ImageRecord

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from daemon import sample as drive
+from daemon.demo import drive
 from daemon.media.load import find_jpegs, load_records
 from daemon.pipeline.records import BAD_FILE, BAD_METADATA, NO_TIME
 

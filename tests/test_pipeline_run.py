@@ -6,8 +6,8 @@ import itertools
 from datetime import timedelta
 from pathlib import Path
 
-from daemon import config
-from daemon import sample as drive
+from daemon.core import config
+from daemon.demo import drive
 from daemon.pipeline import PipelineOptions, run_pipeline
 from daemon.pipeline.records import BAD_FILE, DUPLICATE, NO_POSITION, ImageRecord
 

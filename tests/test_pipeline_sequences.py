@@ -10,7 +10,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.geo import destination
+from daemon.core.geo import destination
 from daemon.pipeline import sequences
 from daemon.pipeline.records import BAD_FILE, ImageRecord
 from daemon.pipeline.sequences import cut_sequences, default_cutoff_time, split_sequences

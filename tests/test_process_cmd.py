@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon import sample as drive
-from daemon.geo import angle_diff_deg, distance_m
+from daemon.core.geo import angle_diff_deg, distance_m
+from daemon.demo import drive
 from daemon.pipeline.describe import parse_capture_time, validate_description
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,8 +8,8 @@ import pty
 import time
 from pathlib import Path
 
+from daemon.commands.report import Progress, Summary
 from daemon.pipeline.records import DUPLICATE, NO_TIME, OUTSIDE_TRACK, ImageRecord
-from daemon.report import Progress, Summary
 
 
 def read_all(fd: int) -> str:

@@ -16,8 +16,8 @@ import piexif
 import pytest
 from PIL import Image
 
-from daemon import sample
-from daemon.geo import angle_diff_deg, bearing_deg, distance_m
+from daemon.core.geo import angle_diff_deg, bearing_deg, distance_m
+from daemon.demo import drive as sample
 
 START = datetime(2024, 6, 1, 9, 0, 0, tzinfo=UTC)
 

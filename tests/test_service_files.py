@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from daemon import auth
 from daemon import cli as daemon_cli
 from daemon.commands import service
+from daemon.core import auth
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATES = REPO / "daemon" / "service_files"

@@ -19,8 +19,7 @@ import piexif
 import pytest
 from PIL import Image
 
-from daemon.media import exif
-from daemon.sources import (
+from daemon.intake.sources import (
     BatchReady,
     CardImported,
     CardInserted,
@@ -34,6 +33,7 @@ from daemon.sources import (
     verdict,
     wanted,
 )
+from daemon.media import exif
 from tests.jpegs import gpx_text, jpeg_bytes, make_jpeg
 
 SETTLE = 0.3
@@ -508,7 +508,7 @@ FALLBACK_SCRIPT = textwrap.dedent(
     """
     import asyncio, ctypes, errno, json, os, sys, time
     from pathlib import Path
-    from daemon.sources import SettledFile, Sources
+    from daemon.intake.sources import SettledFile, Sources
     from tests.jpegs import make_jpeg
 
     libc = ctypes.CDLL(None, use_errno=True)

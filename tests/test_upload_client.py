@@ -21,7 +21,7 @@ import pytest
 from aiohttp import web
 from PIL import Image
 
-from daemon import config
+from daemon.core import config
 from daemon.media.exif import tagged_bytes
 from daemon.server import ServerConfig, running_server
 from daemon.upload import client as client_module

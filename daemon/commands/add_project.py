@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from daemon.commands import legacy
+from daemon.commands.report import NO_DESCRIPTION, Progress, Summary
 from daemon.media import exif
 from daemon.pipeline.describe import description_json
 from daemon.pipeline.records import BAD_FILE, BAD_METADATA
-from daemon.report import NO_DESCRIPTION, Progress, Summary
 
 PROJECT_KEY = "MAPSettingsProject"
 

@@ -16,11 +16,11 @@ from typing import Any
 
 from daemon.cli import UsageError
 from daemon.commands import legacy
+from daemon.commands.report import Summary
 from daemon.media import exif
 from daemon.pipeline.describe import describe, description_json
 from daemon.pipeline.geotag import correct_times
 from daemon.pipeline.records import NO_POSITION, ImageRecord
-from daemon.report import Summary
 
 EPILOG = """\
 example:

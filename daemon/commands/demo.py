@@ -21,10 +21,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from daemon import config, log
 from daemon.cli import EXIT_OK, EXIT_SET_ASIDE
+from daemon.core import config, log
+from daemon.demo.drive import Drive, plan_drive, write_jpeg_bytes
 from daemon.journal import FileState, Journal, SequenceState
-from daemon.sample import Drive, plan_drive, write_jpeg_bytes
 from daemon.server import ServerConfig, running_server
 
 EPILOG = """\
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _demo(workspace: Path, laps: int, seed: int) -> int:
-    from daemon.service import (  # the daemon's imports are heavy; only for this command
+    from daemon.runtime.daemon import (  # the daemon's imports are heavy; only for this command
         Daemon,
         install_signal_handlers,
     )

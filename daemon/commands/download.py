@@ -9,13 +9,13 @@ from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
-from daemon import auth, config, log
 from daemon.cli import EXIT_USAGE, UsageError
+from daemon.commands.report import Progress, Summary
+from daemon.core import auth, config, log
 from daemon.download.box import Box
 from daemon.download.http import AuthRefused
 from daemon.download.job import DEFAULT_CONCURRENCY, Listener, Options, Outcome, download_box
 from daemon.download.search import SIZES, Filters, RemoteImage
-from daemon.report import Progress, Summary
 from daemon.upload.retry import RetryPolicy
 
 DEFAULT_OUT = Path("mapillary_images")

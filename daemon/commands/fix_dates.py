@@ -13,10 +13,10 @@ from pathlib import Path
 
 from daemon.cli import UsageError
 from daemon.commands import legacy
+from daemon.commands.report import Summary
 from daemon.media import exif
 from daemon.pipeline.dates import fix_dates, format_offset, natural_key
 from daemon.pipeline.records import ImageRecord
-from daemon.report import Summary
 
 EPILOG = """\
 example:

@@ -13,11 +13,11 @@ from pathlib import Path
 
 from daemon.cli import UsageError
 from daemon.commands import legacy
-from daemon.durable import fsync_dirs, sync_files
+from daemon.commands.report import Progress, Summary
+from daemon.core.durable import fsync_dirs, sync_files
 from daemon.media import exif, gpx
 from daemon.pipeline.geotag import geotag
 from daemon.pipeline.records import BAD_FILE, ImageRecord
-from daemon.report import Progress, Summary
 
 EPILOG = """\
 example:

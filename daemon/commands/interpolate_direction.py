@@ -12,10 +12,10 @@ from pathlib import Path
 import piexif
 
 from daemon.commands import legacy
+from daemon.commands.report import Summary
 from daemon.media import exif
 from daemon.pipeline.directions import interpolate_directions
 from daemon.pipeline.records import NO_POSITION, ImageRecord
-from daemon.report import Summary
 
 EPILOG = """\
 example:

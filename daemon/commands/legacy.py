@@ -15,11 +15,11 @@ from datetime import tzinfo
 from pathlib import Path
 
 from daemon.cli import UsageError
+from daemon.commands.report import Progress, Summary
 from daemon.media import exif
 from daemon.media.load import JPEG_SUFFIXES, find_jpegs, load_records
 from daemon.pipeline.dates import natural_key, parse_zone
 from daemon.pipeline.records import BAD_FILE, ImageRecord
-from daemon.report import Progress, Summary
 
 # Where remove-duplicates moves photos by default; never read as input again.
 SKIP_DIRS = ("duplicates", "errors")

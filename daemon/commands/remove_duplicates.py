@@ -13,10 +13,10 @@ from pathlib import Path
 
 from daemon.cli import UsageError
 from daemon.commands import legacy
+from daemon.commands.report import Summary
 from daemon.pipeline.duplicates import mark_duplicates, mark_impossible_speeds
 from daemon.pipeline.records import BAD_FILE, NO_POSITION, ImageRecord
 from daemon.pipeline.sequences import cut_sequences
-from daemon.report import Summary
 
 DUPLICATES_LOG = "duplicates.log"
 ERRORS_LOG = "errors.log"

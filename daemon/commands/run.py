@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from daemon import config, log
 from daemon.cli import EXIT_USAGE, UsageError
+from daemon.core import config, log
 from daemon.journal import JournalError
 
 EPILOG = """\
@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
             "in the configuration: mapillary-daemon config init)"
         )
     log.setup(settings.log_level, settings.log_format)
-    from daemon.service import run_daemon
+    from daemon.runtime.daemon import run_daemon
 
     try:
         return asyncio.run(

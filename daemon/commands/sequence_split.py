@@ -12,9 +12,9 @@ from pathlib import Path
 
 from daemon.cli import UsageError
 from daemon.commands import legacy
+from daemon.commands.report import Summary
 from daemon.pipeline.records import BAD_FILE, ImageRecord
 from daemon.pipeline.sequences import split_sequences
-from daemon.report import Summary
 
 EPILOG = """\
 example:

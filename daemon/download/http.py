@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 
-from daemon import log
+from daemon.core import log
 from daemon.upload.retry import RetryPolicy, Verdict, classify_status, server_message
 
 T = TypeVar("T")

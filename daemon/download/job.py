@@ -15,6 +15,7 @@ from pathlib import Path
 import aiohttp
 
 from daemon import __version__
+from daemon.core.durable import fsync_dir
 from daemon.download.box import Box
 from daemon.download.fetch import (
     DEFAULT_MAX_BYTES,
@@ -27,7 +28,6 @@ from daemon.download.fetch import (
 from daemon.download.http import DownloadError
 from daemon.download.index import write_index
 from daemon.download.search import BoxSearch, Filters, RemoteImage, SearchResult
-from daemon.durable import fsync_dir
 from daemon.upload.retry import RetryPolicy
 
 DEFAULT_CONCURRENCY = 8

@@ -28,7 +28,7 @@ from typing import Any, BinaryIO
 
 import piexif
 
-from daemon.durable import fsync_dir
+from daemon.core.durable import fsync_dir
 
 SOI = b"\xff\xd8"
 EOI = b"\xff\xd9"
@@ -617,7 +617,7 @@ def replace_atomically(path: str | os.PathLike[str], data: bytes) -> None:
 def stage_exif(path: str | os.PathLike[str], update: ExifUpdate) -> Path:
     """The photo with ``update`` applied, written beside it as a temp file: not yet flushed,
     not yet in place. For rewriting many photos with one flush instead of two fsyncs each:
-    flush the staged files (``daemon.durable.sync_files``), then :func:`put_in_place`.
+    flush the staged files (``daemon.core.durable.sync_files``), then :func:`put_in_place`.
     ``path`` is not touched; MediaError/OSError as for :func:`write_exif`."""
     target = Path(path)
     return _write_temp(target, updated_bytes(target, update), fsync=False)
@@ -625,7 +625,7 @@ def stage_exif(path: str | os.PathLike[str], update: ExifUpdate) -> Path:
 
 def put_in_place(staged: Path, path: str | os.PathLike[str]) -> None:
     """Rename a flushed staged file over ``path`` (atomic); the staged file is gone either way.
-    The caller fsyncs the folder (``daemon.durable.fsync_dirs``) once after a batch of these."""
+    The caller fsyncs the folder (``daemon.core.durable.fsync_dirs``) once after a batch of these."""
     try:
         os.replace(staged, path)
     except BaseException:

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from daemon.geo import bearing_deg, distance_m
+from daemon.core.geo import bearing_deg, distance_m
 
 MIN_BEARING_BASE_M = 1.0  # two fixes closer than this give no usable bearing
 

@@ -48,7 +48,7 @@ class PipelineOptions:
 
     @classmethod
     def from_settings(cls, settings: object, **overrides: object) -> PipelineOptions:
-        """Options from any object with same-named attributes (``daemon.config.Settings``)."""
+        """Options from any object with same-named attributes (``daemon.core.config.Settings``)."""
         values = {
             f.name: getattr(settings, f.name) for f in fields(cls) if hasattr(settings, f.name)
         }

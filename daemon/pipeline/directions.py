@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from daemon.geo import bearing_deg, distance_m, normalize_deg
+from daemon.core.geo import bearing_deg, distance_m, normalize_deg
 from daemon.pipeline.records import ImageRecord
 
 

@@ -32,7 +32,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from daemon.geo import EARTH_RADIUS_M, angle_diff_deg, distance_m
+from daemon.core.geo import EARTH_RADIUS_M, angle_diff_deg, distance_m
 from daemon.pipeline.records import DUPLICATE, IMPOSSIBLE_SPEED, ImageRecord
 
 MIN_SPEED_DT_S = 1.0  # EXIF times often have whole-second resolution

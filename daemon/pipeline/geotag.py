@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from daemon.geo import normalize_deg
+from daemon.core.geo import normalize_deg
 from daemon.pipeline.records import NO_TIME, OUTSIDE_TRACK, ImageRecord
 
 

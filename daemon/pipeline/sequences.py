@@ -12,7 +12,7 @@ import statistics
 import uuid
 from collections.abc import Callable, Sequence
 
-from daemon.geo import distance_m
+from daemon.core.geo import distance_m
 from daemon.pipeline.records import ImageRecord
 
 MIN_CUTOFF_TIME_S = 1.0  # EXIF times often have whole-second resolution

@@ -22,8 +22,8 @@ from typing import Any, TypeVar
 
 import aiohttp
 
-from daemon import log
-from daemon.config import Settings
+from daemon.core import log
+from daemon.core.config import Settings
 from daemon.upload.events import EventBus, EventKind, UploadEvent
 from daemon.upload.retry import (
     RetryPolicy,

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from daemon import log
+from daemon.core import log
 
 EventKind = Literal["start", "progress", "end", "retry", "failed"]
 

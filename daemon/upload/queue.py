@@ -131,7 +131,7 @@ class Queued:
 
 def queue(journal: Journal, root: Path, photos: list[Described]) -> Queued:
     """Hash the photos and record them as sequences, in one transaction per folder scan."""
-    from daemon.importer import hash_file
+    from daemon.intake.spool import hash_file
 
     result = Queued([], [], [])
     hashed: list[tuple[Described, str, int, float]] = []

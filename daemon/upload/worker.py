@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from daemon import log
-from daemon.importer import hash_file
+from daemon.core import log
+from daemon.intake.spool import hash_file
 from daemon.journal import (
     AsyncJournal,
     FileRow,

@@ -1,7 +1,7 @@
 """The daemon as a user runs it (a subprocess), measured: card import, idle cost, a huge card,
 and how soon a settled photo starts uploading.
 
-1. Card import: a card of N photos of ~3 MB (real JPEGs from daemon.sample), in ``--rounds``
+1. Card import: a card of N photos of ~3 MB (real JPEGs from daemon.demo.drive), in ``--rounds``
    interleaved rounds of: ``cp -r`` of it, ``cp -r && sync`` (the daemon's durability), and
    the card "inserted" under the mount root of a running daemon (timed from the rename until
    the daemon logs ``card_imported``: every photo copied, hashed, flushed, renamed and
@@ -39,7 +39,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from daemon.sample import Drive, plan_drive, write_drive, write_jpeg_bytes  # noqa: E402
+from daemon.demo.drive import Drive, plan_drive, write_drive, write_jpeg_bytes  # noqa: E402
 from daemon.server.config import ServerConfig  # noqa: E402
 from daemon.server.runner import ServerThread  # noqa: E402
 from tests.daemon_proc import TOKEN, DaemonProc, base_env, wait_for  # noqa: E402

@@ -33,7 +33,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from daemon.importer import ImportedFile, import_file, import_files  # noqa: E402
+from daemon.intake.spool import ImportedFile, import_file, import_files  # noqa: E402
 from tests.jpegs import jpeg_bytes  # noqa: E402
 
 
@@ -130,7 +130,7 @@ IDLE_SCRIPT = textwrap.dedent(
     """
     import asyncio, json, resource, sys, time
     from pathlib import Path
-    from daemon.sources import SettledFile, Sources
+    from daemon.intake.sources import SettledFile, Sources
     from tests.jpegs import make_jpeg
 
     async def main(base, seconds, files):

@@ -23,7 +23,7 @@ import gpxpy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script from anywhere
 
-from daemon.geo import destination  # noqa: E402
+from daemon.core.geo import destination  # noqa: E402
 from daemon.media import exif, gpx  # noqa: E402
 from tests.jpegs import exif_dict, jpeg_bytes, make_jpeg, scan_data, write_gpx  # noqa: E402
 

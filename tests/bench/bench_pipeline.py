@@ -11,7 +11,7 @@ import tracemalloc
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from daemon.geo import destination
+from daemon.core.geo import destination
 from daemon.pipeline import PipelineOptions, run_pipeline
 from daemon.pipeline.describe import description_file_entries
 from daemon.pipeline.records import ImageRecord

@@ -53,8 +53,8 @@ import piexif
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from daemon import sample  # noqa: E402
-from daemon.geo import distance_m  # noqa: E402
+from daemon.core.geo import distance_m  # noqa: E402
+from daemon.demo import drive as sample  # noqa: E402
 from tests import tools as tools_module  # noqa: E402
 from tests.tools import mapillary_tools_bin  # noqa: E402
 

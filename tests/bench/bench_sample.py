@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
-from daemon import sample
+from daemon.demo import drive as sample
 
 T = TypeVar("T")
 START = datetime(2024, 6, 1, 9, tzinfo=UTC)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from daemon import log
+from daemon.core import log
 from daemon.journal import FileRow, FileState, Journal, StateChange
 from daemon.media.gpx import GpxError, Track, load_gpx_files
 from daemon.media.load import load_record

@@ -22,8 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemon import config, log
-from daemon.durable import fsync_dir
+from daemon.core import config, log
+from daemon.core.durable import fsync_dir
 
 TOKEN_ENV = "MAPILLARY_TOKEN"
 TOKENS_FILE = "tokens.toml"

@@ -34,7 +34,7 @@ import gpxpy.gpx
 import piexif
 from PIL import Image
 
-from daemon.geo import EARTH_RADIUS_M, normalize_deg
+from daemon.core.geo import EARTH_RADIUS_M, normalize_deg
 
 ORIGIN = (52.5, 13.4)
 START = datetime(2024, 6, 1, 9, 0, 0, tzinfo=UTC)

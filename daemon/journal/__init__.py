@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-from daemon.config import state_dir
-from daemon.durable import fsync_dir
+from daemon.core.config import state_dir
+from daemon.core.durable import fsync_dir
 
 try:
     import fcntl

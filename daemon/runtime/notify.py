@@ -14,8 +14,8 @@ import socket
 import time
 from collections.abc import Callable, Mapping
 
-from daemon import log
-from daemon.aio import wait_event
+from daemon.core import log
+from daemon.core.aio import wait_event
 
 
 class Notifier:

@@ -15,9 +15,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from daemon import auth, config, log
-from daemon.aio import wait_event
-from daemon.importer import (
+from daemon.core import auth, config, log
+from daemon.core.aio import wait_event
+from daemon.intake.sources import (
+    BatchReady,
+    CardImported,
+    CardInserted,
+    CardRemoved,
+    SettledFile,
+    SourceEvent,
+    Sources,
+)
+from daemon.intake.spool import (
     SourceGone,
     clean_spool_temps,
     commit_staged,
@@ -38,22 +47,13 @@ from daemon.journal import (
 )
 from daemon.pipeline import PipelineOptions, dates
 from daemon.pipeline.dates import parse_zone
-from daemon.processing import (
+from daemon.runtime.process import (
     GPX_META,
     BatchOutcome,
     BatchPlan,
     GpxLibrary,
     apply_plan,
     plan_batch,
-)
-from daemon.sources import (
-    BatchReady,
-    CardImported,
-    CardInserted,
-    CardRemoved,
-    SettledFile,
-    SourceEvent,
-    Sources,
 )
 from daemon.upload.client import AuthError, UploadClient, UploadError
 from daemon.upload.events import UploadEvent
@@ -830,7 +830,7 @@ async def run_daemon(
 ) -> int:
     """Run until stopped (or, with ``once``, until done). ``reload_settings`` is called on
     SIGHUP and returns new settings or raises ``config.ConfigError``."""
-    from daemon.notify import Notifier, watchdog_loop
+    from daemon.runtime.notify import Notifier, watchdog_loop
 
     daemon = Daemon(settings, once=once)
     for path in gpx_files or []:

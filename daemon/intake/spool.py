@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemon.durable import fsync_dirs, sync_files
+from daemon.core.durable import fsync_dirs, sync_files
 
 CHUNK = 1 << 20
 MAP_WINDOW = 16 << 20  # a multiple of mmap.ALLOCATIONGRANULARITY

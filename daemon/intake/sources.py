@@ -44,8 +44,8 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
-from daemon import log
-from daemon.aio import wait_event
+from daemon.core import log
+from daemon.core.aio import wait_event
 from daemon.media.exif import JpegState, jpeg_state
 
 PHOTO_SUFFIXES = frozenset({".jpg", ".jpeg"})

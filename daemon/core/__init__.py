@@ -1,0 +1,1 @@
+"""Shared foundations: durable writes, settings, logging, geodesy, tokens."""

@@ -1,0 +1,1 @@
+"""Sources and the spool: what is seen, settled and copied in."""

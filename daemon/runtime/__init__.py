@@ -1,0 +1,1 @@
+"""The running daemon: supervision, its stages, notify."""
