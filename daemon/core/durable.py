@@ -65,3 +65,73 @@ def fsync_dirs(folders: Iterable[Path]) -> None:
     """fsync_dir each of ``folders``, deepest first: a new subfolder before the one holding it."""
     for path in sorted(folders, reverse=True):
         fsync_dir(path)
+
+
+def temp_beside(path: Path) -> Path:
+    """A hidden, unique temp name in the folder of ``path``: folder watchers skip dotfiles,
+    and a rename within one folder is atomic."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(3).hex()}.tmp")
+
+
+def put_in_place(staged: Path, path: str | os.PathLike[str]) -> None:
+    """Rename ``staged`` over ``path`` (atomic); the staged file is gone either way.
+    The caller makes the folder durable (:func:`fsync_dir`), once per batch of these."""
+    try:
+        os.replace(staged, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(staged)
+        raise
+
+
+def write_temp(
+    path: str | os.PathLike[str],
+    data: bytes | str,
+    *,
+    mode: int | None = None,
+    fsync: bool = True,
+) -> Path:
+    """``data`` written to a new temp file beside ``path`` (not yet in place). The temp file
+    takes ``mode`` if given, else the mode of ``path`` where it exists; it is removed if
+    anything fails."""
+    target = Path(path)
+    tmp = temp_beside(target)
+    if mode is None:
+        try:
+            mode = os.stat(target).st_mode & 0o7777
+        except OSError:
+            mode = 0o644
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        try:
+            os.fchmod(fd, mode)  # whatever the umask
+            view = memoryview(data.encode() if isinstance(data, str) else data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return tmp
+
+
+def write_atomically(
+    path: str | os.PathLike[str],
+    data: bytes | str,
+    *,
+    mode: int | None = None,
+    durable: bool = True,
+) -> None:
+    """Write ``data`` over ``path``: a temp file beside it, (fsync,) rename, (fsync the folder).
+
+    A crash at any point leaves the old file or the new one, never a mix. ``durable=False``
+    skips both fsyncs, for files a later run can simply make again.
+    """
+    target = Path(path)
+    put_in_place(write_temp(target, data, mode=mode, fsync=durable), target)
+    if durable:
+        fsync_dir(target.parent)
