@@ -21,10 +21,14 @@ from daemon.media import exif
 from daemon.media.load import find_jpegs, load_records
 from daemon.pipeline import PipelineOptions, PipelineResult, run_pipeline
 from daemon.pipeline.dates import parse_zone
-from daemon.pipeline.describe import describe, description_file_entry, description_json
+from daemon.pipeline.describe import (
+    DESCRIPTION_FILE,
+    describe,
+    description_file_entry,
+    description_json,
+)
 from daemon.pipeline.records import BAD_FILE, ImageRecord
 
-DESCRIPTION_FILE = "mapillary_image_description.json"
 SKIP_DIRS = ("duplicates", "errors")  # where the old scripts moved photos they set aside
 
 EPILOG = """\

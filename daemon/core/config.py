@@ -30,6 +30,9 @@ def config_dir() -> Path:
     return platformdirs.user_config_path(APP)
 
 
+JOURNAL_FILE = "journal.sqlite3"
+
+
 def state_dir() -> Path:
     return platformdirs.user_state_path(APP)
 
@@ -134,7 +137,7 @@ class Settings:
 
     @property
     def journal_path(self) -> Path:
-        return self.journal or state_dir() / "journal.sqlite3"
+        return self.journal or state_dir() / JOURNAL_FILE
 
     @property
     def spool_path(self) -> Path:

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-from daemon.core.config import state_dir
+from daemon.core.config import JOURNAL_FILE, state_dir
 from daemon.core.durable import fsync_dir
 
 try:
@@ -197,10 +197,12 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 
 def default_journal_path() -> Path:
-    """Where the journal lives unless the caller passes a path: the user state dir."""
-    return state_dir() / "journal.sqlite3"
+    """Where the journal lives unless configured otherwise."""
+    return state_dir() / JOURNAL_FILE
 
 
+GPX_META = "gpx_files"  # the GPX files the daemon knows: {content hash: path}
+ASIDE_META = "set_aside_files"  # files set aside at intake: {path: reason}
 RUNTIME_META = "daemon_runtime"  # the running daemon's own state, for `status` (meta table)
 
 # -- records --------------------------------------------------------------------------------------

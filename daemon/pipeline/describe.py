@@ -16,6 +16,7 @@ from daemon.pipeline.records import ImageRecord
 
 CAPTURE_TIME_FORMAT = "%Y_%m_%d_%H_%M_%S_%f"  # the last field holds milliseconds (3 digits)
 REQUIRED = ("MAPLatitude", "MAPLongitude", "MAPCaptureTime")
+DESCRIPTION_FILE = "mapillary_image_description.json"  # mapillary_tools' name for it
 
 
 def format_capture_time(moment: datetime) -> str:

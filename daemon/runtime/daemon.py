@@ -37,6 +37,8 @@ from daemon.intake.spool import (
     stage_files,
 )
 from daemon.journal import (
+    ASIDE_META,
+    GPX_META,
     RUNTIME_META,
     AsyncJournal,
     FileRow,
@@ -48,7 +50,6 @@ from daemon.journal import (
 from daemon.pipeline import PipelineOptions, dates
 from daemon.pipeline.dates import parse_zone
 from daemon.runtime.process import (
-    GPX_META,
     BatchOutcome,
     BatchPlan,
     GpxLibrary,
@@ -67,7 +68,6 @@ CARD_BATCH = 64
 RUNTIME_SAVE_SECONDS = 10.0  # runtime status writes, rare to spare the SD card
 HOUSEKEEPING_SECONDS = 60.0
 OFFLINE_BACKOFF_MAX = 60.0
-ASIDE_META = "set_aside_files"
 WAITING = (FileState.WAITING_FOR_POSITION,)
 WAITING_RECHECK_SECONDS = 60.0  # photos waiting for a GPX: is their wait over?
 # Photos of one root planned at once: a 50,000-photo card goes through in pieces, so memory

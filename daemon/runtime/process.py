@@ -25,7 +25,6 @@ from daemon.pipeline.records import NO_POSITION, OUTSIDE_TRACK, ImageRecord
 # Reasons that a later GPX file can cure: such photos wait (up to position_wait) instead of
 # being rejected at once.
 CURABLE = frozenset({NO_POSITION, OUTSIDE_TRACK})
-GPX_META = "gpx_files"
 
 
 @dataclass

@@ -18,9 +18,8 @@ from typing import Any
 from daemon.journal import FileState, Journal, NewFile, StateChange
 from daemon.media import exif
 from daemon.media.load import find_jpegs
-from daemon.pipeline.describe import read_description_file, validate_description
+from daemon.pipeline.describe import DESCRIPTION_FILE, read_description_file, validate_description
 
-DESCRIPTION_FILE = "mapillary_image_description.json"
 SKIP_DIRS = ("duplicates", "errors")
 # Sequence ids we derive are stable for the same images, so a rerun finds its own sequence.
 _NAMESPACE = uuidlib.UUID("6f2b1f0e-4c7a-4d3e-9a51-6d2f3c1b7a90")
