@@ -20,6 +20,7 @@ from PIL import Image
 from daemon.core.geo import distance_m
 from daemon.media import exif
 from daemon.media.exif import MediaError, read_exif
+from daemon.media.exif_read import load_exif
 from tests.jpegs import exif_dict, jpeg_bytes, make_jpeg, make_plain_jpeg, scan_data
 
 ROOT = os.geteuid() == 0 if hasattr(os, "geteuid") else False
@@ -734,4 +735,4 @@ def test_sound_exif_of_every_layout_passes_the_count_check() -> None:
         )
         data["0th"][piexif.ImageIFD.ImageDescription] = b"d" * n
         blob = piexif.dump(data)
-        exif._load(blob)  # raises MediaError if the check misreads the structure
+        load_exif(blob)  # raises MediaError if the check misreads the structure
