@@ -60,11 +60,15 @@ class Track:
         """
         track = cls()
         for t, lat, lon, ele in points:
-            track.times.append(_seconds(t))
-            track.lats.append(lat)
-            track.lons.append(lon)
-            track.eles.append(math.nan if ele is None else ele)
+            track.append(_seconds(t), lat, lon, math.nan if ele is None else ele)
         return _sorted(track)
+
+    def append(self, t: float, lat: float, lon: float, ele: float) -> None:
+        """One point at the end (``ele`` NaN for none); the caller keeps the order."""
+        self.times.append(t)
+        self.lats.append(lat)
+        self.lons.append(lon)
+        self.eles.append(ele)
 
     def __len__(self) -> int:
         return len(self.times)
@@ -206,10 +210,7 @@ def _read_points(path: str | os.PathLike[str]) -> tuple[Track, int, bool]:
                     if t is None:
                         untimed += 1
                     else:
-                        track.times.append(t)
-                        track.lats.append(lat)
-                        track.lons.append(lon)
-                        track.eles.append(ele)
+                        track.append(t, lat, lon, ele)
                     if parent is not None:
                         parent.clear()  # drop the finished point, so memory stays flat
                 elif name in ("trkseg", "trk", "rte", "wpt"):
@@ -235,10 +236,7 @@ def _sorted(track: Track) -> Track:
         if times[i] == last:
             continue
         last = times[i]
-        out.times.append(times[i])
-        out.lats.append(track.lats[i])
-        out.lons.append(track.lons[i])
-        out.eles.append(track.eles[i])
+        out.append(times[i], track.lats[i], track.lons[i], track.eles[i])
     out.truncated = track.truncated
     return out
 

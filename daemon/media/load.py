@@ -52,14 +52,9 @@ def load_record(path: Path, tz: tzinfo, label: str) -> ImageRecord:
     """One photo as a record; a file we cannot use comes back set aside with the reason."""
     record = ImageRecord(Path(path))
     try:
-        info = exif.read_exif(path)
-    except OSError as exc:
-        return record.set_aside(BAD_FILE, f"cannot read: {exc.strerror or exc}")
+        info = exif.read_exif(path)  # an unreadable file too is a MediaError ("cannot read: ...")
     except exif.MediaError as exc:
-        try:
-            complete = exif.is_complete_jpeg(path)
-        except (OSError, exif.MediaError):
-            complete = False
+        complete = exif.is_complete_jpeg(path)  # False when unreadable; never raises
         return record.set_aside(BAD_METADATA if complete else BAD_FILE, str(exc))
     # read_exif has seen the end-of-image marker: the file is complete.
     capture_time, zone = resolve_capture_time(info.capture_time, tz, label)
