@@ -192,6 +192,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     ),
+    # Upload progress and error counts were planned but never written: nothing resumes from them
+    # (the server's offset is asked instead). DROP COLUMN needs SQLite 3.35 or newer.
+    (
+        "ALTER TABLE uploads DROP COLUMN bytes_confirmed",
+        "ALTER TABLE uploads DROP COLUMN attempts",
+        "ALTER TABLE uploads DROP COLUMN last_error",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -279,25 +286,15 @@ class SequenceRow:
 
 @dataclass(frozen=True)
 class UploadRow:
-    """One upload object: ``key`` is the session key ``mly_tools_<md5>.jpg``."""
+    """One upload object: ``key`` is the session key ``mly_tools_<md5>.jpg``; ``handle`` is set
+    once the server holds all of it."""
 
     file_hash: str
     key: str
     md5: str
     size: int
-    bytes_confirmed: int
     handle: str | None
-    attempts: int
-    last_error: str | None
     updated_at: float
-
-
-@dataclass(frozen=True)
-class PendingUpload:
-    """An image of a sequence still to upload, with its upload object once one was started."""
-
-    file: FileRow
-    upload: UploadRow | None
 
 
 @dataclass(frozen=True)
@@ -342,10 +339,7 @@ _SEQUENCE_SELECT = (
     "s.manifest_handle, s.created_at, s.finished_at, "
     "(SELECT count(*) FROM files WHERE sequence_id = s.uuid) FROM sequences s"
 )
-_UPLOAD_COLUMNS = (
-    "u.file_hash, u.key, u.md5, u.size, u.bytes_confirmed, u.handle, u.attempts, u.last_error, "
-    "u.updated_at"
-)
+_UPLOAD_COLUMNS = "u.file_hash, u.key, u.md5, u.size, u.handle, u.updated_at"
 
 
 def _sequence_row(row: Sequence[Any]) -> SequenceRow:
@@ -683,15 +677,6 @@ class Journal:
         )
         return (rows[0][0], rows[0][1], rows[0][2]) if rows else None
 
-    def files_in_state(self, state: FileState, limit: int | None = None) -> list[FileRow]:
-        """Files in ``state``, the longest waiting first."""
-        sql = f"{_FILE_SELECT} WHERE f.state = ? ORDER BY f.updated_at, f.rowid"
-        params: tuple[Any, ...] = (str(FileState(state)),)
-        if limit is not None:
-            sql += " LIMIT ?"
-            params += (limit,)
-        return self._file_rows(sql, params)
-
     def roots_in_states(self, states: Iterable[FileState]) -> dict[str, int]:
         """How many files each source root has in ``states`` (a cheap look before loading)."""
         wanted = [str(FileState(s)) for s in states]
@@ -775,19 +760,6 @@ class Journal:
         self._conn.execute(
             f"UPDATE files SET {', '.join(sets)} WHERE hash = ?", (*params, change.hash)
         )
-
-    def update_metadata(self, file_hash: str, changes: dict[str, Any]) -> None:
-        """Merge ``changes`` into a file's metadata without changing its state."""
-        with self.transaction():
-            row = self._conn.execute(
-                "SELECT metadata FROM files WHERE hash = ?", (file_hash,)
-            ).fetchone()
-            if row is None:
-                raise NotFound(f"journal {self.path}: no file {file_hash}")
-            self._conn.execute(
-                "UPDATE files SET metadata = ?, updated_at = ? WHERE hash = ?",
-                (_dump({**json.loads(row[0]), **changes}), time.time(), file_hash),
-            )
 
     def count_by_state(self) -> dict[FileState, int]:
         """How many files are in each state (every state present, zeros included)."""
@@ -990,9 +962,9 @@ class Journal:
     def upsert_upload(self, file_hash: str, key: str, md5: str, size: int) -> UploadRow:
         """Start (or find) the upload object of a file and return it.
 
-        The same key keeps its recorded progress (a resume). A new key (the tagged bytes changed)
-        replaces it and starts from zero, unless the file already has a handle: then JournalError,
-        since an image is never sent twice once the server holds it.
+        The same key returns the recorded object (a resume). A new key (the tagged bytes changed)
+        replaces it, unless the file already has a handle: then JournalError, since an image is
+        never sent twice once the server holds it.
         """
         with self.transaction():
             old = self._upload_where("u.file_hash = ?", file_hash)
@@ -1005,25 +977,12 @@ class Journal:
             self._conn.execute(
                 "INSERT INTO uploads (file_hash, key, md5, size, updated_at) VALUES (?,?,?,?,?) "
                 "ON CONFLICT(file_hash) DO UPDATE SET key = excluded.key, md5 = excluded.md5, "
-                "size = excluded.size, bytes_confirmed = 0, attempts = 0, last_error = NULL, "
-                "updated_at = excluded.updated_at",
+                "size = excluded.size, updated_at = excluded.updated_at",
                 (file_hash, key, md5, size, time.time()),
             )
             new = self._upload_where("u.file_hash = ?", file_hash)
         assert new is not None
         return new
-
-    def record_progress(self, key: str, bytes_confirmed: int) -> None:
-        """Record how many bytes the server holds for ``key`` (one small commit)."""
-        self._update_upload(
-            key, "bytes_confirmed = ?, updated_at = ?", (bytes_confirmed, time.time())
-        )
-
-    def record_upload_error(self, key: str, message: str) -> None:
-        """Count a failed attempt for ``key`` and keep the server's (or network's) message."""
-        self._update_upload(
-            key, "attempts = attempts + 1, last_error = ?, updated_at = ?", (message, time.time())
-        )
 
     def record_handle(self, file_hash: str, key: str, handle: str) -> None:
         """The server returned ``handle`` for ``key``: the upload is complete and the file is
@@ -1038,40 +997,17 @@ class Journal:
                     f"journal {self.path}: upload {key} already has handle {upload.handle}"
                 )
             self._conn.execute(
-                "UPDATE uploads SET handle = ?, bytes_confirmed = size, last_error = NULL, "
-                "updated_at = ? WHERE key = ?",
-                (handle, now, key),
+                "UPDATE uploads SET handle = ?, updated_at = ? WHERE key = ?", (handle, now, key)
             )
             self._set_state(
                 StateChange(file_hash, FileState.UPLOADED, None, {"handle": handle}), now
             )
-
-    def upload_of(self, file_hash: str) -> UploadRow | None:
-        """The upload object of a file, or None if none was started."""
-        with self._lock, self._guard():
-            return self._upload_where("u.file_hash = ?", file_hash)
-
-    def pending_uploads(self, sequence_uuid: str) -> list[PendingUpload]:
-        """The images of a sequence still to upload (state sequenced), in capture order."""
-        with self._lock:
-            images = self.sequence_images(sequence_uuid)
-            return [
-                PendingUpload(f, self.upload_of(f.hash))
-                for f in images
-                if f.state == FileState.SEQUENCED
-            ]
 
     def _upload_where(self, where: str, value: str) -> UploadRow | None:
         row = self._conn.execute(
             f"SELECT {_UPLOAD_COLUMNS} FROM uploads u WHERE {where}", (value,)
         ).fetchone()
         return UploadRow(*row) if row else None
-
-    def _update_upload(self, key: str, sets: str, params: tuple[Any, ...]) -> None:
-        with self.transaction():
-            cur = self._conn.execute(f"UPDATE uploads SET {sets} WHERE key = ?", (*params, key))
-            if cur.rowcount == 0:
-                raise NotFound(f"journal {self.path}: no upload {key}")
 
     # -- events, settings, status -----------------------------------------------------------------
 
@@ -1109,8 +1045,9 @@ class Journal:
         """Figures for ``status``, JSON-serialisable, read in one consistent snapshot.
 
         Keys: ``images`` (count per file state), ``sequences`` (count per sequence state),
-        ``bytes_to_upload`` (what sequenced images of pending sequences still need to send,
-        from the server's last confirmed offsets), ``failed_sequences`` (the last ``errors``
+        ``bytes_to_upload`` (what sequenced images of pending sequences still need to send:
+        the tagged size of a started upload the server does not hold yet, else the file's size),
+        ``failed_sequences`` (the last ``errors``
         failed sequences: uuid, reason, images), ``recent_errors`` (the last ``errors`` rejected
         or failed images: hash, path, state, reason, at), ``sources`` (per source root: kind and
         count per state).
@@ -1131,9 +1068,11 @@ class Journal:
         images.update(q("SELECT state, count(*) FROM files GROUP BY state").fetchall())
         sequences = {str(s): 0 for s in SequenceState}
         sequences.update(q("SELECT state, count(*) FROM sequences GROUP BY state").fetchall())
-        # Only sequences still pending will send anything: a failed one waits for the user.
+        # Only sequences still pending will send anything: a failed one waits for the user. A
+        # started upload sends its tagged bytes, unless the server already holds them (a handle).
         left = q(
-            "SELECT coalesce(sum(coalesce(u.size - u.bytes_confirmed, f.size)), 0) FROM files f "
+            "SELECT coalesce(sum(CASE WHEN u.file_hash IS NULL THEN f.size "
+            "WHEN u.handle IS NULL THEN u.size ELSE 0 END), 0) FROM files f "
             "JOIN sequences s ON s.uuid = f.sequence_id "
             "LEFT JOIN uploads u ON u.file_hash = f.hash WHERE f.state = ? AND s.state = ?",
             (str(FileState.SEQUENCED), str(SequenceState.PENDING)),
@@ -1242,10 +1181,8 @@ _ASYNC_METHODS = frozenset(
         "add_files",
         "get_file",
         "lookup_path",
-        "files_in_state",
         "set_file_state",
         "set_file_states",
-        "update_metadata",
         "count_by_state",
         "create_sequence",
         "get_sequence",
@@ -1256,11 +1193,7 @@ _ASYNC_METHODS = frozenset(
         "set_sequence_finished",
         "set_sequence_state",
         "upsert_upload",
-        "record_progress",
-        "record_upload_error",
         "record_handle",
-        "upload_of",
-        "pending_uploads",
         "record_event",
         "recent_events",
         "get_meta",
