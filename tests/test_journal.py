@@ -6,8 +6,11 @@ from __future__ import annotations
 import asyncio
 import doctest
 import hashlib
+import importlib
+import inspect
 import json
 import os
+import pkgutil
 import random
 import signal
 import sqlite3
@@ -94,7 +97,12 @@ def advance(j: Journal, h: str, *states: FileState) -> None:
 
 
 def test_doctests() -> None:
-    assert doctest.testmod(daemon.journal).failed == 0
+    tried = 0
+    for info in pkgutil.iter_modules(daemon.journal.__path__):
+        result = doctest.testmod(importlib.import_module(f"daemon.journal.{info.name}"))
+        assert result.failed == 0
+        tried += result.attempted
+    assert tried > 0
 
 
 # -- opening, versions, damage --------------------------------------------------------------------
@@ -804,3 +812,19 @@ async def test_async_journal_runs_on_one_thread_without_blocking_the_loop(path: 
         await aj.aclose()
     with Journal.open_readonly(path) as reader:
         assert reader.count_by_state()[F.DESCRIBED] == 30
+
+
+def test_async_journal_methods_are_the_journals_with_the_same_signatures() -> None:
+    offered = [
+        name
+        for name, fn in inspect.getmembers(AsyncJournal, inspect.iscoroutinefunction)
+        if not name.startswith("_") and name not in ("open", "run", "aclose")
+    ]
+    assert len(offered) > 20
+    for name in offered:
+        ours = inspect.signature(getattr(AsyncJournal, name))
+        theirs = inspect.signature(getattr(Journal, name))
+        assert [(p.name, p.kind, p.default, p.annotation) for p in ours.parameters.values()] == [
+            (p.name, p.kind, p.default, p.annotation) for p in theirs.parameters.values()
+        ], name
+        assert ours.return_annotation == theirs.return_annotation, name
