@@ -103,20 +103,16 @@ class SequenceStore(FileStore):
         """
         now = time.time()
         with self.transaction():
-            row = self._conn.execute(
-                "SELECT state, cluster_id FROM sequences WHERE uuid = ?", (uuid,)
-            ).fetchone()
-            if row is None:
-                raise NotFound(f"journal {self.path}: no sequence {uuid}")
-            if row[0] == SequenceState.FINISHED:
-                if row[1] == cluster_id:
+            state, finished_as = self._sequence_state(uuid)
+            if state == SequenceState.FINISHED:
+                if finished_as == cluster_id:
                     return False
                 raise JournalError(
-                    f"journal {self.path}: sequence {uuid} already finished as cluster {row[1]}, "
-                    f"not {cluster_id}"
+                    f"journal {self.path}: sequence {uuid} already finished as cluster "
+                    f"{finished_as}, not {cluster_id}"
                 )
-            if row[0] != SequenceState.PENDING:
-                raise IllegalTransition(f"illegal sequence state change {row[0]} → finished")
+            if state != SequenceState.PENDING:
+                raise IllegalTransition(f"illegal sequence state change {state} → finished")
             waiting = self._conn.execute(
                 "SELECT count(*) FROM files WHERE sequence_id = ? AND state NOT IN (?, ?)",
                 (uuid, str(FileState.UPLOADED), str(FileState.REJECTED)),
@@ -147,13 +143,17 @@ class SequenceStore(FileStore):
         if state == SequenceState.FAILED and not reason:
             raise ValueError("a failed sequence needs a reason")
         with self.transaction():
-            row = self._conn.execute(
-                "SELECT state FROM sequences WHERE uuid = ?", (uuid,)
-            ).fetchone()
-            if row is None:
-                raise NotFound(f"journal {self.path}: no sequence {uuid}")
-            check_sequence_transition(SequenceState(row[0]), state)
+            check_sequence_transition(self._sequence_state(uuid)[0], state)
             self._conn.execute(
                 "UPDATE sequences SET state = ?, reason = ? WHERE uuid = ?",
                 (str(state), reason, uuid),
             )
+
+    def _sequence_state(self, uuid: str) -> tuple[SequenceState, str | None]:
+        """A sequence's state and cluster id; the caller holds the transaction."""
+        row = self._conn.execute(
+            "SELECT state, cluster_id FROM sequences WHERE uuid = ?", (uuid,)
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"journal {self.path}: no sequence {uuid}")
+        return SequenceState(row[0]), row[1]
