@@ -6,8 +6,11 @@ from __future__ import annotations
 import asyncio
 import doctest
 import hashlib
+import importlib
+import inspect
 import json
 import os
+import pkgutil
 import random
 import signal
 import sqlite3
@@ -23,6 +26,7 @@ import pytest
 import daemon.journal
 from daemon.journal import (
     EVENTS_KEPT,
+    MIGRATIONS,
     SCHEMA_VERSION,
     AsyncJournal,
     FileState,
@@ -93,7 +97,12 @@ def advance(j: Journal, h: str, *states: FileState) -> None:
 
 
 def test_doctests() -> None:
-    assert doctest.testmod(daemon.journal).failed == 0
+    tried = 0
+    for info in pkgutil.iter_modules(daemon.journal.__path__):
+        result = doctest.testmod(importlib.import_module(f"daemon.journal.{info.name}"))
+        assert result.failed == 0
+        tried += result.attempted
+    assert tried > 0
 
 
 # -- opening, versions, damage --------------------------------------------------------------------
@@ -170,6 +179,49 @@ def test_an_older_journal_is_upgraded_and_keeps_its_data(path: Path) -> None:
         assert j.get_meta("rate") == 1.5
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    conn.close()
+
+
+def test_a_journal_of_the_previous_version_loses_only_the_unused_upload_columns(
+    path: Path,
+) -> None:
+    previous = SCHEMA_VERSION - 1
+    path.parent.mkdir(parents=True)
+    conn = sqlite3.connect(path)
+    for step in MIGRATIONS[:previous]:  # the journal as the previous version of the code made it
+        for statement in step:
+            conn.execute(statement)
+    conn.execute(f"PRAGMA user_version = {previous}")
+    h = sha("old")
+    conn.execute(
+        "INSERT INTO files VALUES (?, 'uploaded', NULL, 'card', '/media/card', NULL, 42, 1.5, "
+        "'{}', NULL, NULL, 'handle-1', 10.0, 11.0)",
+        (h,),
+    )
+    conn.execute(
+        "INSERT INTO uploads (file_hash, key, md5, size, bytes_confirmed, handle, attempts, "
+        "last_error, updated_at) VALUES (?, 'mly_tools_ab.jpg', 'ab', 42, 42, 'handle-1', 2, "
+        "'reset', 12.0)",
+        (h,),
+    )
+    conn.commit()
+    conn.close()
+    with Journal.open(path) as j:
+        up = j.upsert_upload(h, "mly_tools_ab.jpg", "ab", 42)
+        assert (up.file_hash, up.key, up.md5, up.size, up.handle, up.updated_at) == (
+            h,
+            "mly_tools_ab.jpg",
+            "ab",
+            42,
+            "handle-1",
+            12.0,
+        )
+        assert j.get_file(h).handle == "handle-1"  # type: ignore[union-attr]
+        assert j.integrity_check() == []
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    columns = [r[1] for r in conn.execute("PRAGMA table_info(uploads)")]
+    assert columns == ["file_hash", "key", "md5", "size", "handle", "updated_at"]
     conn.close()
 
 
@@ -319,15 +371,16 @@ def test_legal_transitions_carry_reason_and_fields(journal: Journal) -> None:
     row = journal.get_file(h1)
     assert row is not None and (row.state, row.reason) == (F.WAITING_FOR_POSITION, "no GPS yet")
     journal.set_file_state(h1, F.DESCRIBED, metadata={"lat": 48.1, "lon": 11.5})
-    journal.update_metadata(h1, {"heading": 90.0})
+    journal.set_file_state(h1, F.DESCRIBED, metadata={"heading": 90.0})  # merged, state kept
     row = journal.get_file(h1)
     assert row is not None
     assert (row.state, row.reason, row.spool_path) == (F.DESCRIBED, None, "/spool/1.jpg")
     assert row.metadata == {"lat": 48.1, "lon": 11.5, "heading": 90.0}
     journal.set_file_state(h2, F.REJECTED, reason="no capture time")
     journal.set_file_state(h2, F.IMPORTED)  # a user retry
-    assert [f.hash for f in journal.files_in_state(F.IMPORTED)] == [h2]
-    assert [f.hash for f in journal.files_in_state(F.DESCRIBED, limit=1)] == [h1]
+    [imported], _ = journal.files_of_root_page("/media/card", [F.IMPORTED])
+    [described], _ = journal.files_of_root_page("/media/card", [F.DESCRIBED], limit=1)
+    assert (imported.hash, described.hash) == (h2, h1)
 
 
 @pytest.mark.parametrize(
@@ -418,18 +471,15 @@ def test_a_sequence_goes_up_exactly_once(journal: Journal) -> None:
     assert (seq.uuid, seq.image_count, seq.source_root) == ("seq-1", 4, "/media/card")
 
     up = journal.upsert_upload(order[0], "mly_tools_aa.jpg", "aa", 5000)
-    assert (up.bytes_confirmed, up.handle, up.attempts) == (0, None, 0)
-    journal.record_progress("mly_tools_aa.jpg", 3000)
-    journal.record_upload_error("mly_tools_aa.jpg", "connection reset")
-    resumed = journal.upsert_upload(order[0], "mly_tools_aa.jpg", "aa", 5000)
-    assert (resumed.bytes_confirmed, resumed.attempts, resumed.last_error) == (
-        3000,
-        1,
-        "connection reset",
+    assert (up.file_hash, up.key, up.md5, up.size, up.handle) == (
+        order[0],
+        "mly_tools_aa.jpg",
+        "aa",
+        5000,
+        None,
     )
-    pending = journal.pending_uploads("seq-1")
-    assert [p.file.hash for p in pending] == order
-    assert pending[0].upload == resumed and pending[1].upload is None
+    resumed = journal.upsert_upload(order[0], "mly_tools_aa.jpg", "aa", 5000)
+    assert resumed == up  # the same key: a resume finds the recorded object
 
     with pytest.raises(IllegalTransition, match="4 image"):
         journal.set_sequence_finished("seq-1", "cluster-1")
@@ -442,9 +492,9 @@ def test_a_sequence_goes_up_exactly_once(journal: Journal) -> None:
         journal.record_handle(order[0], "mly_tools_0.jpg", "another")
     with pytest.raises(JournalError, match="already uploaded"):
         journal.upsert_upload(order[0], "mly_tools_new.jpg", "new", 100)
-    assert journal.pending_uploads("seq-1") == []
+    assert all(f.state == F.UPLOADED for f in journal.sequence_images("seq-1"))
     assert journal.get_file(order[1]).handle == "handle-1"  # type: ignore[union-attr]
-    assert journal.upload_of(order[1]).bytes_confirmed == 100  # type: ignore[union-attr]
+    assert journal.upsert_upload(order[1], "mly_tools_1.jpg", "1", 100).handle == "handle-1"
 
     journal.record_manifest("seq-1", "uuid_ff.json")
     journal.record_manifest("seq-1", "uuid_ff.json", "manifest-handle")
@@ -467,11 +517,10 @@ def test_a_new_key_restarts_an_upload_that_has_no_handle(journal: Journal) -> No
     [h] = described(journal, range(1))
     journal.create_sequence("s", [h])
     journal.upsert_upload(h, "mly_tools_a.jpg", "a", 10)
-    journal.record_progress("mly_tools_a.jpg", 7)
     new = journal.upsert_upload(h, "mly_tools_b.jpg", "b", 12)
-    assert (new.key, new.bytes_confirmed, new.size) == ("mly_tools_b.jpg", 0, 12)
-    with pytest.raises(NotFound):
-        journal.record_progress("mly_tools_a.jpg", 10)
+    assert (new.key, new.md5, new.size, new.handle) == ("mly_tools_b.jpg", "b", 12, None)
+    with pytest.raises(NotFound):  # the old key is gone
+        journal.record_handle(h, "mly_tools_a.jpg", "handle-a")
 
 
 def test_a_sequence_needs_described_images(journal: Journal) -> None:
@@ -509,7 +558,6 @@ def test_summary_counts_bytes_errors_and_sources(journal: Journal) -> None:
     journal.set_file_states([StateChange(h, F.DESCRIBED) for h in hashes[3:7]])
     journal.create_sequence("s", hashes[3:6])
     journal.upsert_upload(hashes[3], "mly_tools_3.jpg", "3", 5000)
-    journal.record_progress("mly_tools_3.jpg", 1200)
     journal.set_file_state(hashes[6], F.DUPLICATE)
     journal.set_file_state(hashes[1], F.REJECTED, reason="truncated JPEG")
 
@@ -523,8 +571,8 @@ def test_summary_counts_bytes_errors_and_sources(journal: Journal) -> None:
         "duplicate": 1,
     }
     assert s["sequences"] == {"pending": 1, "finished": 0, "failed": 0}
-    # 5000 - 1200 left for the started upload, the whole file for the two others
-    assert s["bytes_to_upload"] == 3800 + entry(4).size + entry(5).size
+    # the tagged bytes of the started upload, the whole file for the two others
+    assert s["bytes_to_upload"] == 5000 + entry(4).size + entry(5).size
     assert [(e["path"], e["reason"]) for e in s["recent_errors"]] == [
         ("/media/card/DCIM/IMG_1.JPG", "truncated JPEG"),
         ("/media/card/DCIM/IMG_0.JPG", "no capture time"),
@@ -750,7 +798,7 @@ async def test_async_journal_runs_on_one_thread_without_blocking_the_loop(path: 
 
         def describe_all(j: Journal) -> int:
             with j.transaction():
-                for f in j.files_in_state(F.IMPORTED):
+                for f in j.files_of_root_page("/media/card", [F.IMPORTED])[0]:
                     j.set_file_state(f.hash, F.DESCRIBED)
             return j.count_by_state()[F.DESCRIBED]
 
@@ -764,3 +812,19 @@ async def test_async_journal_runs_on_one_thread_without_blocking_the_loop(path: 
         await aj.aclose()
     with Journal.open_readonly(path) as reader:
         assert reader.count_by_state()[F.DESCRIBED] == 30
+
+
+def test_async_journal_methods_are_the_journals_with_the_same_signatures() -> None:
+    offered = [
+        name
+        for name, fn in inspect.getmembers(AsyncJournal, inspect.iscoroutinefunction)
+        if not name.startswith("_") and name not in ("open", "run", "aclose")
+    ]
+    assert len(offered) > 20
+    for name in offered:
+        ours = inspect.signature(getattr(AsyncJournal, name))
+        theirs = inspect.signature(getattr(Journal, name))
+        assert [(p.name, p.kind, p.default, p.annotation) for p in ours.parameters.values()] == [
+            (p.name, p.kind, p.default, p.annotation) for p in theirs.parameters.values()
+        ], name
+        assert ours.return_annotation == theirs.return_annotation, name

@@ -1,0 +1,80 @@
+"""The figures ``status`` shows, read from the journal in one query set (the caller gives the
+snapshot): counts per state, bytes still to send, the latest failures, and each source's share."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from daemon.journal.rows import path_text
+from daemon.journal.states import FileState, SequenceState
+
+RECENT_ERRORS = 20
+
+
+def read_summary(conn: sqlite3.Connection, errors: int = RECENT_ERRORS) -> dict[str, Any]:
+    """See ``Journal.summary``; runs inside the caller's read transaction."""
+    return {
+        "images": _count(conn, "files", FileState),
+        "sequences": _count(conn, "sequences", SequenceState),
+        "bytes_to_upload": _bytes_to_upload(conn),
+        "failed_sequences": _failed_sequences(conn, errors),
+        "recent_errors": _recent_errors(conn, errors),
+        "sources": _sources(conn),
+    }
+
+
+def _count(
+    conn: sqlite3.Connection, table: str, states: type[FileState] | type[SequenceState]
+) -> dict[str, int]:
+    counts = {str(s): 0 for s in states}
+    counts.update(conn.execute(f"SELECT state, count(*) FROM {table} GROUP BY state").fetchall())
+    return counts
+
+
+def _bytes_to_upload(conn: sqlite3.Connection) -> int:
+    # Only sequences still pending will send anything: a failed one waits for the user. A started
+    # upload sends its tagged bytes, unless the server already holds them (it has a handle).
+    left: int = conn.execute(
+        "SELECT coalesce(sum(CASE WHEN u.file_hash IS NULL THEN f.size "
+        "WHEN u.handle IS NULL THEN u.size ELSE 0 END), 0) FROM files f "
+        "JOIN sequences s ON s.uuid = f.sequence_id "
+        "LEFT JOIN uploads u ON u.file_hash = f.hash WHERE f.state = ? AND s.state = ?",
+        (str(FileState.SEQUENCED), str(SequenceState.PENDING)),
+    ).fetchone()[0]
+    return left
+
+
+def _failed_sequences(conn: sqlite3.Connection, errors: int) -> list[dict[str, Any]]:
+    return [
+        {"uuid": u, "reason": r, "images": n}
+        for u, r, n in conn.execute(
+            "SELECT s.uuid, s.reason, (SELECT count(*) FROM files WHERE sequence_id = s.uuid) "
+            "FROM sequences s WHERE s.state = ? ORDER BY s.created_at DESC, s.rowid DESC "
+            "LIMIT ?",
+            (str(SequenceState.FAILED), errors),
+        )
+    ]
+
+
+def _recent_errors(conn: sqlite3.Connection, errors: int) -> list[dict[str, Any]]:
+    return [
+        {"hash": h, "path": path_text(p), "state": s, "reason": r, "at": at}
+        for h, s, r, at, p in conn.execute(
+            "SELECT f.hash, f.state, f.reason, f.updated_at, (SELECT path FROM file_paths "
+            "WHERE hash = f.hash ORDER BY seen_at DESC, rowid DESC LIMIT 1) FROM files f "
+            "WHERE f.state IN (?, ?) ORDER BY f.updated_at DESC, f.rowid DESC LIMIT ?",
+            (str(FileState.REJECTED), str(FileState.FAILED), errors),
+        )
+    ]
+
+
+def _sources(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
+    sources: dict[str, dict[str, Any]] = {}
+    for root, kind, state, n in conn.execute(
+        "SELECT source_root, source_kind, state, count(*) FROM files "
+        "GROUP BY source_root, source_kind, state ORDER BY source_root"
+    ):
+        entry = sources.setdefault(path_text(root), {"kind": kind, "images": {}})
+        entry["images"][state] = entry["images"].get(state, 0) + n
+    return sources
