@@ -81,11 +81,21 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     ),
     # Upload progress and error counts were planned but never written: nothing resumes from them
-    # (the server's offset is asked instead). DROP COLUMN needs SQLite 3.35 or newer.
+    # (the server's offset is asked instead). The table is rebuilt rather than altered with
+    # DROP COLUMN, which SQLite before 3.35 (Raspberry Pi OS bullseye has 3.34) does not know.
     (
-        "ALTER TABLE uploads DROP COLUMN bytes_confirmed",
-        "ALTER TABLE uploads DROP COLUMN attempts",
-        "ALTER TABLE uploads DROP COLUMN last_error",
+        """CREATE TABLE uploads_new (
+            file_hash TEXT PRIMARY KEY REFERENCES files(hash),
+            key TEXT NOT NULL UNIQUE,
+            md5 TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            handle TEXT,
+            updated_at REAL NOT NULL
+        )""",
+        """INSERT INTO uploads_new (file_hash, key, md5, size, handle, updated_at)
+            SELECT file_hash, key, md5, size, handle, updated_at FROM uploads""",
+        "DROP TABLE uploads",
+        "ALTER TABLE uploads_new RENAME TO uploads",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
