@@ -11,7 +11,7 @@ import pytest
 
 from daemon.core import config
 from daemon.demo.drive import plan_drive, write_drive
-from daemon.runtime import daemon as service
+from daemon.runtime import process as service
 from daemon.runtime.daemon import Daemon
 
 

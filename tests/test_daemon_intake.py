@@ -36,6 +36,12 @@ def new_daemon(work: Path, once: bool = False) -> Daemon:
     return Daemon(settings, once=once)
 
 
+def shown(d: Daemon, root: Path) -> str:
+    """What status shows of a root, from the daemon's own note on it."""
+    note = d.runtime.roots.get(str(root))
+    return note.value if note else ""
+
+
 def journaled(work: Path) -> int:
     with sqlite3.connect(work / "journal.sqlite3") as db:
         return db.execute("SELECT count(*) FROM files").fetchone()[0]
@@ -48,15 +54,15 @@ async def test_a_stop_mid_flush_never_frees_a_card_before_its_photos_are_journal
     files = card_files(root, 40, 2)
     d = new_daemon(tmp_path / "work")
     await d.startup()
-    d._importing.add(str(root))
-    d._card_files = list(files)
-    d._card_done.add(str(root))  # CardImported came: its flush copies the whole card
-    intake = asyncio.create_task(d._flush_intake())
+    d.activity.importing.add(str(root))
+    d.intake._card_files = list(files)
+    d.intake._card_done.add(str(root))  # CardImported came: its flush copies the whole card
+    intake = asyncio.create_task(d.intake.flush())
     await asyncio.sleep(0.02)
     intake.cancel()  # SIGTERM: main() cancels the intake task mid-copy
     await asyncio.gather(intake, return_exceptions=True)
     await d.shutdown()
-    said = d.runtime.roots.get(str(root), "")
+    said = shown(d, root)
     assert "you may remove it" in said
     assert journaled(tmp_path / "work") == len(files)
     assert not [p for p in (tmp_path / "work" / "spool").iterdir() if p.is_file()]  # no temps
@@ -69,16 +75,16 @@ async def test_two_flushes_at_once_journal_every_photo_once(tmp_path: Path) -> N
     last = card_files(root, 1, 1, prefix="L")
     d = new_daemon(tmp_path / "work", once=True)
     await d.startup()
-    d._importing.add(str(root))
-    d._card_files = list(first)
-    await d._flush_intake(drain=False)  # the first batch is being flushed
-    d._card_files = list(last)
-    d._card_done.add(str(root))
-    a = asyncio.create_task(d._flush_intake())
+    d.activity.importing.add(str(root))
+    d.intake._card_files = list(first)
+    await d.intake.flush(drain=False)  # the first batch is being flushed
+    d.intake._card_files = list(last)
+    d.intake._card_done.add(str(root))
+    a = asyncio.create_task(d.intake.flush())
     await asyncio.sleep(0.02)
-    b = asyncio.create_task(d._flush_intake())
+    b = asyncio.create_task(d.intake.flush())
     await asyncio.gather(a, b)
     await d.shutdown()
     assert journaled(tmp_path / "work") == 21
     assert (d.stats.imported, d.stats.known) == (21, 0)
-    assert "you may remove it" in d.runtime.roots.get(str(root), "")
+    assert "you may remove it" in shown(d, root)

@@ -943,6 +943,10 @@ class Sources:
                 out[str(mount)] = f"card {entry.card.card_id}: {self._card_state(entry)}"
         return out
 
+    def missing_roots(self) -> set[str]:
+        """The roots that are not there right now (a drive unplugged, a mount root gone)."""
+        return {str(r.path) for r in self._roots.values() if r.state.startswith("missing")}
+
     def _card_state(self, entry: _Card) -> str:
         if not entry.scanned:
             return "scanning"

@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 
+from daemon.pipeline import dates
 from daemon.pipeline.dates import capture_order
 from daemon.pipeline.directions import interpolate_directions
 from daemon.pipeline.duplicates import mark_duplicates, mark_impossible_speeds
@@ -23,7 +24,7 @@ from daemon.pipeline.geotag import TrackLike, correct_times, geotag
 from daemon.pipeline.records import NO_POSITION, ImageRecord
 from daemon.pipeline.sequences import cap_sequences, cut_sequences, new_sequence_id
 
-__all__ = ["PipelineOptions", "PipelineResult", "run_pipeline"]
+__all__ = ["PipelineOptions", "PipelineResult", "clear_caches", "run_pipeline"]
 
 
 @dataclass
@@ -116,3 +117,10 @@ def run_pipeline(
     sequences = cap_sequences(pieces, options.max_images, options.uuid_factory)
     set_aside = [r for r in recs if not r.ok]
     return PipelineResult(sequences, duplicates, set_aside)
+
+
+def clear_caches() -> None:
+    """Forget what the stages keep between runs: each file name's sort key (up to 65,536),
+    useful while one folder is sorted again and again, ~30 MB kept for good after a big card
+    in a long-running daemon, which calls this after each batch."""
+    dates._name_key.cache_clear()

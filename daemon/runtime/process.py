@@ -1,42 +1,41 @@
-"""The daemon's pipeline step: journal files of a settled batch → described, sequenced or set aside.
+"""The processing stage: journal files of a settled batch → described, sequenced or set aside.
 
 A batch is every imported photo of one source root (a watch folder or a card) plus the photos of
 that root still waiting for a position. Reading EXIF and GPX happens here (in a worker thread);
-the decisions are the pure stages of ``daemon.pipeline``; the results go to the journal in one
-transaction per batch.
+the decisions are the pure stages of ``daemon.pipeline`` and its batch planning; the results go
+to the journal in one transaction per piece of a batch.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
 
-from daemon.core import log
-from daemon.journal import FileRow, FileState, Journal, StateChange
+from daemon.core import config, log
+from daemon.core.aio import wait_event
+from daemon.journal import AsyncJournal, FileRow, FileState, Journal
 from daemon.media.gpx import GpxError, Track, load_gpx_files
 from daemon.media.load import load_record
-from daemon.pipeline import PipelineOptions, PipelineResult, run_pipeline
+from daemon.pipeline import PipelineOptions, clear_caches, run_pipeline
 from daemon.pipeline.dates import parse_zone
-from daemon.pipeline.describe import describe
-from daemon.pipeline.records import NO_POSITION, OUTSIDE_TRACK, ImageRecord
+from daemon.pipeline.plan import BatchOutcome, BatchPlan, plan_batch, tail_from_last_sequence
+from daemon.pipeline.records import ImageRecord
+from daemon.runtime.roots import RootActivity, RootState
+from daemon.runtime.state import RunStats, StatusBoard, Wakeups
 
-# Reasons that a later GPX file can cure: such photos wait (up to position_wait) instead of
-# being rejected at once.
-CURABLE = frozenset({NO_POSITION, OUTSIDE_TRACK})
+PLANNED = [FileState.IMPORTED, FileState.WAITING_FOR_POSITION]  # the photos of a batch
+WAITING_RECHECK_SECONDS = 60.0  # photos waiting for a GPX: is their wait over?
+# Photos of one root planned at once: a 50,000-photo card goes through in pieces, so memory
+# stays bounded (the whole card at once took ~180 MB).
+PROCESS_CHUNK = 5000
 
 
-@dataclass
-class BatchOutcome:
-    """What one batch turned into, for logs, status and the demo's summary."""
-
-    root: str
-    sequences: int = 0
-    images: int = 0
-    duplicates: int = 0
-    waiting: int = 0
-    rejected: dict[str, int] = field(default_factory=dict)
+def zone_label(tz: str | None) -> str:
+    """The zone naive camera times are read in, named (a wrong one shifts every position)."""
+    label = parse_zone(tz)[1]
+    return label if tz else f"{label} (this machine's zone)"
 
 
 class GpxLibrary:
@@ -97,106 +96,16 @@ def _load(rows: list[FileRow], tz: str | None) -> list[ImageRecord]:
     return records
 
 
-def _first_seen(rows: list[FileRow]) -> dict[str, float]:
-    return {r.hash: r.created_at for r in rows}
-
-
-def _metadata(
-    record: ImageRecord, description: dict[str, Any], name: str | None = None
-) -> dict[str, Any]:
-    # A card photo is read from the spool under its hash: the user's own name goes up instead.
-    if name:
-        description = {**description, "MAPFilename": name}
-    return {
-        "filename": name or record.filename,
-        "capture_time": record.capture_time.isoformat() if record.capture_time else None,
-        "lat": record.lat,
-        "lon": record.lon,
-        "zone": record.zone,
-        "position_source": record.position_source,
-        "description": description,
-    }
-
-
-def plan_changes(
-    result: PipelineResult,
-    first_seen: dict[str, float],
-    position_wait: float,
-    now: float,
-    names: dict[str, str] | None = None,
-) -> tuple[list[StateChange], list[tuple[str, list[str]]], BatchOutcome]:
-    """Journal changes for a pipeline result: pure, so it is easy to test and reason about.
-    ``names`` maps content hashes to the photos' original file names."""
-    names = names or {}
-    changes: list[StateChange] = []
-    sequences: list[tuple[str, list[str]]] = []
-    outcome = BatchOutcome(root="")
-    for seq in result.sequences:
-        hashes = []
-        for r in seq:
-            assert r.content_hash is not None
-            meta = _metadata(r, describe(r), names.get(r.content_hash))
-            changes.append(
-                StateChange(r.content_hash, FileState.DESCRIBED, None, {"metadata": meta})
-            )
-            hashes.append(r.content_hash)
-        sequences.append((seq[0].sequence or "", hashes))
-        outcome.sequences += 1
-        outcome.images += len(seq)
-    for r in result.duplicates:
-        assert r.content_hash is not None and r.error is not None
-        meta = {"filename": names.get(r.content_hash) or r.filename}
-        changes.append(StateChange(r.content_hash, FileState.DESCRIBED, None, {"metadata": meta}))
-        changes.append(StateChange(r.content_hash, FileState.DUPLICATE, r.error.message))
-        outcome.duplicates += 1
-    for r in result.set_aside:
-        assert r.content_hash is not None and r.error is not None
-        waited = now - first_seen.get(r.content_hash, now)
-        if r.error.type in CURABLE and waited < position_wait:
-            left = position_wait - waited
-            reason = f"{r.error.message}; waiting {left / 3600:.1f} h more for a GPX that covers it"
-            changes.append(StateChange(r.content_hash, FileState.WAITING_FOR_POSITION, reason))
-            outcome.waiting += 1
-        else:
-            changes.append(StateChange(r.content_hash, FileState.REJECTED, r.error.message))
-            outcome.rejected[r.error.type] = outcome.rejected.get(r.error.type, 0) + 1
-    return changes, sequences, outcome
-
-
-@dataclass
-class BatchPlan:
-    """Everything one batch will write to the journal, decided before touching it."""
-
-    root: str
-    changes: list[StateChange]
-    sequences: list[tuple[str, list[str]]]
-    rejected: list[tuple[str, str, str]]  # (hash, original path, reason)
-    outcome: BatchOutcome
-
-
-def plan_batch(
+def plan_rows(
     root: str,
     rows: list[FileRow],
     track: Track | None,
     options: PipelineOptions,
     position_wait: float,
 ) -> BatchPlan:
-    """Read the photos and run the pipeline (blocking I/O: call it from a worker thread)."""
-    records = _load(rows, options.tz)
-    result = run_pipeline(records, track, options)
-    origin = {r.hash: r.paths[0] if r.paths else r.readable_path for r in rows}
-    names = {h: Path(p).name for h, p in origin.items()}
-    changes, sequences, outcome = plan_changes(
-        result, _first_seen(rows), position_wait, time.time(), names
-    )
-    outcome.root = root
-    # Every photo rejected now, also one whose wait for a position just ran out.
-    rejected = [
-        (c.hash, origin.get(c.hash, c.hash), c.reason or "")
-        for c in changes
-        if c.state == FileState.REJECTED
-    ]
-    return BatchPlan(root, changes, sequences, rejected, outcome)
+    """Read the photos, run the pipeline, plan (blocking I/O: call it from a worker thread)."""
+    result = run_pipeline(_load(rows, options.tz), track, options)
+    return plan_batch(root, rows, result, position_wait, time.time())
 
 
 def apply_plan(journal: Journal, plan: BatchPlan) -> None:
@@ -207,3 +116,159 @@ def apply_plan(journal: Journal, plan: BatchPlan) -> None:
             journal.create_sequence(uuid, hashes, source_root=plan.root)
         for file_hash, path, reason in plan.rejected:
             journal.record_event("rejected", f"{path}: {reason}", file_hash)
+
+
+class Processing:
+    """Plans each root whose batch is ready, and wakes the upload for what it journaled."""
+
+    def __init__(
+        self,
+        *,
+        settings: config.Settings,
+        journal: AsyncJournal,
+        gpx: GpxLibrary,
+        once: bool,
+        wake: Wakeups,
+        stats: RunStats,
+        activity: RootActivity,
+        board: StatusBoard,
+    ) -> None:
+        self.settings = settings
+        self.journal = journal
+        self.gpx = gpx
+        self.once = once
+        self.wake = wake
+        self.stats = stats
+        self.activity = activity
+        self.board = board
+        self.log = log.get("daemon")
+        self._processed_version: dict[str, int] = {}  # root → GPX version it was planned with
+        self._maybe_due = True  # a batch may be waiting for its quiet period to end
+        self._recheck_waiting: dict[str, float] = {}  # root → when to look at its waiting photos
+
+    async def run(self) -> None:
+        while not self.wake.stopping.is_set():
+            # Poll for quiet periods to end only while a batch is building up; an idle daemon
+            # sleeps until new files (or a GPX) wake it, and rechecks waiting photos rarely.
+            poll = self.settings.batch_quiet_seconds / 3 or 1.0
+            await wait_event(
+                self.wake.process, poll if self._maybe_due else WAITING_RECHECK_SECONDS
+            )
+            self.wake.process.clear()
+            await self.process_ready()
+
+    def _batch_ready(self, root: str) -> bool:
+        if root in self.activity.importing:
+            return False
+        if self.once:
+            return True
+        return self.activity.quiet_for(root) >= self.settings.batch_quiet_seconds
+
+    async def process_ready(self) -> None:
+        # Counts per root first (cheap): rows are loaded only for a root that is due, so a card
+        # importing batch after batch does not make us re-read every imported row each time.
+        fresh = await self.journal.run(lambda j: j.roots_in_states([FileState.IMPORTED]))
+        waiting = await self.journal.run(
+            lambda j: j.roots_in_states([FileState.WAITING_FOR_POSITION])
+        )
+        options = PipelineOptions.from_settings(self.settings)
+        self._maybe_due = False
+        for root in sorted({*fresh, *waiting}):
+            if not self._batch_ready(root):
+                self._maybe_due = True  # look again when its quiet period has passed
+                continue
+            if (
+                root not in fresh
+                and self._processed_version.get(root) == self.gpx.version
+                and time.monotonic() < self._recheck_waiting.get(root, 0.0)
+            ):
+                continue  # only photos waiting for a GPX, and no new GPX since the last look
+            oldest = await self.journal.run(
+                partial(Journal.oldest_of_root, root=root, states=PLANNED)
+            )
+            expired = oldest is not None and time.time() - oldest >= self.settings.position_wait
+            self._recheck_waiting[root] = time.monotonic() + WAITING_RECHECK_SECONDS
+            if (
+                root not in fresh
+                and not expired
+                and self._processed_version.get(root) == self.gpx.version
+            ):
+                continue
+            await self._process_root(root, options)
+
+    async def _process_root(self, root: str, options: PipelineOptions) -> None:
+        """Plan and journal a root's photos, PROCESS_CHUNK at a time; one batch_processed."""
+        self.board.note(root, RootState.PROCESSING)
+        # The file list is taken here, on the loop: a GPX added meanwhile is a new version.
+        version, paths = self.gpx.snapshot()
+        track = await asyncio.to_thread(self.gpx.build, version, paths)
+        total = BatchOutcome(root)
+        after = 0
+        held: list[FileRow] = []
+        while not self.wake.stopping.is_set():
+            page, after = await self.journal.run(
+                partial(
+                    Journal.files_of_root_page,
+                    root=root,
+                    states=PLANNED,
+                    after=after,
+                    limit=PROCESS_CHUNK,
+                )
+            )
+            rows, last = held + page, len(page) < PROCESS_CHUNK
+            if not rows:
+                break
+            plan = await self._plan(root, rows, track, options)
+            held = [] if last else tail_from_last_sequence(plan, rows, PROCESS_CHUNK)
+            if held:  # planned again without them: they go with the next chunk
+                rows = rows[: len(rows) - len(held)]
+                plan = await self._plan(root, rows, track, options)
+            await self.journal.run(partial(apply_plan, plan=plan))
+            for _hash, path, reason in plan.rejected:
+                self.log.warning("photo_set_aside", file=path, reason=reason)
+            total.add(plan.outcome)
+            self.wake.upload.set()  # a big card's first sequences go up while the rest waits
+            if last:
+                self._processed_version[root] = version
+                break
+        self._count(total)
+        self.board.note(root, RootState.IDLE)
+
+    async def _plan(
+        self, root: str, rows: list[FileRow], track: Track | None, options: PipelineOptions
+    ) -> BatchPlan:
+        try:
+            return await asyncio.to_thread(
+                plan_rows, root, rows, track, options, self.settings.position_wait
+            )
+        finally:
+            clear_caches()  # worth it within a batch, tens of MB for good after a big card
+
+    def _count(self, o: BatchOutcome) -> None:
+        self.stats.sequences += o.sequences
+        self.stats.images += o.images
+        self.stats.duplicates += o.duplicates
+        self.stats.waiting += o.waiting
+        self.stats.rejected += sum(o.rejected.values())
+        zone = zone_label(self.settings.tz)
+        self.log.info(
+            "batch_processed",
+            root=o.root,
+            sequences=o.sequences,
+            images=o.images,
+            duplicates=o.duplicates,
+            waiting_for_position=o.waiting,
+            rejected=o.rejected,
+            zone=zone,
+            time_offset=self.settings.time_offset,
+        )
+        if o.waiting:
+            self.log.warning(
+                "waiting_for_position",
+                root=o.root,
+                photos=o.waiting,
+                zone=zone,
+                time_offset=self.settings.time_offset,
+                hint="no GPS position and no GPX covering their time yet; if a GPX should "
+                "cover them, check tz and time_offset",
+            )

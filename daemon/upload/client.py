@@ -105,7 +105,12 @@ def session_key(data: bytes) -> str:
     >>> session_key(b"abc")
     'mly_tools_900150983cd24fb0d6963f7d28e17f72.jpg'
     """
-    return f"mly_tools_{hashlib.md5(data).hexdigest()}.jpg"
+    return session_key_of(hashlib.md5(data).hexdigest())
+
+
+def session_key_of(md5: str) -> str:
+    """The upload key of an image whose MD5 (hex) is known already."""
+    return f"mly_tools_{md5}.jpg"
 
 
 def manifest_key() -> str:

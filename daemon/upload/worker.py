@@ -17,6 +17,7 @@ Used by the ``upload`` command and by the daemon; neither knows the protocol.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import stat
 import time
@@ -43,7 +44,7 @@ from daemon.upload.client import (
     UploadClient,
     manifest_bytes,
     most_serious,
-    session_key,
+    session_key_of,
 )
 
 HANDLE_BATCH = 16
@@ -188,10 +189,11 @@ def read_tagged(row: FileRow, seen: Seen) -> bytes:
     raise Unreadable(problem or f"changed or removed since import: {where}")
 
 
-def _prepare(row: FileRow, seen: Seen) -> tuple[bytes, str]:
-    """Tagged bytes and their session key: both hash megabytes, so both run off the loop."""
+def _prepare(row: FileRow, seen: Seen) -> tuple[bytes, str, str]:
+    """Tagged bytes, their MD5 and session key: both hash megabytes, so both run off the loop."""
     data = read_tagged(row, seen)
-    return data, session_key(data)
+    md5 = hashlib.md5(data).hexdigest()
+    return data, md5, session_key_of(md5)
 
 
 class SequenceUploader:
@@ -309,11 +311,10 @@ class SequenceUploader:
         name = _name(row)
         async with self._slots:
             try:
-                data, key = await asyncio.to_thread(_prepare, row, seen)
+                data, md5, key = await asyncio.to_thread(_prepare, row, seen)
             except Unreadable as exc:
                 await self._set_aside(row, str(exc), run)
                 return
-            md5 = key[len("mly_tools_") : -len(".jpg")]
             try:
                 # No probe first: a server holding part of it (a run killed mid-body) says 412.
                 handle = await self.client.upload_bytes(key, data, name=name, fresh=True)

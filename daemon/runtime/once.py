@@ -1,0 +1,51 @@
+"""``run --once``: one pass in order (intake until the sources settle, processing, upload), then
+stop; no processing or upload loop runs beside it."""
+
+from __future__ import annotations
+
+import asyncio
+
+from daemon.core import log
+from daemon.intake.sources import Sources
+from daemon.runtime.intake import Intake
+from daemon.runtime.process import Processing
+from daemon.runtime.state import RunStats, Runtime
+from daemon.runtime.uploading import Uploading
+from daemon.upload.client import UploadError
+
+
+async def until_done(
+    sources: Sources,
+    intake: Intake,
+    processing: Processing,
+    uploading: Uploading,
+    stats: RunStats,
+    runtime: Runtime,
+) -> None:
+    """Return when sources are settled, nothing is left to process, and uploads are done."""
+    # Settled sources and an idle intake, twice in a row: the intake may have taken the
+    # last event from the queue and still be hashing it when the queue looks empty.
+    quiet = 0
+    while quiet < 2:
+        await sources.wait_settled()
+        quiet = 0 if intake.busy else quiet + 1
+        await asyncio.sleep(0.05)
+    await intake.flush()
+    await processing.process_ready()
+    while True:
+        pending = await uploading.due_sequences()
+        if not pending:
+            break
+        token = await uploading.access_token()
+        if not token:
+            log.get("daemon").warning("upload_skipped", reason=runtime.server)
+            stats.failed += len(pending)
+            break
+        try:
+            await uploading.upload(token, pending)
+        except UploadError as exc:
+            log.get("daemon").error("upload_stopped", reason=str(exc), still_queued=len(pending))
+            stats.failed += len(await uploading.due_sequences())
+            break
+        if set(await uploading.due_sequences()) >= set(pending):
+            break  # nothing moved (all failed): do not loop

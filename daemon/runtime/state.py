@@ -1,0 +1,106 @@
+"""What the daemon's stages share: the events they wake each other with, this run's figures,
+and the status board each writes its own part of (saved in the journal for ``status``)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from daemon.journal import RUNTIME_META, AsyncJournal
+from daemon.runtime.roots import RootState, shown_states
+from daemon.upload.worker import SequenceResult
+
+
+def _set_event() -> asyncio.Event:
+    event = asyncio.Event()
+    event.set()
+    return event
+
+
+@dataclass
+class Wakeups:
+    """The events one stage sets and another waits on: no stage calls another."""
+
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    process: asyncio.Event = field(default_factory=asyncio.Event)  # batches may be ready
+    upload: asyncio.Event = field(default_factory=asyncio.Event)  # sequences may be due
+    room: asyncio.Event = field(default_factory=_set_event)  # clear: card imports paused
+
+
+@dataclass
+class Runtime:
+    """What `status` shows about the running daemon (saved in the journal's meta table)."""
+
+    pid: int = field(default_factory=os.getpid)
+    started: float = field(default_factory=time.time)
+    activity: str = "starting"
+    server: str = "not contacted yet"
+    paused: str | None = None
+    upload_rate: float = 0.0
+    roots: dict[str, RootState] = field(default_factory=dict)
+    stopped: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class RunStats:
+    """Figures of this run, for `--once`, the demo and the logs."""
+
+    imported: int = 0
+    known: int = 0
+    sequences: int = 0
+    images: int = 0
+    duplicates: int = 0
+    waiting: int = 0
+    rejected: int = 0
+    finished: int = 0
+    failed: int = 0
+    results: list[SequenceResult] = field(default_factory=list)
+
+    def figures(self) -> dict[str, int]:
+        return {k: v for k, v in self.__dict__.items() if isinstance(v, int)}
+
+    def line(self) -> str:
+        """The one-line summary `run --once` prints."""
+        return (
+            f"{self.imported} new photos ({self.known} already known), "
+            f"{self.sequences} sequences of {self.images} images made, "
+            f"{self.duplicates} duplicates skipped, {self.waiting} waiting for a position, "
+            f"{self.rejected} set aside; {self.finished} sequences uploaded, "
+            f"{self.failed} failed or still queued"
+        )
+
+
+class StatusBoard:
+    """The runtime status, saved in the journal when it changed (rarely: spares the SD card).
+
+    ``live`` gives the sources' own state per root (watching, N settling, missing, ...)."""
+
+    def __init__(
+        self, runtime: Runtime, journal: AsyncJournal, live: Callable[[], dict[str, str]]
+    ) -> None:
+        self.runtime = runtime
+        self.journal = journal
+        self.live = live
+        self._saved = ""
+
+    def note(self, root: str, state: RootState) -> None:
+        self.runtime.roots[root] = state
+
+    def snapshot(self) -> dict[str, Any]:
+        snapshot = self.runtime.as_dict()
+        snapshot["roots"] = shown_states(self.live(), self.runtime.roots)
+        return snapshot
+
+    async def save(self, force: bool = False) -> None:
+        snapshot = self.snapshot()
+        text = repr(snapshot)
+        if force or text != self._saved:
+            await self.journal.set_meta(RUNTIME_META, snapshot)
+            self._saved = text

@@ -1,0 +1,123 @@
+"""The upload stage: pending sequences, once due, → the server.
+
+Woken by processing (new sequences) or a reload; waits out an unreachable server with a growing
+backoff and a refused token until SIGHUP brings a new one. What the server says goes into the
+status, never the token itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from daemon.core import auth, config, log
+from daemon.core.aio import wait_event
+from daemon.journal import AsyncJournal, SequenceState
+from daemon.runtime.state import RunStats, Runtime, Wakeups
+from daemon.upload.client import AuthError, UploadClient, UploadError
+from daemon.upload.events import UploadEvent
+from daemon.upload.worker import SequenceResult, SequenceUploader
+
+OFFLINE_BACKOFF_MAX = 60.0
+
+
+class Uploading:
+    def __init__(
+        self,
+        *,
+        settings: config.Settings,
+        token: str | None,
+        journal: AsyncJournal,
+        missing_roots: Callable[[], set[str]],
+        wake: Wakeups,
+        stats: RunStats,
+        runtime: Runtime,
+    ) -> None:
+        self.settings = settings
+        self.token = token  # given on the command line: no token store is read
+        self.journal = journal
+        self.missing_roots = missing_roots
+        self.wake = wake
+        self.stats = stats
+        self.runtime = runtime
+        self.log = log.get("daemon")
+        self._bytes_window: list[tuple[float, int]] = []
+
+    async def run(self) -> None:
+        backoff = 2.0
+        self.wake.upload.set()  # what the last run left queued goes now, not in 30 s
+        while not self.wake.stopping.is_set():
+            await wait_event(self.wake.upload, 30.0)
+            self.wake.upload.clear()
+            token = await self.access_token()
+            if not token:
+                continue
+            pending = await self.due_sequences()
+            if not pending:
+                continue
+            try:
+                await self.upload(token, pending)
+                backoff = 2.0
+            except AuthError as exc:
+                self.runtime.server = f"token refused: {exc}"
+                self.log.error("token_refused", reason=str(exc))
+                self.wake.upload.clear()
+                await wait_event(self.wake.upload, 600.0)  # SIGHUP (a new token) wakes us
+            except UploadError as exc:
+                self.runtime.server = f"unreachable: {exc}"
+                self.log.warning("server_unreachable", reason=str(exc), retry_in=backoff)
+                await wait_event(self.wake.stopping, backoff)
+                backoff = min(backoff * 2, OFFLINE_BACKOFF_MAX)
+                self.wake.upload.set()
+
+    async def access_token(self) -> str | None:
+        """The access token, or None with the reason in the status (never the token itself)."""
+        if self.token:
+            return self.token
+        try:
+            token = await asyncio.to_thread(auth.load_token, self.settings.profile)
+        except auth.TokenStoreError as exc:
+            problem = f"cannot read the token: {exc}"
+            if self.runtime.server != problem:  # said once, not every 30 s
+                self.log.error("token_unreadable", reason=str(exc))
+            self.runtime.server = problem
+            return None
+        if not token:
+            self.runtime.server = "no token: run 'mapillary-daemon authenticate'"
+        return token
+
+    async def due_sequences(self) -> list[str]:
+        rows = await self.journal.sequences_in_state(SequenceState.PENDING)
+        due = time.time() - self.settings.upload_delay
+        # A watch folder on a drive that is unplugged right now: its photos are not gone, so
+        # its sequences wait for it instead of losing every photo as "removed since import".
+        away = self.missing_roots()
+        return [r.uuid for r in rows if r.created_at <= due and r.source_root not in away]
+
+    async def upload(self, token: str, uuids: list[str]) -> None:
+        client = UploadClient.from_settings(self.settings, token)
+        client.events.subscribe(self._on_upload_event)
+        self.runtime.activity = f"uploading {len(uuids)} sequence(s)"
+        async with client:
+            worker = SequenceUploader(self.journal, client, on_sequence=self._on_sequence)
+            await worker.upload_all(uuids)
+        self.runtime.server = "reachable"
+        self.runtime.activity = "idle"
+
+    def _on_sequence(self, result: SequenceResult) -> None:
+        self.stats.results.append(result)
+        self.stats.rejected += len(result.set_aside)
+        if result.cluster_id:
+            self.stats.finished += 1
+        elif result.error:
+            self.stats.failed += 1
+
+    def _on_upload_event(self, event: UploadEvent) -> None:
+        if event.kind == "end":
+            now = time.monotonic()
+            self._bytes_window.append((now, event.total))
+            self._bytes_window = [(t, n) for t, n in self._bytes_window if now - t < 60]
+            span = max(now - self._bytes_window[0][0], 1.0)
+            self.runtime.upload_rate = sum(n for _, n in self._bytes_window) / span
+            self.runtime.server = "reachable"
