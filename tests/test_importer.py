@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from daemon.core.hashing import hash_file
 from daemon.intake.sources import CardImported, CardRemoved, SettledFile, Sources
 from daemon.intake.spool import (
     ImportedFile,
     SourceGone,
     clean_spool_temps,
     free_mb,
-    hash_file,
     import_file,
     import_files,
     remove_spool_file,

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from daemon.core.durable import fsync_dirs, sync_files
+from daemon.core.hashing import hash_file
 
 CHUNK = 1 << 20
 MAP_WINDOW = 16 << 20  # a multiple of mmap.ALLOCATIONGRANULARITY
@@ -68,19 +69,6 @@ class Staged:
     tmp: Path
     digest: str
     size: int
-
-
-def hash_file(path: str | os.PathLike[str]) -> tuple[str, int]:
-    """SHA-256 hex digest and size of a file read in place (1 MB chunks, never written)."""
-    digest = hashlib.sha256()
-    buf = bytearray(CHUNK)
-    view = memoryview(buf)
-    size = 0
-    with open(path, "rb", buffering=0) as fh:
-        while n := fh.readinto(buf):
-            digest.update(view[:n])
-            size += n
-    return digest.hexdigest(), size
 
 
 def spool_name(digest: str, suffix: str) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 
 from daemon.core import auth, config, log
 from daemon.core.aio import wait_event
+from daemon.core.hashing import hash_file
 from daemon.intake.sources import (
     BatchReady,
     CardImported,
@@ -31,7 +32,6 @@ from daemon.intake.spool import (
     clean_spool_temps,
     commit_staged,
     free_mb,
-    hash_file,
     import_file,
     remove_spool_file,
     stage_files,

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from daemon.core.hashing import hash_file
 from daemon.journal import FileState, Journal, NewFile, StateChange
 from daemon.media import exif
 from daemon.media.load import find_jpegs
@@ -130,8 +131,6 @@ class Queued:
 
 def queue(journal: Journal, root: Path, photos: list[Described]) -> Queued:
     """Hash the photos and record them as sequences, in one transaction per folder scan."""
-    from daemon.intake.spool import hash_file
-
     result = Queued([], [], [])
     hashed: list[tuple[Described, str, int, float]] = []
     for photo in photos:
