@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from daemon.core.hashing import hash_file
-from daemon.intake.sources import CardImported, CardRemoved, SettledFile, Sources
+from daemon.intake import CardImported, CardRemoved, SettledFile, Sources
 from daemon.intake.spool import (
     ImportedFile,
     SourceGone,

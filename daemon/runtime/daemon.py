@@ -18,17 +18,15 @@ from typing import Any
 from daemon.core import auth, config, log
 from daemon.core.aio import wait_event
 from daemon.core.hashing import hash_file
-from daemon.intake.sources import (
+from daemon.intake import (
     BatchReady,
     CardImported,
     CardInserted,
     CardRemoved,
     SettledFile,
     SourceEvent,
-    Sources,
-)
-from daemon.intake.spool import (
     SourceGone,
+    Sources,
     clean_spool_temps,
     commit_staged,
     free_mb,

@@ -130,7 +130,7 @@ IDLE_SCRIPT = textwrap.dedent(
     """
     import asyncio, json, resource, sys, time
     from pathlib import Path
-    from daemon.intake.sources import SettledFile, Sources
+    from daemon.intake import SettledFile, Sources
     from tests.jpegs import make_jpeg
 
     async def main(base, seconds, files):
