@@ -8,7 +8,6 @@ importer: cards copied in, hashed, durably).
 
 from daemon.intake.events import (
     BatchReady,
-    Card,
     CardImported,
     CardInserted,
     CardRemoved,
@@ -17,7 +16,6 @@ from daemon.intake.events import (
 )
 from daemon.intake.sources import Sources
 from daemon.intake.spool import (
-    ImportedFile,
     SourceGone,
     clean_spool_temps,
     commit_staged,
@@ -29,11 +27,9 @@ from daemon.intake.spool import (
 
 __all__ = [
     "BatchReady",
-    "Card",
     "CardImported",
     "CardInserted",
     "CardRemoved",
-    "ImportedFile",
     "SettledFile",
     "SourceEvent",
     "SourceGone",
