@@ -9,7 +9,7 @@ import sqlite3
 from pathlib import Path
 
 from daemon.core import config
-from daemon.intake.sources import SettledFile
+from daemon.intake import SettledFile
 from daemon.runtime.daemon import Daemon
 
 

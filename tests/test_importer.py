@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import doctest
 import hashlib
 import os
 import shutil
@@ -13,17 +14,19 @@ from pathlib import Path
 
 import pytest
 
-from daemon.intake.sources import CardImported, CardRemoved, SettledFile, Sources
+from daemon.core.hashing import hash_file
+from daemon.intake import CardImported, CardRemoved, SettledFile, Sources
+from daemon.intake import spool as spool_module
 from daemon.intake.spool import (
     ImportedFile,
     SourceGone,
     clean_spool_temps,
+    commit_staged,
     free_mb,
-    hash_file,
     import_file,
-    import_files,
     remove_spool_file,
     spool_name,
+    stage_files,
 )
 from tests import jpegs
 from tests.jpegs import jpeg_bytes
@@ -32,6 +35,13 @@ from tests.jpegs import jpeg_bytes
 def make_jpeg(path: Path, **kwargs: object) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     return jpegs.make_jpeg(path, **kwargs)  # type: ignore[arg-type]
+
+
+def import_batch(
+    srcs: list[Path], spool: Path, workers: int = 2
+) -> list[ImportedFile | SourceGone | OSError]:
+    """A card's batch as the daemon imports it: copied and hashed, then committed at once."""
+    return commit_staged(stage_files(srcs, spool, workers), spool)
 
 
 def spool_files(spool: Path) -> list[Path]:
@@ -44,6 +54,10 @@ def big_photo(path: Path, megabytes: int) -> bytes:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(blob)
     return blob
+
+
+def test_doctests() -> None:
+    assert doctest.testmod(spool_module).failed == 0
 
 
 def test_a_photo_is_copied_into_the_spool_under_its_hash(tmp_path: Path) -> None:
@@ -133,7 +147,7 @@ def test_trouble_on_our_side_is_an_oserror_not_source_gone(tmp_path: Path) -> No
         import_file(src, spool)
     assert not isinstance(caught.value, SourceGone)
     with pytest.raises(OSError) as caught:
-        import_files([src], spool)  # a spool that cannot be made fails the whole batch
+        import_batch([src], spool)  # a spool that cannot be made fails the whole batch
     assert not isinstance(caught.value, SourceGone)
 
 
@@ -144,7 +158,7 @@ def test_a_batch_is_imported_in_order_with_errors_as_values(tmp_path: Path) -> N
     shutil.copyfile(srcs[0], twin)
     missing = card / "gone.jpg"
     spool = tmp_path / "spool"
-    results = import_files([*srcs[:6], missing, *srcs[6:], twin], spool, workers=3)
+    results = import_batch([*srcs[:6], missing, *srcs[6:], twin], spool, workers=3)
     assert isinstance(results[6], SourceGone)
     got = [r for r in results if isinstance(r, ImportedFile)]
     assert [r.src for r in got] == [*srcs, twin]
@@ -268,7 +282,7 @@ def test_a_card_on_another_file_system_is_copied_whole(tmp_path: Path) -> None:
         srcs = [make_jpeg(card / "DCIM" / f"IMG_{i}.JPG", seed=i) for i in range(3)]
         srcs.append(card / "DCIM" / "BIG.JPG")
         big_photo(srcs[-1], 5)
-        got = import_files(srcs, tmp_path / "spool")
+        got = import_batch(srcs, tmp_path / "spool")
         for src, r in zip(srcs, got, strict=True):
             assert isinstance(r, ImportedFile)
             assert r.spool_path.read_bytes() == src.read_bytes()
@@ -287,13 +301,13 @@ def test_a_name_left_on_unwritten_data_by_a_power_cut_is_repaired(tmp_path: Path
     final = spool / spool_name(digest, ".JPG")
     final.parent.mkdir(parents=True)
     final.write_bytes(bytes(len(blob)))
-    [got] = import_files([src], spool)
+    [got] = import_batch([src], spool)
     assert isinstance(got, ImportedFile) and got.spool_path == final
     assert final.read_bytes() == blob
     assert spool_files(spool) == [final]
     # A good copy already there is kept (same inode), the new one dropped.
     inode = final.stat().st_ino
-    [again] = import_files([src], spool)
+    [again] = import_batch([src], spool)
     assert isinstance(again, ImportedFile) and final.stat().st_ino == inode
     assert spool_files(spool) == [final]
 

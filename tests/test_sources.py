@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import doctest
 import json
 import os
 import re
@@ -19,20 +20,19 @@ import piexif
 import pytest
 from PIL import Image
 
-from daemon.intake.sources import (
+from daemon.core import files as core_files
+from daemon.core.files import is_photo_or_track, walk
+from daemon.intake import (
     BatchReady,
     CardImported,
     CardInserted,
     CardRemoved,
     SettledFile,
     Sources,
-    Verdict,
-    identify_card,
-    parse_mountinfo,
-    scan,
-    verdict,
-    wanted,
+    mounts,
 )
+from daemon.intake.complete import Verdict, verdict
+from daemon.intake.mounts import identify_card, parse_mountinfo
 from daemon.media import exif
 from tests.jpegs import gpx_text, jpeg_bytes, make_jpeg
 
@@ -105,10 +105,10 @@ async def test_a_dropped_photo_settles_and_is_reported_once(tmp_path: Path, runn
     assert files[0].card_id is None
     batch = [e for e in events if isinstance(e, BatchReady)]
     assert batch == [BatchReady(watch.resolve(), watch.resolve(), 1)]
-    # The same queue reads as an async iterator too.
     path2 = photo(watch / "G0002.JPG", seed=2)
     async with asyncio.timeout(8):
-        async for event in sources.events():
+        while True:
+            event = await sources.next_event()
             if isinstance(event, SettledFile):
                 assert event.path == path2
                 break
@@ -508,7 +508,7 @@ FALLBACK_SCRIPT = textwrap.dedent(
     """
     import asyncio, ctypes, errno, json, os, sys, time
     from pathlib import Path
-    from daemon.intake.sources import SettledFile, Sources
+    from daemon.intake import SettledFile, Sources
     from tests.jpegs import make_jpeg
 
     libc = ctypes.CDLL(None, use_errno=True)
@@ -567,6 +567,11 @@ def test_without_inotify_instances_it_falls_back_to_polling(tmp_path: Path) -> N
 # -- pure helpers ----------------------------------------------------------------------------------
 
 
+def test_doctests() -> None:
+    for module in (core_files, mounts):
+        assert doctest.testmod(module).failed == 0, module.__name__
+
+
 def test_completeness_checks(tmp_path: Path) -> None:
     whole, thumb_end = thumbnail_cut(tmp_path)
     path = tmp_path / "p.jpg"
@@ -606,8 +611,9 @@ def test_scan_lists_photos_and_tracks_only(tmp_path: Path) -> None:
     want.add(tmp_path / "t.GPX")
     for name in (".h/z.jpg", "n.txt", "w.jpg.part", "spool/s.jpg"):
         photo(tmp_path / name)
-    assert set(scan(tmp_path, ignore=[tmp_path / "spool"])) == want
-    assert wanted("IMG.JpG") and not wanted("IMG.jpg.crdownload")
+    listings = walk(tmp_path, is_photo_or_track, ignore=[tmp_path / "spool"])
+    assert {folder / entry.name for folder, files in listings for entry in files} == want
+    assert is_photo_or_track("IMG.JpG") and not is_photo_or_track("IMG.jpg.crdownload")
 
 
 def test_mountinfo_and_card_identity(tmp_path: Path) -> None:

@@ -16,8 +16,9 @@ from pathlib import Path
 
 from daemon.cli import UsageError
 from daemon.commands.report import Progress, Summary
+from daemon.core.files import is_photo
 from daemon.media import exif
-from daemon.media.load import JPEG_SUFFIXES, find_jpegs, load_records
+from daemon.media.load import find_jpegs, load_records
 from daemon.pipeline.dates import natural_key, parse_zone
 from daemon.pipeline.records import BAD_FILE, ImageRecord
 
@@ -71,7 +72,7 @@ def photos_in(path: Path, *, recursive: bool) -> list[Path]:
         found = [
             p
             for p in path.iterdir()
-            if p.suffix.lower() in JPEG_SUFFIXES and not p.name.startswith(".") and p.is_file()
+            if is_photo(p.name) and not p.name.startswith(".") and p.is_file()
         ]
     return sorted(found, key=lambda p: (natural_key(str(p.parent)), natural_key(p.name)))
 

@@ -25,7 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemon.core.durable import fsync_dirs, sync_files
+from daemon.core.durable import fsync_dirs, put_in_place, sync_files
+from daemon.core.hashing import hash_file
 
 CHUNK = 1 << 20
 MAP_WINDOW = 16 << 20  # a multiple of mmap.ALLOCATIONGRANULARITY
@@ -68,19 +69,6 @@ class Staged:
     tmp: Path
     digest: str
     size: int
-
-
-def hash_file(path: str | os.PathLike[str]) -> tuple[str, int]:
-    """SHA-256 hex digest and size of a file read in place (1 MB chunks, never written)."""
-    digest = hashlib.sha256()
-    buf = bytearray(CHUNK)
-    view = memoryview(buf)
-    size = 0
-    with open(path, "rb", buffering=0) as fh:
-        while n := fh.readinto(buf):
-            digest.update(view[:n])
-            size += n
-    return digest.hexdigest(), size
 
 
 def spool_name(digest: str, suffix: str) -> str:
@@ -262,19 +250,20 @@ def _place(
     its flush can leave a name on unwritten data, and the next copy of that photo repairs it."""
     final = spool / spool_name(staged.digest, staged.src.suffix)
     try:
-        if final.exists() and _holds(final, staged.digest, staged.size):
+        twin = final.exists() and _holds(final, staged.digest, staged.size)
+        if twin:
             staged.tmp.unlink(missing_ok=True)  # the same photo came before (a card seen twice)
-        else:
-            if not final.parent.is_dir():
-                final.parent.mkdir(exist_ok=True)
-                dirty.add(spool)
-            os.replace(staged.tmp, final)
-            if placed is not None:
-                placed.append(final)
-        dirty.add(final.parent)  # a name a killed run left may not be durable yet either
+        elif not final.parent.is_dir():
+            final.parent.mkdir(exist_ok=True)
+            dirty.add(spool)
     except BaseException:
         staged.tmp.unlink(missing_ok=True)
         raise
+    if not twin:
+        put_in_place(staged.tmp, final)
+        if placed is not None:
+            placed.append(final)
+    dirty.add(final.parent)  # a name a killed run left may not be durable yet either
     return ImportedFile(staged.digest, final, staged.size, staged.src)
 
 
@@ -297,28 +286,16 @@ def import_file(
     return got
 
 
-def import_files(
-    srcs: Iterable[str | os.PathLike[str]],
-    spool_dir: str | os.PathLike[str],
-    workers: int = 2,
-) -> list[ImportedFile | SourceGone | OSError]:
-    """Import many files (a card's batch, ~64 files): copies run in ``workers`` threads, are
-    renamed into place, then the whole batch is made durable at once (one syncfs on Linux,
-    fsyncs elsewhere). Returns, in order, an ImportedFile or the error for each source; every
-    ImportedFile is durable when this returns. A spool that cannot be written at all
-    (missing, full disk at flush time) raises OSError."""
-    return commit_staged(stage_files(srcs, spool_dir, workers), spool_dir)
-
-
 def stage_files(
     srcs: Iterable[str | os.PathLike[str]],
     spool_dir: str | os.PathLike[str],
     workers: int = 2,
 ) -> list[Staged | SourceGone | OSError]:
-    """The first half of :func:`import_files`: copy to temp names and hash, no flush.
+    """Copy many files (a card's batch, ~64 files) to temp names in ``workers`` threads and
+    hash them, no flush. Returns, in order, a Staged copy or the error for each source.
     Nothing counts until :func:`commit_staged`; a crash in between leaves only temps, which
-    :func:`clean_spool_temps` removes. Split so that one batch can be copied while the one
-    before it is flushed."""
+    :func:`clean_spool_temps` removes. Two halves, so that one batch can be copied while the
+    one before it is flushed."""
     spool = Path(spool_dir)
     spool.mkdir(parents=True, exist_ok=True)
 
@@ -335,7 +312,7 @@ def stage_files(
 def commit_staged(
     staged: list[Staged | SourceGone | OSError], spool_dir: str | os.PathLike[str]
 ) -> list[ImportedFile | SourceGone | OSError]:
-    """The second half of :func:`import_files`: rename the copies into place, then make data
+    """The second half of a batch import: rename the copies into place, then make data
     and names durable with one flush (one syncfs on Linux; each file and folder fsynced
     elsewhere). Every ImportedFile returned is durable; callers journal only those. A flush
     that fails raises OSError and removes the names this batch placed: the page cache may

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from datetime import tzinfo
 from pathlib import Path
 
+from daemon.core.files import is_photo, walk
 from daemon.media import exif
 from daemon.pipeline.dates import capture_order, parse_zone, resolve_capture_time, zone_label
 from daemon.pipeline.records import BAD_FILE, BAD_METADATA, NO_TIME, ImageRecord
-
-JPEG_SUFFIXES = {".jpg", ".jpeg"}
 
 
 def find_jpegs(root: Path, skip_dirs: Iterable[str] = ()) -> list[Path]:
@@ -21,31 +19,11 @@ def find_jpegs(root: Path, skip_dirs: Iterable[str] = ()) -> list[Path]:
     if root.is_file():
         return [root]
     found: list[tuple[str, ...]] = []
-    _scan(str(root), (), set(skip_dirs), found)
+    for folder, entries in walk(root, is_photo, skip_names=frozenset(skip_dirs)):
+        parts = folder.relative_to(root).parts
+        found.extend((*parts, entry.name) for entry in entries)
     found.sort()  # tuples of names sort as the paths would, without building them first
     return [root.joinpath(*parts) for parts in found]
-
-
-def _scan(folder: str, parts: tuple[str, ...], skip: set[str], found: list) -> None:
-    """Walk with scandir: the kind of each entry comes with the listing, no stat per file.
-    Folders that cannot be listed and symlinked folders are passed over."""
-    try:
-        with os.scandir(folder) as listing:
-            entries = list(listing)
-    except OSError:
-        return
-    for entry in entries:
-        name = entry.name
-        if name.startswith("."):
-            continue
-        try:
-            if entry.is_dir(follow_symlinks=False):
-                if name not in skip:
-                    _scan(entry.path, (*parts, name), skip, found)
-            elif os.path.splitext(name)[1].lower() in JPEG_SUFFIXES and entry.is_file():
-                found.append((*parts, name))
-        except OSError:
-            continue
 
 
 def load_record(path: Path, tz: tzinfo, label: str) -> ImageRecord:

@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.core import config, log
-from daemon.intake.sources import Sources
-from daemon.intake.spool import clean_spool_temps
+from daemon.intake import Sources, clean_spool_temps
 from daemon.journal import ASIDE_META, GPX_META, AsyncJournal
 from daemon.runtime.housekeeping import Housekeeping
 from daemon.runtime.intake import Intake

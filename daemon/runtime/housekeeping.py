@@ -9,7 +9,7 @@ from pathlib import Path
 
 from daemon.core import config, log
 from daemon.core.aio import wait_event
-from daemon.intake.spool import free_mb, remove_spool_file
+from daemon.intake import free_mb, remove_spool_file
 from daemon.journal import AsyncJournal, FileState, Journal, SequenceState
 from daemon.runtime.state import StatusBoard, Wakeups
 

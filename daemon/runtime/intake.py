@@ -12,19 +12,17 @@ import asyncio
 from typing import Any
 
 from daemon.core import config, log
-from daemon.intake.sources import (
+from daemon.core.hashing import hash_file
+from daemon.intake import (
     BatchReady,
     CardImported,
     CardInserted,
     CardRemoved,
     SettledFile,
     SourceEvent,
-    Sources,
-)
-from daemon.intake.spool import (
     SourceGone,
+    Sources,
     commit_staged,
-    hash_file,
     import_file,
     stage_files,
 )

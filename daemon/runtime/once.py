@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from daemon.core import log
-from daemon.intake.sources import Sources
+from daemon.intake import Sources
 from daemon.runtime.intake import Intake
 from daemon.runtime.process import Processing
 from daemon.runtime.state import RunStats, Runtime

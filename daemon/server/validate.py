@@ -11,13 +11,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from daemon.core.files import is_photo
 from daemon.media.exif import MediaError, read_exif
 from daemon.pipeline.describe import parse_capture_time, validate_description
 
 # Keys name files in the data folder, so only plain names are allowed (no separators, no "..").
 KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,199}$")
 _MD5_KEY_RE = re.compile(r"^(?:mly_tools_)?([0-9a-f]{32})\.[A-Za-z0-9]+$")
-JPEG_SUFFIXES = (".jpg", ".jpeg")
 MANIFEST_LIMIT = 16 * 2**20  # a manifest of 100k handles is ~6 MB
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -54,7 +54,7 @@ def md5_of_key(key: str) -> str | None:
 
 
 def is_jpeg_key(key: str) -> bool:
-    return key.lower().endswith(JPEG_SUFFIXES)
+    return is_photo(key)
 
 
 def image_description(path: Path) -> dict[str, Any]:

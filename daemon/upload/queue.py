@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from daemon.core.files import is_photo, walk
+from daemon.core.hashing import hash_file
 from daemon.journal import FileState, Journal, NewFile, StateChange
 from daemon.media import exif
-from daemon.media.load import find_jpegs
 from daemon.pipeline.describe import DESCRIPTION_FILE, read_description_file, validate_description
 
 SKIP_DIRS = ("duplicates", "errors")
@@ -91,18 +92,9 @@ def _add(
 def collect(root: Path, subfolders: bool = False) -> Collected:
     """Described photos under ``root`` (and its subfolders when asked), folder by folder."""
     out = Collected()
-    folders = [root]
-    if subfolders:
-        folders += sorted(
-            p
-            for p in root.rglob("*")
-            if p.is_dir()
-            and not any(
-                part.startswith(".") or part in SKIP_DIRS for part in p.relative_to(root).parts
-            )
-        )
-    for folder in folders:
-        files = [p for p in find_jpegs(folder, SKIP_DIRS) if p.parent == folder]
+    listings = walk(root, is_photo, skip_names=SKIP_DIRS, recursive=subfolders, linked_folders=True)
+    for folder, entries in sorted(listings, key=lambda listing: listing[0]):
+        files = sorted(folder / entry.name for entry in entries)
         desc_file = folder / DESCRIPTION_FILE
         if desc_file.exists():
             _from_description_file(folder, desc_file, out)
@@ -130,8 +122,6 @@ class Queued:
 
 def queue(journal: Journal, root: Path, photos: list[Described]) -> Queued:
     """Hash the photos and record them as sequences, in one transaction per folder scan."""
-    from daemon.intake.spool import hash_file
-
     result = Queued([], [], [])
     hashed: list[tuple[Described, str, int, float]] = []
     for photo in photos:

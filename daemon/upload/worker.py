@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.core import log
-from daemon.intake.spool import hash_file
+from daemon.core.hashing import hash_file
 from daemon.journal import (
     AsyncJournal,
     FileRow,

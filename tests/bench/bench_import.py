@@ -2,10 +2,11 @@
 
 Import: a card of N photos of about 3 MB each (a real JPEG head, incompressible filler) is
 copied by ``cp -r`` (a plain copy: no hashing, no fsync), then imported into a spool by
-``import_files`` (hash while copying, fsync, rename, folder fsyncs) and by ``import_file`` one at
-a time (what the daemon does per settled file), then copied by ``cp -r`` again, all in one run,
-so the page cache is as warm for ours as for the second ``cp`` (it cannot be dropped without
-root). ``cp -r && sync`` is shown too: the same durability as ours.
+``stage_files`` + ``commit_staged`` in batches, as the daemon imports a card (hash while
+copying, rename, one flush), and by ``import_file`` one at a time (what the daemon does per
+settled file), then copied by ``cp -r`` again, all in one run, so the page cache is as warm
+for ours as for the second ``cp`` (it cannot be dropped without root). ``cp -r && sync`` is
+shown too: the same durability as ours.
 
 Idle: a subprocess watches 3 roots (two watch folders with photos already settled, one mount
 root) for ``--idle-seconds`` and reports its CPU time (getrusage) as % of one core, and its RSS.
@@ -33,7 +34,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from daemon.intake.spool import ImportedFile, import_file, import_files  # noqa: E402
+from daemon.intake.spool import (  # noqa: E402
+    ImportedFile,
+    commit_staged,
+    import_file,
+    stage_files,
+)
 from tests.jpegs import jpeg_bytes  # noqa: E402
 
 
@@ -74,7 +80,8 @@ def cp(src: Path, dest: Path, sync: bool = False) -> None:
 
 def ours_batch(files: list[Path], spool: Path, workers: int, batch: int) -> None:
     for i in range(0, len(files), batch):
-        for got in import_files(files[i : i + batch], spool, workers=workers):
+        staged = stage_files(files[i : i + batch], spool, workers=workers)
+        for got in commit_staged(staged, spool):
             if not isinstance(got, ImportedFile):
                 raise got
 
@@ -101,7 +108,7 @@ def bench_import(base: Path, photos: int, size_mb: float, workers: int, batch: i
     cp1 = measure("cp -r (first)", lambda: cp(card, base / "cp1"), base / "cp1")
     cps = measure("cp -r && sync", lambda: cp(card, base / "cps", sync=True), base / "cps")
     ours = measure(
-        f"import_files (workers={workers}, batches of {batch})",
+        f"batches of {batch} (workers={workers})",
         lambda: ours_batch(files, base / "spool1", workers, batch),
         base / "spool1",
     )
@@ -120,9 +127,9 @@ def bench_import(base: Path, photos: int, size_mb: float, workers: int, batch: i
         )
     cp_mean = (cp1 + cp2) / 2
     print(
-        f"  import_files / cp -r (mean of both)         {cp_mean / ours * 100:7.1f} %  (target >= 80 %)"
+        f"  batches / cp -r (mean of both)              {cp_mean / ours * 100:7.1f} %  (target >= 80 %)"
     )
-    print(f"  import_files / cp -r && sync                {cps / ours * 100:7.1f} %")
+    print(f"  batches / cp -r && sync                     {cps / ours * 100:7.1f} %")
     print(f"  import_file one at a time / cp -r           {cp_mean / single * 100:7.1f} %")
 
 
@@ -130,7 +137,7 @@ IDLE_SCRIPT = textwrap.dedent(
     """
     import asyncio, json, resource, sys, time
     from pathlib import Path
-    from daemon.intake.sources import SettledFile, Sources
+    from daemon.intake import SettledFile, Sources
     from tests.jpegs import make_jpeg
 
     async def main(base, seconds, files):
@@ -193,8 +200,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", type=int, default=1000, help="photos on the card")
     parser.add_argument("--size-mb", type=float, default=3.0, help="size of each photo")
-    parser.add_argument("--workers", type=int, default=2, help="import_files threads")
-    parser.add_argument("--batch", type=int, default=100, help="photos per import_files call")
+    parser.add_argument("--workers", type=int, default=2, help="stage_files threads")
+    parser.add_argument("--batch", type=int, default=100, help="photos per batch")
     parser.add_argument("--idle-seconds", type=float, default=60.0)
     parser.add_argument("--idle-files", type=int, default=500, help="photos per watch folder")
     parser.add_argument("--skip-import", action="store_true")
