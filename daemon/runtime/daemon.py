@@ -47,6 +47,8 @@ from daemon.journal import (
     NewFile,
     SequenceState,
 )
+from daemon.mapillary import AuthError
+from daemon.mapillary import MapillaryError as UploadError
 from daemon.pipeline import PipelineOptions, dates
 from daemon.pipeline.dates import parse_zone
 from daemon.runtime.process import (
@@ -56,7 +58,7 @@ from daemon.runtime.process import (
     apply_plan,
     plan_batch,
 )
-from daemon.upload.client import AuthError, UploadClient, UploadError
+from daemon.upload.client import UploadClient
 from daemon.upload.events import UploadEvent
 from daemon.upload.worker import SequenceResult, SequenceUploader
 
