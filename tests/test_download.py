@@ -31,14 +31,14 @@ from daemon.download import fetch as fetch_module
 from daemon.download import index as index_module
 from daemon.download import search as search_module
 from daemon.download.box import Box
-from daemon.download.http import AuthRefused
 from daemon.download.job import Listener, Options, download_box
 from daemon.download.search import LIMIT, BoxSearch, Filters
+from daemon.mapillary import AuthError, RetryPolicy
+from daemon.mapillary.upload_service import session_key
 from daemon.media.exif import tagged_bytes
 from daemon.server import ServerConfig, running_server
 from daemon.server.store import Store
-from daemon.upload.client import UploadClient, session_key
-from daemon.upload.retry import RetryPolicy
+from daemon.upload.client import UploadClient
 from tests import jpegs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -544,7 +544,7 @@ async def test_a_refused_token_stops_with_exit_2_and_no_token_in_sight(tmp_path:
         code, out, err = await mly(
             tmp_path, server_env(server, "wrong-secret"), "download", *corners(BOX)
         )
-        with pytest.raises(AuthRefused):
+        with pytest.raises(AuthError):
             await download_box(server.graph_url, "wrong", Options(BOX, tmp_path / "x"), policy=FAST)
     assert code == 2 and "the access token was refused" in err and "authenticate" in err
     assert "wrong-secret" not in out + err

@@ -22,20 +22,16 @@ from aiohttp import web
 from PIL import Image
 
 from daemon.core import config
+from daemon.mapillary import AuthError, RejectedError, RetriesExhausted, RetryPolicy
+from daemon.mapillary import http as http_module
+from daemon.mapillary import retry as retry_module
+from daemon.mapillary import upload_service as upload_service_module
+from daemon.mapillary.upload_service import session_key
 from daemon.media.exif import tagged_bytes
 from daemon.server import ServerConfig, running_server
-from daemon.upload import client as client_module
-from daemon.upload import retry as retry_module
 from daemon.upload import throttle as throttle_module
-from daemon.upload.client import (
-    AuthError,
-    RejectedError,
-    RetriesExhausted,
-    UploadClient,
-    session_key,
-)
+from daemon.upload.client import UploadClient
 from daemon.upload.events import EventBus, UploadEvent
-from daemon.upload.retry import RetryPolicy
 from daemon.upload.throttle import Throttle
 
 FAST = RetryPolicy(max_attempts=6, max_delay=0.02, jitter=0.0)
@@ -43,7 +39,7 @@ TOKEN = "test-token-" + "x" * 12
 
 
 def test_doctests() -> None:
-    for module in (retry_module, throttle_module, client_module):
+    for module in (retry_module, throttle_module, upload_service_module, http_module):
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0, module.__name__
 

@@ -24,18 +24,18 @@ import piexif
 import pytest
 
 from daemon.journal import AsyncJournal, FileState, Journal, NewFile, SequenceState, StateChange
-from daemon.media.exif import tagged_bytes
-from daemon.server import ServerConfig, ServerThread, running_server
-from daemon.upload.client import (
+from daemon.mapillary import (
     AuthError,
     RejectedError,
     RetriesExhausted,
-    UploadClient,
+    RetryPolicy,
     most_serious,
-    session_key,
 )
+from daemon.mapillary.upload_service import session_key
+from daemon.media.exif import tagged_bytes
+from daemon.server import ServerConfig, ServerThread, running_server
+from daemon.upload.client import UploadClient
 from daemon.upload.queue import collect, queue
-from daemon.upload.retry import RetryPolicy
 from daemon.upload.worker import SequenceResult, SequenceUploader, description_of
 from tests.jpegs import make_jpeg
 

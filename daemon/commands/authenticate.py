@@ -10,8 +10,8 @@ from pathlib import Path
 
 from daemon.cli import EXIT_OK, EXIT_SET_ASIDE, EXIT_USAGE, UsageError
 from daemon.core import auth, config, log
-from daemon.upload.client import AuthError, RejectedError, RetriesExhausted, UploadClient
-from daemon.upload.retry import RetryPolicy
+from daemon.mapillary import AuthError, RejectedError, RetriesExhausted, RetryPolicy
+from daemon.upload.client import UploadClient
 
 # A person is waiting at the terminal: give up on an unreachable server sooner than uploads do.
 VERIFY_POLICY = RetryPolicy(max_attempts=3, max_delay=4.0)

@@ -13,10 +13,10 @@ from daemon.cli import EXIT_USAGE, UsageError
 from daemon.commands.report import Progress, Summary
 from daemon.core import auth, config, log
 from daemon.download.box import Box
-from daemon.download.http import AuthRefused
 from daemon.download.job import DEFAULT_CONCURRENCY, Listener, Options, Outcome, download_box
 from daemon.download.search import SIZES, Filters, RemoteImage
-from daemon.upload.retry import RetryPolicy
+from daemon.mapillary import AuthError as AuthRefused
+from daemon.mapillary import RetryPolicy
 
 DEFAULT_OUT = Path("mapillary_images")
 

@@ -11,7 +11,9 @@ from typing import Any
 from daemon.cli import EXIT_OK, EXIT_SET_ASIDE, EXIT_USAGE, UsageError
 from daemon.core import auth, config, log
 from daemon.journal import AsyncJournal, Journal, JournalError, SequenceState
-from daemon.upload.client import AuthError, UploadClient, UploadError
+from daemon.mapillary import AuthError
+from daemon.mapillary import MapillaryError as UploadError
+from daemon.upload.client import UploadClient
 from daemon.upload.queue import collect, queue
 from daemon.upload.worker import SequenceResult, SequenceUploader
 

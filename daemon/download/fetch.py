@@ -20,17 +20,11 @@ from typing import Any
 import aiohttp
 import piexif
 
-from daemon.download.http import (
-    TRANSPORT_ERRORS,
-    Refused,
-    Transient,
-    connection_failure,
-    failure_of,
-    with_retries,
-)
-from daemon.download.search import RemoteImage
+from daemon.download.search import RemoteImage, log_retry
+from daemon.mapillary.errors import RejectedError
+from daemon.mapillary.http import TRANSPORT_ERRORS, connection_failure, reply_failure
+from daemon.mapillary.retry import Failure, RetryPolicy, Verdict, retrying
 from daemon.media import exif
-from daemon.upload.retry import RetryPolicy
 
 DEFAULT_MAX_BYTES = 64 * 2**20  # originals of 360° cameras reach ~30 MB; thumbnails ~1 MB
 CHUNK = 64 * 1024
@@ -97,7 +91,8 @@ class Fetcher:
         self.bytes_received = 0
 
     async def download(self, image: RemoteImage, out: Path) -> Path:
-        """Fetch, check, tag and rename one image; DownloadError (with a reason) if it fails.
+        """Fetch, check, tag and rename one image; a MapillaryError if it fails (a
+        RejectedError says why, for the summary).
 
         The ``.part`` file is kept after a transfer failure (the next try resumes it) and
         removed when the content is refused (too large, not a JPEG).
@@ -106,17 +101,20 @@ class Fetcher:
         part = part_path(final)
         label = f"image {image.id}"
         try:
-            await with_retries(
-                lambda: self._attempt(image.thumb_url, part, label), self.policy, label
+            await retrying(
+                lambda: self._attempt(image.thumb_url, part, label),
+                self.policy,
+                label,
+                on_retry=log_retry(label),
             )
             await asyncio.to_thread(_finish, image, part, final, label)
-        except Refused:
+        except RejectedError:
             part.unlink(missing_ok=True)
             raise
         except exif.MediaError as exc:
             part.unlink(missing_ok=True)
-            raise Refused(
-                f"{label}: the thumbnail is a damaged JPEG: {exc}", "not a JPEG"
+            raise RejectedError(
+                f"{label}: the thumbnail is a damaged JPEG: {exc}", reason="not a JPEG"
             ) from None
         return final
 
@@ -127,11 +125,13 @@ class Fetcher:
         try:
             async with self.session.get(url, headers=headers) as response:
                 if response.status not in (200, 206, 416):
-                    raise await failure_of(response, label, token_sent=False)
+                    raise await reply_failure(response, token_sent=False)
                 offset = self._start(response, have, label)
                 if offset < 0:  # what we hold is not a prefix the server knows: start over
                     part.unlink(missing_ok=True)
-                    raise Transient(f"the server did not resume at byte {have}; starting over")
+                    raise Failure(
+                        Verdict.RETRY, f"the server did not resume at byte {have}; starting over"
+                    )
                 head = b"" if offset == 0 else JPEG_START
                 with open(part, "r+b" if offset else "wb") as fh:
                     fh.seek(offset)
@@ -163,7 +163,7 @@ class Fetcher:
         elif response.status == 416:
             return -1
         else:
-            raise Transient(f"HTTP {response.status} without a range asked for")
+            raise Failure(Verdict.RETRY, f"HTTP {response.status} without a range asked for")
         length = response.content_length
         if length is not None and offset + length > self.max_bytes:
             raise _too_large(label, offset + length, self.max_bytes)
@@ -195,20 +195,22 @@ def _usable_part(part: Path) -> int:
 
 def _not_jpeg(chunk: bytes, label: str) -> None:
     start = chunk[:16].decode("latin-1").encode("unicode_escape").decode()
-    raise Refused(f"{label}: the thumbnail is not a JPEG (it starts with '{start}')", "not a JPEG")
+    raise RejectedError(
+        f"{label}: the thumbnail is not a JPEG (it starts with '{start}')", reason="not a JPEG"
+    )
 
 
-def _too_large(label: str, size: int, cap: int) -> Refused:
-    return Refused(
+def _too_large(label: str, size: int, cap: int) -> RejectedError:
+    return RejectedError(
         f"{label}: the thumbnail is larger than the cap of {cap} bytes ({size} or more)",
-        "too large",
+        reason="too large",
     )
 
 
 def _finish(image: RemoteImage, part: Path, final: Path, label: str) -> None:
     """Check the finished ``.part``, tag it and put it under ``final``; blocking."""
     if not exif.is_complete_jpeg(part):
-        raise Refused(f"{label}: the thumbnail is not a complete JPEG", "not a JPEG")
+        raise RejectedError(f"{label}: the thumbnail is not a complete JPEG", reason="not a JPEG")
     _write_final(final, exif.updated_bytes(part, exif_update(image)))
     part.unlink(missing_ok=True)
 

@@ -25,10 +25,10 @@ from daemon.download.fetch import (
     part_path,
     temp_path,
 )
-from daemon.download.http import DownloadError
 from daemon.download.index import write_index
 from daemon.download.search import BoxSearch, Filters, RemoteImage, SearchResult
-from daemon.upload.retry import RetryPolicy
+from daemon.mapillary.errors import MapillaryError, RejectedError
+from daemon.mapillary.retry import RetryPolicy
 
 DEFAULT_CONCURRENCY = 8
 SOCK_TIMEOUT = 30.0  # a connection or a body that stalls this long is retried
@@ -95,7 +95,7 @@ async def download_box(
     policy: RetryPolicy | None = None,
     listener: Listener | None = None,
 ) -> Outcome:
-    """Download every image of ``options.box`` into ``options.out``; AuthRefused on a bad token.
+    """Download every image of ``options.box`` into ``options.out``; AuthError on a bad token.
 
     Images already under their final name are not fetched again; each failure is told to the
     listener and counted, the others go on.
@@ -155,9 +155,9 @@ async def _fetch_all(
             image = queue.get_nowait()
             try:
                 await fetcher.download(image, options.out)
-            except DownloadError as exc:
+            except MapillaryError as exc:
                 outcome.failed += 1
-                tell.failed(str(exc), exc.reason)
+                tell.failed(str(exc), _counted_as(exc))
             except OSError as exc:  # our disk, not the server: say which file
                 outcome.failed += 1
                 where = exc.filename or options.out
@@ -171,6 +171,12 @@ async def _fetch_all(
     async with asyncio.TaskGroup() as group:
         for _ in range(min(options.concurrency, queue.qsize())):
             group.create_task(worker())
+
+
+def _counted_as(exc: MapillaryError) -> str:
+    """The reason the summary counts a failed image under: what refused it, else the
+    transfer itself failed (still failing after the retries: a rerun may get it)."""
+    return exc.reason if isinstance(exc, RejectedError) else "download failed"
 
 
 def _finished_before(images: list[RemoteImage], out: Path) -> set[str]:

@@ -19,22 +19,13 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from daemon.core import log
 from daemon.download.box import Box
-from daemon.download.http import (
-    TRANSPORT_ERRORS,
-    AuthRefused,
-    DownloadError,
-    Refused,
-    connection_failure,
-    failure_of,
-    read_capped,
-    with_retries,
-)
-from daemon.upload.retry import RetryPolicy
+from daemon.mapillary.errors import AuthError, MapillaryError
+from daemon.mapillary.graph import LIMIT, GraphAPI
+from daemon.mapillary.retry import Failure, OnRetry, RetryPolicy, retrying
 
-LIMIT = 2000  # the graph API's largest bbox answer
 MAX_SEARCHES = 5000  # a server that never stops filling boxes is not followed forever
-ANSWER_LIMIT = 32 * 2**20  # 2,000 images are about 1 MB of JSON
 MAX_ID_DIGITS = 30
 SIZES = ("256", "1024", "2048", "original")
 
@@ -97,6 +88,17 @@ class SearchResult:
     outside: int = 0  # results outside the user's box, ignored
     notes: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)  # one line per box whose search failed
+
+
+def log_retry(what: str) -> OnRetry:
+    """How the downloader tells of a retry: one ``download retry`` line naming ``what``."""
+
+    def told(failure: Failure, delay: float, _attempt: int) -> None:
+        log.get("download").info(
+            "download retry", what=what, reason=failure.reason, delay=round(delay, 3)
+        )
+
+    return told
 
 
 def thumb_field(size: str) -> str:
@@ -199,9 +201,7 @@ class BoxSearch:
         policy: RetryPolicy | None = None,
         on_found: Callable[[int], None] | None = None,
     ) -> None:
-        self.session = session
-        self.url = graph.rstrip("/") + "/images"
-        self.headers = {"Authorization": f"OAuth {token}"}
+        self.graph = GraphAPI(session, graph, token)
         self.url_field = thumb_field(size)
         self.filters = filters or Filters()
         self.max_results = max_results
@@ -215,7 +215,7 @@ class BoxSearch:
         return self.max_results is not None and len(self.result.images) >= self.max_results
 
     async def run(self, box: Box) -> SearchResult:
-        """Search ``box``, splitting it where needed; AuthRefused stops everything."""
+        """Search ``box``, splitting it where needed; AuthError stops everything."""
         pending = [box]
         while pending and not self._enough():
             current = pending.pop()
@@ -228,9 +228,9 @@ class BoxSearch:
                 break
             try:
                 answer = await self._search(current)
-            except AuthRefused:
+            except AuthError:
                 raise
-            except DownloadError as exc:
+            except MapillaryError as exc:
                 self.result.failed.append(str(exc))
                 continue
             self._take(answer, box)
@@ -274,37 +274,12 @@ class BoxSearch:
         self.result.bad.append(BadImage(label, exc.reason, f"skipped: {exc}"))
 
     async def _search(self, box: Box) -> list[Any]:
-        params = {
-            "bbox": box.param(),
-            "fields": f"id,geometry,captured_at,compass_angle,sequence,{self.url_field}",
-            "limit": str(LIMIT),
-            **self.filters.params(),
-        }
         label = f"search of box {box.param()}"
-
         self.result.searches += 1
 
         async def attempt() -> list[Any]:
-            try:
-                async with self.session.get(self.url, params=params, headers=self.headers) as r:
-                    if r.status != 200:
-                        raise await failure_of(r, label)
-                    raw = await read_capped(r, ANSWER_LIMIT)
-            except TRANSPORT_ERRORS as exc:
-                raise connection_failure(exc) from None
-            return _data(raw, label)
+            return await self.graph.images(
+                box.param(), self.url_field, self.filters.params(), label
+            )
 
-        return await with_retries(attempt, self.policy, label)
-
-
-def _data(raw: bytes, label: str) -> list[Any]:
-    if len(raw) > ANSWER_LIMIT:
-        raise Refused(f"{label}: the answer is larger than {ANSWER_LIMIT} bytes", "bad answer")
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        raise Refused(f"{label}: the answer is not JSON", "bad answer") from None
-    data = body.get("data") if isinstance(body, dict) else None
-    if not isinstance(data, list):
-        raise Refused(f"{label}: the answer has no 'data' list", "bad answer")
-    return data
+        return await retrying(attempt, self.policy, label, on_retry=log_retry(label))

@@ -7,11 +7,11 @@ import asyncio
 
 from daemon.core import log
 from daemon.intake import Sources
+from daemon.mapillary import MapillaryError as UploadError
 from daemon.runtime.intake import Intake
 from daemon.runtime.process import Processing
 from daemon.runtime.state import RunStats, Runtime
 from daemon.runtime.uploading import Uploading
-from daemon.upload.client import UploadError
 
 
 async def until_done(

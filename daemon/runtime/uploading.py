@@ -14,8 +14,10 @@ from collections.abc import Callable
 from daemon.core import auth, config, log
 from daemon.core.aio import wait_event
 from daemon.journal import AsyncJournal, SequenceState
+from daemon.mapillary import AuthError
+from daemon.mapillary import MapillaryError as UploadError
 from daemon.runtime.state import RunStats, Runtime, Wakeups
-from daemon.upload.client import AuthError, UploadClient, UploadError
+from daemon.upload.client import UploadClient
 from daemon.upload.events import UploadEvent
 from daemon.upload.worker import SequenceResult, SequenceUploader
 

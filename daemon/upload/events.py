@@ -47,15 +47,9 @@ class EventBus:
         self._subscribers: list[Subscriber] = []
         self._log = log.get("upload.events")
 
-    def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
-        """Add a subscriber; returns the function that removes it again."""
+    def subscribe(self, subscriber: Subscriber) -> None:
+        """Add a subscriber for every event from now on."""
         self._subscribers.append(subscriber)
-
-        def unsubscribe() -> None:
-            if subscriber in self._subscribers:
-                self._subscribers.remove(subscriber)
-
-        return unsubscribe
 
     def emit(self, event: UploadEvent) -> None:
         for subscriber in list(self._subscribers):

@@ -24,7 +24,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from daemon.core import log
 from daemon.core.hashing import hash_file
@@ -37,15 +36,11 @@ from daemon.journal import (
     SequenceRow,
     SequenceState,
 )
+from daemon.mapillary.errors import RejectedError, most_serious
+from daemon.mapillary.upload_service import image_key, manifest_bytes
 from daemon.media.exif import MediaError, tagged_bytes
 from daemon.pipeline.describe import description_json
-from daemon.upload.client import (
-    RejectedError,
-    UploadClient,
-    manifest_bytes,
-    most_serious,
-    session_key_of,
-)
+from daemon.upload.client import UploadClient
 
 HANDLE_BATCH = 16
 HANDLE_FLUSH_SECONDS = 2.0
@@ -79,7 +74,6 @@ class SequenceResult:
     images: int
     cluster_id: str | None = None
     error: str | None = None
-    already_finished: bool = False
     set_aside: list[str] = field(default_factory=list)
 
 
@@ -189,11 +183,22 @@ def read_tagged(row: FileRow, seen: Seen) -> bytes:
     raise Unreadable(problem or f"changed or removed since import: {where}")
 
 
-def _prepare(row: FileRow, seen: Seen) -> tuple[bytes, str, str]:
-    """Tagged bytes, their MD5 and session key: both hash megabytes, so both run off the loop."""
+@dataclass(frozen=True)
+class _Tagged:
+    """The bytes to upload, their MD5 (hex) and the session key made from it."""
+
+    data: bytes
+    md5: str
+
+    @property
+    def key(self) -> str:
+        return image_key(self.md5)
+
+
+def _prepare(row: FileRow, seen: Seen) -> _Tagged:
+    """Tagged bytes and their MD5: both read or hash megabytes, so both run off the loop."""
     data = read_tagged(row, seen)
-    md5 = hashlib.md5(data).hexdigest()
-    return data, md5, session_key_of(md5)
+    return _Tagged(data, hashlib.md5(data).hexdigest())
 
 
 class SequenceUploader:
@@ -235,7 +240,7 @@ class SequenceUploader:
         if seq is None:
             raise LookupError(f"no sequence {uuid} in the journal")
         if seq.state == SequenceState.FINISHED:
-            return SequenceResult(uuid, seq.image_count, seq.cluster_id, already_finished=True)
+            return SequenceResult(uuid, seq.image_count, seq.cluster_id)
         if seq.state == SequenceState.FAILED:
             return SequenceResult(uuid, 0, error=seq.reason or "failed earlier")
         run = _Pass()
@@ -311,17 +316,17 @@ class SequenceUploader:
         name = _name(row)
         async with self._slots:
             try:
-                data, md5, key = await asyncio.to_thread(_prepare, row, seen)
+                tagged = await asyncio.to_thread(_prepare, row, seen)
             except Unreadable as exc:
                 await self._set_aside(row, str(exc), run)
                 return
+            key, md5, size = tagged.key, tagged.md5, len(tagged.data)
             try:
                 # No probe first: a server holding part of it (a run killed mid-body) says 412.
-                handle = await self.client.upload_bytes(key, data, name=name, fresh=True)
+                handle = await self.client.upload_bytes(key, tagged.data, name=name, fresh=True)
             except RejectedError as exc:
                 raise _Refused(row.hash, exc) from None
-            size = len(data)
-            del data
+            del tagged
         run.handles[row.hash] = handle
         buffer = run.buffer
         buffer.items.append((row.hash, key, md5, size, handle))
@@ -363,13 +368,3 @@ class SequenceUploader:
         cluster = await client.finish_upload(handle)
         await self.journal.set_sequence_finished(uuid, cluster)
         return cluster
-
-
-def summarize(results: list[SequenceResult]) -> dict[str, Any]:
-    return {
-        "sequences": len(results),
-        "finished": sum(1 for r in results if r.cluster_id),
-        "failed": sum(1 for r in results if r.error),
-        "images": sum(r.images for r in results if r.cluster_id),
-        "set_aside": sum(len(r.set_aside) for r in results),
-    }

@@ -96,7 +96,8 @@ def _noise_jpeg(width: int, height: int) -> bytes:
 async def run_ours(graph: str, upload: str, files: list[Path], concurrency: int) -> float:
     """Images first (timed like the baseline), then manifest and finish; returns the seconds
     the manifest and finish took (the server checks every image there)."""
-    from daemon.upload.client import UploadClient, session_key
+    from daemon.mapillary.upload_service import session_key
+    from daemon.upload.client import UploadClient
 
     # The sequence uploader's discipline without its journal: one image's bytes per slot, read
     # and hashed off the loop.

@@ -1,20 +1,30 @@
-"""Which upload failures to retry, and how long to wait before the next try.
+"""Which failures to retry, how long to wait, and the one loop that does it (upload and download).
 
-Pure functions over what the server said (status, headers, JSON body) so the policy can be read,
-tested and reused by every caller. The floor is the official client's policy (../shared/PROTOCOL.md):
+The policy is pure functions over what the server said (status, headers, JSON body), so it can be
+read and tested alone. The floor is the official client's policy (../shared/PROTOCOL.md):
 connection errors, timeouts, 5xx, 429 and 4xx marked retriable are tried again; 412 re-reads the
 offset at once; a bad token stops everything; any other 4xx is the server refusing the item.
+
+``retrying`` runs one caller's attempts under that policy. An attempt raises a classified
+``Failure``; the loop waits and tries again, or ends with the shared vocabulary of
+``daemon.mapillary.errors``. Callers differ only in what they log and announce (``on_retry``,
+``on_give_up``) and in how they name the item.
 """
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import enum
 import random
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from daemon.mapillary.errors import AuthError, MapillaryError, RejectedError, RetriesExhausted
+
+T = TypeVar("T")
 
 
 class Verdict(enum.Enum):
@@ -24,6 +34,23 @@ class Verdict(enum.Enum):
     OFFSET = "offset"  # the server holds a different offset: re-probe it at once
     AUTH = "auth"  # the token is bad: stop uploading, keep everything queued
     REJECT = "reject"  # the server refuses this item: fail it with the server's message
+
+
+@dataclass
+class Failure(Exception):
+    """One failed attempt, already classified; it never leaves ``retrying``.
+
+    ``reason`` is the one line the user may see; ``status``/``headers``/``body`` are the reply,
+    when there was one. ``progressed``: the attempt got further than the one before (the server
+    holds more bytes), so the count of failures in a row starts again.
+    """
+
+    verdict: Verdict
+    reason: str
+    status: int | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: Any = None
+    progressed: bool = False
 
 
 @dataclass(frozen=True)
@@ -250,3 +277,58 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
         if key.lower() == lowered:
             return val
     return None
+
+
+OnRetry = Callable[[Failure, float, int], None]  # (failure, seconds until the next try, attempt)
+OnGiveUp = Callable[[Failure], None]
+
+
+async def retrying(
+    attempt: Callable[[], Awaitable[T]],
+    policy: RetryPolicy,
+    what: str,
+    *,
+    on_retry: OnRetry,
+    on_give_up: OnGiveUp | None = None,
+    auth_hint: str = "",
+) -> T:
+    """``attempt()`` until it returns, or the error that ends it.
+
+    ``what`` names the item in the error's message. A refused token ends it with ``AuthError``
+    (``auth_hint`` is appended to its message: what the user should do), a refused item with
+    ``RejectedError``, and ``policy.max_attempts`` failures in a row without progress with
+    ``RetriesExhausted``. An offset mismatch is tried again at once; anything else after the
+    server's hint or the backoff. ``on_retry`` is told before each wait, ``on_give_up`` before
+    the error is raised. Other exceptions of ``attempt`` pass through untouched.
+    """
+    failures = 0
+    while True:
+        try:
+            return await attempt()
+        except Failure as failure:
+            if failure.verdict in (Verdict.RETRY, Verdict.OFFSET):
+                failures = 1 if failure.progressed else failures + 1
+            if failure.verdict in (Verdict.AUTH, Verdict.REJECT) or (
+                failures >= policy.max_attempts
+            ):
+                if on_give_up is not None:
+                    on_give_up(failure)
+                raise _final_error(failure, what, failures, auth_hint) from None
+            delay = 0.0
+            if failure.verdict is not Verdict.OFFSET:
+                delay = policy.delay(failures - 1, failure.headers, failure.body)
+            on_retry(failure, delay, failures)
+            if delay > 0:
+                await asyncio.sleep(delay)
+
+
+def _final_error(failure: Failure, what: str, failures: int, auth_hint: str) -> MapillaryError:
+    if failure.verdict is Verdict.AUTH:
+        return AuthError(f"the access token was refused ({failure.reason}){auth_hint}")
+    if failure.verdict is Verdict.REJECT:
+        return RejectedError(
+            f"{what}: refused by the server: {failure.reason}", failure.status or 0
+        )
+    return RetriesExhausted(
+        f"{what}: gave up after {failures} failed attempts, last: {failure.reason}"
+    )
