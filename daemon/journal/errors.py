@@ -13,3 +13,8 @@ class IllegalTransition(JournalError, ValueError):
 
 class NotFound(JournalError, LookupError):
     """No file, sequence or upload with that key."""
+
+
+class JournalGone(JournalError):
+    """The journal file held open was deleted or replaced (or its folder removed) while in use:
+    nothing more is written, since a restart would not find what was recorded."""

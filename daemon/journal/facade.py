@@ -166,3 +166,6 @@ class AsyncJournal:
 
     async def integrity_check(self) -> list[str]:
         return await self._call(self.journal.integrity_check)
+
+    async def check_in_place(self) -> str | None:
+        return await self._call(self.journal.check_in_place)

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from daemon.journal.errors import JournalError
+from daemon.journal.place import open_private, real_path
 
 try:
     import fcntl
@@ -19,12 +20,16 @@ class WriterLock:
     """An exclusive flock on ``<journal>.lock`` held for the writer's lifetime.
 
     The lock file is never deleted (deleting it would let two processes lock two different files);
-    it holds the owner's pid so the error can name it.
+    it holds the owner's pid so the error can name it. It sits beside the real journal file, every
+    symlink resolved, so two paths to one journal (a symlink to the file or to a folder on the way)
+    take one lock. It is created 0600.
     """
 
-    def __init__(self, journal_path: Path) -> None:
+    def __init__(self, journal_path: Path, real: Path | None = None) -> None:
+        """``journal_path`` as the user gave it (for messages), ``real`` the file it names."""
         self.journal_path = journal_path
-        self.path = journal_path.with_name(journal_path.name + ".lock")
+        real = real if real is not None else real_path(journal_path)
+        self.path = real.with_name(real.name + ".lock")
         self._fd: int | None = None
 
     def acquire(self, timeout: float) -> None:
@@ -32,7 +37,7 @@ class WriterLock:
         if fcntl is None:
             return
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd, _created = open_private(self.path, os.O_RDWR)
         except OSError as exc:
             raise JournalError(
                 f"journal {self.journal_path}: cannot open lock file {self.path}: {exc.strerror}"
@@ -56,6 +61,11 @@ class WriterLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
+
+    @property
+    def held(self) -> Path | None:
+        """The lock file while held, else None (also where flock does not exist)."""
+        return self.path if self._fd is not None else None
 
     def release(self) -> None:
         """Drop the lock (safe to call twice)."""

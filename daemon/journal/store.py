@@ -7,11 +7,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from daemon.core.durable import fsync_dir
+from daemon.core.durable import fsync_dirs
 from daemon.journal.errors import JournalError
 from daemon.journal.events import EventStore
 from daemon.journal.lock import WriterLock
 from daemon.journal.meta import MetaStore
+from daemon.journal.place import Watch, create_private_file, make_private_folders, real_path
 from daemon.journal.schema import (
     SCHEMA_VERSION,
     check_header,
@@ -53,18 +54,24 @@ class Journal(SequenceStore, UploadStore, EventStore, MetaStore):
         journal (it is left untouched) or when it was written by a newer version of this program.
         """
         path = Path(path) if path is not None else default_journal_path()
+        real = real_path(path)  # one journal, one lock, whatever symlinks lead to it
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            made = make_private_folders(real.parent)
         except OSError as exc:
             raise JournalError(f"journal {path}: cannot create its folder: {exc}") from exc
-        lock = WriterLock(path)
+        lock = WriterLock(path, real)
         lock.acquire(busy_timeout)
         try:
+            try:
+                create_private_file(real)  # SQLite would make it (so its -wal, -shm) 0644
+            except OSError as exc:
+                raise JournalError(f"journal {path} cannot be created: {exc.strerror}") from exc
             is_new = check_header(path)
-            conn = connect(path, str(path), uri=False, busy_timeout=busy_timeout)
+            conn = connect(path, str(real), uri=False, busy_timeout=busy_timeout)
             journal = cls(path, conn, lock, readonly=False)
             try:
                 journal._setup_writer(max_bytes)
+                journal._watch = journal._watched(real, lock.held)
             except BaseException:
                 conn.close()
                 raise
@@ -72,7 +79,8 @@ class Journal(SequenceStore, UploadStore, EventStore, MetaStore):
             lock.release()
             raise
         if is_new:
-            fsync_dir(path.parent)  # the new file's directory entry must survive a power cut
+            # the new file's directory entry (and those of new folders) must survive a power cut
+            fsync_dirs({real.parent, *(folder.parent for folder in made)})
         return journal
 
     @classmethod
@@ -90,10 +98,12 @@ class Journal(SequenceStore, UploadStore, EventStore, MetaStore):
         if not path.exists():
             raise JournalError(f"no journal at {path}")
         check_header(path)
-        uri = f"file:{quote(str(path.resolve()))}?mode=ro"
+        real = real_path(path)
+        uri = f"file:{quote(str(real))}?mode=ro"
         conn = connect(path, uri, uri=True, busy_timeout=busy_timeout)
         journal = cls(path, conn, None, readonly=True)
         try:
+            journal._watch = journal._watched(real, None)
             with journal._guard():
                 version = user_version(conn)
             check_version(path, version)
@@ -103,9 +113,15 @@ class Journal(SequenceStore, UploadStore, EventStore, MetaStore):
                     f"upgrade it to {SCHEMA_VERSION}"
                 )
         except BaseException:
-            conn.close()
+            journal.close()
             raise
         return journal
+
+    def _watched(self, real: Path, writer_lock: Path | None) -> Watch:
+        try:
+            return Watch(self.path, real, writer_lock=writer_lock)
+        except OSError as exc:
+            raise JournalError(f"journal {self.path} cannot be watched: {exc.strerror}") from exc
 
     def _setup_writer(self, max_bytes: int | None) -> None:
         with self._guard():
