@@ -67,10 +67,17 @@ def fsync_dirs(folders: Iterable[Path]) -> None:
         fsync_dir(path)
 
 
+NAME_MAX = 255  # bytes of one file name on every file system we meet (ext4, FAT/exFAT, APFS)
+
+
 def temp_beside(path: Path) -> Path:
     """A hidden, unique temp name in the folder of ``path``: folder watchers skip dotfiles,
-    and a rename within one folder is atomic."""
-    return path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(3).hex()}.tmp")
+    and a rename within one folder is atomic. The original name is shortened where needed so
+    that a photo whose name is already near the limit can still be rewritten."""
+    tail = f".{os.getpid()}.{os.urandom(3).hex()}.tmp"
+    room = NAME_MAX - len(tail.encode()) - 1
+    stem = os.fsencode(path.name)[:room].decode("utf-8", "ignore") if room > 0 else ""
+    return path.with_name(f".{stem}{tail}")
 
 
 def put_in_place(staged: Path, path: str | os.PathLike[str]) -> None:
@@ -104,7 +111,8 @@ def write_temp(
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         try:
-            os.fchmod(fd, mode)  # whatever the umask
+            with contextlib.suppress(OSError):  # FAT and some network mounts refuse modes
+                os.fchmod(fd, mode)  # whatever the umask
             view = memoryview(data.encode() if isinstance(data, str) else data)
             while view:
                 view = view[os.write(fd, view) :]
