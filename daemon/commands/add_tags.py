@@ -14,9 +14,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from daemon.cli import UsageError
 from daemon.commands import legacy
 from daemon.commands.report import Summary
+from daemon.core.errors import UsageError
 from daemon.media import exif
 from daemon.pipeline.describe import describe, description_json
 from daemon.pipeline.geotag import correct_times

@@ -8,8 +8,8 @@ import getpass
 import sys
 from pathlib import Path
 
-from daemon.cli import EXIT_OK, EXIT_SET_ASIDE, EXIT_USAGE, UsageError
 from daemon.core import auth, config, log
+from daemon.core.errors import EXIT_OK, EXIT_SET_ASIDE, EXIT_USAGE, UsageError
 from daemon.upload.client import AuthError, RejectedError, RetriesExhausted, UploadClient
 from daemon.upload.retry import RetryPolicy
 

@@ -7,8 +7,8 @@ import os
 import sys
 from pathlib import Path
 
-from daemon.cli import EXIT_OK, EXIT_USAGE, UsageError
 from daemon.core import config
+from daemon.core.errors import EXIT_OK, EXIT_USAGE, UsageError
 
 TEMPLATE_HEADER = """\
 # mapillary-daemon configuration (TOML). Every key is optional; the values below are the defaults.

@@ -21,8 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from daemon.cli import EXIT_OK, EXIT_SET_ASIDE
 from daemon.core import config, log
+from daemon.core.errors import EXIT_OK, EXIT_SET_ASIDE
 from daemon.demo.drive import Drive, plan_drive, write_jpeg_bytes
 from daemon.journal import FileState, Journal, SequenceState
 from daemon.server import ServerConfig, running_server

@@ -9,9 +9,9 @@ from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
-from daemon.cli import EXIT_USAGE, UsageError
 from daemon.commands.report import Progress, Summary
 from daemon.core import auth, config, log
+from daemon.core.errors import EXIT_USAGE, UsageError
 from daemon.download.box import Box
 from daemon.download.http import AuthRefused
 from daemon.download.job import DEFAULT_CONCURRENCY, Listener, Options, Outcome, download_box

@@ -11,9 +11,9 @@ import argparse
 from datetime import datetime, tzinfo
 from pathlib import Path
 
-from daemon.cli import UsageError
 from daemon.commands import legacy
 from daemon.commands.report import Summary
+from daemon.core.errors import UsageError
 from daemon.media import exif
 from daemon.pipeline.dates import fix_dates, format_offset, natural_key
 from daemon.pipeline.records import ImageRecord

@@ -11,10 +11,10 @@ import argparse
 import contextlib
 from pathlib import Path
 
-from daemon.cli import UsageError
 from daemon.commands import legacy
 from daemon.commands.report import Progress, Summary
 from daemon.core.durable import fsync_dirs, sync_files
+from daemon.core.errors import UsageError
 from daemon.media import exif, gpx
 from daemon.pipeline.geotag import geotag
 from daemon.pipeline.records import BAD_FILE, ImageRecord

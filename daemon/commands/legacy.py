@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import tzinfo
 from pathlib import Path
 
-from daemon.cli import UsageError
 from daemon.commands.report import Progress, Summary
+from daemon.core.errors import UsageError
 from daemon.media import exif
 from daemon.media.load import JPEG_SUFFIXES, find_jpegs, load_records
 from daemon.pipeline.dates import natural_key, parse_zone

@@ -15,8 +15,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from daemon.cli import EXIT_OK, EXIT_SET_ASIDE, UsageError
 from daemon.core import config
+from daemon.core.errors import EXIT_OK, EXIT_SET_ASIDE, UsageError
 from daemon.media import exif
 from daemon.media.load import find_jpegs, load_records
 from daemon.pipeline import PipelineOptions, PipelineResult, run_pipeline

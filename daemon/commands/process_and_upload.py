@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from daemon.cli import EXIT_SET_ASIDE, EXIT_USAGE, UsageError
 from daemon.commands import process, upload
+from daemon.core.errors import EXIT_SET_ASIDE, EXIT_USAGE, UsageError
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from daemon.cli import UsageError
 from daemon.commands import legacy
 from daemon.commands.report import Summary
+from daemon.core.errors import UsageError
 from daemon.pipeline.duplicates import mark_duplicates, mark_impossible_speeds
 from daemon.pipeline.records import BAD_FILE, NO_POSITION, ImageRecord
 from daemon.pipeline.sequences import cut_sequences

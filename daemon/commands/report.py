@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TextIO, TypeVar
 
+from daemon.core.errors import EXIT_OK, EXIT_SET_ASIDE
 from daemon.pipeline.records import (
     BAD_FILE,
     BAD_METADATA,
@@ -32,9 +33,6 @@ from daemon.pipeline.records import (
 T = TypeVar("T")
 
 NO_DESCRIPTION = "MapillaryNoDescriptionError"  # add-project: the photo was never tagged
-
-EXIT_OK = 0
-EXIT_SET_ASIDE = 1
 
 # Summaries name reasons in the user's words; the machine names stay in logs and JSON.
 REASONS = {

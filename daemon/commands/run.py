@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from daemon.cli import EXIT_USAGE, UsageError
 from daemon.core import config, log
+from daemon.core.errors import EXIT_USAGE, UsageError
 from daemon.journal import JournalError
 
 EPILOG = """\

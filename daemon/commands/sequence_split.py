@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from daemon.cli import UsageError
 from daemon.commands import legacy
 from daemon.commands.report import Summary
+from daemon.core.errors import UsageError
 from daemon.pipeline.records import BAD_FILE, ImageRecord
 from daemon.pipeline.sequences import split_sequences
 

@@ -8,7 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
-from daemon.cli import EXIT_OK, UsageError
+from daemon.core.errors import EXIT_OK, UsageError
 from daemon.server import ServerConfig, parse_outage, running_server
 
 EPILOG = """\

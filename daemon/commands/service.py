@@ -19,8 +19,8 @@ from importlib import resources
 from pathlib import Path
 from xml.sax.saxutils import escape as xml_escape
 
-from daemon.cli import EXIT_OK, UsageError
 from daemon.core import auth, config
+from daemon.core.errors import EXIT_OK, UsageError
 
 UNIT = "mapillary-daemon.service"
 SERVICE_USER = "mapillary-daemon"

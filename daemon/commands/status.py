@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from daemon.cli import EXIT_OK, EXIT_USAGE, UsageError
 from daemon.core import config
+from daemon.core.errors import EXIT_OK, EXIT_USAGE, UsageError
 from daemon.journal import RUNTIME_META, Journal, JournalError
 
 EPILOG = """\

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from daemon.cli import EXIT_OK, EXIT_SET_ASIDE, EXIT_USAGE, UsageError
 from daemon.core import auth, config, log
+from daemon.core.errors import EXIT_OK, EXIT_SET_ASIDE, EXIT_USAGE, UsageError
 from daemon.journal import AsyncJournal, Journal, JournalError, SequenceState
 from daemon.upload.client import AuthError, UploadClient, UploadError
 from daemon.upload.queue import collect, queue

@@ -24,16 +24,13 @@ from pathlib import Path
 
 from daemon.core import config, log
 from daemon.core.durable import fsync_dir
+from daemon.core.errors import TokenStoreError
 
 TOKEN_ENV = "MAPILLARY_TOKEN"
 TOKENS_FILE = "tokens.toml"
 CREDENTIAL = "tokens.toml"  # the credential name the systemd unit passes with LoadCredential=
 _PROFILE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _HEADER = "# mapillary-daemon access tokens. Secrets: keep this file private (mode 0600).\n"
-
-
-class TokenStoreError(Exception):
-    """The token file cannot be read or written; ``str(exc)`` is one line naming the file."""
 
 
 @dataclass(frozen=True)

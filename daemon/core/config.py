@@ -15,15 +15,13 @@ from typing import Any
 
 import platformdirs
 
+from daemon.core.errors import ConfigError
+
 APP = "mapillary-daemon"
 ENV_PREFIX = "MAPILLARY_DAEMON_"
 SYSTEM_CONFIG = Path("/etc/mapillary-daemon/config.toml")
 DEFAULT_GRAPH = "https://graph.mapillary.com"
 DEFAULT_UPLOAD = "https://rupload.facebook.com/mapillary_public_uploads"
-
-
-class ConfigError(Exception):
-    """A bad configuration: one line naming the source, the key and what is wrong."""
 
 
 def config_dir() -> Path:
