@@ -22,8 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemon.core import config, log
-from daemon.core.durable import fsync_dir
+from daemon.core import config, log, toml_write
+from daemon.core.durable import write_atomically
 from daemon.core.errors import TokenStoreError
 
 TOKEN_ENV = "MAPILLARY_TOKEN"
@@ -139,39 +139,21 @@ def delete_token(profile: str, *, path: Path | None = None) -> bool:
 
 
 def _write(file: Path, accounts: dict[str, Account]) -> None:
-    """Write the whole file under a temporary name created 0600, then rename over the old one,
-    so that no reader ever sees a partial file and the token is never world-readable."""
+    """Replace the whole file atomically, its temp file created 0600: no reader ever sees a
+    partial file and the token is never world-readable."""
     text = _HEADER + "".join(_render(a) for a in accounts.values())
     try:
         file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
-        tmp.unlink(missing_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.fchmod(fd, 0o600)  # whatever the umask
-            os.write(fd, text.encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, file)
-        fsync_dir(file.parent)
+        write_atomically(file, text, mode=0o600)
     except OSError as exc:
         raise TokenStoreError(f"{file}: cannot write: {exc.strerror}") from None
 
 
 def _render(account: Account) -> str:
-    lines = [f"\n[{_quote(account.profile)}]", f"token = {_quote(account.token)}"]
+    lines = [
+        f"\n[{toml_write.string(account.profile)}]",
+        toml_write.assignment("token", account.token),
+    ]
     if account.username:
-        lines.append(f"username = {_quote(account.username)}")
+        lines.append(toml_write.assignment("username", account.username))
     return "\n".join(lines) + "\n"
-
-
-def _quote(text: str) -> str:
-    r"""A TOML basic string.
-
-    >>> print(_quote('say "hi" \\o/'))
-    "say \"hi\" \\o/"
-    """
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
-    escaped = "".join(c if c >= " " and c != "\x7f" else f"\\u{ord(c):04x}" for c in escaped)
-    return f'"{escaped}"'
