@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.commands import legacy
+from daemon.commands.common import add_command
 from daemon.commands.report import Summary
 from daemon.core.errors import UsageError
 from daemon.media import exif
@@ -35,7 +36,7 @@ Exit codes: 0 all photos tagged, 1 some set aside (reasons printed), 2 bad argum
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = legacy.command_parser(
+    p = add_command(
         sub,
         "add-tags",
         "write the Mapillary description into each photo's EXIF",

@@ -12,6 +12,7 @@ from datetime import datetime, tzinfo
 from pathlib import Path
 
 from daemon.commands import legacy
+from daemon.commands.common import add_command
 from daemon.commands.report import Summary
 from daemon.core.errors import UsageError
 from daemon.media import exif
@@ -36,7 +37,7 @@ START_FORMATS = (
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = legacy.command_parser(
+    p = add_command(
         sub,
         "fix-dates",
         "give photos taken at a fixed interval their capture times",

@@ -12,6 +12,7 @@ import contextlib
 from pathlib import Path
 
 from daemon.commands import legacy
+from daemon.commands.common import add_command
 from daemon.commands.report import Progress, Summary
 from daemon.core.durable import fsync_dirs, sync_files
 from daemon.core.errors import UsageError
@@ -31,7 +32,7 @@ Exit codes: 0 all photos tagged, 1 some left untouched (reasons printed), 2 bad 
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = legacy.command_parser(
+    p = add_command(
         sub,
         "geotag",
         "write positions from GPX tracks into the photos",

@@ -12,6 +12,7 @@ from pathlib import Path
 import piexif
 
 from daemon.commands import legacy
+from daemon.commands.common import add_command
 from daemon.commands.report import Summary
 from daemon.media import exif
 from daemon.pipeline.directions import interpolate_directions
@@ -28,7 +29,7 @@ Exit codes: 0 all photos written, 1 some set aside (reasons printed), 2 bad argu
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = legacy.command_parser(
+    p = add_command(
         sub,
         "interpolate-direction",
         "set each photo's direction towards the next photo",

@@ -25,18 +25,6 @@ from daemon.pipeline.records import BAD_FILE, ImageRecord
 SKIP_DIRS = ("duplicates", "errors")
 
 
-def command_parser(
-    sub: argparse._SubParsersAction, name: str, help_: str, description: str, epilog: str
-) -> argparse.ArgumentParser:
-    return sub.add_parser(
-        name,
-        help=help_,
-        description=description,
-        epilog=epilog,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-
-
 def add_tz_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--tz",

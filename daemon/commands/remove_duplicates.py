@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 
 from daemon.commands import legacy
+from daemon.commands.common import add_command
 from daemon.commands.report import Summary
 from daemon.core.errors import UsageError
 from daemon.pipeline.duplicates import mark_duplicates, mark_impossible_speeds
@@ -38,7 +39,7 @@ movable (reasons printed), 2 bad arguments."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = legacy.command_parser(
+    p = add_command(
         sub,
         "remove-duplicates",
         "move photos taken while standing still into a duplicates folder",

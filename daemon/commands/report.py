@@ -195,10 +195,10 @@ class Summary:
         if self.zone is not None:
             zone = f"  zone of camera times: {self.zone}"
             if self.time_offset is not None:
-                zone += f"; time offset: {_offset_text(self.time_offset)}"
+                zone += f"; time offset: {clock_offset_text(self.time_offset)}"
             out.append(zone)
         elif self.time_offset is not None:
-            out.append(f"  time offset: {_offset_text(self.time_offset)}")
+            out.append(f"  time offset: {clock_offset_text(self.time_offset)}")
         out += [f"  {note}" for note in self.notes]
         return out
 
@@ -212,9 +212,10 @@ class Summary:
         return self.err or sys.stderr
 
 
-def _offset_text(seconds: float) -> str:
-    """
-    >>> _offset_text(30), _offset_text(-2.5), _offset_text(0)
+def clock_offset_text(seconds: float) -> str:
+    """How summaries tell the camera clock's offset from true (GPS) time.
+
+    >>> clock_offset_text(30), clock_offset_text(-2.5), clock_offset_text(0)
     ('30 s (camera ahead)', '-2.5 s (camera behind)', '0 s')
     """
     side = " (camera ahead)" if seconds > 0 else " (camera behind)" if seconds < 0 else ""

@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 
 from daemon.commands import legacy
+from daemon.commands.common import add_command
 from daemon.commands.report import Summary
 from daemon.core.errors import UsageError
 from daemon.pipeline.records import BAD_FILE, ImageRecord
@@ -28,7 +29,7 @@ Exit codes: 0 all photos moved, 1 some left in place (reasons printed), 2 bad ar
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = legacy.command_parser(
+    p = add_command(
         sub,
         "sequence-split",
         "move runs of photos into numbered sequence folders",

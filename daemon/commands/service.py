@@ -19,6 +19,7 @@ from importlib import resources
 from pathlib import Path
 from xml.sax.saxutils import escape as xml_escape
 
+from daemon.commands.common import add_command
 from daemon.core import auth, config
 from daemon.core.errors import EXIT_OK, UsageError
 
@@ -61,13 +62,13 @@ class Planned:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "service",
-        help="install or remove the systemd unit (launchd agent on macOS) for this installation",
-        description="Write the systemd unit (or the macOS launchd agent) that runs "
+        "install or remove the systemd unit (launchd agent on macOS) for this installation",
+        "Write the systemd unit (or the macOS launchd agent) that runs "
         "`mapillary-daemon run` from this installation, and print the commands that enable it.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        EPILOG,
     )
     p.add_argument("action", choices=["install", "uninstall"])
     mode = p.add_mutually_exclusive_group()
@@ -201,10 +202,7 @@ def system_settings(path: Path | None, root: Path) -> config.Settings:
     file = path or _under(root, SYSTEM_CONFIG_DIR / "config.toml")
     if path is None and not file.exists():
         return config.Settings()
-    try:
-        return config.load(file, env={})
-    except config.ConfigError as exc:
-        raise UsageError(str(exc)) from None
+    return config.load(file, env={})
 
 
 def writable_paths(settings: config.Settings) -> list[Path]:

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from daemon.commands.common import add_command
 from daemon.core import config
 from daemon.core.errors import EXIT_OK, EXIT_USAGE, UsageError
 from daemon.journal import RUNTIME_META, Journal, JournalError
@@ -23,13 +24,13 @@ Reads the journal only (never writes), so it works while the daemon runs."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "status",
-        help="what the daemon is doing: queue, uploads, errors, sources",
-        description="Show images per state, sequences, bytes left to upload, upload rate and "
+        "what the daemon is doing: queue, uploads, errors, sources",
+        "Show images per state, sequences, bytes left to upload, upload rate and "
         "ETA, the last errors, whether the server is reachable and what each source is doing.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        EPILOG,
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--journal", type=Path, help="journal file (default: from the configuration)")
@@ -135,10 +136,7 @@ def render(st: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        settings = config.load(args.config)
-    except config.ConfigError as exc:
-        raise UsageError(str(exc)) from None
+    settings = config.load(args.config)
     path = args.journal or settings.journal_path
     if not path.exists():
         print(f"no journal at {path} yet: the daemon has not run with this configuration")
