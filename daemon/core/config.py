@@ -355,7 +355,8 @@ def _rows() -> dict[str, Setting]:
     hints = typing.get_type_hints(Settings)
     rows = {}
     for f in fields(Settings):
-        default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+        factory = f.default_factory
+        default = factory() if callable(factory) else f.default  # MISSING is not callable
         rows[f.name] = Setting(f.name, hints[f.name], default, f.metadata["spec"])
     return rows
 
