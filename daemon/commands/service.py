@@ -21,6 +21,7 @@ from xml.sax.saxutils import escape as xml_escape
 
 from daemon.commands.common import add_command
 from daemon.core import auth, config
+from daemon.core.durable import write_atomically
 from daemon.core.errors import EXIT_OK, UsageError
 
 UNIT = "mapillary-daemon.service"
@@ -383,10 +384,7 @@ def write(planned: Planned) -> str:
         os.chmod(path, planned.mode)
         return f"unchanged {path}"
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(planned.text, encoding="utf-8")
-    os.chmod(tmp, planned.mode)
-    os.replace(tmp, path)
+    write_atomically(path, planned.text, mode=planned.mode, durable=False)
     return f"wrote {path}"
 
 
