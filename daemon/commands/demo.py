@@ -24,7 +24,8 @@ from typing import Any
 from daemon.commands.common import add_command
 from daemon.core import config, log
 from daemon.core.errors import EXIT_OK, EXIT_SET_ASIDE
-from daemon.demo.drive import Drive, plan_drive, write_jpeg_bytes
+from daemon.demo.camera import write_jpeg_bytes
+from daemon.demo.route import Drive, plan_drive
 from daemon.journal import FileState, Journal, SequenceState
 from daemon.server import ServerConfig, running_server
 
