@@ -92,5 +92,4 @@ def run(args: argparse.Namespace) -> int:
         summary.done += 1
     if kept:
         summary.note(f"{kept} photos kept the project they had (use --overwrite to replace it)")
-    summary.print()
-    return summary.exit_code()
+    return summary.finish()

@@ -185,8 +185,7 @@ def run(args: argparse.Namespace) -> int:
         )
         return EXIT_USAGE
     _fill(summary, outcome)
-    summary.print()
-    return summary.exit_code()
+    return summary.finish()
 
 
 def _fill(summary: Summary, outcome: Outcome) -> None:

@@ -74,11 +74,11 @@ def write_time(record: ImageRecord, tz: tzinfo, with_offset: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    tz, label = legacy.zone(args.tz)
+    zone = legacy.zone(args.tz)
+    tz = zone[0]
     start = parse_start(args.start).replace(tzinfo=tz)
-    paths = legacy.photos_in(args.path, recursive=False)
-    summary = Summary("fix-dates", done_verb="dated", images=len(paths), zone=label)
-    records = legacy.load(paths, tz, summary)
+    summary = Summary("fix-dates", done_verb="dated")
+    records = legacy.read(summary, args.path, zone, recursive=False)
     records.sort(key=lambda r: natural_key(r.filename))
     records = fix_dates(records, start, args.increment)
     for record in records:
@@ -88,5 +88,4 @@ def run(args: argparse.Namespace) -> int:
     legacy.write_each(usable, lambda r: write_time(r, tz, args.tz is not None), summary)
     if usable:
         summary.note(f"first photo {usable[0].filename}, last {usable[-1].filename}")
-    summary.print()
-    return summary.exit_code()
+    return summary.finish()

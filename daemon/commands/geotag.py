@@ -136,7 +136,7 @@ def write_positions(records: list[ImageRecord], summary: Summary) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    tz, label = legacy.zone(args.tz)
+    zone = legacy.zone(args.tz)
     if args.max_gap <= 0:
         raise UsageError("--max-gap must be positive")
     try:
@@ -145,11 +145,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"GPX: {exc}") from None
     except OSError as exc:
         raise UsageError(f"GPX: {exc.filename}: {exc.strerror or exc}") from None
-    paths = legacy.photos_in(args.path, recursive=True)
-    summary = Summary(
-        "geotag", done_verb="tagged", images=len(paths), zone=label, time_offset=args.time_offset
-    )
-    records = legacy.load(paths, tz, summary)
+    summary = Summary("geotag", done_verb="tagged", time_offset=args.time_offset)
+    records = legacy.read(summary, args.path, zone, recursive=True)
     tagged = geotag(
         records,
         track,
@@ -166,5 +163,4 @@ def run(args: argparse.Namespace) -> int:
         summary.note(f"{kept} outside the track kept the position already in their EXIF")
     if track.truncated:
         summary.note("a GPX file ends mid-write; its points up to the cut were used")
-    summary.print()
-    return summary.exit_code()
+    return summary.finish()

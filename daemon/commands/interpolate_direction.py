@@ -69,10 +69,9 @@ def write_direction(record: ImageRecord) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    tz, label = legacy.zone(args.tz)
-    paths = legacy.photos_in(args.path, recursive=True)
-    summary = Summary("interpolate-direction", images=len(paths), zone=label)
-    records = legacy.load(paths, tz, summary)
+    zone = legacy.zone(args.tz)
+    summary = Summary("interpolate-direction")
+    records = legacy.read(summary, args.path, zone, recursive=True)
     directed: list[ImageRecord] = []
     for folder_records in legacy.by_folder(records).values():
         positioned = [
@@ -87,5 +86,4 @@ def run(args: argparse.Namespace) -> int:
     legacy.write_each(usable, write_direction, summary)
     if unmoved:
         summary.note(f"{unmoved} photos in folders where nothing moved were left without one")
-    summary.print()
-    return summary.exit_code()
+    return summary.finish()

@@ -47,6 +47,13 @@ def existing(path: Path) -> Path:
     return path
 
 
+def folder(path: Path) -> Path:
+    """``path``, which must be an existing folder (a usage error otherwise)."""
+    if not existing(path).is_dir():
+        raise UsageError(f"{path} is not a folder")
+    return path
+
+
 def photos_in(path: Path, *, recursive: bool) -> list[Path]:
     """JPEGs under ``path`` (or just in it), in natural name order; ``path`` may be one JPEG.
 
@@ -70,6 +77,17 @@ def by_folder(records: Iterable[ImageRecord]) -> dict[Path, list[ImageRecord]]:
     for record in records:
         groups.setdefault(record.path.parent, []).append(record)
     return groups
+
+
+def read(
+    summary: Summary, path: Path, zone: tuple[tzinfo, str], *, recursive: bool
+) -> list[ImageRecord]:
+    """The photos under ``path`` (see :func:`photos_in`) as records in capture order, their
+    naive times read in ``zone`` (from :func:`zone`); the summary counts them."""
+    tz, summary.zone = zone
+    paths = photos_in(path, recursive=recursive)
+    summary.images = len(paths)
+    return load(paths, tz, summary)
 
 
 def load(paths: Sequence[Path], tz: tzinfo, summary: Summary) -> list[ImageRecord]:

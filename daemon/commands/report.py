@@ -207,6 +207,11 @@ class Summary:
             self.progress.close()
         print("\n".join(self.lines()), file=self.out or sys.stdout, flush=True)
 
+    def finish(self) -> int:
+        """Print the summary; the command's exit code."""
+        self.print()
+        return self.exit_code()
+
     @property
     def _err(self) -> TextIO:
         return self.err or sys.stderr

@@ -48,7 +48,7 @@ def gather(journal_path: Path, errors: int) -> dict[str, Any]:
         events = journal.recent_events(errors)
     finally:
         journal.close()
-    pid = runtime.get("pid")
+    pid = runtime.get("pid") or 0  # none recorded: not running
     runtime["running"] = bool(pid) and _alive(int(pid)) and not runtime.get("stopped")
     # A stopped daemon uploads nothing: its last rate would promise an ETA that is not coming.
     rate = (runtime.get("upload_rate") or 0.0) if runtime["running"] else 0.0
