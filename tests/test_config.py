@@ -129,3 +129,25 @@ def test_every_flag_of_the_table_is_a_flag_of_run_and_the_pipeline_ones_of_proce
             continue
         assert f"[{row.spec.flag}" in helps["run"], row.name
         assert (f"[{row.spec.flag}" in helps["process"]) == (row.spec.section == "pipeline")
+
+
+def test_doctests_of_the_settings_helpers() -> None:
+    import doctest
+
+    from daemon.core import flags, toml_write
+
+    for module in (flags, toml_write):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0, module.__name__
+
+
+def test_what_the_toml_writer_writes_reads_back_the_same() -> None:
+    import tomllib
+
+    from daemon.core import toml_write
+
+    values = {"plain": "a", "quoted": 'say "hi" \\o/', "control": "tab\there\x7f", "n": 2.5}
+    lines = [toml_write.assignment(k, v) for k, v in values.items()]
+    lines.append(toml_write.assignment("a key", [Path("/x y"), "z"]))
+    read = tomllib.loads("\n".join(lines))
+    assert read == {**values, "a key": ["/x y", "z"]}

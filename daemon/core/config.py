@@ -424,8 +424,9 @@ def environment_values(env: dict[str, str] | None = None) -> dict[str, str]:
     other variable with that prefix is refused by :func:`apply` as an unknown key, so a typo
     is an error, not a silent default."""
     env = dict(os.environ if env is None else env)
+    names = {row.env: row.name for row in FIELDS.values()}
     values = {
-        k[len(ENV_PREFIX) :].lower(): v
+        names.get(k, k.removeprefix(ENV_PREFIX).lower()): v
         for k, v in env.items()
         if k.startswith(ENV_PREFIX) and k != ENV_PREFIX + "CONFIG"
     }
