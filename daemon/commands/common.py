@@ -1,4 +1,6 @@
-"""What every command shares: its parser's shape, the --config flag, the access token.
+"""What every command shares: its parser's shape and the --config flag.
+
+Light on purpose: a one-shot `process` imports this and should not pay for logging or tokens.
 
 Not a command itself (``daemon.cli`` registers only the modules it lists).
 """
@@ -7,9 +9,6 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-
-from daemon.core import auth
-from daemon.core.errors import UsageError
 
 
 def add_command(
@@ -31,13 +30,3 @@ def add_config_flag(p: argparse.ArgumentParser) -> None:
     """``--config FILE`` (once, however many parts of a command ask for it)."""
     if not any(a.dest == "config" for a in p._actions):
         p.add_argument("--config", type=Path, help="configuration file")
-
-
-def require_token(profile: str) -> str:
-    """The profile's access token; none is a usage error that says how to get one."""
-    token = auth.load_token(profile)
-    if not token:
-        raise UsageError(
-            "no access token: run 'mapillary-daemon authenticate' or set MAPILLARY_TOKEN"
-        )
-    return token

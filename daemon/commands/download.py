@@ -8,9 +8,9 @@ import sys
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
-from daemon.commands.common import add_command, add_config_flag, require_token
+from daemon.commands.common import add_command, add_config_flag
 from daemon.commands.report import Progress, Summary
-from daemon.core import config, flags, log
+from daemon.core import auth, config, flags, log
 from daemon.core.errors import EXIT_USAGE, UsageError
 from daemon.download.box import Box
 from daemon.download.http import AuthRefused
@@ -167,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
     options = options_from(args)
     settings = config.load(args.config, overrides=flags.given(args, ["profile"]))
     log.setup("warning")
-    token = require_token(settings.profile)
+    token = auth.require_token(settings.profile)
     summary = Summary("download", done_verb="downloaded")
     policy = RetryPolicy(max_attempts=settings.max_attempts)
     try:

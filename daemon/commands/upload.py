@@ -7,8 +7,8 @@ import asyncio
 import sys
 from pathlib import Path
 
-from daemon.commands.common import add_command, add_config_flag, require_token
-from daemon.core import config, flags, log
+from daemon.commands.common import add_command, add_config_flag
+from daemon.core import auth, config, flags, log
 from daemon.core.errors import EXIT_OK, EXIT_SET_ASIDE, EXIT_USAGE, UsageError
 from daemon.journal import AsyncJournal, Journal, JournalError, SequenceState
 from daemon.upload.client import AuthError, UploadClient, UploadError
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
             f"uploaded to {settings.upload_endpoint}; {len(found.skipped)} skipped"
         )
         return EXIT_OK
-    token = require_token(settings.profile)
+    token = auth.require_token(settings.profile)
     try:
         code = asyncio.run(upload_folder(settings, token, root, found.photos))
     except JournalError as exc:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from daemon.core import config, log, toml_write
 from daemon.core.durable import write_atomically
-from daemon.core.errors import TokenStoreError
+from daemon.core.errors import TokenStoreError, UsageError
 
 TOKEN_ENV = "MAPILLARY_TOKEN"
 TOKENS_FILE = "tokens.toml"
@@ -78,6 +78,17 @@ def load_token(
     if not token:
         return None
     log.register_secret(token)
+    return token
+
+
+def require_token(profile: str) -> str:
+    """The token for ``profile`` (see :func:`load_token`); none is a usage error saying how to
+    get one (the commands' wording: the daemon itself waits for a token instead)."""
+    token = load_token(profile)
+    if not token:
+        raise UsageError(
+            "no access token: run 'mapillary-daemon authenticate' or set MAPILLARY_TOKEN"
+        )
     return token
 
 
