@@ -8,7 +8,7 @@ import getpass
 import sys
 from pathlib import Path
 
-from daemon.commands.common import add_command
+from daemon.commands.common import add_command, add_config_flag
 from daemon.core import auth, config, log
 from daemon.core.errors import EXIT_OK, EXIT_SET_ASIDE, EXIT_USAGE, UsageError
 from daemon.upload.client import AuthError, RejectedError, RetriesExhausted, UploadClient
@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     source.add_argument("--token-file", type=Path, help="read the token from this file")
     p.add_argument("--profile", help="profile name (default: the configured one, 'default')")
     p.add_argument("--delete", action="store_true", help="forget the profile's stored token")
-    p.add_argument("--config", type=Path, default=None, help="configuration file")
+    add_config_flag(p)
     p.set_defaults(func=run)
 
 

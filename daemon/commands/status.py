@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from daemon.commands.common import add_command
+from daemon.commands.common import add_command, add_config_flag
 from daemon.core import config
 from daemon.core.errors import EXIT_OK, EXIT_USAGE, UsageError
 from daemon.journal import RUNTIME_META, Journal, JournalError
@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--journal", type=Path, help="journal file (default: from the configuration)")
-    p.add_argument("--config", type=Path, help="configuration file")
+    add_config_flag(p)
     p.add_argument("--errors", type=int, default=10, help="how many recent errors (%(default)s)")
     p.set_defaults(func=run)
 
