@@ -1,9 +1,8 @@
 """Command-line entry: one argparse parser, one module per subcommand.
 
 Every module in ``daemon.commands`` listed in COMMANDS exposes ``register(subparsers)`` which adds
-its parser and sets ``func`` (``args -> int`` exit code) as the default.
-Exit codes everywhere: 0 all went well, 1 some files were set aside or some work failed,
-2 usage or configuration error.
+its parser and sets ``func`` (``args -> int`` exit code) as the default. Exit codes and the
+errors that end a command are in ``daemon.core.errors``.
 """
 
 from __future__ import annotations
@@ -14,10 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from daemon import __version__
-
-EXIT_OK = 0
-EXIT_SET_ASIDE = 1
-EXIT_USAGE = 2
+from daemon.core.errors import EXIT_INTERRUPTED, EXIT_USAGE, DaemonError
 
 # Order here is the order in `--help`.
 COMMANDS = [
@@ -40,10 +36,6 @@ COMMANDS = [
     "config",
     "service",
 ]
-
-
-class UsageError(Exception):
-    """A bad argument or setting found after parsing; exits 2 with a one-line message."""
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -86,12 +78,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return int(args.func(args))
-    except UsageError as exc:
+    except DaemonError as exc:
         print(f"mapillary-daemon {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -75,3 +75,79 @@ def test_run_refuses_an_unknown_key_with_one_line_and_exit_2(tmp_path: Path) -> 
     assert done.returncode == 2
     assert f"{path}: unknown key 'batch_quiet'" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_duplicate_window_is_a_setting_with_the_pipelines_default(tmp_path: Path) -> None:
+    from daemon.pipeline import PipelineOptions
+
+    assert config.Settings().duplicate_window == PipelineOptions().duplicate_window == 30.0
+    path = tmp_path / "config.toml"
+    path.write_text("[pipeline]\nduplicate_window = 12\n")
+    assert config.load(path, env={}).duplicate_window == 12.0
+    env = {"MAPILLARY_DAEMON_DUPLICATE_WINDOW": "0"}
+    assert config.load(path, env=env).duplicate_window == 0.0
+    with pytest.raises(config.ConfigError, match="'duplicate_window' must not be negative"):
+        config.load(path, overrides={"duplicate_window": -1}, env={})
+    assert PipelineOptions.from_settings(config.load(path, env={})).duplicate_window == 12.0
+
+
+def _parsed(command: str, *argv: str) -> object:
+    from daemon import cli
+
+    return cli.build_parser(command.replace("-", "_")).parse_args([command, *argv])
+
+
+def test_run_and_process_accept_duplicate_window_from_flag_and_file(tmp_path: Path) -> None:
+    from daemon.commands import process, run
+
+    path = tmp_path / "config.toml"
+    path.write_text("[pipeline]\nduplicate_window = 12\n")
+    flag = ["--config", str(path), "--duplicate-window", "5"]
+    settings = run.settings_from_args(_parsed("run", *flag, "--watch", str(tmp_path)))
+    assert settings.duplicate_window == 5.0
+    assert run.settings_from_args(_parsed("run", "--config", str(path))).duplicate_window == 12.0
+    options = process.options_from_args(_parsed("process", str(tmp_path), *flag))
+    assert options.duplicate_window == 5.0
+    options = process.options_from_args(_parsed("process", str(tmp_path), "--config", str(path)))
+    assert options.duplicate_window == 12.0
+
+
+def _help(command: str) -> str:
+    import argparse
+
+    from daemon import cli
+
+    parser = cli.build_parser(command)
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices[command].format_help()
+
+
+def test_every_flag_of_the_table_is_a_flag_of_run_and_the_pipeline_ones_of_process() -> None:
+    helps = {command: _help(command) for command in ("run", "process")}
+    for row in config.FIELDS.values():
+        if not row.spec.flag:
+            continue
+        assert f"[{row.spec.flag}" in helps["run"], row.name
+        assert (f"[{row.spec.flag}" in helps["process"]) == (row.spec.section == "pipeline")
+
+
+def test_doctests_of_the_settings_helpers() -> None:
+    import doctest
+
+    from daemon.core import flags, toml_write
+
+    for module in (flags, toml_write):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0, module.__name__
+
+
+def test_what_the_toml_writer_writes_reads_back_the_same() -> None:
+    import tomllib
+
+    from daemon.core import toml_write
+
+    values = {"plain": "a", "quoted": 'say "hi" \\o/', "control": "tab\there\x7f", "n": 2.5}
+    lines = [toml_write.assignment(k, v) for k, v in values.items()]
+    lines.append(toml_write.assignment("a key", [Path("/x y"), "z"]))
+    read = tomllib.loads("\n".join(lines))
+    assert read == {**values, "a key": ["/x y", "z"]}

@@ -34,3 +34,37 @@ def test_a_json_log_line_has_no_secret_in_any_field() -> None:
     assert "0123456789abcdef" not in out.getvalue()
     assert line["file"] == "G0000001.JPG" and line["event"] == "upload_retry"
     assert line["token"] == "***" and line["headers"]["Authorization"] == "***"
+
+
+def test_a_library_log_record_comes_out_redacted_in_the_daemons_json_format() -> None:
+    import logging
+
+    out = io.StringIO()
+    log.setup("info", "json", stream=out)
+    log.register_secret("MLY|888|fedcba9876543210")
+    logging.getLogger("aiohttp.client").warning("retry with %s", "MLY|888|fedcba9876543210")
+    try:
+        raise RuntimeError("refused MLY|888|fedcba9876543210")
+    except RuntimeError:
+        logging.getLogger("asyncio").exception("Task exception was never retrieved")
+    logging.getLogger("aiohttp.access").info("GET /graph/me 200")  # below the libraries' floor
+    lines = [json.loads(line) for line in out.getvalue().strip().splitlines()]
+    assert "fedcba9876543210" not in out.getvalue()
+    assert len(lines) == 2
+    assert lines[0]["event"] == "retry with ***" and lines[0]["level"] == "warning"
+    assert lines[0]["logger"] == "aiohttp.client" and "timestamp" in lines[0]
+    assert lines[1]["level"] == "error" and "RuntimeError: refused ***" in lines[1]["exception"]
+
+
+def test_a_library_log_record_on_a_console_reads_like_the_daemons_own() -> None:
+    import logging
+
+    out = io.StringIO()
+    log.setup("info", "console", stream=out)
+    log.register_secret("tok-console-0123456789")
+    log.get().warning("own_line", reason="tok-console-0123456789")
+    logging.getLogger("watchdog.observers").warning("lost tok-console-0123456789")
+    own, theirs = out.getvalue().strip().splitlines()
+    assert "tok-console-0123456789" not in out.getvalue()
+    assert "[warning  ]" in own and "[warning  ]" in theirs
+    assert "lost ***" in theirs and "watchdog.observers" in theirs

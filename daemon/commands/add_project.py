@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.commands import legacy
+from daemon.commands.common import add_command
 from daemon.commands.report import NO_DESCRIPTION, Progress, Summary
 from daemon.media import exif
 from daemon.pipeline.describe import description_json
@@ -29,7 +30,7 @@ Exit codes: 0 all photos done, 1 some skipped (reasons printed), 2 bad arguments
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = legacy.command_parser(
+    p = add_command(
         sub,
         "add-project",
         "set the Mapillary project in the photos' descriptions",
@@ -91,5 +92,4 @@ def run(args: argparse.Namespace) -> int:
         summary.done += 1
     if kept:
         summary.note(f"{kept} photos kept the project they had (use --overwrite to replace it)")
-    summary.print()
-    return summary.exit_code()
+    return summary.finish()

@@ -14,9 +14,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from daemon.cli import UsageError
 from daemon.commands import legacy
+from daemon.commands.common import add_command
 from daemon.commands.report import Summary
+from daemon.core.errors import UsageError
 from daemon.media import exif
 from daemon.pipeline.describe import describe, description_json
 from daemon.pipeline.geotag import correct_times
@@ -35,7 +36,7 @@ Exit codes: 0 all photos tagged, 1 some set aside (reasons printed), 2 bad argum
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = legacy.command_parser(
+    p = add_command(
         sub,
         "add-tags",
         "write the Mapillary description into each photo's EXIF",
@@ -88,10 +89,9 @@ def run(args: argparse.Namespace) -> int:
             args.sequence_uuid = str(uuid.UUID(args.sequence_uuid))
         except ValueError:
             raise UsageError(f"SEQUENCE_UUID {args.sequence_uuid!r} is not a UUID") from None
-    tz, label = legacy.zone(args.tz)
-    paths = legacy.photos_in(args.path, recursive=True)
-    summary = Summary("add-tags", done_verb="tagged", images=len(paths), zone=label)
-    records = correct_times(legacy.load(paths, tz, summary), args.time_offset)
+    zone = legacy.zone(args.tz)
+    summary = Summary("add-tags", done_verb="tagged")
+    records = correct_times(legacy.read(summary, args.path, zone, recursive=True), args.time_offset)
     summary.time_offset = args.time_offset
     descriptions: dict[Path, str] = {}
     folders = legacy.by_folder(records)
@@ -110,5 +110,4 @@ def run(args: argparse.Namespace) -> int:
     )
     folders_tagged = len({r.path.parent for r in usable})
     summary.sequences = min(folders_tagged, 1) if args.sequence_uuid else folders_tagged
-    summary.print()
-    return summary.exit_code()
+    return summary.finish()

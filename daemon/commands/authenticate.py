@@ -8,8 +8,9 @@ import getpass
 import sys
 from pathlib import Path
 
-from daemon.cli import EXIT_OK, EXIT_SET_ASIDE, EXIT_USAGE, UsageError
+from daemon.commands.common import add_command, add_config_flag
 from daemon.core import auth, config, log
+from daemon.core.errors import EXIT_OK, EXIT_SET_ASIDE, EXIT_USAGE, UsageError
 from daemon.mapillary import AuthError, RejectedError, RetriesExhausted, RetryPolicy
 from daemon.upload.client import UploadClient
 
@@ -18,23 +19,23 @@ VERIFY_POLICY = RetryPolicy(max_attempts=3, max_delay=4.0)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "authenticate",
-        help="check a Mapillary access token and store it for a profile",
-        description="Check a Mapillary user access token with the graph API (/me) and store it "
+        "check a Mapillary access token and store it for a profile",
+        "Check a Mapillary user access token with the graph API (/me) and store it "
         "(mode 0600) for a profile. Without --token or --token-file the token is read from "
         "standard input. The token is never printed or logged.",
-        epilog="examples:\n  mapillary-daemon authenticate --token-file ~/mly-token.txt\n"
+        "examples:\n  mapillary-daemon authenticate --token-file ~/mly-token.txt\n"
         "  mapillary-daemon authenticate --profile work < token.txt\n"
         "  mapillary-daemon authenticate --profile work --delete",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     source = p.add_mutually_exclusive_group()
     source.add_argument("--token", help="the access token (visible in the process list)")
     source.add_argument("--token-file", type=Path, help="read the token from this file")
     p.add_argument("--profile", help="profile name (default: the configured one, 'default')")
     p.add_argument("--delete", action="store_true", help="forget the profile's stored token")
-    p.add_argument("--config", type=Path, default=None, help="configuration file")
+    add_config_flag(p)
     p.set_defaults(func=run)
 
 
@@ -42,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = config.load(args.config, overrides={"profile": args.profile})
         profile = auth.check_profile(settings.profile)
-    except (config.ConfigError, ValueError) as exc:
+    except ValueError as exc:  # a bad profile name (a bad configuration raises ConfigError)
         raise UsageError(str(exc)) from None
     log.setup(settings.log_level, settings.log_format)
     try:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-from daemon.cli import EXIT_OK, EXIT_USAGE, UsageError
+from daemon.commands.common import add_command
 from daemon.core import config
+from daemon.core.durable import write_atomically
+from daemon.core.errors import EXIT_OK, EXIT_USAGE
+from daemon.core.toml_write import assignment
 
 TEMPLATE_HEADER = """\
 # mapillary-daemon configuration (TOML). Every key is optional; the values below are the defaults.
@@ -18,27 +20,25 @@ TEMPLATE_HEADER = """\
 
 
 def template(settings: config.Settings) -> str:
-    """A commented file with every key in its section; unset keys are commented out."""
-    rendered = dict(
-        line.split(" = ", 1) for line in settings.to_toml().splitlines() if " = " in line
-    )
+    """A file with every key in its section; unset keys are commented out."""
     lines = [TEMPLATE_HEADER]
     for section, keys in config.SECTIONS.items():
         lines.append(f"[{section}]")
         for key in keys:
-            lines.append(f"{key} = {rendered[key]}" if key in rendered else f"# {key} = (not set)")
+            value = getattr(settings, key)
+            lines.append(f"# {key} = (not set)" if value is None else assignment(key, value))
         lines.append("")
     return "\n".join(lines)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "config",
-        help="create, show or locate the configuration file",
-        description="Create, show or locate the TOML configuration file.",
-        epilog="examples:\n  mapillary-daemon config init\n  mapillary-daemon config show\n"
+        "create, show or locate the configuration file",
+        "Create, show or locate the TOML configuration file.",
+        "examples:\n  mapillary-daemon config init\n  mapillary-daemon config show\n"
         "  MAPILLARY_DAEMON_WATCH=/srv/photos mapillary-daemon config show",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("action", choices=["init", "show", "path"])
     p.add_argument(
@@ -58,15 +58,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"{path} exists already; use --force to overwrite it", file=sys.stderr)
             return EXIT_USAGE
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(template(config.Settings()))
-        os.replace(tmp, path)
+        write_atomically(path, template(config.Settings()), durable=False)
         print(f"wrote {path}")
         return EXIT_OK
-    try:
-        settings = config.load(args.config)
-    except config.ConfigError as exc:
-        raise UsageError(str(exc)) from None
+    settings = config.load(args.config)
     print(f"# effective settings (file: {path}{'' if path.exists() else ', not present'})")
     print(template(settings), end="")
     return EXIT_OK

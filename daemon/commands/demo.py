@@ -21,9 +21,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from daemon.cli import EXIT_OK, EXIT_SET_ASIDE
+from daemon.commands.common import add_command
 from daemon.core import config, log
-from daemon.demo.drive import Drive, plan_drive, write_jpeg_bytes
+from daemon.core.errors import EXIT_OK, EXIT_SET_ASIDE
+from daemon.demo.camera import write_jpeg_bytes
+from daemon.demo.route import Drive, plan_drive
 from daemon.journal import FileState, Journal, SequenceState
 from daemon.server import ServerConfig, running_server
 
@@ -44,14 +46,14 @@ TIMEOUT_S = 120.0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "demo",
-        help="run the whole flow against a built-in local server (no account needed)",
-        description="Start a local Mapillary-compatible server and the daemon on a temporary "
+        "run the whole flow against a built-in local server (no account needed)",
+        "Start a local Mapillary-compatible server and the daemon on a temporary "
         "workspace, act out a drive with a camera writing photos and a GPS log into a watched "
         "folder, wait until everything is uploaded, and print what happened.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        EPILOG,
     )
     p.add_argument("--keep", action="store_true", help="keep the workspace and print where")
     p.add_argument("--laps", type=int, default=1, help="laps of the route (1 ≈ 185 photos)")

@@ -7,11 +7,11 @@ import asyncio
 import sys
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
-from typing import Any
 
-from daemon.cli import EXIT_USAGE, UsageError
+from daemon.commands.common import add_command, add_config_flag
 from daemon.commands.report import Progress, Summary
-from daemon.core import auth, config, log
+from daemon.core import auth, config, flags, log
+from daemon.core.errors import EXIT_USAGE, UsageError
 from daemon.download.box import Box
 from daemon.download.job import DEFAULT_CONCURRENCY, Listener, Options, Outcome, download_box
 from daemon.download.search import SIZES, Filters, RemoteImage
@@ -40,13 +40,13 @@ Exit codes: 0 all downloaded, 1 some images failed or were refused, 2 usage or t
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "download",
-        help="download the images of a bounding box (tagged JPEGs and a GeoJSON index)",
-        description="Search the Mapillary graph API for the images inside a box and download\n"
+        "download the images of a bounding box (tagged JPEGs and a GeoJSON index)",
+        "Search the Mapillary graph API for the images inside a box and download\n"
         "their thumbnails in parallel, each with its position, time and heading in EXIF.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        EPILOG,
     )
     for name in ("min_lat", "max_lat", "min_lon", "max_lon"):
         p.add_argument(name, type=float, nargs="?", metavar=name.upper())
@@ -75,8 +75,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="MB",
         help="refuse a thumbnail larger than this (%(default)s)",
     )
-    p.add_argument("--profile", metavar="NAME", help="stored token profile (default)")
-    p.add_argument("--config", type=Path, help="configuration file")
+    flags.add(p, ["profile"])
+    add_config_flag(p)
     p.set_defaults(func=run)
 
 
@@ -165,17 +165,9 @@ class _Report(Listener):
 
 def run(args: argparse.Namespace) -> int:
     options = options_from(args)
-    overrides: dict[str, Any] = {"profile": args.profile}
-    try:
-        settings = config.load(args.config, overrides=overrides)
-    except config.ConfigError as exc:
-        raise UsageError(str(exc)) from None
-    log.setup("warning", "console" if sys.stderr.isatty() else "json")
-    token = auth.load_token(settings.profile)
-    if not token:
-        raise UsageError(
-            "no access token: run 'mapillary-daemon authenticate' or set MAPILLARY_TOKEN"
-        )
+    settings = config.load(args.config, overrides=flags.given(args, ["profile"]))
+    log.setup("warning")
+    token = auth.require_token(settings.profile)
     summary = Summary("download", done_verb="downloaded")
     policy = RetryPolicy(max_attempts=settings.max_attempts)
     try:
@@ -193,8 +185,7 @@ def run(args: argparse.Namespace) -> int:
         )
         return EXIT_USAGE
     _fill(summary, outcome)
-    summary.print()
-    return summary.exit_code()
+    return summary.finish()
 
 
 def _fill(summary: Summary, outcome: Outcome) -> None:

@@ -11,9 +11,10 @@ import argparse
 from datetime import datetime, tzinfo
 from pathlib import Path
 
-from daemon.cli import UsageError
 from daemon.commands import legacy
+from daemon.commands.common import add_command
 from daemon.commands.report import Summary
+from daemon.core.errors import UsageError
 from daemon.media import exif
 from daemon.pipeline.dates import fix_dates, format_offset, natural_key
 from daemon.pipeline.records import ImageRecord
@@ -36,7 +37,7 @@ START_FORMATS = (
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = legacy.command_parser(
+    p = add_command(
         sub,
         "fix-dates",
         "give photos taken at a fixed interval their capture times",
@@ -73,11 +74,11 @@ def write_time(record: ImageRecord, tz: tzinfo, with_offset: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    tz, label = legacy.zone(args.tz)
+    zone = legacy.zone(args.tz)
+    tz = zone[0]
     start = parse_start(args.start).replace(tzinfo=tz)
-    paths = legacy.photos_in(args.path, recursive=False)
-    summary = Summary("fix-dates", done_verb="dated", images=len(paths), zone=label)
-    records = legacy.load(paths, tz, summary)
+    summary = Summary("fix-dates", done_verb="dated")
+    records = legacy.read(summary, args.path, zone, recursive=False)
     records.sort(key=lambda r: natural_key(r.filename))
     records = fix_dates(records, start, args.increment)
     for record in records:
@@ -87,5 +88,4 @@ def run(args: argparse.Namespace) -> int:
     legacy.write_each(usable, lambda r: write_time(r, tz, args.tz is not None), summary)
     if usable:
         summary.note(f"first photo {usable[0].filename}, last {usable[-1].filename}")
-    summary.print()
-    return summary.exit_code()
+    return summary.finish()

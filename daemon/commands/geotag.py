@@ -11,10 +11,11 @@ import argparse
 import contextlib
 from pathlib import Path
 
-from daemon.cli import UsageError
 from daemon.commands import legacy
+from daemon.commands.common import add_command
 from daemon.commands.report import Progress, Summary
 from daemon.core.durable import fsync_dirs, sync_files
+from daemon.core.errors import UsageError
 from daemon.media import exif, gpx
 from daemon.pipeline.geotag import geotag
 from daemon.pipeline.records import BAD_FILE, ImageRecord
@@ -31,7 +32,7 @@ Exit codes: 0 all photos tagged, 1 some left untouched (reasons printed), 2 bad 
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = legacy.command_parser(
+    p = add_command(
         sub,
         "geotag",
         "write positions from GPX tracks into the photos",
@@ -135,7 +136,7 @@ def write_positions(records: list[ImageRecord], summary: Summary) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    tz, label = legacy.zone(args.tz)
+    zone = legacy.zone(args.tz)
     if args.max_gap <= 0:
         raise UsageError("--max-gap must be positive")
     try:
@@ -144,11 +145,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"GPX: {exc}") from None
     except OSError as exc:
         raise UsageError(f"GPX: {exc.filename}: {exc.strerror or exc}") from None
-    paths = legacy.photos_in(args.path, recursive=True)
-    summary = Summary(
-        "geotag", done_verb="tagged", images=len(paths), zone=label, time_offset=args.time_offset
-    )
-    records = legacy.load(paths, tz, summary)
+    summary = Summary("geotag", done_verb="tagged", time_offset=args.time_offset)
+    records = legacy.read(summary, args.path, zone, recursive=True)
     tagged = geotag(
         records,
         track,
@@ -165,5 +163,4 @@ def run(args: argparse.Namespace) -> int:
         summary.note(f"{kept} outside the track kept the position already in their EXIF")
     if track.truncated:
         summary.note("a GPX file ends mid-write; its points up to the cut were used")
-    summary.print()
-    return summary.exit_code()
+    return summary.finish()

@@ -12,6 +12,7 @@ from pathlib import Path
 import piexif
 
 from daemon.commands import legacy
+from daemon.commands.common import add_command
 from daemon.commands.report import Summary
 from daemon.media import exif
 from daemon.pipeline.directions import interpolate_directions
@@ -28,7 +29,7 @@ Exit codes: 0 all photos written, 1 some set aside (reasons printed), 2 bad argu
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = legacy.command_parser(
+    p = add_command(
         sub,
         "interpolate-direction",
         "set each photo's direction towards the next photo",
@@ -68,10 +69,9 @@ def write_direction(record: ImageRecord) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    tz, label = legacy.zone(args.tz)
-    paths = legacy.photos_in(args.path, recursive=True)
-    summary = Summary("interpolate-direction", images=len(paths), zone=label)
-    records = legacy.load(paths, tz, summary)
+    zone = legacy.zone(args.tz)
+    summary = Summary("interpolate-direction")
+    records = legacy.read(summary, args.path, zone, recursive=True)
     directed: list[ImageRecord] = []
     for folder_records in legacy.by_folder(records).values():
         positioned = [
@@ -86,5 +86,4 @@ def run(args: argparse.Namespace) -> int:
     legacy.write_each(usable, write_direction, summary)
     if unmoved:
         summary.note(f"{unmoved} photos in folders where nothing moved were left without one")
-    summary.print()
-    return summary.exit_code()
+    return summary.finish()

@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import tzinfo
 from pathlib import Path
 
-from daemon.cli import UsageError
 from daemon.commands.report import Progress, Summary
+from daemon.core.errors import UsageError
 from daemon.core.files import is_photo
 from daemon.media import exif
 from daemon.media.load import find_jpegs, load_records
@@ -24,18 +24,6 @@ from daemon.pipeline.records import BAD_FILE, ImageRecord
 
 # Where remove-duplicates moves photos by default; never read as input again.
 SKIP_DIRS = ("duplicates", "errors")
-
-
-def command_parser(
-    sub: argparse._SubParsersAction, name: str, help_: str, description: str, epilog: str
-) -> argparse.ArgumentParser:
-    return sub.add_parser(
-        name,
-        help=help_,
-        description=description,
-        epilog=epilog,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
 
 
 def add_tz_argument(p: argparse.ArgumentParser) -> None:
@@ -57,6 +45,13 @@ def zone(text: str | None) -> tuple[tzinfo, str]:
 def existing(path: Path) -> Path:
     if not path.exists():
         raise UsageError(f"{path} does not exist")
+    return path
+
+
+def folder(path: Path) -> Path:
+    """``path``, which must be an existing folder (a usage error otherwise)."""
+    if not existing(path).is_dir():
+        raise UsageError(f"{path} is not a folder")
     return path
 
 
@@ -83,6 +78,17 @@ def by_folder(records: Iterable[ImageRecord]) -> dict[Path, list[ImageRecord]]:
     for record in records:
         groups.setdefault(record.path.parent, []).append(record)
     return groups
+
+
+def read(
+    summary: Summary, path: Path, zone: tuple[tzinfo, str], *, recursive: bool
+) -> list[ImageRecord]:
+    """The photos under ``path`` (see :func:`photos_in`) as records in capture order, their
+    naive times read in ``zone`` (from :func:`zone`); the summary counts them."""
+    tz, summary.zone = zone
+    paths = photos_in(path, recursive=recursive)
+    summary.images = len(paths)
+    return load(paths, tz, summary)
 
 
 def load(paths: Sequence[Path], tz: tzinfo, summary: Summary) -> list[ImageRecord]:

@@ -6,17 +6,19 @@ Writes a mapillary_tools description file; the photos are not touched unless ``-
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
-from daemon.cli import EXIT_OK, EXIT_SET_ASIDE, UsageError
-from daemon.core import config
+from daemon.commands.common import add_command, add_config_flag
+from daemon.commands.report import clock_offset_text
+from daemon.core import config, flags
+from daemon.core.durable import put_in_place, temp_beside
+from daemon.core.errors import EXIT_OK, EXIT_SET_ASIDE, UsageError
 from daemon.media import exif
 from daemon.media.load import find_jpegs, load_records
 from daemon.pipeline import PipelineOptions, PipelineResult, run_pipeline
@@ -43,19 +45,19 @@ time - offset. Camera times without a zone are read in --tz (default: this machi
 Photos taken while standing still count as duplicates (not an error for the exit code).
 Exit codes: 0 all photos usable, 1 some set aside (reasons printed), 2 bad arguments."""
 
-# Flags whose value, when given, overrides the configuration (same names as the settings).
-SETTING_FLAGS = [k for k in config.SECTIONS["pipeline"] if k != "interpolate_directions"]
+# The pipeline's settings, each with its flag (when given, it overrides the configuration).
+SETTING_FLAGS = flags.flagged("pipeline")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "process",
-        help="geotag, sequence and de-duplicate photos; write the description file",
-        description="Read the photos under PATH, position them (EXIF GPS or GPX tracks), split "
+        "geotag, sequence and de-duplicate photos; write the description file",
+        "Read the photos under PATH, position them (EXIF GPS or GPX tracks), split "
         "them into sequences, set aside duplicates and unusable photos, and write a "
         "mapillary_tools description file. Photos are not modified unless --write-exif.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        EPILOG,
     )
     add_arguments(p)
     p.set_defaults(func=run)
@@ -67,38 +69,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--gpx", action="append", type=Path, default=[], metavar="FILE", help="GPX track(s)"
     )
-    p.add_argument("--time-offset", type=float, metavar="S", help="camera clock ahead of GPS, s")
-    p.add_argument("--tz", metavar="ZONE", help="zone of camera times: +02:00, Europe/Berlin")
-    p.add_argument("--bearing-offset", type=float, metavar="DEG", help="added to GPX bearings")
-    p.add_argument("--max-gap", type=float, metavar="S", help="longest GPX gap to bridge (60)")
-    p.add_argument("--cutoff-distance", type=float, metavar="M", help="split at jumps over M (100)")
-    p.add_argument("--cutoff-time", type=float, metavar="S", help="split at gaps over S (60)")
-    p.add_argument("--max-images", type=int, metavar="N", help="photos per sequence (1000)")
-    p.add_argument("--duplicate-distance", type=float, metavar="M", help="classic rule (4)")
-    p.add_argument("--duplicate-angle", type=float, metavar="DEG", help="turn that keeps (20)")
-    p.add_argument(
-        "--duplicate-window",
-        type=float,
-        metavar="S",
-        default=30.0,
-        help="seconds of motion that tell standing from moving; 0 = classic rule (%(default)s)",
-    )
-    p.add_argument("--max-speed", dest="max_speed_kmh", type=float, metavar="KMH", help="(200)")
-    p.add_argument("--interpolate-directions", action="store_true", default=None)
-    p.add_argument("--offset-angle", type=float, metavar="DEG", help="camera to travel angle")
     p.add_argument("--desc-path", metavar="FILE|-", help=f"default: PATH/{DESCRIPTION_FILE}")
     p.add_argument("--write-exif", action="store_true", help="write position into the photos")
-    p.add_argument("--config", type=Path, help="configuration file")
+    add_config_flag(p)
+    flags.add_sections(p, ["pipeline"])
 
 
 def options_from_args(args: argparse.Namespace) -> PipelineOptions:
-    overrides: dict[str, Any] = {k: getattr(args, k) for k in SETTING_FLAGS}
-    overrides["interpolate_directions"] = args.interpolate_directions
-    try:
-        settings = config.load(args.config, overrides=overrides)
-    except config.ConfigError as exc:
-        raise UsageError(str(exc)) from None
-    return PipelineOptions.from_settings(settings, duplicate_window=args.duplicate_window)
+    settings = config.load(args.config, overrides=flags.given(args, SETTING_FLAGS))
+    return PipelineOptions.from_settings(settings)
 
 
 def description_chunks(records: Iterable[ImageRecord]) -> Iterator[str]:
@@ -115,18 +94,19 @@ def description_chunks(records: Iterable[ImageRecord]) -> Iterator[str]:
     yield "[]\n" if sep == "[\n" else "\n]\n"
 
 
-def write_atomically(path: Path, chunks: Iterable[str]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+def write_description_file(path: Path, chunks: Iterable[str]) -> None:
+    """Write the file as its text is made (see :func:`description_chunks`), flush it to disk,
+    then rename it over ``path``: a reader sees the old file or the whole new one."""
+    tmp = temp_beside(path)
     try:
         with open(tmp, "w", encoding="utf-8") as fh:
             fh.writelines(chunks)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
     except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
         raise
+    put_in_place(tmp, path)
 
 
 def write_exif(result: PipelineResult) -> list[ImageRecord]:
@@ -146,7 +126,7 @@ def print_summary(
 ) -> None:
     set_aside = result.set_aside + extra
     for r in set_aside:
-        print(f"{r.path}: {r.error.message}", file=sys.stderr)  # type: ignore[union-attr]
+        print(f"{r.path}: {r.error.message if r.error else ''}", file=sys.stderr)
     print(
         f"process: {result.images} images in {len(result.sequences)} sequences, "
         f"{len(result.duplicates)} duplicates, {len(set_aside)} set aside",
@@ -158,8 +138,7 @@ def print_summary(
     used = ", ".join(f"{z} ({n})" for z, n in zones.most_common()) if len(zones) > 1 else zone
     if len(zones) == 1:
         used = next(iter(zones))
-    ahead = " (camera ahead)" if offset > 0 else " (camera behind)" if offset < 0 else ""
-    print(f"  zone of camera times: {used}; time offset: {offset:g} s{ahead}", file=out)
+    print(f"  zone of camera times: {used}; time offset: {clock_offset_text(offset)}", file=out)
     print(f"  description file: {desc}", file=out)
 
 
@@ -192,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
         default = (root if root.is_dir() else root.parent) / DESCRIPTION_FILE
         desc_path = Path(args.desc_path) if args.desc_path else default
         try:
-            write_atomically(desc_path, chunks)
+            write_description_file(desc_path, chunks)
         except OSError as exc:
             raise UsageError(f"cannot write {desc_path}: {exc.strerror or exc}") from None
         desc = str(desc_path)

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import argparse
 
-from daemon.cli import EXIT_SET_ASIDE, EXIT_USAGE, UsageError
 from daemon.commands import process, upload
+from daemon.commands.common import add_command
+from daemon.core.errors import EXIT_SET_ASIDE, EXIT_USAGE, UsageError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "process-and-upload",
-        help="process PATH, then upload it (upload_with_preprocessing)",
-        description="Run `process` on PATH (all of its options), then `upload` the result.",
-        epilog="example:\n  mapillary-daemon process-and-upload ~/rides/2024-06-01 --gpx track.gpx "
+        "process PATH, then upload it (upload_with_preprocessing)",
+        "Run `process` on PATH (all of its options), then `upload` the result.",
+        "example:\n  mapillary-daemon process-and-upload ~/rides/2024-06-01 --gpx track.gpx "
         "--tz Europe/Berlin",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     process.add_arguments(p)
     upload.add_upload_arguments(p, with_path=False)

@@ -11,9 +11,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from daemon.cli import UsageError
 from daemon.commands import legacy
+from daemon.commands.common import add_command
 from daemon.commands.report import Summary
+from daemon.core.errors import UsageError
 from daemon.pipeline.duplicates import mark_duplicates, mark_impossible_speeds
 from daemon.pipeline.records import BAD_FILE, NO_POSITION, ImageRecord
 from daemon.pipeline.sequences import cut_sequences
@@ -38,7 +39,7 @@ movable (reasons printed), 2 bad arguments."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = legacy.command_parser(
+    p = add_command(
         sub,
         "remove-duplicates",
         "move photos taken while standing still into a duplicates folder",
@@ -126,17 +127,14 @@ def move_all(
 
 
 def run(args: argparse.Namespace) -> int:
-    src: Path = legacy.existing(args.src)
-    if not src.is_dir():
-        raise UsageError(f"{src} is not a folder")
+    src = legacy.folder(args.src)
     if args.distance < 0 or args.angle < 0 or args.max_speed <= 0 or args.window < 0:
         raise UsageError("-d, -p and --window must not be negative, --max-speed must be positive")
-    tz, label = legacy.zone(args.tz)
+    zone = legacy.zone(args.tz)
     dup_dir = args.duplicate_dir or src / "duplicates"
     err_dir = args.error_dir or src / "errors"
-    paths = legacy.photos_in(src, recursive=False)
-    summary = Summary("remove-duplicates", done_verb="kept", images=len(paths), zone=label)
-    kept, duplicates, errors = judge(legacy.load(paths, tz, summary), args)
+    summary = Summary("remove-duplicates", done_verb="kept")
+    kept, duplicates, errors = judge(legacy.read(summary, src, zone, recursive=False), args)
     summary.done = len(kept)
     for record in duplicates + errors:
         summary.add_record(record)
@@ -154,5 +152,4 @@ def run(args: argparse.Namespace) -> int:
             summary.note(f"{moved} duplicates moved to {dup_dir} (reasons in {DUPLICATES_LOG})")
         if errors:
             summary.note(f"{moved_errors} photos moved to {err_dir} (reasons in {ERRORS_LOG})")
-    summary.print()
-    return summary.exit_code()
+    return summary.finish()

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TextIO, TypeVar
 
+from daemon.core.errors import EXIT_OK, EXIT_SET_ASIDE
 from daemon.pipeline.records import (
     BAD_FILE,
     BAD_METADATA,
@@ -32,9 +33,6 @@ from daemon.pipeline.records import (
 T = TypeVar("T")
 
 NO_DESCRIPTION = "MapillaryNoDescriptionError"  # add-project: the photo was never tagged
-
-EXIT_OK = 0
-EXIT_SET_ASIDE = 1
 
 # Summaries name reasons in the user's words; the machine names stay in logs and JSON.
 REASONS = {
@@ -197,10 +195,10 @@ class Summary:
         if self.zone is not None:
             zone = f"  zone of camera times: {self.zone}"
             if self.time_offset is not None:
-                zone += f"; time offset: {_offset_text(self.time_offset)}"
+                zone += f"; time offset: {clock_offset_text(self.time_offset)}"
             out.append(zone)
         elif self.time_offset is not None:
-            out.append(f"  time offset: {_offset_text(self.time_offset)}")
+            out.append(f"  time offset: {clock_offset_text(self.time_offset)}")
         out += [f"  {note}" for note in self.notes]
         return out
 
@@ -209,14 +207,20 @@ class Summary:
             self.progress.close()
         print("\n".join(self.lines()), file=self.out or sys.stdout, flush=True)
 
+    def finish(self) -> int:
+        """Print the summary; the command's exit code."""
+        self.print()
+        return self.exit_code()
+
     @property
     def _err(self) -> TextIO:
         return self.err or sys.stderr
 
 
-def _offset_text(seconds: float) -> str:
-    """
-    >>> _offset_text(30), _offset_text(-2.5), _offset_text(0)
+def clock_offset_text(seconds: float) -> str:
+    """How summaries tell the camera clock's offset from true (GPS) time.
+
+    >>> clock_offset_text(30), clock_offset_text(-2.5), clock_offset_text(0)
     ('30 s (camera ahead)', '-2.5 s (camera behind)', '0 s')
     """
     side = " (camera ahead)" if seconds > 0 else " (camera behind)" if seconds < 0 else ""

@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from daemon.cli import UsageError
 from daemon.commands import legacy
+from daemon.commands.common import add_command
 from daemon.commands.report import Summary
+from daemon.core.errors import UsageError
 from daemon.pipeline.records import BAD_FILE, ImageRecord
 from daemon.pipeline.sequences import split_sequences
 
@@ -28,7 +29,7 @@ Exit codes: 0 all photos moved, 1 some left in place (reasons printed), 2 bad ar
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = legacy.command_parser(
+    p = add_command(
         sub,
         "sequence-split",
         "move runs of photos into numbered sequence folders",
@@ -64,17 +65,14 @@ def move_sequence(seq: list[ImageRecord], target: Path, summary: Summary) -> Non
 
 
 def run(args: argparse.Namespace) -> int:
-    root: Path = legacy.existing(args.path)
-    if not root.is_dir():
-        raise UsageError(f"{root} is not a folder")
+    root = legacy.folder(args.path)
     if args.cutoff_distance <= 0 or (args.cutoff_time is not None and args.cutoff_time <= 0):
         raise UsageError("CUTOFF_DISTANCE and CUTOFF_TIME must be positive")
     if args.max_images < 1:
         raise UsageError("--max-images must be at least 1")
-    tz, label = legacy.zone(args.tz)
-    paths = legacy.photos_in(root, recursive=False)
-    summary = Summary("sequence-split", done_verb="moved", images=len(paths), zone=label)
-    records = legacy.load(paths, tz, summary)
+    zone = legacy.zone(args.tz)
+    summary = Summary("sequence-split", done_verb="moved")
+    records = legacy.read(summary, root, zone, recursive=False)
     for record in records:
         summary.add_record(record)
     sequences = split_sequences(records, args.cutoff_distance, args.cutoff_time, args.max_images)
@@ -90,5 +88,4 @@ def run(args: argparse.Namespace) -> int:
             summary.file_line(f"moved {line}")
     if args.dry_run:
         summary.note("dry run: nothing moved")
-    summary.print()
-    return summary.exit_code()
+    return summary.finish()

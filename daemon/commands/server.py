@@ -8,7 +8,8 @@ import signal
 import sys
 from pathlib import Path
 
-from daemon.cli import EXIT_OK, UsageError
+from daemon.commands.common import add_command
+from daemon.core.errors import EXIT_OK, UsageError
 from daemon.server import ServerConfig, parse_outage, running_server
 
 EPILOG = """\
@@ -23,14 +24,14 @@ Counters: curl http://127.0.0.1:PORT/_admin/stats"""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "server",
-        help="run a local Mapillary-compatible server (for demos, tests and trials)",
-        description="Serve the Mapillary graph API (me, finish_upload, images search with "
+        "run a local Mapillary-compatible server (for demos, tests and trials)",
+        "Serve the Mapillary graph API (me, finish_upload, images search with "
         "thumbnails) and upload service on loopback, storing what it receives and validating "
         "every uploaded image's description, with optional fault injection.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        EPILOG,
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (%(default)s)")
     p.add_argument("--port", type=int, default=0, help="port (default: a free one)")

@@ -19,8 +19,10 @@ from importlib import resources
 from pathlib import Path
 from xml.sax.saxutils import escape as xml_escape
 
-from daemon.cli import EXIT_OK, UsageError
+from daemon.commands.common import add_command
 from daemon.core import auth, config
+from daemon.core.durable import write_atomically
+from daemon.core.errors import EXIT_OK, UsageError
 
 UNIT = "mapillary-daemon.service"
 SERVICE_USER = "mapillary-daemon"
@@ -61,13 +63,13 @@ class Planned:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "service",
-        help="install or remove the systemd unit (launchd agent on macOS) for this installation",
-        description="Write the systemd unit (or the macOS launchd agent) that runs "
+        "install or remove the systemd unit (launchd agent on macOS) for this installation",
+        "Write the systemd unit (or the macOS launchd agent) that runs "
         "`mapillary-daemon run` from this installation, and print the commands that enable it.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        EPILOG,
     )
     p.add_argument("action", choices=["install", "uninstall"])
     mode = p.add_mutually_exclusive_group()
@@ -201,10 +203,7 @@ def system_settings(path: Path | None, root: Path) -> config.Settings:
     file = path or _under(root, SYSTEM_CONFIG_DIR / "config.toml")
     if path is None and not file.exists():
         return config.Settings()
-    try:
-        return config.load(file, env={})
-    except config.ConfigError as exc:
-        raise UsageError(str(exc)) from None
+    return config.load(file, env={})
 
 
 def writable_paths(settings: config.Settings) -> list[Path]:
@@ -385,10 +384,7 @@ def write(planned: Planned) -> str:
         os.chmod(path, planned.mode)
         return f"unchanged {path}"
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(planned.text, encoding="utf-8")
-    os.chmod(tmp, planned.mode)
-    os.replace(tmp, path)
+    write_atomically(path, planned.text, mode=planned.mode, durable=False)
     return f"wrote {path}"
 
 

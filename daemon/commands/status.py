@@ -9,8 +9,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from daemon.cli import EXIT_OK, EXIT_USAGE, UsageError
+from daemon.commands.common import add_command, add_config_flag
 from daemon.core import config
+from daemon.core.errors import EXIT_OK, EXIT_USAGE, UsageError
 from daemon.journal import RUNTIME_META, Journal, JournalError
 
 EPILOG = """\
@@ -23,17 +24,17 @@ Reads the journal only (never writes), so it works while the daemon runs."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "status",
-        help="what the daemon is doing: queue, uploads, errors, sources",
-        description="Show images per state, sequences, bytes left to upload, upload rate and "
+        "what the daemon is doing: queue, uploads, errors, sources",
+        "Show images per state, sequences, bytes left to upload, upload rate and "
         "ETA, the last errors, whether the server is reachable and what each source is doing.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        EPILOG,
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--journal", type=Path, help="journal file (default: from the configuration)")
-    p.add_argument("--config", type=Path, help="configuration file")
+    add_config_flag(p)
     p.add_argument("--errors", type=int, default=10, help="how many recent errors (%(default)s)")
     p.set_defaults(func=run)
 
@@ -47,7 +48,7 @@ def gather(journal_path: Path, errors: int) -> dict[str, Any]:
         events = journal.recent_events(errors)
     finally:
         journal.close()
-    pid = runtime.get("pid")
+    pid = runtime.get("pid") or 0  # none recorded: not running
     runtime["running"] = bool(pid) and _alive(int(pid)) and not runtime.get("stopped")
     # A stopped daemon uploads nothing: its last rate would promise an ETA that is not coming.
     rate = (runtime.get("upload_rate") or 0.0) if runtime["running"] else 0.0
@@ -135,10 +136,7 @@ def render(st: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        settings = config.load(args.config)
-    except config.ConfigError as exc:
-        raise UsageError(str(exc)) from None
+    settings = config.load(args.config)
     path = args.journal or settings.journal_path
     if not path.exists():
         print(f"no journal at {path} yet: the daemon has not run with this configuration")

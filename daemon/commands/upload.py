@@ -6,10 +6,10 @@ import argparse
 import asyncio
 import sys
 from pathlib import Path
-from typing import Any
 
-from daemon.cli import EXIT_OK, EXIT_SET_ASIDE, EXIT_USAGE, UsageError
-from daemon.core import auth, config, log
+from daemon.commands.common import add_command, add_config_flag
+from daemon.core import auth, config, flags, log
+from daemon.core.errors import EXIT_OK, EXIT_SET_ASIDE, EXIT_USAGE, UsageError
 from daemon.journal import AsyncJournal, Journal, JournalError, SequenceState
 from daemon.mapillary import AuthError
 from daemon.mapillary import MapillaryError as UploadError
@@ -30,13 +30,17 @@ sequences are finished automatically (there is no separate "push" step).
 Exit codes: 0 all uploaded, 1 some photos skipped or a sequence failed/still queued, 2 usage."""
 
 
+# The settings an upload takes from its flags (when given) over the configuration.
+SETTING_FLAGS = ["journal", "profile", "concurrency", "max_rate", "organization_id"]
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         "upload",
-        help="upload described photos (process, add-tags or mapillary_tools output)",
-        description="Upload the described photos of PATH to Mapillary, sequence by sequence.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "upload described photos (process, add-tags or mapillary_tools output)",
+        "Upload the described photos of PATH to Mapillary, sequence by sequence.",
+        EPILOG,
     )
     add_upload_arguments(p)
     p.set_defaults(func=run)
@@ -47,32 +51,17 @@ def add_upload_arguments(p: argparse.ArgumentParser, with_path: bool = True) -> 
         p.add_argument("path", type=Path, metavar="PATH", help="folder of described photos")
     p.add_argument("--upload-subfolders", action="store_true", help="also every subfolder")
     p.add_argument("--dry-run", action="store_true", help="only list what would be uploaded")
-    p.add_argument("--journal", type=Path, metavar="FILE", help="journal (default: state dir)")
-    p.add_argument("--profile", metavar="NAME", help="stored token profile (default)")
-    p.add_argument("--concurrency", type=int, metavar="N", help="images in flight (4)")
-    p.add_argument("--max-rate", type=float, metavar="BYTES_PER_S", help="bandwidth cap")
-    p.add_argument("--organization-id", metavar="ID")
-    if not any(a.dest == "config" for a in p._actions):
-        p.add_argument("--config", type=Path, help="configuration file")
+    flags.add(p.add_argument_group("upload settings"), SETTING_FLAGS)
+    add_config_flag(p)
 
 
 def settings_from(args: argparse.Namespace) -> config.Settings:
-    overrides: dict[str, Any] = {
-        "journal": args.journal,
-        "profile": args.profile,
-        "concurrency": args.concurrency,
-        "max_rate": args.max_rate,
-        "organization_id": args.organization_id,
-    }
-    try:
-        return config.load(args.config, overrides=overrides)
-    except config.ConfigError as exc:
-        raise UsageError(str(exc)) from None
+    return config.load(args.config, overrides=flags.given(args, SETTING_FLAGS))
 
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    log.setup("warning", "console" if sys.stderr.isatty() else "json")
+    log.setup("warning")
     root: Path = args.path
     if not root.is_dir():
         raise UsageError(f"{root} is not a folder")
@@ -86,11 +75,7 @@ def run(args: argparse.Namespace) -> int:
             f"uploaded to {settings.upload_endpoint}; {len(found.skipped)} skipped"
         )
         return EXIT_OK
-    token = auth.load_token(settings.profile)
-    if not token:
-        raise UsageError(
-            "no access token: run 'mapillary-daemon authenticate' or set MAPILLARY_TOKEN"
-        )
+    token = auth.require_token(settings.profile)
     try:
         code = asyncio.run(upload_folder(settings, token, root, found.photos))
     except JournalError as exc:

@@ -1,1 +1,2 @@
-"""Shared foundations: durable writes, settings, logging, geodesy, tokens."""
+"""Shared foundations: settings, errors with exit codes, logging, durable writes, TOML
+writing, geodesy, tokens."""

@@ -22,18 +22,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemon.core import config, log
-from daemon.core.durable import fsync_dir
+from daemon.core import config, log, toml_write
+from daemon.core.durable import write_atomically
+from daemon.core.errors import TokenStoreError, UsageError
 
 TOKEN_ENV = "MAPILLARY_TOKEN"
 TOKENS_FILE = "tokens.toml"
 CREDENTIAL = "tokens.toml"  # the credential name the systemd unit passes with LoadCredential=
 _PROFILE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _HEADER = "# mapillary-daemon access tokens. Secrets: keep this file private (mode 0600).\n"
-
-
-class TokenStoreError(Exception):
-    """The token file cannot be read or written; ``str(exc)`` is one line naming the file."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +78,17 @@ def load_token(
     if not token:
         return None
     log.register_secret(token)
+    return token
+
+
+def require_token(profile: str) -> str:
+    """The token for ``profile`` (see :func:`load_token`); none is a usage error saying how to
+    get one (the commands' wording: the daemon itself waits for a token instead)."""
+    token = load_token(profile)
+    if not token:
+        raise UsageError(
+            "no access token: run 'mapillary-daemon authenticate' or set MAPILLARY_TOKEN"
+        )
     return token
 
 
@@ -142,39 +150,21 @@ def delete_token(profile: str, *, path: Path | None = None) -> bool:
 
 
 def _write(file: Path, accounts: dict[str, Account]) -> None:
-    """Write the whole file under a temporary name created 0600, then rename over the old one,
-    so that no reader ever sees a partial file and the token is never world-readable."""
+    """Replace the whole file atomically, its temp file created 0600: no reader ever sees a
+    partial file and the token is never world-readable."""
     text = _HEADER + "".join(_render(a) for a in accounts.values())
     try:
         file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
-        tmp.unlink(missing_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.fchmod(fd, 0o600)  # whatever the umask
-            os.write(fd, text.encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, file)
-        fsync_dir(file.parent)
+        write_atomically(file, text, mode=0o600)
     except OSError as exc:
         raise TokenStoreError(f"{file}: cannot write: {exc.strerror}") from None
 
 
 def _render(account: Account) -> str:
-    lines = [f"\n[{_quote(account.profile)}]", f"token = {_quote(account.token)}"]
+    lines = [
+        f"\n[{toml_write.string(account.profile)}]",
+        toml_write.assignment("token", account.token),
+    ]
     if account.username:
-        lines.append(f"username = {_quote(account.username)}")
+        lines.append(toml_write.assignment("username", account.username))
     return "\n".join(lines) + "\n"
-
-
-def _quote(text: str) -> str:
-    r"""A TOML basic string.
-
-    >>> print(_quote('say "hi" \\o/'))
-    "say \"hi\" \\o/"
-    """
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
-    escaped = "".join(c if c >= " " and c != "\x7f" else f"\\u{ord(c):04x}" for c in escaped)
-    return f'"{escaped}"'

@@ -1,6 +1,11 @@
 """Every tunable in one place: defaults < TOML file < environment < command-line flags.
 
-Nothing else in the package reads ``os.environ`` for settings; it asks for a ``Settings``.
+:class:`Settings` is the one table of settings: each field has its name, type and default, and
+in its metadata a :class:`Spec` with its section, bounds, command-line flag and help. The TOML
+reading and checking here, the ``MAPILLARY_DAEMON_<KEY>`` environment overrides, the commands'
+flags (:mod:`daemon.core.flags`) and `config init`'s template are all derived from it: a new
+setting is one new field. Nothing else in the package reads ``os.environ`` for settings; it
+asks for a ``Settings``.
 """
 
 from __future__ import annotations
@@ -9,21 +14,21 @@ import dataclasses
 import os
 import tomllib
 import typing
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import platformdirs
+
+from daemon.core.coerce import coerce, element, unoptional
+from daemon.core.errors import ConfigError
 
 APP = "mapillary-daemon"
 ENV_PREFIX = "MAPILLARY_DAEMON_"
 SYSTEM_CONFIG = Path("/etc/mapillary-daemon/config.toml")
 DEFAULT_GRAPH = "https://graph.mapillary.com"
 DEFAULT_UPLOAD = "https://rupload.facebook.com/mapillary_public_uploads"
-
-
-class ConfigError(Exception):
-    """A bad configuration: one line naming the source, the key and what is wrong."""
 
 
 def config_dir() -> Path:
@@ -52,88 +57,265 @@ def default_config_path() -> Path:
     return user
 
 
-# How the keys are grouped in the file (`config init`); the sections are only for reading.
-SECTIONS = {
-    "sources": [
-        "watch",
-        "mount_roots",
-        "gpx_dir",
-        "settle_seconds",
-        "batch_quiet_seconds",
-        "position_wait",
-        "poll_interval",
-    ],
-    "storage": ["journal", "spool", "keep_days", "min_free_mb"],
-    "pipeline": [
-        "tz",
-        "time_offset",
-        "bearing_offset",
-        "max_gap",
-        "cutoff_distance",
-        "cutoff_time",
-        "max_images",
-        "duplicate_distance",
-        "duplicate_angle",
-        "max_speed_kmh",
-        "interpolate_directions",
-        "offset_angle",
-    ],
-    "upload": [
-        "graph_endpoint",
-        "upload_endpoint",
-        "profile",
-        "organization_id",
-        "concurrency",
-        "max_attempts",
-        "max_rate",
-        "upload_delay",
-    ],
-    "logs": ["log_format", "log_level"],
-}
+# -- the table --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What the table says of a setting besides its name, type and default.
+
+    ``help`` may name the default as ``{default}``. ``flag`` is the command-line spelling (None:
+    no flag; the file and the environment still set it). ``minimum`` 0 refuses negative values,
+    1 values below 1; ``check`` is any further rule, returning what is wrong or None.
+    """
+
+    section: str
+    help: str = ""
+    flag: str | None = None
+    metavar: str | None = None
+    minimum: float | None = None
+    choices: tuple[str, ...] = ()
+    check: Callable[[Any], str | None] | None = None
+
+
+def _setting(section: str, default: Any = None, *, factory: Any = None, **spec: Any) -> Any:
+    """A field of :class:`Settings` with its :class:`Spec`."""
+    meta = {"spec": Spec(section, **spec)}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def _http_url(value: str) -> str | None:
+    return None if value.startswith(("http://", "https://")) else " must be an http(s) URL"
+
+
+def _zone(value: str | None) -> str | None:
+    """A zone the pipeline cannot read would stop every batch later; refuse it now."""
+    if value is None:
+        return None
+    # The pipeline owns zone parsing; imported here only, when a zone is actually given.
+    from daemon.pipeline.dates import parse_zone
+
+    try:
+        parse_zone(value)
+    except ValueError as exc:
+        return f": {exc}"
+    return None
+
+
+_SOURCES, _STORAGE, _PIPELINE, _UPLOAD, _LOGS = "sources", "storage", "pipeline", "upload", "logs"
+LOG_FORMATS = ("auto", "console", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 @dataclass
 class Settings:
-    """All settings of the daemon and its commands, with their defaults."""
+    """All settings of the daemon and its commands, with their defaults (in sections, the order
+    of `config init`)."""
 
-    # sources
-    watch: list[Path] = field(default_factory=list)
-    mount_roots: list[Path] = field(default_factory=list)
-    gpx_dir: Path | None = None
-    settle_seconds: float = 5.0
-    batch_quiet_seconds: float = 30.0
-    position_wait: float = 24 * 3600.0
-    poll_interval: float = 0.0  # >0: use polling observers (network mounts)
-    # storage
-    journal: Path | None = None
-    spool: Path | None = None
-    keep_days: float = 7.0
-    min_free_mb: float = 200.0
-    # pipeline
-    tz: str | None = None
-    time_offset: float = 0.0
-    bearing_offset: float = 0.0
-    max_gap: float = 60.0
-    cutoff_distance: float = 100.0
-    cutoff_time: float = 60.0
-    max_images: int = 1000
-    duplicate_distance: float = 4.0
-    duplicate_angle: float = 20.0
-    max_speed_kmh: float = 200.0
-    interpolate_directions: bool = False
-    offset_angle: float = 0.0
-    # upload
-    graph_endpoint: str = DEFAULT_GRAPH
-    upload_endpoint: str = DEFAULT_UPLOAD
-    profile: str = "default"
-    organization_id: str | None = None
-    concurrency: int = 4
-    max_attempts: int = 10
-    max_rate: float = 0.0  # bytes/s, 0 = unlimited
-    upload_delay: float = 0.0  # seconds to hold a finished sequence before uploading (review time)
-    # logs
-    log_format: str = "auto"  # auto | console | json
-    log_level: str = "info"
+    watch: list[Path] = _setting(
+        _SOURCES, factory=list, flag="--watch", metavar="DIR", help="folder to watch"
+    )
+    mount_roots: list[Path] = _setting(
+        _SOURCES,
+        factory=list,
+        flag="--mount-root",
+        metavar="DIR",
+        help="where cards get mounted (/media/$USER, /run/media/$USER, /Volumes)",
+    )
+    gpx_dir: Path | None = _setting(
+        _SOURCES, flag="--gpx-dir", metavar="DIR", help="folder a GPS logger writes to"
+    )
+    settle_seconds: float = _setting(
+        _SOURCES,
+        5.0,
+        minimum=0,
+        flag="--settle-seconds",
+        metavar="S",
+        help="how long a file must stay unchanged before it is read ({default})",
+    )
+    batch_quiet_seconds: float = _setting(
+        _SOURCES,
+        30.0,
+        minimum=0,
+        flag="--batch-quiet-seconds",
+        metavar="S",
+        help="how long a folder must be quiet before its photos are processed ({default})",
+    )
+    position_wait: float = _setting(
+        _SOURCES,
+        24 * 3600.0,
+        minimum=0,
+        flag="--position-wait",
+        metavar="S",
+        help="how long a photo without a position waits for a GPX track ({default})",
+    )
+    # >0: polling observers (network mounts, which inotify cannot see)
+    poll_interval: float = _setting(_SOURCES, 0.0, minimum=0)
+    journal: Path | None = _setting(
+        _STORAGE, flag="--journal", metavar="FILE", help="journal (default: state dir)"
+    )
+    spool: Path | None = _setting(
+        _STORAGE, flag="--spool", metavar="DIR", help="where card photos are copied"
+    )
+    keep_days: float = _setting(
+        _STORAGE,
+        7.0,
+        minimum=0,
+        flag="--keep-days",
+        metavar="D",
+        help="days the spool keeps copies of finished sequences ({default})",
+    )
+    min_free_mb: float = _setting(
+        _STORAGE,
+        200.0,
+        minimum=0,
+        flag="--min-free-mb",
+        metavar="MB",
+        help="card import pauses below this much free disk ({default})",
+    )
+    tz: str | None = _setting(
+        _PIPELINE,
+        check=_zone,
+        flag="--tz",
+        metavar="ZONE",
+        help="zone of camera times: +02:00, Europe/Berlin",
+    )
+    time_offset: float = _setting(
+        _PIPELINE,
+        0.0,
+        flag="--time-offset",
+        metavar="S",
+        help="camera clock ahead of GPS, s",
+    )
+    bearing_offset: float = _setting(
+        _PIPELINE, 0.0, flag="--bearing-offset", metavar="DEG", help="added to GPX bearings"
+    )
+    max_gap: float = _setting(
+        _PIPELINE,
+        60.0,
+        minimum=0,
+        flag="--max-gap",
+        metavar="S",
+        help="longest GPX gap to bridge ({default})",
+    )
+    cutoff_distance: float = _setting(
+        _PIPELINE,
+        100.0,
+        minimum=0,
+        flag="--cutoff-distance",
+        metavar="M",
+        help="split at jumps over M ({default})",
+    )
+    cutoff_time: float = _setting(
+        _PIPELINE,
+        60.0,
+        minimum=0,
+        flag="--cutoff-time",
+        metavar="S",
+        help="split at gaps over S ({default})",
+    )
+    max_images: int = _setting(
+        _PIPELINE,
+        1000,
+        minimum=1,
+        flag="--max-images",
+        metavar="N",
+        help="photos per sequence ({default})",
+    )
+    duplicate_distance: float = _setting(
+        _PIPELINE,
+        4.0,
+        minimum=0,
+        flag="--duplicate-distance",
+        metavar="M",
+        help="classic rule ({default})",
+    )
+    duplicate_angle: float = _setting(
+        _PIPELINE,
+        20.0,
+        minimum=0,
+        flag="--duplicate-angle",
+        metavar="DEG",
+        help="turn that keeps ({default})",
+    )
+    duplicate_window: float = _setting(
+        _PIPELINE,
+        30.0,
+        minimum=0,
+        flag="--duplicate-window",
+        metavar="S",
+        help="seconds of motion that tell standing from moving; 0 = classic rule ({default})",
+    )
+    max_speed_kmh: float = _setting(
+        _PIPELINE,
+        200.0,
+        minimum=0,
+        flag="--max-speed",
+        metavar="KMH",
+        help="a faster jump between photos is impossible ({default})",
+    )
+    interpolate_directions: bool = _setting(
+        _PIPELINE,
+        False,
+        flag="--interpolate-directions",
+        help="point each photo towards the next one",
+    )
+    offset_angle: float = _setting(
+        _PIPELINE, 0.0, flag="--offset-angle", metavar="DEG", help="camera to travel angle"
+    )
+    graph_endpoint: str = _setting(_UPLOAD, DEFAULT_GRAPH, check=_http_url)
+    upload_endpoint: str = _setting(_UPLOAD, DEFAULT_UPLOAD, check=_http_url)
+    profile: str = _setting(
+        _UPLOAD,
+        "default",
+        flag="--profile",
+        metavar="NAME",
+        help="stored token profile ({default})",
+    )
+    organization_id: str | None = _setting(
+        _UPLOAD, flag="--organization-id", metavar="ID", help="upload for this organization"
+    )
+    concurrency: int = _setting(
+        _UPLOAD,
+        4,
+        minimum=1,
+        flag="--concurrency",
+        metavar="N",
+        help="images in flight ({default})",
+    )
+    max_attempts: int = _setting(_UPLOAD, 10, minimum=1)
+    max_rate: float = _setting(
+        _UPLOAD,
+        0.0,
+        minimum=0,
+        flag="--max-rate",
+        metavar="BYTES_PER_S",
+        help="bandwidth cap (0: none)",
+    )
+    upload_delay: float = _setting(
+        _UPLOAD,
+        0.0,
+        minimum=0,
+        flag="--upload-delay",
+        metavar="S",
+        help="hold sequences before upload (review time)",
+    )
+    log_format: str = _setting(
+        _LOGS,
+        "auto",
+        choices=LOG_FORMATS,
+        flag="--log-format",
+        help="console: readable lines; json: JSON lines (journald); auto: console on a terminal",
+    )
+    log_level: str = _setting(
+        _LOGS,
+        "info",
+        choices=LOG_LEVELS,
+        flag="--log-level",
+        help="least severe level logged ({default})",
+    )
 
     @property
     def journal_path(self) -> Path:
@@ -143,123 +325,74 @@ class Settings:
     def spool_path(self) -> Path:
         return self.spool or data_dir() / "spool"
 
-    def to_toml(self) -> str:
-        return dump_toml(self)
+
+@dataclass(frozen=True)
+class Setting:
+    """One row of the table: a setting's name, type, default and :class:`Spec`."""
+
+    name: str
+    hint: Any
+    default: Any
+    spec: Spec
+
+    @property
+    def env(self) -> str:
+        """Its environment variable: ``MAPILLARY_DAEMON_<NAME>``."""
+        return ENV_PREFIX + self.name.upper()
+
+    @property
+    def kind(self) -> Any:
+        """The type of one value: ``float`` for ``float``, ``Path`` for ``list[Path]`` or
+        ``Path | None``."""
+        return element(unoptional(self.hint))
+
+    @property
+    def many(self) -> bool:
+        return typing.get_origin(unoptional(self.hint)) is list
 
 
-_CHOICES = {
-    "log_format": {"auto", "console", "json"},
-    "log_level": {"debug", "info", "warning", "error"},
-}
-_NON_NEGATIVE = {
-    "settle_seconds",
-    "batch_quiet_seconds",
-    "position_wait",
-    "poll_interval",
-    "keep_days",
-    "min_free_mb",
-    "max_gap",
-    "cutoff_distance",
-    "cutoff_time",
-    "duplicate_distance",
-    "duplicate_angle",
-    "max_speed_kmh",
-    "max_rate",
-    "upload_delay",
-}
-_POSITIVE_INT = {"max_images", "concurrency", "max_attempts"}
+def _rows() -> dict[str, Setting]:
+    hints = typing.get_type_hints(Settings)
+    rows = {}
+    for f in fields(Settings):
+        factory = f.default_factory
+        default = factory() if callable(factory) else f.default  # MISSING is not callable
+        rows[f.name] = Setting(f.name, hints[f.name], default, f.metadata["spec"])
+    return rows
 
 
-def _field_types() -> dict[str, Any]:
-    return typing.get_type_hints(Settings)
-
-
-def _coerce(key: str, value: Any, hint: Any, source: str) -> Any:
-    """Convert a TOML or environment value to the field's type, or raise ConfigError."""
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if (
-        origin in (typing.Union, getattr(__import__("types"), "UnionType", None))
-        and type(None) in args
-    ):
-        if value is None or value == "":
-            return None
-        hint = next(a for a in args if a is not type(None))
-        origin, args = typing.get_origin(hint), typing.get_args(hint)
-    try:
-        if origin is list:
-            items = value.split(os.pathsep) if isinstance(value, str) else value
-            if not isinstance(items, list):
-                raise TypeError("expected a list")
-            return [_coerce(key, v, args[0], source) for v in items if v != ""]
-        if hint is bool:
-            if isinstance(value, bool):
-                return value
-            if isinstance(value, str) and value.lower() in {
-                "1",
-                "true",
-                "yes",
-                "on",
-                "0",
-                "false",
-                "no",
-                "off",
-            }:
-                return value.lower() in {"1", "true", "yes", "on"}
-            raise TypeError("expected true or false")
-        if hint is int:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise TypeError("expected a whole number")
-            return int(value)
-        if hint is float:
-            if isinstance(value, bool):
-                raise TypeError("expected a number")
-            return float(value)
-        if hint is Path:
-            if not isinstance(value, str | Path):
-                raise TypeError("expected a path")
-            return Path(os.path.expanduser(str(value)))
-        if hint is str:
-            if not isinstance(value, str):
-                raise TypeError("expected a string")
-            return value
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{source}: bad value for '{key}': {value!r} ({exc})") from None
-    raise ConfigError(f"{source}: cannot read '{key}'")
+FIELDS = _rows()  # name -> Setting, in the table's order
+SECTIONS: dict[str, list[str]] = {}  # section -> names, for `config init`
+for _row in FIELDS.values():
+    SECTIONS.setdefault(_row.spec.section, []).append(_row.name)
 
 
 def _validate(settings: Settings, source: str) -> None:
-    for key in _NON_NEGATIVE:
-        if getattr(settings, key) < 0:
-            raise ConfigError(f"{source}: '{key}' must not be negative")
-    for key in _POSITIVE_INT:
-        if getattr(settings, key) < 1:
-            raise ConfigError(f"{source}: '{key}' must be at least 1")
-    for key, allowed in _CHOICES.items():
-        if getattr(settings, key) not in allowed:
-            raise ConfigError(f"{source}: '{key}' must be one of {', '.join(sorted(allowed))}")
-    for key in ("graph_endpoint", "upload_endpoint"):
-        if not getattr(settings, key).startswith(("http://", "https://")):
-            raise ConfigError(f"{source}: '{key}' must be an http(s) URL")
-    if settings.tz is not None:
-        # A zone the pipeline cannot read would stop every batch later; refuse it now.
-        from daemon.pipeline.dates import parse_zone
-
-        try:
-            parse_zone(settings.tz)
-        except ValueError as exc:
-            raise ConfigError(f"{source}: 'tz': {exc}") from None
+    for name, row in FIELDS.items():
+        value, spec = getattr(settings, name), row.spec
+        wrong = None
+        if spec.minimum is not None and value < spec.minimum:
+            wrong = (
+                " must not be negative"
+                if spec.minimum == 0
+                else f" must be at least {spec.minimum:g}"
+            )
+        elif spec.choices and value not in spec.choices:
+            wrong = f" must be one of {', '.join(sorted(spec.choices))}"
+        elif spec.check is not None:
+            wrong = spec.check(value)
+        if wrong:
+            raise ConfigError(f"{source}: '{name}'{wrong}")
 
 
 def apply(settings: Settings, values: dict[str, Any], source: str) -> Settings:
     """A copy of ``settings`` with ``values`` applied; unknown keys and bad values raise."""
-    hints = _field_types()
     changes: dict[str, Any] = {}
     for key, value in values.items():
         name = key.replace("-", "_")
-        if name not in hints:
+        if name not in FIELDS:
             raise ConfigError(f"{source}: unknown key '{key}'")
-        changes[name] = _coerce(name, value, hints[name], source)
+        changes[name] = coerce(name, value, FIELDS[name].hint, source)
     updated = dataclasses.replace(settings, **changes)
     _validate(updated, source)
     return updated
@@ -287,9 +420,13 @@ def read_file(path: Path) -> dict[str, Any]:
 
 
 def environment_values(env: dict[str, str] | None = None) -> dict[str, str]:
+    """``MAPILLARY_DAEMON_<NAME>`` sets the setting ``name`` (see :attr:`Setting.env`); any
+    other variable with that prefix is refused by :func:`apply` as an unknown key, so a typo
+    is an error, not a silent default."""
     env = dict(os.environ if env is None else env)
+    names = {row.env: row.name for row in FIELDS.values()}
     values = {
-        k[len(ENV_PREFIX) :].lower(): v
+        names.get(k, k.removeprefix(ENV_PREFIX).lower()): v
         for k, v in env.items()
         if k.startswith(ENV_PREFIX) and k != ENV_PREFIX + "CONFIG"
     }
@@ -322,26 +459,3 @@ def load(
     settings = apply(settings, environment_values(env), "environment")
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
     return apply(settings, given, "command line")
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{text}"'
-
-
-def dump_toml(settings: Settings) -> str:
-    """The settings as TOML; unset optional values are written as comments."""
-    lines = []
-    for f in fields(settings):
-        value = getattr(settings, f.name)
-        if value is None:
-            lines.append(f"# {f.name} = ")
-        else:
-            lines.append(f"{f.name} = {_toml_value(value)}")
-    return "\n".join(lines) + "\n"

@@ -31,7 +31,7 @@ def _syncfs_function() -> Callable[[int], int] | None:
     """Linux's syncfs(2): one flush of a whole file system instead of one fsync per file."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        return libc.syncfs  # type: ignore[no-any-return]
+        return libc.syncfs
     except (OSError, AttributeError):
         return None
 

@@ -65,3 +65,17 @@ def destination(lat: float, lon: float, bearing: float, dist_m: float) -> tuple[
         math.sin(t) * math.sin(d) * math.cos(p1), math.cos(d) - math.sin(p1) * math.sin(p2)
     )
     return math.degrees(p2), (math.degrees(l2) + 540.0) % 360.0 - 180.0
+
+
+def local_to_latlon(
+    origin: tuple[float, float], east_m: float, north_m: float
+) -> tuple[float, float]:
+    """The point ``east_m``/``north_m`` metres from ``origin`` (lat, lon) on a flat local plane
+    (an equirectangular approximation: good to centimetres over a few kilometres).
+
+    >>> lat, lon = local_to_latlon((0.0, 0.0), 0.0, 1000.0)
+    >>> round(distance_m(0.0, 0.0, lat, lon), 3)
+    1000.0
+    """
+    k = math.pi * EARTH_RADIUS_M / 180.0
+    return origin[0] + north_m / k, origin[1] + east_m / (k * math.cos(math.radians(origin[0])))

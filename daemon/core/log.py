@@ -1,7 +1,9 @@
 """Logging: structlog, readable on a terminal, JSON lines otherwise (what journald stores).
 
 Secrets never reach a log line: a processor redacts known tokens, ``Authorization`` values and
-any key that looks like a secret, whatever module logged it.
+any key that looks like a secret, whatever module logged it. Records of the standard library's
+``logging`` (aiohttp, asyncio, watchdog) go through the same processors, so they come out in
+the same format, redacted, with the logger's name added.
 """
 
 from __future__ import annotations
@@ -54,7 +56,9 @@ def redact_processor(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
     for key in list(event_dict):
-        event_dict[key] = _redact_value(key, event_dict[key])
+        # An exception stays one, for the renderer to format; its text is redacted after.
+        if key != "exc_info":
+            event_dict[key] = _redact_value(key, event_dict[key])
     return event_dict
 
 
@@ -63,31 +67,68 @@ def _redact_rendered(_logger: Any, _method: str, rendered: Any) -> Any:
     return redact_text(rendered) if isinstance(rendered, str) else rendered
 
 
+# Libraries' INFO lines (aiohttp's access log: one a request) are not the daemon's story.
+_STDLIB_FLOOR = logging.WARNING
+_stdlib_handler: logging.Handler | None = None
+
+
 def setup(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
-    """Configure structlog once per process. ``fmt``: auto | console | json."""
-    stream = stream or sys.stderr
+    """Configure structlog once per process, and route the standard library's records through
+    the same processors. ``fmt``: auto | console | json."""
+    out = stream or sys.stderr
     if fmt == "auto":
-        fmt = "console" if stream.isatty() else "json"
+        fmt = "console" if out.isatty() else "json"
     renderer: Any
     if fmt == "console":
-        renderer = structlog.dev.ConsoleRenderer(colors=stream.isatty())
+        renderer = structlog.dev.ConsoleRenderer(colors=out.isatty())
     else:
         renderer = structlog.processors.JSONRenderer(sort_keys=False)
-    processors: list[Any] = [
-        structlog.contextvars.merge_contextvars,
+    shared: list[Any] = [
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         redact_processor,
     ]
+    # Console lines show a traceback as it is; JSON lines carry it as a field.
+    last = [renderer, _redact_rendered]
     if fmt != "console":
-        processors.append(structlog.processors.format_exc_info)
-    processors += [renderer, _redact_rendered]
+        last.insert(0, structlog.processors.format_exc_info)
     structlog.configure(
-        processors=processors,
+        processors=[structlog.contextvars.merge_contextvars, *shared, *last],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        logger_factory=structlog.PrintLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *last],
+    )
+    _route_stdlib(formatter, logging.getLevelName(level.upper()), stream)
+
+
+def _route_stdlib(formatter: logging.Formatter, level: int, stream: TextIO | None) -> None:
+    """One handler of ours on the root logger (replaced on each setup, others left alone)."""
+    global _stdlib_handler
+    root = logging.getLogger()
+    if _stdlib_handler is not None:
+        root.removeHandler(_stdlib_handler)
+    handler = logging.StreamHandler(stream) if stream is not None else _StderrHandler()
+    handler.setFormatter(formatter)
+    root.addHandler(handler)
+    root.setLevel(level if level <= logging.DEBUG else max(level, _STDLIB_FLOOR))
+    _stdlib_handler = handler
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record comes (a test may have swapped it),
+    as the standard library's own last-resort handler does."""
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: TextIO) -> None:
+        pass
 
 
 def get(name: str | None = None) -> Any:

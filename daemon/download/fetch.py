@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 import piexif
 
+from daemon.core.durable import put_in_place
 from daemon.download.search import RemoteImage, log_retry
 from daemon.mapillary.errors import RejectedError
 from daemon.mapillary.http import TRANSPORT_ERRORS, connection_failure, reply_failure
@@ -221,11 +222,11 @@ def _write_final(final: Path, data: bytes) -> None:
     No fsync per file (it costs more than the download on a busy disk): a file that a power
     cut left empty or short is not a complete JPEG, and the next run fetches it again.
     """
-    tmp = temp_path(final)
+    tmp = temp_path(final)  # a fixed name, so that a rerun finds what a crash left
     try:
         with open(tmp, "wb") as fh:
             fh.write(data)
-        os.replace(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    put_in_place(tmp, final)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from daemon.core.durable import put_in_place, write_temp
 from daemon.download.search import RemoteImage
 
 INDEX_NAME = "images.geojson"
@@ -36,15 +36,7 @@ def write_index(out: Path, entries: Iterable[tuple[RemoteImage, str]]) -> Path:
     """Write the index of ``(image, file name)`` pairs atomically; returns its path."""
     path = out / INDEX_NAME
     collection = {"type": "FeatureCollection", "features": [feature(i, f) for i, f in entries]}
-    tmp = out / f".{INDEX_NAME}.tmp"
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(collection, fh, separators=(",", ":"))
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    text = json.dumps(collection, separators=(",", ":")) + "\n"
+    # The job makes the folder durable once, after the images and this file.
+    put_in_place(write_temp(path, text), path)
     return path

@@ -54,7 +54,7 @@ class PipelineOptions:
             f.name: getattr(settings, f.name) for f in fields(cls) if hasattr(settings, f.name)
         }
         values.update(overrides)
-        return cls(**values)  # type: ignore[arg-type]
+        return cls(**values)
 
 
 @dataclass

@@ -110,7 +110,9 @@ class Motion:
     y: float
 
 
-def _fit(ts: list[float], xs: list[float], ys: list[float], lo: int, hi: int, t: float):
+def _fit(
+    ts: list[float], xs: list[float], ys: list[float], lo: int, hi: int, t: float
+) -> tuple[float, float, float]:
     """Least-squares line through points lo..hi-1: (speed m/s, x at t, y at t)."""
     n = hi - lo
     tw, xw, yw = ts[lo:hi], xs[lo:hi], ys[lo:hi]

@@ -43,13 +43,17 @@ LOCKS = web.AppKey("locks", dict)
 # -- replies ------------------------------------------------------------------------------------
 
 
-def graph_error(status: int, message: str, kind: str = "GraphMethodException", code: int = 100):
+def graph_error(
+    status: int, message: str, kind: str = "GraphMethodException", code: int = 100
+) -> web.Response:
     """An error shaped like the graph API's."""
     body = {"error": {"message": message, "type": kind, "code": code}}
     return web.json_response(body, status=status)
 
 
-def upload_error(status: int, message: str, kind: str, retriable: bool, **headers: str):
+def upload_error(
+    status: int, message: str, kind: str, retriable: bool, **headers: str
+) -> web.Response:
     """An error shaped like the upload service's."""
     body = {"debug_info": {"retriable": retriable, "type": kind, "message": message}}
     return web.json_response(body, status=status, headers=headers or None)

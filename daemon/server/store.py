@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from daemon.core.durable import put_in_place
 from daemon.server import validate
 from daemon.server.validate import Rejected
 
@@ -288,7 +289,7 @@ class Store:
             except Rejected as exc:
                 raise Rejected(f"zip entry {entry.filename}: {exc}") from None
             relative = f"extracted/{digest.hexdigest()}.jpg"
-            os.replace(tmp, self.root / relative)
+            put_in_place(tmp, self.root / relative)
         except (zipfile.BadZipFile, OSError) as exc:
             raise Rejected(f"zip entry {entry.filename} cannot be read: {exc}") from None
         finally:

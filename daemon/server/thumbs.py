@@ -8,6 +8,8 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
+from daemon.core.durable import put_in_place
+
 SIZES = {"256": 256, "1024": 1024, "2048": 2048}
 ORIGINAL = "original"
 QUALITY = 85
@@ -33,7 +35,7 @@ def make_thumbnail(source: Path, dest: Path, width: int) -> Path:
             height = max(1, round(upright.height * width / upright.width))
             upright = upright.resize((width, height), Image.Resampling.BICUBIC)
         upright.save(tmp, "JPEG", quality=QUALITY)
-        os.replace(tmp, dest)
+        put_in_place(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
     return dest
