@@ -66,8 +66,9 @@ def parse_start(text: str) -> datetime:
 
 
 def write_time(record: ImageRecord, tz: tzinfo, with_offset: bool) -> None:
-    local = record.capture_time.astimezone(tz)  # type: ignore[union-attr]
-    offset = format_offset(local.utcoffset()) if with_offset else None  # type: ignore[arg-type]
+    local = record.time.astimezone(tz)
+    delta = local.utcoffset()
+    offset = format_offset(delta) if with_offset and delta is not None else None
     exif.write_capture_time(
         record.path, local.replace(tzinfo=None), f"{local.microsecond // 1000:03d}", offset
     )

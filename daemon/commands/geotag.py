@@ -71,8 +71,7 @@ BATCH_BYTES = 64 << 20
 
 def _update(record: ImageRecord) -> exif.ExifUpdate:
     return exif.gps_update(
-        record.lat,  # type: ignore[arg-type]
-        record.lon,  # type: ignore[arg-type]
+        *record.position,
         record.altitude,
         record.heading,
         record.capture_time,

@@ -65,7 +65,10 @@ def direction_patch(heading: float) -> dict[str, dict[int, object]]:
 
 
 def write_direction(record: ImageRecord) -> None:
-    exif.write_exif(record.path, direction_patch(record.heading))  # type: ignore[arg-type]
+    """Only records with a heading are written (the caller filters them)."""
+    if record.heading is None:
+        raise ValueError(f"{record.filename} has no heading")
+    exif.write_exif(record.path, direction_patch(record.heading))
 
 
 def run(args: argparse.Namespace) -> int:

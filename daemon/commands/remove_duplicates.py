@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
         summary.add_record(record)
     if args.dry_run:
         for record in duplicates:
-            summary.file_line(f"{record.path}: would move to {dup_dir}: {record.error.message}")  # type: ignore[union-attr]
+            summary.file_line(f"{record.path}: would move to {dup_dir}: {record.reason}")
         summary.note(
             f"dry run, nothing moved: {len(duplicates)} duplicates would go to {dup_dir}, "
             f"{len(errors)} photos to {err_dir}"

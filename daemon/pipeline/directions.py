@@ -31,8 +31,8 @@ def interpolate_directions(
     raw: list[float | None] = []
     for a, b in zip(idx, idx[1:], strict=False):
         p, q = records[a], records[b]
-        moved = distance_m(p.lat, p.lon, q.lat, q.lon) >= noise_m  # type: ignore[arg-type]
-        raw.append(bearing_deg(p.lat, p.lon, q.lat, q.lon) if moved else None)  # type: ignore[arg-type]
+        moved = distance_m(*p.position, *q.position) >= noise_m
+        raw.append(bearing_deg(*p.position, *q.position) if moved else None)
     if not any(h is not None for h in raw):
         return list(records)
     # Each image's heading: its own step if it moved, else the last movement (or the first ahead).

@@ -40,7 +40,7 @@ MIN_WINDOW_PHOTOS = 4
 
 
 def _dist(a: ImageRecord, b: ImageRecord) -> float:
-    return distance_m(a.lat, a.lon, b.lat, b.lon)  # type: ignore[arg-type]
+    return distance_m(*a.position, *b.position)
 
 
 def implied_speed_kmh(a: ImageRecord, b: ImageRecord) -> float:
@@ -54,7 +54,7 @@ def implied_speed_kmh(a: ImageRecord, b: ImageRecord) -> float:
     >>> round(implied_speed_kmh(a, b), 1)
     40.0
     """
-    dt = abs((b.capture_time - a.capture_time).total_seconds())  # type: ignore[operator]
+    dt = abs((b.time - a.time).total_seconds())
     return _dist(a, b) / max(dt, MIN_SPEED_DT_S) * 3.6
 
 
@@ -130,13 +130,13 @@ def estimate_motion(
     """Motion at each record (all must be timed and positioned, in capture order)."""
     if not records:
         return []
-    lat0, lon0 = records[0].lat, records[0].lon
+    lat0, lon0 = records[0].position
     k = math.pi * EARTH_RADIUS_M / 180.0
-    scale = math.cos(math.radians(lat0))  # type: ignore[arg-type]
-    t0 = records[0].capture_time
-    ts = [(r.capture_time - t0).total_seconds() for r in records]  # type: ignore[operator]
-    xs = [(r.lon - lon0) * k * scale for r in records]  # type: ignore[operator]
-    ys = [(r.lat - lat0) * k for r in records]  # type: ignore[operator]
+    scale = math.cos(math.radians(lat0))
+    t0 = records[0].time
+    ts = [(r.time - t0).total_seconds() for r in records]
+    xs = [(r.position[1] - lon0) * k * scale for r in records]
+    ys = [(r.position[0] - lat0) * k for r in records]
     out = []
     for i, t in enumerate(ts):
         sides = []
@@ -160,9 +160,9 @@ def estimate_motion(
     return out
 
 
-def _trusted_heading(r: ImageRecord) -> bool:
+def _trusted_heading(r: ImageRecord) -> float | None:
     # A heading from the GPX track is the bearing between two fixes: noise while standing.
-    return r.heading is not None and r.position_source != "gpx"
+    return r.heading if r.position_source != "gpx" else None
 
 
 def _stop_duplicates(
@@ -174,9 +174,9 @@ def _stop_duplicates(
 ) -> dict[int, str]:
     """Within one run of standing photos: which are duplicates, with their message."""
     # Keep the photo nearest to where the camera stood: the median of the raw fixes.
-    mid_lat = statistics.median(recs[i].lat for i in run)  # type: ignore[type-var]
-    mid_lon = statistics.median(recs[i].lon for i in run)  # type: ignore[type-var]
-    rep = min(run, key=lambda i: distance_m(recs[i].lat, recs[i].lon, mid_lat, mid_lon))  # type: ignore[arg-type]
+    mid_lat = statistics.median(recs[i].position[0] for i in run)
+    mid_lon = statistics.median(recs[i].position[1] for i in run)
+    rep = min(run, key=lambda i: distance_m(*recs[i].position, mid_lat, mid_lon))
     kept = [rep]
     dups: dict[int, str] = {}
     for i in run:
@@ -187,8 +187,10 @@ def _stop_duplicates(
         if _dist(recs[nearest], r) > stop_radius:
             kept.append(i)  # crawled away from the stop, or pulling away from it
             continue
-        if _trusted_heading(r) and all(
-            _trusted_heading(recs[j]) and angle_diff_deg(r.heading, recs[j].heading) > angle  # type: ignore[arg-type]
+        heading = _trusted_heading(r)
+        if heading is not None and all(
+            (other := _trusted_heading(recs[j])) is not None
+            and angle_diff_deg(heading, other) > angle
             for j in kept
         ):
             kept.append(i)  # a compass says the camera turned

@@ -66,6 +66,25 @@ class ImageRecord:
     def has_position(self) -> bool:
         return self.lat is not None and self.lon is not None
 
+    @property
+    def position(self) -> tuple[float, float]:
+        """(lat, lon), for stages that run only on positioned records."""
+        if self.lat is None or self.lon is None:
+            raise ValueError(f"{self.filename} has no position")
+        return self.lat, self.lon
+
+    @property
+    def reason(self) -> str:
+        """Why the record was set aside ('' if it was not)."""
+        return self.error.message if self.error else ""
+
+    @property
+    def time(self) -> datetime:
+        """The capture time, for stages that run only on timed records."""
+        if self.capture_time is None:
+            raise ValueError(f"{self.filename} has no capture time")
+        return self.capture_time
+
     def replace(self, **changes: object) -> ImageRecord:
         """A copy with ``changes`` (like dataclasses.replace, which is several times slower:
         the stages copy every record a few times, 20,000 photos a run)."""

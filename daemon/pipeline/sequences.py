@@ -52,7 +52,7 @@ def _breaks(
     ):
         return True
     if prev.has_position and cur.has_position:
-        return distance_m(prev.lat, prev.lon, cur.lat, cur.lon) > cutoff_distance  # type: ignore[arg-type]
+        return distance_m(*prev.position, *cur.position) > cutoff_distance
     return False
 
 
