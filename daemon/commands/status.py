@@ -11,6 +11,7 @@ from typing import Any
 
 from daemon.cli import EXIT_OK, EXIT_USAGE, UsageError
 from daemon.core import config
+from daemon.core.files import valid_text
 from daemon.journal import RUNTIME_META, Journal, JournalError
 
 EPILOG = """\
@@ -147,5 +148,6 @@ def run(args: argparse.Namespace) -> int:
         st = gather(path, args.errors)
     except JournalError as exc:
         raise UsageError(str(exc)) from None
-    print(json.dumps(st, indent=2, default=str) if args.json else render(st))
+    # Names that are not UTF-8 (a card from another system) shown as \xNN, not a crash.
+    print(json.dumps(st, indent=2, default=str) if args.json else valid_text(render(st)))
     return EXIT_OK
