@@ -10,7 +10,8 @@ from typing import Any
 
 from daemon.cli import EXIT_USAGE, UsageError
 from daemon.core import config, log
-from daemon.journal import JournalError
+from daemon.core.errors import EXIT_JOURNAL_GONE
+from daemon.journal import JournalError, JournalGone
 
 EPILOG = """\
 examples:
@@ -21,7 +22,8 @@ examples:
 
 Every flag is also a configuration key (`mapillary-daemon config init` writes them all).
 Signals: SIGTERM/SIGINT stop cleanly; SIGHUP reloads the configuration.
-Exit codes: 0 clean stop, 1 (--once) some photos were set aside or failed, 2 bad configuration."""
+Exit codes: 0 clean stop, 1 (--once) some photos were set aside or failed, 2 bad configuration,
+4 the journal was deleted or replaced while running (stopped; see the journal_gone log line)."""
 
 # Flags carry the settings' own names (None = not given, the configuration decides); a key
 # with no flag of its own (e.g. poll_interval) is simply never given on this command line.
@@ -121,6 +123,9 @@ def run(args: argparse.Namespace) -> int:
                 gpx_files=args.gpx,
             )
         )
+    except JournalGone as exc:
+        print(f"mapillary-daemon run: journal_gone: {exc}", file=sys.stderr)
+        return EXIT_JOURNAL_GONE
     except JournalError as exc:
         print(f"mapillary-daemon run: {exc}", file=sys.stderr)
         return EXIT_USAGE
