@@ -9,8 +9,8 @@ from pathlib import Path
 
 from daemon.commands.common import add_command, add_config_flag
 from daemon.core import config, flags, log
-from daemon.core.errors import EXIT_USAGE, UsageError
-from daemon.journal import JournalError
+from daemon.core.errors import EXIT_JOURNAL_GONE, EXIT_USAGE, UsageError
+from daemon.journal import JournalError, JournalGone
 
 EPILOG = """\
 examples:
@@ -21,7 +21,8 @@ examples:
 
 Every flag is also a configuration key (`mapillary-daemon config init` writes them all).
 Signals: SIGTERM/SIGINT stop cleanly; SIGHUP reloads the configuration.
-Exit codes: 0 clean stop, 1 (--once) some photos were set aside or failed, 2 bad configuration."""
+Exit codes: 0 clean stop, 1 (--once) some photos were set aside or failed, 2 bad configuration,
+4 the journal was deleted or replaced while running (stopped; see the journal_gone log line)."""
 
 # Every setting with a flag, under its own name (None = not given, the configuration decides).
 SETTING_FLAGS = flags.flagged()
@@ -85,6 +86,9 @@ def run(args: argparse.Namespace) -> int:
                 gpx_files=args.gpx,
             )
         )
+    except JournalGone as exc:
+        print(f"mapillary-daemon run: journal_gone: {exc}", file=sys.stderr)
+        return EXIT_JOURNAL_GONE
     except JournalError as exc:
         print(f"mapillary-daemon run: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -12,6 +12,7 @@ from typing import Any
 from daemon.commands.common import add_command, add_config_flag
 from daemon.core import config
 from daemon.core.errors import EXIT_OK, EXIT_USAGE, UsageError
+from daemon.core.files import valid_text
 from daemon.journal import RUNTIME_META, Journal, JournalError
 
 EPILOG = """\
@@ -145,5 +146,6 @@ def run(args: argparse.Namespace) -> int:
         st = gather(path, args.errors)
     except JournalError as exc:
         raise UsageError(str(exc)) from None
-    print(json.dumps(st, indent=2, default=str) if args.json else render(st))
+    # Names that are not UTF-8 (a card from another system) shown as \xNN, not a crash.
+    print(json.dumps(st, indent=2, default=str) if args.json else valid_text(render(st)))
     return EXIT_OK

@@ -62,6 +62,27 @@ def is_photo_or_track(name: str) -> bool:
     return is_photo(name) or is_track(name)
 
 
+def valid_text(text: str) -> str:
+    """``text`` as UTF-8 can hold it: the bytes of a file name that are not UTF-8 (kept by
+    Python as lone surrogates, see ``os.fsdecode``) written out as ``\\xNN``. For what people
+    and other programs read (a description, a reason, a log line); the path itself is kept.
+
+    >>> valid_text(os.fsdecode(b"G\\xff0001.JPG"))
+    'G\\\\xff0001.JPG'
+    >>> valid_text("Straße.jpg")
+    'Straße.jpg'
+    """
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate no file name made: nothing to show but "?"
+        return text.encode("utf-8", "replace").decode("utf-8")
+
+
 def walk(
     top: str | os.PathLike[str],
     keep: Callable[[str], bool],

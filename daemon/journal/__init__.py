@@ -31,7 +31,8 @@ The modules: ``states`` (the state machines), ``schema`` (the file, its migratio
 from daemon.journal.errors import IllegalTransition, JournalError, JournalGone, NotFound
 from daemon.journal.events import EVENTS_KEPT
 from daemon.journal.facade import AsyncJournal
-from daemon.journal.meta import ASIDE_META, GPX_META, RUNTIME_META
+from daemon.journal.failures import QUARANTINE_AFTER, Failure, FileFailures, journal_trouble
+from daemon.journal.meta import ASIDE_META, FAILURES_META, GPX_META, RUNTIME_META
 from daemon.journal.rows import Event, FileRow, NewFile, SequenceRow, StateChange, UploadRow
 from daemon.journal.schema import MIGRATIONS, SCHEMA_VERSION, default_journal_path
 from daemon.journal.states import FileState, SequenceState
@@ -40,12 +41,16 @@ from daemon.journal.store import Journal
 __all__ = [
     "ASIDE_META",
     "EVENTS_KEPT",
+    "FAILURES_META",
     "GPX_META",
     "MIGRATIONS",
+    "QUARANTINE_AFTER",
     "RUNTIME_META",
     "SCHEMA_VERSION",
     "AsyncJournal",
     "Event",
+    "Failure",
+    "FileFailures",
     "FileRow",
     "FileState",
     "IllegalTransition",
@@ -59,4 +64,5 @@ __all__ = [
     "StateChange",
     "UploadRow",
     "default_journal_path",
+    "journal_trouble",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from daemon.core.files import valid_text
 from daemon.journal.base import JournalBase
 from daemon.journal.rows import EVENT_SELECT, Event, event_row
 
@@ -18,7 +19,7 @@ class EventStore(JournalBase):
         with self.transaction():
             cur = self._conn.execute(
                 "INSERT INTO events (at, kind, message, file_hash) VALUES (?,?,?,?)",
-                (time.time(), kind, message, file_hash),
+                (time.time(), kind, valid_text(message), file_hash),  # names may not be UTF-8
             )
             assert cur.lastrowid is not None  # an INSERT always sets it
             self._conn.execute("DELETE FROM events WHERE id <= ?", (cur.lastrowid - EVENTS_KEPT,))

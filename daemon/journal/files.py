@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from daemon.core.files import valid_text
 from daemon.journal.base import JournalBase
 from daemon.journal.errors import IllegalTransition, NotFound
 from daemon.journal.rows import (
@@ -194,7 +195,9 @@ class FileStore(JournalBase):
             raise NotFound(f"journal {self.path}: no file {change.hash}")
         check_transition(FileState(row[0]), state)
         sets = ["state = ?", "reason = ?", "updated_at = ?"]
-        params: list[Any] = [str(state), change.reason, now]
+        # A reason names the file: text SQLite can store, whatever bytes its name has.
+        reason = valid_text(change.reason) if change.reason else change.reason
+        params: list[Any] = [str(state), reason, now]
         for name, value in change.fields.items():
             if name == "metadata":
                 value = dump({**json.loads(row[1]), **value})

@@ -14,6 +14,7 @@ from daemon.journal.rows import dump
 GPX_META = "gpx_files"  # the GPX files the daemon knows: {content hash: path}
 ASIDE_META = "set_aside_files"  # files set aside at intake: {path: reason}
 RUNTIME_META = "daemon_runtime"  # the running daemon's own state, for `status`
+FAILURES_META = "file_failures"  # unexpected failures in a row, by hash or path (failures.py)
 
 
 class MetaStore(JournalBase):

@@ -7,6 +7,7 @@ import os
 import time
 from collections.abc import Sequence
 
+from daemon.core.files import valid_text
 from daemon.journal.errors import IllegalTransition, JournalError, NotFound
 from daemon.journal.files import FileStore
 from daemon.journal.rows import (
@@ -146,7 +147,7 @@ class SequenceStore(FileStore):
             check_sequence_transition(self._sequence_state(uuid)[0], state)
             self._conn.execute(
                 "UPDATE sequences SET state = ?, reason = ? WHERE uuid = ?",
-                (str(state), reason, uuid),
+                (str(state), valid_text(reason) if reason else reason, uuid),
             )
 
     def _sequence_state(self, uuid: str) -> tuple[SequenceState, str | None]:

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from daemon.core.files import valid_text
 from daemon.pipeline.records import ImageRecord
 
 CAPTURE_TIME_FORMAT = "%Y_%m_%d_%H_%M_%S_%f"  # the last field holds milliseconds (3 digits)
@@ -92,7 +93,28 @@ def description_json(desc: dict[str, Any]) -> str:
     >>> description_json({"b": 1, "a": {"d": 2.5, "c": "é"}})
     '{"a":{"c":"é","d":2.5},"b":1}'
     """
-    return json.dumps(desc, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+    text = json.dumps(desc, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+    try:
+        text.encode("utf-8")  # what EXIF and the server get
+    except UnicodeEncodeError:  # a file name that is not UTF-8 (a card from another system)
+        return description_json(_valid(desc))
+    return text
+
+
+def _valid(value: Any) -> Any:
+    """``value`` with every text in it valid UTF-8 (see :func:`daemon.core.files.valid_text`).
+
+    >>> import os
+    >>> description_json({"MAPFilename": os.fsdecode(b"G\\xff01.JPG")})
+    '{"MAPFilename":"G\\\\\\\\xff01.JPG"}'
+    """
+    if isinstance(value, str):
+        return valid_text(value)
+    if isinstance(value, dict):
+        return {valid_text(str(k)): _valid(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_valid(v) for v in value]
+    return value
 
 
 def _number(value: Any) -> bool:

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from daemon.journal import FileRow, FileState, StateChange
+from daemon.media.errors import one_line
 from daemon.pipeline import PipelineResult
 from daemon.pipeline.describe import describe
-from daemon.pipeline.records import NO_POSITION, OUTSIDE_TRACK, ImageRecord
+from daemon.pipeline.records import BAD_METADATA, NO_POSITION, OUTSIDE_TRACK, ImageRecord
 
 # Reasons that a later GPX file can cure: such photos wait (up to position_wait) instead of
 # being rejected at once.
@@ -76,14 +77,22 @@ def plan_changes(
         hashes = []
         for r in seq:
             assert r.content_hash is not None
-            meta = _metadata(r, describe(r), names.get(r.content_hash))
+            try:
+                meta = _metadata(r, describe(r), names.get(r.content_hash))
+            except Exception as exc:  # the fence: a photo that cannot be described costs itself
+                # Pure and deterministic, so trying again would fail again: rejected at once.
+                why = f"unexpected error while describing: {one_line(exc)}"
+                changes.append(StateChange(r.content_hash, FileState.REJECTED, why))
+                outcome.rejected[BAD_METADATA] = outcome.rejected.get(BAD_METADATA, 0) + 1
+                continue
             changes.append(
                 StateChange(r.content_hash, FileState.DESCRIBED, None, {"metadata": meta})
             )
             hashes.append(r.content_hash)
-        sequences.append((seq[0].sequence or "", hashes))
-        outcome.sequences += 1
-        outcome.images += len(seq)
+        if hashes:
+            sequences.append((seq[0].sequence or "", hashes))
+            outcome.sequences += 1
+            outcome.images += len(hashes)
     for r in result.duplicates:
         assert r.content_hash is not None and r.error is not None
         meta = {"filename": names.get(r.content_hash) or r.filename}

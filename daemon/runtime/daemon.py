@@ -5,7 +5,9 @@
 loops), ``main`` runs them as named tasks created and awaited in one place, ``shutdown`` undoes
 startup, ``apply_settings`` takes a reload. The stages share only the journal, the wake-up
 events and this run's figures; signals only set flags. Every decision is taken from the
-journal, so a restart (or a power cut) resumes from where the journal says.
+journal, so a restart (or a power cut) resumes from where the journal says; so a journal
+deleted or replaced under the running daemon stops it (``journal_gone``), since nothing it does
+from then on would be remembered.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 
 from daemon.core import config, log
 from daemon.intake import Sources, clean_spool_temps
-from daemon.journal import ASIDE_META, GPX_META, AsyncJournal
+from daemon.journal import ASIDE_META, GPX_META, AsyncJournal, FileFailures, JournalGone
 from daemon.runtime.housekeeping import Housekeeping
 from daemon.runtime.intake import Intake
 from daemon.runtime.once import until_done
@@ -58,6 +60,7 @@ class Daemon:
         self.journal: AsyncJournal | None = None
         self.sources: Sources | None = None
         self._stages: Stages | None = None
+        self._said_gone = False
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -85,6 +88,8 @@ class Daemon:
         known = await journal.get_meta(GPX_META, {}) or {}
         self.gpx.load_known(known)
         aside = await journal.get_meta(ASIDE_META, {}) or {}
+        failures = FileFailures(journal)
+        await failures.load()
         self.sources = sources = Sources(
             watch=self.settings.watch,
             mount_roots=self.settings.mount_roots,
@@ -94,7 +99,7 @@ class Daemon:
             poll_interval=self.settings.poll_interval,
             ignore=[spool],
         )
-        self._stages = self._build(journal, sources, aside)
+        self._stages = self._build(journal, sources, aside, failures)
         await sources.start()
         self.runtime.activity = "scanning"
         self.log.info(
@@ -108,7 +113,11 @@ class Daemon:
         )
 
     def _build(
-        self, journal: AsyncJournal, sources: Sources, aside: dict[str, list[float]]
+        self,
+        journal: AsyncJournal,
+        sources: Sources,
+        aside: dict[str, list[float]],
+        failures: FileFailures,
     ) -> Stages:
         settings, wake, stats = self.settings, self.wake, self.stats
         board = StatusBoard(self.runtime, journal, sources.status)
@@ -123,6 +132,7 @@ class Daemon:
                 stats=stats,
                 activity=self.activity,
                 board=board,
+                failures=failures,
             ),
             processing=Processing(
                 settings=settings,
@@ -133,6 +143,7 @@ class Daemon:
                 stats=stats,
                 activity=self.activity,
                 board=board,
+                failures=failures,
             ),
             uploading=Uploading(
                 settings=settings,
@@ -142,6 +153,7 @@ class Daemon:
                 wake=wake,
                 stats=stats,
                 runtime=self.runtime,
+                failures=failures,
             ),
             housekeeping=Housekeeping(settings=settings, journal=journal, wake=wake, board=board),
             board=board,
@@ -153,16 +165,38 @@ class Daemon:
         return zone_label(self.settings.tz)
 
     async def shutdown(self) -> None:
+        """Undo startup. A journal found gone only here (a stop came first) is said, and
+        raised once the rest is closed."""
+        gone: JournalGone | None = None
+        said = self._said_gone  # then main() has raised it already
         if self.sources is not None:
             await self.sources.stop()
         if self._stages is not None:
-            await self._stages.intake.flush()
             self.runtime.stopped = True
             self.runtime.activity = "stopped"
-            await self._stages.board.save(force=True)
+            try:
+                await self._stages.intake.flush()
+                await self._stages.board.save(force=True)
+            except JournalGone as exc:  # nothing can be recorded any more
+                gone = None if said else exc
+                self.journal_gone(exc)
         if self.journal is not None:
             await self.journal.aclose()
         self.log.info("daemon_stopped")
+        if gone is not None:
+            raise gone
+
+    def journal_gone(self, exc: JournalGone) -> None:
+        """Say (once) why the daemon stops: the journal it writes to is no longer there."""
+        if not self._said_gone:
+            self._said_gone = True
+            self.log.error(
+                "journal_gone",
+                journal=str(self.settings.journal_path),
+                reason=str(exc),
+                hint="stopped, so that nothing is done that would not be remembered; find out "
+                "what removed it (a cleanup job, a full or remounted disk) before starting again",
+            )
 
     def request_stop(self) -> None:
         self.wake.stopping.set()
@@ -174,6 +208,7 @@ class Daemon:
         work: dict[str, Coroutine[Any, Any, None]] = {
             "intake": s.intake.run(),
             "housekeeping": s.housekeeping.run(),
+            "journal_watch": s.housekeeping.watch_journal(),
         }
         if self.once:
             # One pass, in order: no concurrent processing or upload loops.
@@ -190,6 +225,8 @@ class Daemon:
         for task in done:
             if task is not stop and not task.cancelled():
                 error = task.exception()
+                if isinstance(error, JournalGone):
+                    self.journal_gone(error)
                 if error is not None:
                     raise error
         # A service stopped by SIGTERM has done its job (exit 0, or systemd marks it failed);

@@ -1,5 +1,6 @@
 """The housekeeping stage: disk space (card imports pause below min_free_mb), spool copies of
-finished sequences removed after keep_days (sooner under disk pressure), status saved."""
+finished sequences removed after keep_days (sooner under disk pressure), status saved, and the
+journal watched (deleted or replaced: the daemon stops)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ from pathlib import Path
 from daemon.core import config, log
 from daemon.core.aio import wait_event
 from daemon.intake import free_mb, remove_spool_file
-from daemon.journal import AsyncJournal, FileState, Journal, SequenceState
+from daemon.journal import AsyncJournal, FileState, Journal, JournalGone, SequenceState
 from daemon.runtime.state import StatusBoard, Wakeups
 
 RUNTIME_SAVE_SECONDS = 10.0  # runtime status writes, rare to spare the SD card
 HOUSEKEEPING_SECONDS = 60.0
+JOURNAL_CHECK_SECONDS = 2.0  # a few stats, no SQL: a journal gone is noticed within this
 
 
 class Housekeeping:
@@ -42,6 +44,17 @@ class Housekeeping:
             await self.check_disk(routine)
             await self.board.save()
             await wait_event(self.wake.stopping, RUNTIME_SAVE_SECONDS)
+
+    async def watch_journal(self) -> None:
+        """Raise JournalGone once the journal file was deleted or replaced (or its folder
+        removed): what the daemon did from then on would not be remembered, and a restart on
+        a new journal would upload everything again. Writes refuse by themselves; this notices
+        it while nothing is being written."""
+        while not self.wake.stopping.is_set():
+            reason = await self.journal.check_in_place()
+            if reason:
+                raise JournalGone(reason)
+            await wait_event(self.wake.stopping, JOURNAL_CHECK_SECONDS)
 
     async def check_disk(self, routine: bool = True) -> None:
         """Pause card imports (``wake.room`` cleared) while the spool's disk is short of

@@ -3,7 +3,9 @@
 Watch-folder photos are hashed where they are; card photos are copied into the spool in
 batches, each copy hashed, the flush of one batch overlapping the copy of the next; GPX files go
 to the GPX library; a file that cannot be taken is set aside, said once. A card is "safe to
-remove" only once every one of its files is durable in the spool and journaled.
+remove" only once every one of its files is durable in the spool and journaled. Anything
+unexpected while taking one file costs that file (counted, offered again, quarantined after
+QUARANTINE_AFTER failures in a row), never the intake.
 """
 
 from __future__ import annotations
@@ -26,7 +28,14 @@ from daemon.intake import (
     import_file,
     stage_files,
 )
-from daemon.journal import ASIDE_META, GPX_META, AsyncJournal, NewFile
+from daemon.journal import (
+    ASIDE_META,
+    GPX_META,
+    AsyncJournal,
+    FileFailures,
+    NewFile,
+    journal_trouble,
+)
 from daemon.runtime.process import GpxLibrary
 from daemon.runtime.roots import RootActivity, RootState
 from daemon.runtime.state import RunStats, StatusBoard, Wakeups
@@ -51,9 +60,11 @@ class Intake:
         stats: RunStats,
         activity: RootActivity,
         board: StatusBoard,
+        failures: FileFailures | None = None,
     ) -> None:
         self.settings = settings
         self.journal = journal
+        self.failures = failures or FileFailures(journal)
         self.sources = sources
         self.gpx = gpx
         self.wake = wake
@@ -105,7 +116,7 @@ class Intake:
     async def _handle(self, event: SourceEvent) -> None:
         match event:
             case SettledFile():
-                await self._take_file(event)
+                await self._take_fenced(event)
             case CardInserted():
                 self.activity.importing.add(str(event.root))
                 self._card_done.discard(str(event.root))
@@ -138,6 +149,27 @@ class Intake:
             self.log.info("card_imported", root=root)
             self.wake.process.set()
         self._card_done.clear()
+
+    async def _take_fenced(self, f: SettledFile) -> None:
+        """Take one file; an unexpected failure costs that file: counted, the file offered
+        again once it settles anew, and after QUARANTINE_AFTER in a row left alone until it
+        changes (the quarantine is journaled: a restart does not try it again)."""
+        key, version = str(f.path), [f.size, f.mtime]
+        if await self.failures.quarantined(key, version):
+            return  # said when it was quarantined
+        try:
+            await self._take_file(f)
+        except Exception as exc:
+            if journal_trouble(exc):
+                raise
+            failure = await self.failures.failed(key, key, exc, "taking it in", version)
+            if failure.quarantined:
+                self.stats.rejected += 1
+                await self.journal.record_event("set_aside", f"{f.path}: {failure.reason}")
+            else:
+                self.sources.recheck(f.path)
+            return
+        await self.failures.cleared(key)
 
     async def _take_file(self, f: SettledFile) -> None:
         self.activity.touch(str(f.root))

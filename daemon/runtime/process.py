@@ -15,13 +15,20 @@ from pathlib import Path
 
 from daemon.core import config, log
 from daemon.core.aio import wait_event
-from daemon.journal import AsyncJournal, FileRow, FileState, Journal
+from daemon.journal import (
+    AsyncJournal,
+    FileFailures,
+    FileRow,
+    FileState,
+    Journal,
+    journal_trouble,
+)
 from daemon.media.gpx import GpxError, Track, load_gpx_files
 from daemon.media.load import load_record
 from daemon.pipeline import PipelineOptions, clear_caches, run_pipeline
 from daemon.pipeline.dates import parse_zone
 from daemon.pipeline.plan import BatchOutcome, BatchPlan, plan_batch, tail_from_last_sequence
-from daemon.pipeline.records import ImageRecord
+from daemon.pipeline.records import BAD_FILE, ImageRecord
 from daemon.runtime.roots import RootActivity, RootState
 from daemon.runtime.state import RunStats, StatusBoard, Wakeups
 
@@ -87,24 +94,34 @@ class GpxLibrary:
         return track
 
 
-def _load(rows: list[FileRow], tz: str | None) -> list[ImageRecord]:
+def read_rows(
+    rows: list[FileRow], tz: str | None
+) -> tuple[list[ImageRecord], list[tuple[FileRow, Exception]]]:
+    """The photos of ``rows`` as records, and the rows whose reading failed unexpectedly
+    (blocking I/O: call it from a worker thread)."""
     zone, label = parse_zone(tz)
-    records = []
+    records, failed = [], []
     for row in rows:
-        record = load_record(Path(row.readable_path), zone, label)
+        try:
+            record = load_record(Path(row.readable_path), zone, label)
+        except Exception as exc:  # the fence: one photo's trouble is not the batch's
+            failed.append((row, exc))
+            continue
         records.append(record.replace(content_hash=row.hash))
-    return records
+    return records, failed
 
 
-def plan_rows(
+def plan_records(
     root: str,
     rows: list[FileRow],
+    records: list[ImageRecord],
     track: Track | None,
     options: PipelineOptions,
     position_wait: float,
 ) -> BatchPlan:
-    """Read the photos, run the pipeline, plan (blocking I/O: call it from a worker thread)."""
-    result = run_pipeline(_load(rows, options.tz), track, options)
+    """Run the pipeline over the records of ``rows`` and plan (CPU: from a worker thread).
+    A row without a record is left as it is."""
+    result = run_pipeline(records, track, options)
     return plan_batch(root, rows, result, position_wait, time.time())
 
 
@@ -132,10 +149,12 @@ class Processing:
         stats: RunStats,
         activity: RootActivity,
         board: StatusBoard,
+        failures: FileFailures | None = None,
     ) -> None:
         self.settings = settings
         self.journal = journal
         self.gpx = gpx
+        self.failures = failures or FileFailures(journal)
         self.once = once
         self.wake = wake
         self.stats = stats
@@ -145,6 +164,7 @@ class Processing:
         self._processed_version: dict[str, int] = {}  # root → GPX version it was planned with
         self._maybe_due = True  # a batch may be waiting for its quiet period to end
         self._recheck_waiting: dict[str, float] = {}  # root → when to look at its waiting photos
+        self._failed_until: dict[str, float] = {}  # root → when to try a batch that failed again
 
     async def run(self) -> None:
         while not self.wake.stopping.is_set():
@@ -194,7 +214,22 @@ class Processing:
                 and self._processed_version.get(root) == self.gpx.version
             ):
                 continue
+            if time.monotonic() < self._failed_until.get(root, 0.0):
+                continue
+            await self._process_root_fenced(root, options)
+
+    async def _process_root_fenced(self, root: str, options: PipelineOptions) -> None:
+        """A batch that fails in a way no one photo is to blame for stops only itself: said,
+        tried again in WAITING_RECHECK_SECONDS, while the other roots go on."""
+        try:
             await self._process_root(root, options)
+        except Exception as exc:
+            if journal_trouble(exc):
+                raise
+            self._failed_until[root] = time.monotonic() + WAITING_RECHECK_SECONDS
+            self.board.note(root, RootState.IDLE)
+            self.log.error("batch_failed", root=root, reason=f"{type(exc).__name__}: {exc}")
+            self.log.debug("batch_failed_traceback", root=root, exc_info=exc)
 
     async def _process_root(self, root: str, options: PipelineOptions) -> None:
         """Plan and journal a root's photos, PROCESS_CHUNK at a time; one batch_processed."""
@@ -205,6 +240,7 @@ class Processing:
         total = BatchOutcome(root)
         after = 0
         held: list[FileRow] = []
+        counted: set[str] = set()  # photos whose failure this pass has counted
         while not self.wake.stopping.is_set():
             page, after = await self.journal.run(
                 partial(
@@ -218,11 +254,11 @@ class Processing:
             rows, last = held + page, len(page) < PROCESS_CHUNK
             if not rows:
                 break
-            plan = await self._plan(root, rows, track, options)
+            plan = await self._plan(root, rows, track, options, counted)
             held = [] if last else tail_from_last_sequence(plan, rows, PROCESS_CHUNK)
             if held:  # planned again without them: they go with the next chunk
                 rows = rows[: len(rows) - len(held)]
-                plan = await self._plan(root, rows, track, options)
+                plan = await self._plan(root, rows, track, options, counted)
             await self.journal.run(partial(apply_plan, plan=plan))
             for _hash, path, reason in plan.rejected:
                 self.log.warning("photo_set_aside", file=path, reason=reason)
@@ -235,14 +271,44 @@ class Processing:
         self.board.note(root, RootState.IDLE)
 
     async def _plan(
-        self, root: str, rows: list[FileRow], track: Track | None, options: PipelineOptions
+        self,
+        root: str,
+        rows: list[FileRow],
+        track: Track | None,
+        options: PipelineOptions,
+        counted: set[str],
     ) -> BatchPlan:
         try:
+            records, failed = await asyncio.to_thread(read_rows, rows, options.tz)
+            await self.failures.cleared(*(r.content_hash for r in records if r.content_hash))
+            records += await self._fenced(failed, counted)
             return await asyncio.to_thread(
-                plan_rows, root, rows, track, options, self.settings.position_wait
+                plan_records, root, rows, records, track, options, self.settings.position_wait
             )
         finally:
             clear_caches()  # worth it within a batch, tens of MB for good after a big card
+
+    async def _fenced(
+        self, failed: list[tuple[FileRow, Exception]], counted: set[str]
+    ) -> list[ImageRecord]:
+        """Photos whose reading failed unexpectedly: counted (once per pass), left out of the
+        batch (they stay imported, read again next time), and once quarantined, set aside for
+        good with the reason, as records the plan rejects."""
+        quarantined = []
+        for row, exc in failed:
+            name = Path(row.paths[0] if row.paths else row.readable_path).name
+            if row.hash in counted:
+                failure = await self.failures.quarantined(row.hash)
+            else:
+                counted.add(row.hash)
+                got = await self.failures.failed(row.hash, name, exc, "reading it")
+                failure = got.reason if got.quarantined else None
+            if failure is not None:
+                record = ImageRecord(Path(row.readable_path), content_hash=row.hash)
+                quarantined.append(record.set_aside(BAD_FILE, failure))
+            else:
+                self._maybe_due = True  # read again at the next look
+        return quarantined
 
     def _count(self, o: BatchOutcome) -> None:
         self.stats.sequences += o.sequences

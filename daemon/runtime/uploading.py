@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from daemon.core import auth, config, log
 from daemon.core.aio import wait_event
-from daemon.journal import AsyncJournal, SequenceState
+from daemon.journal import AsyncJournal, FileFailures, SequenceState, journal_trouble
 from daemon.mapillary import AuthError
 from daemon.mapillary import MapillaryError as UploadError
 from daemon.runtime.state import RunStats, Runtime, Wakeups
@@ -35,6 +35,7 @@ class Uploading:
         wake: Wakeups,
         stats: RunStats,
         runtime: Runtime,
+        failures: FileFailures | None = None,
     ) -> None:
         self.settings = settings
         self.token = token  # given on the command line: no token store is read
@@ -43,6 +44,7 @@ class Uploading:
         self.wake = wake
         self.stats = stats
         self.runtime = runtime
+        self.failures = failures or FileFailures(journal)
         self.log = log.get("daemon")
         self._bytes_window: list[tuple[float, int]] = []
 
@@ -69,6 +71,14 @@ class Uploading:
             except UploadError as exc:
                 self.runtime.server = f"unreachable: {exc}"
                 self.log.warning("server_unreachable", reason=str(exc), retry_in=backoff)
+                await wait_event(self.wake.stopping, backoff)
+                backoff = min(backoff * 2, OFFLINE_BACKOFF_MAX)
+                self.wake.upload.set()
+            except Exception as exc:  # a bug, not an outage: said, and tried again later
+                if journal_trouble(exc):
+                    raise
+                self.log.error("upload_pass_failed", reason=f"{type(exc).__name__}: {exc}")
+                self.log.debug("upload_pass_failed_traceback", exc_info=exc)
                 await wait_event(self.wake.stopping, backoff)
                 backoff = min(backoff * 2, OFFLINE_BACKOFF_MAX)
                 self.wake.upload.set()
@@ -102,7 +112,9 @@ class Uploading:
         client.events.subscribe(self._on_upload_event)
         self.runtime.activity = f"uploading {len(uuids)} sequence(s)"
         async with client:
-            worker = SequenceUploader(self.journal, client, on_sequence=self._on_sequence)
+            worker = SequenceUploader(
+                self.journal, client, on_sequence=self._on_sequence, failures=self.failures
+            )
             await worker.upload_all(uuids)
         self.runtime.server = "reachable"
         self.runtime.activity = "idle"

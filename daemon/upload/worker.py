@@ -10,6 +10,10 @@ An image is sent only as it was hashed: watch folders are read in place, so a ph
 removed since import is set aside (rejected, with the reason) and its sequence goes up without it;
 a sequence left with no image fails. A server refusing an image fails the image and its sequence
 in one transaction; a transient failure (network, server) leaves the sequence pending.
+Anything unexpected while tagging or sending one image costs that image, never the run: the
+image is counted as failed (``daemon.journal.failures``) and its sequence waits for it, and
+after QUARANTINE_AFTER failures in a row it is rejected with the reason and the sequence
+finishes without it.
 
 Used by the ``upload`` command and by the daemon; neither knows the protocol.
 """
@@ -29,14 +33,16 @@ from daemon.core import log
 from daemon.core.hashing import hash_file
 from daemon.journal import (
     AsyncJournal,
+    FileFailures,
     FileRow,
     FileState,
     IllegalTransition,
     Journal,
     SequenceRow,
     SequenceState,
+    journal_trouble,
 )
-from daemon.mapillary.errors import RejectedError, most_serious
+from daemon.mapillary.errors import MapillaryError, RejectedError, most_serious
 from daemon.mapillary.upload_service import image_key, manifest_bytes
 from daemon.media.exif import MediaError, tagged_bytes
 from daemon.pipeline.describe import description_json
@@ -57,6 +63,10 @@ class Unreadable(Exception):
     """An image that cannot be sent as it was hashed; ``str(exc)`` names the file and why."""
 
 
+class _Held(Exception):
+    """Images of the sequence failed this pass but not for good: it stays pending for them."""
+
+
 class _Refused(RejectedError):
     """The server refused one image: says which, so the image and its sequence fail together."""
 
@@ -68,13 +78,16 @@ class _Refused(RejectedError):
 @dataclass
 class SequenceResult:
     """What happened to one sequence in one pass. ``images`` counts those in its manifest;
-    ``set_aside`` has one line (file and reason) per image left out this pass."""
+    ``set_aside`` has one line (file and reason) per image left out this pass; ``waiting``
+    says why a sequence is not finished yet although nothing failed for good (it stays
+    pending and is tried again)."""
 
     uuid: str
     images: int
     cluster_id: str | None = None
     error: str | None = None
     set_aside: list[str] = field(default_factory=list)
+    waiting: str | None = None
 
 
 @dataclass
@@ -87,11 +100,13 @@ class _HandleBuffer:
 
 @dataclass
 class _Pass:
-    """One pass over one sequence: the handles known so far and the images set aside."""
+    """One pass over one sequence: the handles known so far, the images set aside, and those
+    that failed this time (the sequence waits for them)."""
 
     handles: dict[str, str] = field(default_factory=dict)
     buffer: _HandleBuffer = field(default_factory=_HandleBuffer)
     set_aside: list[str] = field(default_factory=list)
+    held: list[str] = field(default_factory=list)
 
 
 def manifest_key_for(sequence_uuid: str) -> str:
@@ -209,9 +224,11 @@ class SequenceUploader:
         journal: AsyncJournal,
         client: UploadClient,
         on_sequence: Callable[[SequenceResult], None] | None = None,
+        failures: FileFailures | None = None,
     ) -> None:
         self.journal = journal
         self.client = client
+        self.failures = failures or FileFailures(journal)
         # One slot = one image's bytes in memory at most.
         self._slots = asyncio.Semaphore(client.concurrency)
         self.on_sequence = on_sequence
@@ -252,6 +269,9 @@ class SequenceUploader:
             # The journal holds something this pass cannot make sense of: fail this sequence
             # with the reason (visible in status) rather than stop every upload behind it.
             return await self._fail(uuid, f"journal refused a step: {exc}", run)
+        except _Held as exc:
+            self._log.warning("sequence_waits", sequence=uuid, reason=str(exc))
+            return SequenceResult(uuid, 0, set_aside=run.set_aside, waiting=str(exc))
         self._log.info("sequence_finished", sequence=uuid, images=images, cluster_id=cluster)
         return SequenceResult(uuid, images, cluster, set_aside=run.set_aside)
 
@@ -272,6 +292,8 @@ class SequenceUploader:
         images = [r for r in images if r.state != FileState.REJECTED]
         self._log.info("sequence_upload_start", sequence=uuid, images=len(images))
         await self._upload_images(images, run)
+        if run.held:  # finished only with every image, or once the missing ones are rejected
+            raise _Held(f"{len(run.held)} image(s) to try again ({run.held[0]})")
         kept = [run.handles[r.hash] for r in images if r.hash in run.handles]
         if not kept:
             aside = earlier + run.set_aside
@@ -320,13 +342,26 @@ class SequenceUploader:
             except Unreadable as exc:
                 await self._set_aside(row, str(exc), run)
                 return
+            except Exception as exc:  # the fence: one image's trouble is not the run's
+                if journal_trouble(exc):
+                    raise
+                await self._failed(row, exc, "tagging it for upload", run)
+                return
             key, md5, size = tagged.key, tagged.md5, len(tagged.data)
             try:
                 # No probe first: a server holding part of it (a run killed mid-body) says 412.
                 handle = await self.client.upload_bytes(key, tagged.data, name=name, fresh=True)
             except RejectedError as exc:
                 raise _Refused(row.hash, exc) from None
+            except MapillaryError:
+                raise  # the server or the network: the sequence stays pending as it is
+            except Exception as exc:
+                if journal_trouble(exc):
+                    raise
+                await self._failed(row, exc, "sending it", run)
+                return
             del tagged
+        await self.failures.cleared(row.hash)
         run.handles[row.hash] = handle
         buffer = run.buffer
         buffer.items.append((row.hash, key, md5, size, handle))
@@ -341,6 +376,16 @@ class SequenceUploader:
         await self.journal.set_file_state(row.hash, FileState.REJECTED, reason)
         run.set_aside.append(reason)
         self._log.error("image_set_aside", file=_name(row), sequence=row.sequence_id, reason=reason)
+
+    async def _failed(self, row: FileRow, exc: Exception, step: str, run: _Pass) -> None:
+        """An unexpected failure of one image: counted; rejected once it is quarantined."""
+        failure = await self.failures.failed(row.hash, _name(row), exc, step)
+        if not failure.quarantined:
+            run.held.append(f"{_name(row)}: {failure.reason}")
+            return
+        await self.journal.set_file_state(row.hash, FileState.REJECTED, failure.reason)
+        await self.journal.record_event("rejected", f"{_name(row)}: {failure.reason}", row.hash)
+        run.set_aside.append(f"{_name(row)}: {failure.reason}")
 
     async def _flush(self, buffer: _HandleBuffer) -> None:
         items, buffer.items = buffer.items, []
