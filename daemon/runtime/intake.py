@@ -12,6 +12,7 @@ import asyncio
 from typing import Any
 
 from daemon.core import config, log
+from daemon.core.files import NotRegularFile
 from daemon.core.hashing import hash_file
 from daemon.intake import (
     BatchReady,
@@ -157,6 +158,9 @@ class Intake:
             return
         try:
             digest, size = await asyncio.to_thread(hash_file, f.path)
+        except NotRegularFile as exc:  # a FIFO renamed over it since it settled
+            await self._set_aside(f, exc.strerror or str(exc))
+            return
         except OSError as exc:
             self._gone(f, exc)
             return
@@ -225,7 +229,9 @@ class Intake:
             return
         self._commit = None
         for f, got in zip(files, results, strict=True):
-            if isinstance(got, Exception):
+            if isinstance(got, NotRegularFile):
+                await self._set_aside(f, got.strerror or str(got))
+            elif isinstance(got, Exception):
                 self._gone(f, got)
             else:
                 self._copied.append(

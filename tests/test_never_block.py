@@ -1,0 +1,165 @@
+"""Never block on a file (issue 12, case 4).
+
+A FIFO renamed over a photo that is settling, or over one already journaled, is set aside with
+its reason and blocks nothing: the rest is uploaded and SIGTERM still ends the daemon.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from daemon.core.files import NotRegularFile, open_regular
+from daemon.core.hashing import hash_file
+from daemon.demo.drive import plan_drive, write_drive, write_jpeg_bytes
+from daemon.intake.complete import verdict
+from daemon.intake.spool import stage_files
+from daemon.media import exif
+from daemon.media.gpx import GpxError, load_gpx_files
+from daemon.server.config import ServerConfig
+from daemon.server.runner import ServerThread
+from tests.daemon_proc import TOKEN, DaemonProc, new_daemon, wait_for
+
+pytestmark = pytest.mark.timeout(180)
+
+START = datetime(2024, 6, 1, 7, 0, 0, tzinfo=UTC)
+FIFO = "not a regular file (FIFO)"
+
+
+def drive(folder: Path, seed: int, photos: int) -> list[Path]:
+    """The first ``photos`` photos of a drive of their own, with its GPX."""
+    planned = plan_drive(START + timedelta(hours=seed), seed=seed, stop_s=0, break_s=300)
+    planned = dataclasses.replace(planned, photos=planned.photos[:photos])
+    return write_drive(planned, folder)
+
+
+def fifo_over(path: Path) -> None:
+    """A FIFO renamed over ``path`` (as a hostile or confused program might)."""
+    tmp = path.with_name(f".fifo-{path.name}")
+    os.mkfifo(tmp)
+    os.replace(tmp, path)
+
+
+def states_of(d: DaemonProc, paths: list[Path]) -> dict[str, tuple[str, str | None]]:
+    rows = d.query(
+        "SELECT p.path, f.state, f.reason FROM files f JOIN file_paths p ON p.hash = f.hash"
+    )
+    wanted = {str(p.resolve()) for p in paths}
+    return {path: (state, reason) for path, state, reason in rows if path in wanted}
+
+
+def all_up(d: DaemonProc, paths: list[Path]) -> bool:
+    got = states_of(d, paths)
+    pending = d.query("SELECT count(*) FROM sequences WHERE state != 'finished'")[0][0]
+    done = sum(1 for state, _ in got.values() if state in ("finished", "duplicate"))
+    return done == len(paths) and pending == 0
+
+
+def stops_at_once(d: DaemonProc) -> float:
+    """SIGTERM; how long the daemon took to exit (it must exit 0)."""
+    assert d.proc is not None
+    asked = time.monotonic()
+    d.signal(signal.SIGTERM)
+    try:
+        code = d.proc.wait(10)
+    except Exception as exc:
+        raise AssertionError(
+            f"the daemon did not exit after SIGTERM:\n{d.output()[-2000:]}"
+        ) from exc
+    assert code == 0, d.output()[-2000:]
+    return time.monotonic() - asked
+
+
+def set_aside_lines(d: DaemonProc, path: Path) -> list[str]:
+    """The reasons logged for ``path`` being set aside (at intake or when processed)."""
+    where = str(path.resolve())
+    return [
+        e["reason"]
+        for e in d.events()
+        if e.get("event") in ("file_set_aside", "photo_set_aside", "image_set_aside")
+        and where in str(e.get("file"))
+    ]
+
+
+# -- case 4: a FIFO where a photo was -----------------------------------------------------------
+
+
+def test_a_fifo_renamed_over_a_settling_photo_is_set_aside_and_blocks_nothing(
+    tmp_path: Path, daemons: list[DaemonProc]
+) -> None:
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    with ServerThread(ServerConfig(tokens=(TOKEN,))) as server:
+        env = server.environment()
+        d = new_daemon(daemons, tmp_path / "work", env, "--watch", str(inbox))
+        d.start("--settle-seconds", "2").wait_event("root_watched", 15)
+        settling = inbox / "b" / "G0000001.JPG"
+        settling.parent.mkdir()
+        planned = plan_drive(START, seed=9, stop_s=0, break_s=300)
+        settling.write_bytes(write_jpeg_bytes(planned.photos[0], with_gps_in_exif=True))
+        time.sleep(0.8)  # seen and settling (2 s), not yet read
+        fifo_over(settling)
+        later = drive(inbox / "c", seed=2, photos=12)
+        wait_for("the photos after the FIFO uploaded", lambda: all_up(d, later), 60)
+        reasons = wait_for("the FIFO set aside", lambda: set_aside_lines(d, settling), 10)
+        assert reasons == [FIFO]
+        assert server.stats()["images"] == len(later)
+        assert stops_at_once(d) < 5
+
+
+def test_a_fifo_renamed_over_a_journaled_photo_is_set_aside_and_sigterm_still_exits(
+    tmp_path: Path, daemons: list[DaemonProc]
+) -> None:
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    with ServerThread(ServerConfig(tokens=(TOKEN,))) as server:
+        env = server.environment()
+        # The batch is processed 4 s after the folder went quiet: time to swap one photo.
+        d = new_daemon(daemons, tmp_path / "work", env, "--watch", str(inbox))
+        d.start("--batch-quiet-seconds", "4").wait_event("root_watched", 15)
+        photos = drive(inbox / "a", seed=1, photos=12)
+
+        def journaled() -> bool:
+            got = states_of(d, photos)
+            return len(got) == len(photos) and all(s == "imported" for s, _ in got.values())
+
+        wait_for("the photos journaled", journaled, 20)
+        swapped = photos[5]
+        fifo_over(swapped)
+        rest = [p for p in photos if p != swapped]
+        wait_for("the other photos uploaded", lambda: all_up(d, rest), 60)
+        state, reason = states_of(d, [swapped])[str(swapped.resolve())]
+        assert state == "rejected" and reason is not None and FIFO in reason
+        assert any(FIFO in r for r in set_aside_lines(d, swapped))
+        assert server.stats()["images"] == len(rest)
+        assert stops_at_once(d) < 5
+
+
+@pytest.mark.timeout(20)
+def test_every_reader_of_a_users_file_refuses_a_fifo_at_once(tmp_path: Path) -> None:
+    """Completeness, hashing, the spool copy, EXIF, GPX and upload all open through
+    open_regular: a FIFO is a reason, never a wait for a writer that never comes."""
+    photo, track = tmp_path / "a.jpg", tmp_path / "t.gpx"
+    for path in (photo, track):
+        os.mkfifo(path)
+    with pytest.raises(NotRegularFile, match=r"a\.jpg: not a regular file \(FIFO\)"):
+        open_regular(photo)
+    assert verdict(photo).reason == FIFO and verdict(photo).hopeless
+    assert verdict(track).reason == FIFO and verdict(track).hopeless
+    with pytest.raises(NotRegularFile):
+        hash_file(photo)
+    [staged] = stage_files([photo], tmp_path / "spool")
+    assert isinstance(staged, NotRegularFile)
+    with pytest.raises(exif.MediaError, match=r"cannot read: not a regular file \(FIFO\)"):
+        exif.read_exif(photo)
+    assert not exif.is_complete_jpeg(photo)
+    with pytest.raises(exif.MediaError, match=r"not a regular file \(FIFO\)"):
+        exif.tagged_bytes(photo, "{}")
+    with pytest.raises(GpxError, match=r"not a regular file \(FIFO\)"):
+        load_gpx_files([track])
