@@ -1,7 +1,8 @@
-"""Never block on a file (issue 12, case 4).
+"""Never block on a file (issue 12, cases 4 and 5).
 
 A FIFO renamed over a photo that is settling, or over one already journaled, is set aside with
-its reason and blocks nothing: the rest is uploaded and SIGTERM still ends the daemon.
+its reason and blocks nothing: the rest is uploaded and SIGTERM still ends the daemon. A "photo"
+over ``max_photo_mb`` is set aside at intake.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from daemon.core import config
 from daemon.core.files import NotRegularFile, open_regular
 from daemon.core.hashing import hash_file
 from daemon.demo.drive import plan_drive, write_drive, write_jpeg_bytes
@@ -163,3 +165,45 @@ def test_every_reader_of_a_users_file_refuses_a_fifo_at_once(tmp_path: Path) -> 
         exif.tagged_bytes(photo, "{}")
     with pytest.raises(GpxError, match=r"not a regular file \(FIFO\)"):
         load_gpx_files([track])
+
+
+# -- case 5: the size cap, and uploads in bounded memory ----------------------------------------
+
+
+def sparse_photo(path: Path, hole: int, seed: int = 5) -> Path:
+    """A real photo, then ``hole`` bytes of nothing (sparse: free on disk) and an end marker:
+    a complete "JPEG" as far as its markers go."""
+    planned = plan_drive(START + timedelta(hours=seed), seed=seed, stop_s=0, break_s=300)
+    photo = write_jpeg_bytes(planned.photos[0], with_gps_in_exif=True, jpeg_size=(320, 240))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as fh:
+        fh.write(photo)
+        fh.truncate(len(photo) + hole)
+        fh.seek(0, os.SEEK_END)
+        fh.write(b"\xff\xd9")
+    return path
+
+
+def test_a_photo_over_max_photo_mb_is_set_aside_with_its_size(
+    tmp_path: Path, daemons: list[DaemonProc]
+) -> None:
+    inbox = tmp_path / "in"
+    big = sparse_photo(inbox / "big" / "G0000001.JPG", 2 << 30)  # 2 GiB hole: no disk used
+    photos = drive(inbox / "small", seed=3, photos=6)
+    with ServerThread(ServerConfig(tokens=(TOKEN,))) as server:
+        d = new_daemon(daemons, tmp_path / "work", server.environment(), "--watch", str(inbox))
+        d.start().wait_event("root_watched", 15)
+        wait_for("the small photos uploaded", lambda: all_up(d, photos), 60)
+        reasons = wait_for("the big one set aside", lambda: set_aside_lines(d, big), 10)
+        assert reasons == ["larger than max_photo_mb 256 MB: 2.0 GB"]
+        assert not states_of(d, [big])  # never hashed, never journaled
+        assert server.stats()["images"] == len(photos)
+        assert d.status()["daemon"]["running"] is True
+        assert stops_at_once(d) < 5
+
+
+def test_max_photo_mb_is_a_setting_with_bounds() -> None:
+    assert config.Settings().max_photo_mb == 256
+    assert config.apply(config.Settings(), {"max-photo-mb": 3000}, "flags").max_photo_mb == 3000
+    with pytest.raises(config.ConfigError, match="'max_photo_mb' must be more than 0"):
+        config.apply(config.Settings(), {"max_photo_mb": 0}, "flags")

@@ -69,6 +69,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--position-wait", type=float, metavar="S")
     p.add_argument("--keep-days", type=float, metavar="D")
     p.add_argument("--min-free-mb", type=float, metavar="MB")
+    p.add_argument(
+        "--max-photo-mb", type=float, metavar="MB", help="bigger photos are set aside (256)"
+    )
     p.add_argument("--tz", metavar="ZONE", help="zone of camera times: +02:00, Europe/Berlin")
     p.add_argument("--time-offset", type=float, metavar="S", help="camera clock ahead of GPS, s")
     p.add_argument("--bearing-offset", type=float, metavar="DEG")

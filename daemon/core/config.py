@@ -62,6 +62,7 @@ SECTIONS = {
         "batch_quiet_seconds",
         "position_wait",
         "poll_interval",
+        "max_photo_mb",
     ],
     "storage": ["journal", "spool", "keep_days", "min_free_mb"],
     "pipeline": [
@@ -104,6 +105,7 @@ class Settings:
     batch_quiet_seconds: float = 30.0
     position_wait: float = 24 * 3600.0
     poll_interval: float = 0.0  # >0: use polling observers (network mounts)
+    max_photo_mb: float = 256.0  # a bigger "photo" is set aside at intake, with the reason
     # storage
     journal: Path | None = None
     spool: Path | None = None
@@ -168,6 +170,7 @@ _NON_NEGATIVE = {
     "upload_delay",
 }
 _POSITIVE_INT = {"max_images", "concurrency", "max_attempts"}
+_POSITIVE = {"max_photo_mb"}
 
 
 def _field_types() -> dict[str, Any]:
@@ -235,6 +238,9 @@ def _validate(settings: Settings, source: str) -> None:
     for key in _POSITIVE_INT:
         if getattr(settings, key) < 1:
             raise ConfigError(f"{source}: '{key}' must be at least 1")
+    for key in _POSITIVE:
+        if getattr(settings, key) <= 0:
+            raise ConfigError(f"{source}: '{key}' must be more than 0")
     for key, allowed in _CHOICES.items():
         if getattr(settings, key) not in allowed:
             raise ConfigError(f"{source}: '{key}' must be one of {', '.join(sorted(allowed))}")

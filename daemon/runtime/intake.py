@@ -12,7 +12,7 @@ import asyncio
 from typing import Any
 
 from daemon.core import config, log
-from daemon.core.files import NotRegularFile
+from daemon.core.files import NotRegularFile, is_photo
 from daemon.core.hashing import hash_file
 from daemon.intake import (
     BatchReady,
@@ -32,6 +32,7 @@ from daemon.runtime.process import GpxLibrary
 from daemon.runtime.roots import RootActivity, RootState
 from daemon.runtime.state import RunStats, StatusBoard, Wakeups
 
+MB = 1 << 20  # as max_photo_mb and min_free_mb count
 INTAKE_BATCH = 64  # watch-folder files hashed before a journal commit
 INTAKE_FLUSH_SECONDS = 1.0
 # Card files copied per flush of the spool: measured best of 16-256 (bench_daemon), bigger
@@ -148,6 +149,10 @@ class Intake:
         if f.path.suffix.lower() == ".gpx":
             await self._take_gpx(f)
             return
+        too_big = self._too_big(f)
+        if too_big:
+            await self._set_aside(f, too_big)
+            return
         seen = await self.journal.lookup_path(f.path)
         if seen and seen[1] == f.size and abs(seen[2] - f.mtime) < 1e-6:
             self.stats.known += 1
@@ -165,6 +170,14 @@ class Intake:
             self._gone(f, exc)
             return
         self._pending.append(NewFile(digest, f.path, "watch", f.root, size, f.mtime))
+
+    def _too_big(self, f: SettledFile) -> str | None:
+        """Why a photo is over the size cap (a bigger "photo" is no camera's), or None."""
+        cap = self.settings.max_photo_mb
+        if not is_photo(f.path.name) or f.size <= cap * MB:
+            return None
+        size = f"{f.size / MB:.0f} MB" if f.size < 1024 * MB else f"{f.size / MB / 1024:.1f} GB"
+        return f"larger than max_photo_mb {cap:g} MB: {size}"
 
     def _gone(self, f: SettledFile, exc: Exception) -> None:
         """The file vanished or changed under us: offer it again once it settles anew."""
