@@ -2,12 +2,16 @@
 
 A FIFO renamed over a photo that is settling, or over one already journaled, is set aside with
 its reason and blocks nothing: the rest is uploaded and SIGTERM still ends the daemon. A "photo"
-over ``max_photo_mb`` is set aside at intake.
+over ``max_photo_mb`` is set aside at intake; one under a raised cap is uploaded streamed from
+disk, with the daemon's peak memory far below the file's size. The streamed body is the very
+body the whole-file code built (same bytes, same MD5, so the same session key).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 import signal
 import time
@@ -26,12 +30,18 @@ from daemon.media import exif
 from daemon.media.gpx import GpxError, load_gpx_files
 from daemon.server.config import ServerConfig
 from daemon.server.runner import ServerThread
+from daemon.upload.body import FileBody, Unreadable
 from tests.daemon_proc import TOKEN, DaemonProc, new_daemon, wait_for
+from tests.jpegs import make_jpeg
 
 pytestmark = pytest.mark.timeout(180)
 
 START = datetime(2024, 6, 1, 7, 0, 0, tzinfo=UTC)
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "exif"
+if not CORPUS.is_dir():
+    CORPUS = Path("/work/shared/corpus/exif")
 FIFO = "not a regular file (FIFO)"
+MB = 1 << 20
 
 
 def drive(folder: Path, seed: int, photos: int) -> list[Path]:
@@ -162,7 +172,7 @@ def test_every_reader_of_a_users_file_refuses_a_fifo_at_once(tmp_path: Path) -> 
         exif.read_exif(photo)
     assert not exif.is_complete_jpeg(photo)
     with pytest.raises(exif.MediaError, match=r"not a regular file \(FIFO\)"):
-        exif.tagged_bytes(photo, "{}")
+        exif.tagged_head(photo, "{}")
     with pytest.raises(GpxError, match=r"not a regular file \(FIFO\)"):
         load_gpx_files([track])
 
@@ -184,6 +194,13 @@ def sparse_photo(path: Path, hole: int, seed: int = 5) -> Path:
     return path
 
 
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM in /proc/<pid>/status")
+
+
 def test_a_photo_over_max_photo_mb_is_set_aside_with_its_size(
     tmp_path: Path, daemons: list[DaemonProc]
 ) -> None:
@@ -200,6 +217,90 @@ def test_a_photo_over_max_photo_mb_is_set_aside_with_its_size(
         assert server.stats()["images"] == len(photos)
         assert d.status()["daemon"]["running"] is True
         assert stops_at_once(d) < 5
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc (Linux)")
+def test_a_big_photo_under_a_raised_cap_is_uploaded_in_bounded_memory(
+    tmp_path: Path, daemons: list[DaemonProc]
+) -> None:
+    # 300 MB keeps the suite quick; tests/bench/bench_big_file.py does 2 GiB.
+    inbox = tmp_path / "in"
+    big = sparse_photo(inbox / "big" / "G0000001.JPG", 300 * MB)
+    with ServerThread(ServerConfig(tokens=(TOKEN,))) as server:
+        d = new_daemon(daemons, tmp_path / "work", server.environment(), "--watch", str(inbox))
+        d.start("--max-photo-mb", "400").wait_event("root_watched", 15)
+        wait_for("the big photo uploaded", lambda: all_up(d, [big]), 120)
+        assert d.proc is not None
+        peak = peak_rss_mb(d.proc.pid)
+        stats = server.stats()
+        assert stats["images"] == 1 and stats["duplicate_images"] == 0
+        [stored] = server.server.store.images.values()
+        held = server.server.store.image_path(stored).stat().st_size
+        assert held > big.stat().st_size  # the whole file went up, with its description
+        assert peak < 150, f"daemon peak RSS {peak:.0f} MB for a {held / MB:.0f} MB photo"
+        assert stops_at_once(d) < 5
+
+
+# -- the streamed body is the whole-file body ----------------------------------------------------
+
+
+def sample_photos(folder: Path) -> list[Path]:
+    """Corpus photos from many cameras (when there), and our own: with and without EXIF, a
+    JFIF APP0 first, a thumbnail."""
+    made = [
+        make_jpeg(folder / "plain.jpg", capture_time=START.replace(tzinfo=None)),
+        make_jpeg(folder / "gps.jpg", capture_time=START.replace(tzinfo=None), lat=47.1, lon=8.2),
+    ]
+    bare = folder / "bare.jpg"  # no EXIF at all: the APP1 is inserted
+    from PIL import Image
+
+    Image.new("RGB", (32, 24), (200, 10, 10)).save(bare, "JPEG")
+    made.append(bare)
+    planned = plan_drive(START, seed=4, stop_s=0, break_s=300)
+    camera = folder / "camera.jpg"
+    camera.write_bytes(write_jpeg_bytes(planned.photos[0], with_gps_in_exif=True))
+    made.append(camera)
+    corpus = sorted(CORPUS.glob("*.[jJ][pP]*[gG]")) if CORPUS.is_dir() else []
+    return made + corpus
+
+
+async def streamed(body: FileBody, offset: int, chunk: int) -> bytes:
+    return b"".join([bytes(c) async for c in body.chunks(offset, chunk)])
+
+
+async def test_the_streamed_body_is_the_whole_file_body_byte_for_byte(tmp_path: Path) -> None:
+    description = json.dumps({"MAPLatitude": 47.0, "MAPLongitude": 8.0, "text": "é ✓"})
+    compared = 0
+    for path in sample_photos(tmp_path):
+        try:
+            whole = exif.tagged_bytes(path, description)
+        except exif.MediaError:
+            continue  # a corpus file the whole-file code refuses too
+        head, start, end = exif.tagged_head(path, description)
+        with FileBody.open(str(path), head, start, end, os.stat(path)) as body:
+            assert body.size == len(whole)
+            assert body.md5() == hashlib.md5(whole).hexdigest(), path.name
+            assert await streamed(body, 0, 256 * 1024) == whole, path.name
+            # Resumed from the server's offset: inside the new header, and inside the rest.
+            for offset in (1, len(head) - 1, len(head), len(head) + 7, len(whole) - 1):
+                if 0 <= offset <= len(whole):
+                    assert await streamed(body, offset, 1000) == whole[offset:], (path, offset)
+        compared += 1
+    assert compared >= 4
+    if CORPUS.is_dir():
+        assert compared >= 20, "most corpus photos should be comparable"
+
+
+async def test_a_photo_written_to_while_it_is_sent_is_unreadable_not_sent(tmp_path: Path) -> None:
+    path = make_jpeg(tmp_path / "a.jpg", capture_time=START.replace(tzinfo=None))
+    head, start, end = exif.tagged_head(path, "{}")
+    with FileBody.open(str(path), head, start, end, os.stat(path)) as body:
+        body.md5()
+        with path.open("r+b") as fh:  # an editor saves in place
+            fh.seek(end - 10)
+            fh.write(b"\x00")
+        with pytest.raises(Unreadable, match="changed while being uploaded"):
+            await streamed(body, 0, 1 << 20)
 
 
 def test_max_photo_mb_is_a_setting_with_bounds() -> None:
