@@ -175,6 +175,15 @@ class Settings:
         metavar="MB",
         help="card import pauses below this much free disk ({default})",
     )
+    max_photo_mb: float = _setting(
+        _STORAGE,
+        256.0,
+        minimum=0,
+        check=lambda v: None if v > 0 else " must be more than 0",
+        flag="--max-photo-mb",
+        metavar="MB",
+        help="a bigger photo is set aside at intake ({default})",
+    )
     tz: str | None = _setting(
         _PIPELINE,
         check=_zone,

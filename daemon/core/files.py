@@ -1,4 +1,5 @@
-"""Which file names are photos, tracks, temporary or hidden, and the one folder walker.
+"""Which file names are photos, tracks, temporary or hidden, the one folder walker, and the
+one way a user's file is opened.
 
 One home for these, so that the daemon's sources, the one-shot commands, the upload queue and
 the embedded server agree on what a photo is and on which folders are looked into.
@@ -7,9 +8,13 @@ the embedded server agree on what a photo is and on which folders are looked int
 from __future__ import annotations
 
 import contextlib
+import errno
+import io
 import os
+import stat
 from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
+from typing import Literal, overload
 
 PHOTO_SUFFIXES = frozenset({".jpg", ".jpeg"})
 TRACK_SUFFIXES = frozenset({".gpx"})
@@ -127,3 +132,82 @@ def walk(
         except OSError:
             continue
         yield current, files
+
+
+# How a user's file is opened: never waiting on the other end of a FIFO or on a device, never
+# becoming our controlling terminal, never inherited by a child process.
+_OPEN_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_NOCTTY", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+)
+_KINDS = (
+    (stat.S_ISFIFO, "FIFO"),
+    (stat.S_ISCHR, "character device"),
+    (stat.S_ISBLK, "block device"),
+    (stat.S_ISSOCK, "socket"),
+    (stat.S_ISDIR, "folder"),
+)
+
+
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, in a user's words.
+
+    >>> file_kind(stat.S_IFIFO), file_kind(stat.S_IFDIR)
+    ('FIFO', 'folder')
+    """
+    return next((name for test, name in _KINDS if test(mode)), "special file")
+
+
+class NotRegularFile(OSError):
+    """A path that names a FIFO, a device or a socket where a file was expected.
+
+    An OSError without an errno (so no caller takes it for a card pulled out or a disk full);
+    ``strerror`` is the reason shown to the user: "not a regular file (FIFO)". A folder is
+    IsADirectoryError, as for open().
+    """
+
+    def __init__(self, path: str | os.PathLike[str], mode: int) -> None:
+        super().__init__(None, f"not a regular file ({file_kind(mode)})", os.fspath(path))
+
+    def __str__(self) -> str:
+        return f"{self.filename}: {self.strerror}"
+
+
+def _refuse_unless_regular(path: str | os.PathLike[str], mode: int) -> None:
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), os.fspath(path))
+    if not stat.S_ISREG(mode):
+        raise NotRegularFile(path, mode)
+
+
+@overload
+def open_regular(path: str | os.PathLike[str], buffering: Literal[0]) -> io.FileIO: ...
+@overload
+def open_regular(
+    path: str | os.PathLike[str], buffering: Literal[-1] = -1
+) -> io.BufferedReader: ...
+def open_regular(
+    path: str | os.PathLike[str], buffering: Literal[0, -1] = -1
+) -> io.FileIO | io.BufferedReader:
+    """Open a user's file for reading, refusing anything but a regular file.
+
+    Every read of a photo or track goes through here. A plain ``open()`` of a FIFO renamed
+    over a photo waits forever for a writer (and a stuck worker thread keeps the daemon from
+    exiting); a device may block or have side effects. So: a stat first (a FIFO or device is
+    refused without being opened), then an open with O_NONBLOCK (which returns at once even
+    on a FIFO swapped in meanwhile), and fstat of what was opened, since the path may have
+    changed in between. O_NONBLOCK is cleared before the file is handed back: reads of a
+    regular file then behave as always. Raises :class:`NotRegularFile`, or OSError.
+    """
+    _refuse_unless_regular(path, os.stat(path).st_mode)
+    fd = os.open(path, _OPEN_FLAGS)
+    try:
+        _refuse_unless_regular(path, os.fstat(fd).st_mode)
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    raw = open(fd, "rb", buffering=0)  # noqa: SIM115 (the caller closes it)
+    return raw if buffering == 0 else io.BufferedReader(raw)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import os
 
+from daemon.core.files import open_regular
+
 CHUNK = 1 << 20
 
 
@@ -14,7 +16,7 @@ def hash_file(path: str | os.PathLike[str]) -> tuple[str, int]:
     buf = bytearray(CHUNK)
     view = memoryview(buf)
     size = 0
-    with open(path, "rb", buffering=0) as fh:
+    with open_regular(path, 0) as fh:
         while n := fh.readinto(buf):
             digest.update(view[:n])
             size += n

@@ -8,7 +8,7 @@ import xml.parsers.expat
 from dataclasses import dataclass
 from typing import Any
 
-from daemon.core.files import is_track
+from daemon.core.files import NotRegularFile, is_track, open_regular
 from daemon.media.exif import JpegState, jpeg_state
 
 
@@ -54,7 +54,7 @@ def gpx_verdict(path: str | os.PathLike[str]) -> Verdict:
         if name.rpartition(":")[2] != "gpx":
             raise _NotGpx(f"root element is <{name}>, not <gpx>")
 
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:
         parser = xml.parsers.expat.ParserCreate()
         parser.StartElementHandler = root
         empty = True
@@ -79,5 +79,7 @@ def verdict(path: str | os.PathLike[str]) -> Verdict:
         if is_track(os.path.basename(path)):
             return gpx_verdict(path)
         return jpeg_verdict(path)
+    except NotRegularFile as exc:  # a FIFO renamed over a photo: no writer can fix that
+        return Verdict(False, exc.strerror, hopeless=True)
     except OSError as exc:  # unreadable (permissions?): may be fixed, so it waits like a cut one
         return Verdict(False, f"cannot read: {exc.strerror or exc}")

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from daemon.core.durable import fsync_dirs, put_in_place, sync_files
+from daemon.core.files import open_regular
 from daemon.core.hashing import hash_file
 
 CHUNK = 1 << 20
@@ -181,7 +182,7 @@ def _copy_and_hash(
     has) and hash the copy. Failures reading the card, or a card that changes or goes, are
     SourceGone; failures on our side are OSError."""
     try:
-        fin = open(src, "rb", buffering=0)  # noqa: SIM115 (closed below, errors sorted apart)
+        fin = open_regular(src, 0)  # closed below; errors sorted apart (a FIFO: NotRegularFile)
     except OSError as exc:
         raise _gone(src, exc) if exc.errno in GONE_ERRNOS else exc from None
     with fin, open(tmp, "xb+", buffering=0) as fout:

@@ -1,8 +1,8 @@
 """The upload service's side of the protocol (../shared/PROTOCOL.md): keys, offset, POST, manifest.
 
 ``UploadService`` makes the two requests of a resumable upload, each one attempt: ``fetch_offset``
-(how many bytes the service holds for a key) and ``post`` (the rest of the object, in slices of the
-caller's buffer, from an offset). Retrying, pacing and progress belong to the caller
+(how many bytes the service holds for a key) and ``post`` (the rest of the object, in chunks of a
+``Body``, from an offset). Retrying, pacing and progress belong to the caller
 (``daemon.upload.client.UploadClient``). The keys and the manifest body are pure functions.
 """
 
@@ -12,7 +12,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from daemon.mapillary.http import Service
 from daemon.mapillary.retry import Failure, Verdict
@@ -54,6 +54,32 @@ def manifest_bytes(handles: Sequence[str]) -> bytes:
     return json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
 
 
+class Body(Protocol):
+    """What one upload sends: ``size`` bytes, handed out from any offset in chunks of at most
+    ``chunk_size``. A body may raise while it is read (its file changed or cannot be read):
+    ``post`` raises that error itself, not the failed request, so it is never retried."""
+
+    @property
+    def size(self) -> int: ...
+
+    def chunks(self, offset: int, chunk_size: int) -> AsyncIterator[bytes | memoryview]: ...
+
+
+class BytesBody:
+    """A body held in memory: a manifest, a small object."""
+
+    def __init__(self, data: bytes) -> None:
+        self._view = memoryview(data)
+
+    @property
+    def size(self) -> int:
+        return len(self._view)
+
+    async def chunks(self, offset: int, chunk_size: int) -> AsyncIterator[memoryview]:
+        for at in range(offset, len(self._view), chunk_size):
+            yield self._view[at : at + chunk_size]  # slices, no copies
+
+
 class UploadService(Service):
     """The upload service at ``endpoint``, over the caller's session; failures are ``Failure``s."""
 
@@ -68,7 +94,7 @@ class UploadService(Service):
     async def post(
         self,
         key: str,
-        view: memoryview,
+        body: Body,
         offset: int,
         *,
         chunk_size: int,
@@ -76,26 +102,33 @@ class UploadService(Service):
         on_sent: Sent,
         speed_floor: float | None = None,
     ) -> str:
-        """``POST {upload}/{key}`` of ``view[offset:]``; the handle the service answers.
+        """``POST {upload}/{key}`` of the body from ``offset``; the handle the service answers.
 
-        The body goes in slices of ``chunk_size`` (no copies), each after ``pace`` allows it.
-        ``speed_floor`` lowers the speed below which the transfer counts as stalled.
+        The body goes in chunks of ``chunk_size``, each after ``pace`` allows it, read as it
+        is sent (a file's never held whole). ``speed_floor`` lowers the speed below which the
+        transfer counts as stalled. An error of the body itself is raised as it is.
         """
-        left = len(view) - offset
+        left = body.size - offset
         headers = {
             "Offset": str(offset),
             "X-Entity-Name": key,
             "Content-Length": str(left),
             "Content-Type": "application/octet-stream",
         }
-        body: Any = _slices(view, offset, chunk_size, pace, on_sent) if left else b""
-        reply = await self.request(
-            "POST",
-            f"/{key}",
-            data=body,
-            headers=headers,
-            timeout=self.timeouts.for_bytes(left, speed_floor),
-        )
+        failed: list[Exception] = []
+        data: Any = _slices(body, offset, chunk_size, pace, on_sent, failed) if left else b""
+        try:
+            reply = await self.request(
+                "POST",
+                f"/{key}",
+                data=data,
+                headers=headers,
+                timeout=self.timeouts.for_bytes(left, speed_floor),
+            )
+        except Failure:
+            if failed:  # the request failed because the body did: that is the error
+                raise failed[0] from None
+            raise
         handle = reply.get("h") if isinstance(reply, dict) else None
         if not isinstance(handle, str) or not handle:
             raise Failure(Verdict.RETRY, f"upload answered without a handle: {reply!r:.100}")
@@ -103,12 +136,15 @@ class UploadService(Service):
 
 
 async def _slices(
-    view: memoryview, offset: int, chunk_size: int, pace: Pace, on_sent: Sent
-) -> AsyncIterator[memoryview]:
+    body: Body, offset: int, chunk_size: int, pace: Pace, on_sent: Sent, failed: list[Exception]
+) -> AsyncIterator[bytes | memoryview]:
     position = offset
-    while position < len(view):
-        chunk = view[position : position + chunk_size]
-        await pace(len(chunk))
-        yield chunk
-        position += len(chunk)
-        on_sent(position)
+    try:
+        async for chunk in body.chunks(offset, chunk_size):
+            await pace(len(chunk))
+            yield chunk
+            position += len(chunk)
+            on_sent(position)
+    except Exception as exc:  # aiohttp would only report a connection error
+        failed.append(exc)
+        raise

@@ -22,6 +22,7 @@ from daemon.media.exif_tags import (
 from daemon.media.exif_write import (
     stage_exif,
     tagged_bytes,
+    tagged_head,
     updated_bytes,
     write_capture_time,
     write_description,
@@ -45,6 +46,7 @@ __all__ = [
     "read_exif",
     "stage_exif",
     "tagged_bytes",
+    "tagged_head",
     "updated_bytes",
     "write_capture_time",
     "write_description",

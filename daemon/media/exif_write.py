@@ -17,6 +17,7 @@ from typing import Any
 import piexif
 
 from daemon.core.durable import write_atomically, write_temp
+from daemon.core.files import open_regular
 from daemon.media import jpeg
 from daemon.media.errors import MediaError, one_line
 from daemon.media.exif_read import load_exif
@@ -171,3 +172,24 @@ def write_description(path: str | os.PathLike[str], text: str) -> None:
 def tagged_bytes(path: str | os.PathLike[str], description: str) -> bytes:
     """The bytes to upload: the photo with ``description`` as ImageDescription (file untouched)."""
     return updated_bytes(path, description_patch(description))
+
+
+def tagged_head(path: str | os.PathLike[str], description: str) -> tuple[bytes, int, int]:
+    """:func:`tagged_bytes` without holding the photo in memory: ``(head, start, end)`` such
+    that ``head + file[start:end]`` is the tagged bytes, byte for byte. ``head`` is the file's
+    first bytes up to its Exif APP1 followed by the new APP1; only the header is read (the
+    caller streams the rest, so a photo of any size costs kilobytes)."""
+    head = jpeg.read_head(path)
+    data = load_exif(head.exif)
+    update = description_patch(description)
+    segment = jpeg.app1_segment(_dump(data, _apply(data, update)))
+    start, end = head.exif_span or (head.insert_at, head.insert_at)
+    try:
+        with open_regular(path) as fh:
+            before = fh.read(start)
+            size = os.fstat(fh.fileno()).st_size
+    except OSError as exc:
+        raise MediaError(f"cannot read: {exc.strerror or exc}") from exc
+    if len(before) != start or size < end:
+        raise MediaError("changed while being read")
+    return before + segment, end, size

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from daemon.core.files import open_regular
 from daemon.core.geo import bearing_deg, distance_m
 
 MIN_BEARING_BASE_M = 1.0  # two fixes closer than this give no usable bearing
@@ -194,7 +195,7 @@ def _read_points(path: str | os.PathLike[str]) -> tuple[Track, int, bool]:
     root_seen = False
     parent: ET.Element | None = None
     try:
-        with open(path, "rb") as fh:
+        with open_regular(path) as fh:
             for event, elem in ET.iterparse(fh, events=("start", "end")):
                 name = _local(elem.tag)
                 if event == "start":

@@ -16,6 +16,7 @@ import struct
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from daemon.core.files import open_regular
 from daemon.media.errors import MediaError
 
 SOI = b"\xff\xd8"
@@ -134,7 +135,7 @@ def jpeg_state(path: str | os.PathLike[str]) -> JpegState:
     Walking the segments matters: an EXIF thumbnail ends with its own EOI, so a file cut right
     after it would pass a plain "ends with FFD9" test.
     """
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:
         size = os.fstat(fh.fileno()).st_size
         start = fh.read(2)
         if not start:
@@ -175,7 +176,7 @@ def read_head(path: str | os.PathLike[str]) -> JpegHead:
     """The header of a whole JPEG file, reading as little of it as we can; MediaError when
     the file is unreadable, not a JPEG, or cut off."""
     try:
-        with open(path, "rb", buffering=0) as fh:
+        with open_regular(path, 0) as fh:
             size = os.fstat(fh.fileno()).st_size
             if size == 0:
                 raise MediaError("empty file (0 bytes)")
@@ -200,7 +201,7 @@ def read_head(path: str | os.PathLike[str]) -> JpegHead:
 def read_all(path: str | os.PathLike[str]) -> bytes:
     """The file's bytes; MediaError when it cannot be read."""
     try:
-        with open(path, "rb") as fh:
+        with open_regular(path) as fh:
             return fh.read()
     except OSError as exc:
         raise _cannot_read(exc) from exc

@@ -14,6 +14,7 @@ import asyncio
 from typing import Any
 
 from daemon.core import config, log
+from daemon.core.files import NotRegularFile, is_photo
 from daemon.core.hashing import hash_file
 from daemon.intake import (
     BatchReady,
@@ -40,6 +41,7 @@ from daemon.runtime.process import GpxLibrary
 from daemon.runtime.roots import RootActivity, RootState
 from daemon.runtime.state import RunStats, StatusBoard, Wakeups
 
+MB = 1 << 20  # as max_photo_mb and min_free_mb count
 INTAKE_BATCH = 64  # watch-folder files hashed before a journal commit
 INTAKE_FLUSH_SECONDS = 1.0
 # Card files copied per flush of the spool: measured best of 16-256 (bench_daemon), bigger
@@ -179,6 +181,10 @@ class Intake:
         if f.path.suffix.lower() == ".gpx":
             await self._take_gpx(f)
             return
+        too_big = self._too_big(f)
+        if too_big:
+            await self._set_aside(f, too_big)
+            return
         seen = await self.journal.lookup_path(f.path)
         if seen and seen[1] == f.size and abs(seen[2] - f.mtime) < 1e-6:
             self.stats.known += 1
@@ -189,10 +195,21 @@ class Intake:
             return
         try:
             digest, size = await asyncio.to_thread(hash_file, f.path)
+        except NotRegularFile as exc:  # a FIFO renamed over it since it settled
+            await self._set_aside(f, exc.strerror or str(exc))
+            return
         except OSError as exc:
             self._gone(f, exc)
             return
         self._pending.append(NewFile(digest, f.path, "watch", f.root, size, f.mtime))
+
+    def _too_big(self, f: SettledFile) -> str | None:
+        """Why a photo is over the size cap (a bigger "photo" is no camera's), or None."""
+        cap = self.settings.max_photo_mb
+        if not is_photo(f.path.name) or f.size <= cap * MB:
+            return None
+        size = f"{f.size / MB:.0f} MB" if f.size < 1024 * MB else f"{f.size / MB / 1024:.1f} GB"
+        return f"larger than max_photo_mb {cap:g} MB: {size}"
 
     def _gone(self, f: SettledFile, exc: Exception) -> None:
         """The file vanished or changed under us: offer it again once it settles anew."""
@@ -257,7 +274,9 @@ class Intake:
             return
         self._commit = None
         for f, got in zip(files, results, strict=True):
-            if isinstance(got, Exception):
+            if isinstance(got, NotRegularFile):
+                await self._set_aside(f, got.strerror or str(got))
+            elif isinstance(got, Exception):
                 self._gone(f, got)
             else:
                 self._copied.append(

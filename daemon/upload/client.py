@@ -1,11 +1,11 @@
 """Uploading objects to Mapillary: the protocol's requests, retried, paced and announced.
 
 ``UploadClient`` owns one connection pool to the graph API and the upload service and runs every
-request of ``daemon.mapillary`` under the retry policy: resumable upload of one object from
-memory, manifest, ``finish_upload`` and ``me``. It paces the bytes under the shared ``Throttle``
-and announces what happens on an ``EventBus``. The concurrency limit and the memory discipline
-(at most one image's bytes per busy slot) belong to the sequence uploader
-(``worker.SequenceUploader``), which sends what the journal records.
+request of ``daemon.mapillary`` under the retry policy: resumable upload of one object (from
+memory, or streamed from a ``Body`` such as a file), manifest, ``finish_upload`` and ``me``. It
+paces the bytes under the shared ``Throttle`` and announces what happens on an ``EventBus``.
+The concurrency limit and the memory discipline (one image streamed per busy slot) belong to
+the sequence uploader (``worker.SequenceUploader``), which sends what the journal records.
 
 Failures end as the shared ``daemon.mapillary.errors``: ``AuthError`` (bad token: stop
 everything, keep it queued), ``RejectedError`` (the server refuses this item, with its message)
@@ -21,11 +21,17 @@ import aiohttp
 
 from daemon.core import log
 from daemon.core.config import Settings
-from daemon.mapillary.errors import AuthError
+from daemon.mapillary.errors import AuthError, MapillaryError
 from daemon.mapillary.graph import MANIFEST_FILE_TYPE, GraphAPI
 from daemon.mapillary.http import Timeouts
 from daemon.mapillary.retry import Failure, RetryPolicy, Verdict, retrying
-from daemon.mapillary.upload_service import UploadService, manifest_bytes, manifest_key
+from daemon.mapillary.upload_service import (
+    Body,
+    BytesBody,
+    UploadService,
+    manifest_bytes,
+    manifest_key,
+)
 from daemon.upload.events import EventBus, EventKind, UploadEvent
 from daemon.upload.throttle import Throttle
 
@@ -113,17 +119,31 @@ class UploadClient:
         on_progress: ProgressCallback | None = None,
         fresh: bool = False,
     ) -> str:
-        """Upload ``data`` under ``key``, resuming from the server's offset; returns the handle.
+        """Upload ``data`` under ``key`` (see :meth:`upload_body`); returns the handle."""
+        return await self.upload_body(
+            key, BytesBody(data), name=name, on_progress=on_progress, fresh=fresh
+        )
+
+    async def upload_body(
+        self,
+        key: str,
+        body: Body,
+        *,
+        name: str | None = None,
+        on_progress: ProgressCallback | None = None,
+        fresh: bool = False,
+    ) -> str:
+        """Upload ``body`` under ``key``, resuming from the server's offset; returns the handle.
 
         After a cut connection or a timeout the offset is probed again, so at most the bytes the
         server lost are sent twice. The failure count restarts whenever the server's offset has
         advanced. ``fresh``: the caller never sent this key before, so the first POST starts at
         0 without a probe; a server that holds bytes after all answers 412 before reading the
-        body, and the offset is probed then (PROTOCOL.md).
+        body, and the offset is probed then (PROTOCOL.md). An error of the body itself (its
+        file changed or cannot be read) is raised as it is, never retried.
         """
         service = self._upload_service()
-        total = len(data)
-        view = memoryview(data)
+        total = body.size
         confirmed = -1
         offset: int | None = 0 if fresh else None
 
@@ -146,7 +166,7 @@ class UploadClient:
                     sent(offset)
                 return await service.post(
                     key,
-                    view,
+                    body,
                     offset,
                     chunk_size=self.chunk_size,
                     pace=self.throttle.acquire,
@@ -163,7 +183,13 @@ class UploadClient:
                 raise
 
         self._emit("start", key, total, name=name)
-        handle = await self._retrying(name or key, attempt, key=key, total=total, name=name)
+        try:
+            handle = await self._retrying(name or key, attempt, key=key, total=total, name=name)
+        except MapillaryError:
+            raise  # announced by _retrying
+        except Exception as exc:  # the body's own error
+            self._emit("failed", key, total, name=name, reason=str(exc))
+            raise
         self._emit("end", key, total, offset=total, name=name, handle=handle)
         return handle
 

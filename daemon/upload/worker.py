@@ -1,6 +1,6 @@
 """Upload the journal's pending sequences, exactly once, recording every step in the journal.
 
-Order per sequence: every image (several at once, at most one image's bytes per slot), then the
+Order per sequence: every image (several at once, streamed: a block in memory per slot), then the
 manifest under a key derived from the sequence uuid, then ``finish_upload``. The journal gets the
 handles in batches (one commit per batch saves fsyncs on an SD card); losing a batch to a power cut
 costs nothing but an offset probe, because the server already holds the bytes under the same
@@ -21,7 +21,6 @@ Used by the ``upload`` command and by the daemon; neither knows the protocol.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import stat
 import time
@@ -30,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from daemon.core import log
+from daemon.core.files import NotRegularFile
 from daemon.core.hashing import hash_file
 from daemon.journal import (
     AsyncJournal,
@@ -44,8 +44,9 @@ from daemon.journal import (
 )
 from daemon.mapillary.errors import MapillaryError, RejectedError, most_serious
 from daemon.mapillary.upload_service import image_key, manifest_bytes
-from daemon.media.exif import MediaError, tagged_bytes
+from daemon.media.exif import MediaError, tagged_head
 from daemon.pipeline.describe import description_json
+from daemon.upload.body import Changed, FileBody, Unreadable
 from daemon.upload.client import UploadClient
 
 HANDLE_BATCH = 16
@@ -57,10 +58,6 @@ _IN_PENDING_SEQUENCE = frozenset(
 )
 
 Seen = Sequence[tuple[str, int, float]]  # (path, size, mtime) recorded when it was hashed
-
-
-class Unreadable(Exception):
-    """An image that cannot be sent as it was hashed; ``str(exc)`` names the file and why."""
 
 
 class _Held(Exception):
@@ -149,35 +146,50 @@ def _same_file(before: os.stat_result, after: os.stat_result) -> bool:
 
 def _tagged_if_unchanged(
     path: str, size: int, mtime: float | None, file_hash: str, description: str
-) -> bytes | None:
-    """The tagged bytes of ``path`` if it still holds the content that was hashed, else None.
+) -> _Tagged | None:
+    """The upload body of ``path`` and its MD5 if it still holds the content that was hashed,
+    else None. Only the header is built in memory; the MD5 pass streams the file.
 
     ``mtime`` None means our own spool copy, which nobody edits: its size is enough. Raises
-    OSError or MediaError when the file is the one hashed but cannot be read or tagged.
+    OSError or MediaError when the file is the one hashed but cannot be read or tagged, and
+    NotRegularFile when a FIFO or device took its place.
     """
     try:
         before = os.stat(path)
     except OSError:
         return None  # gone, or its folder is
-    if not stat.S_ISREG(before.st_mode) or before.st_size != size:
+    if not stat.S_ISREG(before.st_mode):
+        raise NotRegularFile(path, before.st_mode)  # never opened: it could block forever
+    if before.st_size != size:
         return None
     touched = mtime is not None and abs(before.st_mtime - mtime) > SAME_MTIME
     # Touched, perhaps not changed (a sync tool resetting times): then the content decides.
     if touched and hash_file(path)[0] != file_hash:
         return None
-    data = tagged_bytes(path, description)
+    head, start, end = tagged_head(path, description)
     try:
-        after = os.stat(path)
-    except OSError:
+        body = FileBody.open(path, head, start, end, before)
+    except Changed:
         return None
-    # Written while we read it: whatever we got is not what was hashed.
-    return data if _same_file(before, after) else None
+    try:
+        md5 = body.md5()
+        after = os.stat(path)
+    except Changed:
+        md5 = None  # written while we read it: whatever we got is not what was hashed
+    except BaseException:
+        body.close()
+        raise
+    if md5 is None or not _same_file(before, after):
+        body.close()
+        return None
+    return _Tagged(body, md5)
 
 
-def read_tagged(row: FileRow, seen: Seen) -> bytes:
-    """The bytes to upload: the image as it was hashed, with its description injected (no file
-    is touched). Our spool copy first, then each path it was seen at, oldest first; raises
-    ``Unreadable`` when none still holds what was hashed or none can be read."""
+def read_tagged(row: FileRow, seen: Seen) -> _Tagged:
+    """What to upload: the image as it was hashed, with its description injected (no file
+    is touched), and its MD5. Our spool copy first, then each path it was seen at, oldest
+    first; raises ``Unreadable`` when none still holds what was hashed or none can be read.
+    The caller closes the body."""
     where = row.spool_path or (seen[0][0] if seen else None) or row.hash
     try:
         description = description_of(row)
@@ -189,31 +201,26 @@ def read_tagged(row: FileRow, seen: Seen) -> bytes:
     problem = None
     for path, size, mtime in places:
         try:
-            data = _tagged_if_unchanged(path, size, mtime, row.hash, description)
+            tagged = _tagged_if_unchanged(path, size, mtime, row.hash, description)
         except (OSError, MediaError) as exc:
             problem = problem or f"{path}: cannot read: {_why(exc)}"
             continue
-        if data is not None:
-            return data
+        if tagged is not None:
+            return tagged
     raise Unreadable(problem or f"changed or removed since import: {where}")
 
 
 @dataclass(frozen=True)
 class _Tagged:
-    """The bytes to upload, their MD5 (hex) and the session key made from it."""
+    """What to upload (the open file behind it, to close after), its MD5 (hex) and the
+    session key made from it."""
 
-    data: bytes
+    body: FileBody
     md5: str
 
     @property
     def key(self) -> str:
         return image_key(self.md5)
-
-
-def _prepare(row: FileRow, seen: Seen) -> _Tagged:
-    """Tagged bytes and their MD5: both read or hash megabytes, so both run off the loop."""
-    data = read_tagged(row, seen)
-    return _Tagged(data, hashlib.md5(data).hexdigest())
 
 
 class SequenceUploader:
@@ -229,7 +236,7 @@ class SequenceUploader:
         self.journal = journal
         self.client = client
         self.failures = failures or FileFailures(journal)
-        # One slot = one image's bytes in memory at most.
+        # One slot = one image being sent: its header and a block of its file in memory.
         self._slots = asyncio.Semaphore(client.concurrency)
         self.on_sequence = on_sequence
         self._log = log.get("upload")
@@ -338,7 +345,8 @@ class SequenceUploader:
         name = _name(row)
         async with self._slots:
             try:
-                tagged = await asyncio.to_thread(_prepare, row, seen)
+                # Reads the whole file once (its MD5): off the loop.
+                tagged = await asyncio.to_thread(read_tagged, row, seen)
             except Unreadable as exc:
                 await self._set_aside(row, str(exc), run)
                 return
@@ -347,12 +355,15 @@ class SequenceUploader:
                     raise
                 await self._failed(row, exc, "tagging it for upload", run)
                 return
-            key, md5, size = tagged.key, tagged.md5, len(tagged.data)
+            key, md5, size = tagged.key, tagged.md5, tagged.body.size
             try:
                 # No probe first: a server holding part of it (a run killed mid-body) says 412.
-                handle = await self.client.upload_bytes(key, tagged.data, name=name, fresh=True)
+                handle = await self.client.upload_body(key, tagged.body, name=name, fresh=True)
             except RejectedError as exc:
                 raise _Refused(row.hash, exc) from None
+            except Unreadable as exc:  # changed or unreadable while being sent
+                await self._set_aside(row, str(exc), run)
+                return
             except MapillaryError:
                 raise  # the server or the network: the sequence stays pending as it is
             except Exception as exc:
@@ -360,7 +371,8 @@ class SequenceUploader:
                     raise
                 await self._failed(row, exc, "sending it", run)
                 return
-            del tagged
+            finally:
+                await asyncio.to_thread(tagged.body.close)  # waits for a read in flight
         await self.failures.cleared(row.hash)
         run.handles[row.hash] = handle
         buffer = run.buffer
