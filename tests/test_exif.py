@@ -20,7 +20,7 @@ from PIL import Image
 from daemon.core.geo import distance_m
 from daemon.media import exif
 from daemon.media.exif import MediaError, read_exif
-from daemon.media.exif_read import load_exif
+from daemon.media.exif_write import load_exif
 from tests.jpegs import exif_dict, jpeg_bytes, make_jpeg, make_plain_jpeg, scan_data
 
 ROOT = os.geteuid() == 0 if hasattr(os, "geteuid") else False
@@ -277,7 +277,11 @@ BAD = {
     ),
     "zero denominator": (
         lambda p: make_jpeg(
-            p, capture_time=T0, extra_exif={"GPS": {piexif.GPSIFD.GPSAltitude: (5, 0)}}
+            p,
+            capture_time=T0,
+            lat=1.0,
+            lon=2.0,
+            extra_exif={"GPS": {piexif.GPSIFD.GPSLongitude: ((5, 0), (0, 1), (0, 1))}},
         ),
         "corrupt GPS data in EXIF",
     ),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from daemon.core.durable import put_in_place
 from daemon.media.errors import MediaError
-from daemon.media.exif_read import ExifInfo, read_exif
+from daemon.media.exif_read import ExifInfo, exif_info_of, read_exif
 from daemon.media.exif_tags import (
     ExifUpdate,
     capture_time_tags,
@@ -37,6 +37,7 @@ __all__ = [
     "MediaError",
     "capture_time_tags",
     "capture_time_update",
+    "exif_info_of",
     "gps_tags",
     "gps_update",
     "is_complete_jpeg",

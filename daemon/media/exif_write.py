@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import struct
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,6 @@ import piexif
 from daemon.core.durable import write_atomically, write_temp
 from daemon.media import jpeg
 from daemon.media.errors import MediaError, one_line
-from daemon.media.exif_read import load_exif
 from daemon.media.exif_tags import (
     ExifUpdate,
     capture_time_update,
@@ -28,6 +28,59 @@ from daemon.media.exif_tags import (
 )
 
 _IFDS = ("0th", "Exif", "GPS", "Interop", "1st")
+_TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8}
+_SUB_IFDS = {34665: "Exif", 34853: "GPS", 40965: "Interop"}  # pointer tag → IFD it leads to
+
+
+def _check_tiff(tiff: bytes) -> None:
+    """Refuse EXIF whose numeric entries claim more bytes than the segment holds.
+
+    piexif sizes its work by the counts it reads, so one damaged count (four billion bytes)
+    makes it build a format string of that length: tens of seconds and gigabytes before a
+    MemoryError. Checking the counts first keeps a corrupt photo a cheap, clear error.
+    """
+    if len(tiff) < 8 or tiff[:2] not in (b"II", b"MM"):
+        raise MediaError("corrupt EXIF (no TIFF header)")
+    order = "<" if tiff[:2] == b"II" else ">"
+    (first,) = struct.unpack_from(order + "I", tiff, 4)
+    todo: list[tuple[int, str]] = [(first, "Image")]
+    seen: set[int] = set()
+    while todo:
+        offset, table = todo.pop()
+        if offset in seen or offset + 2 > len(tiff):
+            continue  # piexif stops on its own at loops and offsets past the end
+        seen.add(offset)
+        (entries,) = struct.unpack_from(order + "H", tiff, offset)
+        known = piexif.TAGS.get(table, {})
+        whole = min(entries, (len(tiff) - offset - 2) // 12)  # entries past the end: stop there
+        table_bytes = tiff[offset + 2 : offset + 2 + 12 * whole]
+        for tag, kind, count, value in struct.iter_unpack(order + "HHII", table_bytes):
+            if tag not in known or kind not in _TYPE_SIZES or kind in (2, 7):
+                continue  # piexif slices text and raw bytes, which costs no more than is there
+            size = count * _TYPE_SIZES[kind]
+            if size > 4 and value + size > len(tiff) or size > len(tiff):
+                raise MediaError(f"corrupt EXIF (tag {tag} claims {size:,} bytes)")
+            if tag in _SUB_IFDS and table in ("Image", "Exif"):
+                todo.append((value, _SUB_IFDS[tag]))
+        if table == "Image" and offset == first:
+            next_at = offset + 2 + 12 * entries
+            if next_at + 4 <= len(tiff):
+                (next_ifd,) = struct.unpack_from(order + "I", tiff, next_at)
+                if next_ifd:  # zero: no thumbnail IFD follows
+                    todo.append((next_ifd, "Image"))
+
+
+def load_exif(payload: bytes | None) -> dict[str, Any]:
+    """An APP1 payload (EXIF_HEADER first) as piexif's dict of IFDs; empty IFDs for None."""
+    if payload is None:
+        return {"0th": {}, "Exif": {}, "GPS": {}, "Interop": {}, "1st": {}, "thumbnail": None}
+    _check_tiff(payload[len(jpeg.EXIF_HEADER) :])
+    try:
+        return piexif.load(payload)
+    except Exception as exc:  # piexif raises many kinds on corrupt data
+        raise MediaError(f"corrupt EXIF ({one_line(exc)})") from None
+
+
 _TAG_TABLE = {"0th": "Image", "1st": "Image", "Exif": "Exif", "GPS": "GPS", "Interop": "Interop"}
 
 
@@ -108,11 +161,14 @@ def _dump(data: dict[str, Any], ours: set[tuple[str, int]]) -> bytes:
         raise MediaError(f"cannot write EXIF ({one_line(exc)})") from None
 
 
-def _spliced(original: bytes, update: ExifUpdate) -> bytes:
-    """``original`` with ``update`` applied to its EXIF; every other byte kept as it was."""
+def _spliced(original: bytes, update: ExifUpdate, photo_only: bool = False) -> bytes:
+    """``original`` with ``update`` applied to its EXIF; every other byte kept as it was
+    (``photo_only``: data after the photo's end-of-image marker left out)."""
     head = jpeg.parse_head(original)
     data = load_exif(head.exif)
     payload = _dump(data, _apply(data, update))
+    if photo_only:
+        original = original[: jpeg.photo_end(original, head)]
     return jpeg.with_exif_segment(original, head, jpeg.app1_segment(payload))
 
 
@@ -169,5 +225,8 @@ def write_description(path: str | os.PathLike[str], text: str) -> None:
 
 
 def tagged_bytes(path: str | os.PathLike[str], description: str) -> bytes:
-    """The bytes to upload: the photo with ``description`` as ImageDescription (file untouched)."""
-    return updated_bytes(path, description_patch(description))
+    """The bytes to upload: the photo with ``description`` as ImageDescription (file untouched).
+
+    Only the photo goes up: what follows its end-of-image marker (a Motion Photo's video, a
+    stray byte) is left out."""
+    return _spliced(jpeg.read_all(path), description_patch(description), photo_only=True)
