@@ -2,9 +2,11 @@
 ``daemon.media`` for photos, gathered from the modules that each do one job.
 
 - :mod:`daemon.media.jpeg`: the container (segments, the Exif APP1, whether a file is whole);
+- :mod:`daemon.media.tiff`: the TIFF structure inside the APP1, read without trusting it;
 - :mod:`daemon.media.exif_read`: the values we use (capture time, GPS, orientation, ...);
 - :mod:`daemon.media.exif_tags`: the entries we write, built from plain values;
-- :mod:`daemon.media.exif_write`: applying them losslessly and replacing the file atomically.
+- :mod:`daemon.media.exif_edit`: changing only those entries, every other byte kept in place;
+- :mod:`daemon.media.exif_write`: applying an update and replacing the file atomically.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from daemon.media.exif_tags import (
     gps_update,
 )
 from daemon.media.exif_write import (
+    edited_bytes,
     stage_exif,
     tagged_bytes,
     updated_bytes,
@@ -37,6 +40,7 @@ __all__ = [
     "MediaError",
     "capture_time_tags",
     "capture_time_update",
+    "edited_bytes",
     "exif_info_of",
     "gps_tags",
     "gps_update",
