@@ -83,11 +83,29 @@ def test_gps_stamp_is_used_when_there_is_no_original_time(tmp_path: Path) -> Non
     assert info.gps_time == stamp
 
 
-def test_original_time_wins_over_gps_stamp(tmp_path: Path) -> None:
+def test_gps_stamp_wins_over_original_time_as_in_the_official_uploader(tmp_path: Path) -> None:
     stamp = datetime(2024, 5, 17, 12, 3, 20, tzinfo=UTC)
     p = make_jpeg(tmp_path / "a.jpg", capture_time=T0, gps_time=stamp, lat=1.0, lon=2.0)
     info = read_exif(p)
-    assert info.capture_time == T0 and info.time_source == "exif" and info.gps_time == stamp
+    assert info.capture_time == stamp and info.time_source == "gps" and info.gps_time == stamp
+
+
+def test_a_whole_second_gps_stamp_takes_the_camera_fraction_when_the_clocks_agree(
+    tmp_path: Path,
+) -> None:
+    stamp = datetime(2024, 5, 17, 12, 3, 21, tzinfo=UTC)  # camera: 14:03:21.250 at +02:00
+    p = make_jpeg(tmp_path / "a.jpg", capture_time=T0, subsec="25", gps_time=stamp, lat=1, lon=2)
+    assert read_exif(p).capture_time == stamp.replace(microsecond=250_000)
+    late = stamp + timedelta(seconds=2)  # the clocks disagree: the stamp as it is
+    p = make_jpeg(tmp_path / "b.jpg", capture_time=T0, subsec="25", gps_time=late, lat=1, lon=2)
+    assert read_exif(p).capture_time == late
+
+
+def test_a_bad_camera_time_beside_a_gps_stamp_is_no_obstacle(tmp_path: Path) -> None:
+    stamp = datetime(2024, 5, 17, 12, 3, 21, tzinfo=UTC)
+    bad = {"Exif": {piexif.ExifIFD.DateTimeOriginal: b"2024:13:45 99:00:00"}}
+    p = make_jpeg(tmp_path / "a.jpg", gps_time=stamp, lat=1.0, lon=2.0, extra_exif=bad)
+    assert read_exif(p).capture_time == stamp
 
 
 def test_digitized_then_plain_datetime_are_fallbacks(tmp_path: Path) -> None:
@@ -469,6 +487,7 @@ def test_write_gps_refuses_positions_off_the_globe(tmp_path: Path) -> None:
 
 def test_write_capture_time_round_trips_and_drops_stale_parts(tmp_path: Path) -> None:
     p = rich_jpeg(tmp_path / "a.jpg")
+    exif.write_gps(p, 47.3769, 8.5417)  # no GPS stamp: it would be the capture time
     before = p.read_bytes()
     new = datetime(2020, 2, 29, 23, 59, 59)
     exif.write_capture_time(p, new, subsec="5", offset="-07:00")

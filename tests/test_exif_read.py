@@ -335,3 +335,76 @@ def test_big_endian_blocks_read_the_same(tmp_path: Path) -> None:
             2024, 5, 17, 14, 3, 21, tzinfo=timezone(timedelta(hours=1))
         )
         assert info.capture_time.astimezone(UTC).hour == 13
+
+
+# -- precedence, as the official uploader reads -----------------------------------------------------
+
+TRACK_GPS = [(1, ASCII, 2, b"N\x00"), rationals(2, (10, 1), (0, 1), (0, 1))]
+TRACK_GPS += [(3, ASCII, 2, b"E\x00"), rationals(4, (20, 1), (0, 1), (0, 1))]
+
+
+def test_gps_track_is_the_heading_when_there_is_no_image_direction(tmp_path: Path) -> None:
+    gps = [*TRACK_GPS, (14, ASCII, 2, b"T\x00"), rationals(15, (27089, 100))]
+    info = read_exif(write(tmp_path, jpeg_with(tiff_block([], [text(DTO, T_TEXT)], gps))))
+    assert info.direction == pytest.approx(270.89) and info.direction_source == "GPSTrack"
+    gps.append(rationals(17, (90, 1)))
+    info = read_exif(write(tmp_path, jpeg_with(tiff_block([], [text(DTO, T_TEXT)], gps))))
+    assert info.direction == 90.0 and info.direction_source == "GPSImgDirection"
+
+
+def test_digitized_time_takes_its_own_offset(tmp_path: Path) -> None:
+    digitized = [text(0x9004, T_TEXT), text(0x9292, b"5"), text(0x9012, b"-04:00")]
+    info = read_exif(write(tmp_path, jpeg_with(tiff_block([], digitized))))
+    assert info.capture_time == datetime(
+        2024, 5, 17, 14, 3, 21, 500_000, tzinfo=timezone(timedelta(hours=-4))
+    )
+    assert info.time_source == "digitized"
+
+
+def xmp_segment(body: str) -> bytes:
+    packet = (
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        f'<rdf:Description rdf:about="" xmlns:exif="http://ns.adobe.com/exif/1.0/" {body}/>'
+        "</rdf:RDF></x:xmpmeta>"
+    ).encode()
+    payload = b"http://ns.adobe.com/xap/1.0/\x00" + packet
+    return b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
+
+
+def test_a_position_kept_only_in_xmp_is_read(tmp_path: Path) -> None:
+    body = 'exif:GPSLatitude="0,4.21601S" exif:GPSLongitude="34,22.91611E" exif:GPSAltitude="136169/100"'
+    body += ' exif:GPSImgDirection="1763/10" exif:DateTimeOriginal="2019-07-16T10:26:11.5+03:00"'
+    p = write(tmp_path, jpeg_with(tiff_block([text(0x010F, b"SAMSUNG")], []), xmp_segment(body)))
+    info = read_exif(p)
+    assert info.position_source == "xmp"
+    assert info.lat == pytest.approx(-(4.21601 / 60)) and info.lon == pytest.approx(
+        34 + 22.91611 / 60
+    )
+    assert info.altitude == pytest.approx(1361.69) and info.direction == pytest.approx(176.3)
+    assert info.capture_time == datetime(
+        2019, 7, 16, 10, 26, 11, 500_000, tzinfo=timezone(timedelta(hours=3))
+    )
+    assert info.time_source == "xmp"
+
+
+def test_exif_wins_over_xmp_and_bad_xmp_is_ignored(tmp_path: Path) -> None:
+    body = 'exif:GPSLatitude="95,0N" exif:GPSLongitude="nonsense" exif:DateTimeOriginal="yesterday"'
+    p = write(
+        tmp_path, jpeg_with(tiff_block([], [text(DTO, T_TEXT)], TRACK_GPS), xmp_segment(body))
+    )
+    info = read_exif(p)
+    assert (info.lat, info.lon, info.position_source) == (10.0, 20.0, "exif")
+    p = write(tmp_path, jpeg_with(tiff_block([], [text(DTO, T_TEXT)]), xmp_segment(body)))
+    assert read_exif(p).lat is None and read_exif(p).time_source == "exif"
+
+
+@needs_corpus
+def test_the_official_uploaders_own_files_read_as_it_reads_them() -> None:
+    adobe = read_exif(CORPUS / "mapillary_tools_adobe_coords.jpg")
+    assert adobe.lat == pytest.approx(-0.0702668, abs=1e-7)
+    assert adobe.lon == pytest.approx(34.3819352, abs=1e-7)
+    assert adobe.altitude == pytest.approx(1361.69) and adobe.direction == pytest.approx(176.3)
+    sony = read_exif(CORPUS / "mapillary_tools_DSC00001.JPG")
+    assert sony.capture_time == datetime(2018, 6, 8, 20, 24, 11, tzinfo=UTC)
+    assert sony.time_source == "gps"
+    assert sony.direction == pytest.approx(270.89) and sony.direction_source == "GPSTrack"

@@ -18,6 +18,7 @@ from typing import Any
 from daemon.media.errors import MediaError
 from daemon.media.jpeg import EXIF_HEADER, JpegHead, parse_head, read_head
 from daemon.media.tiff import Entry, Ifd, Tiff
+from daemon.media.xmp import XmpInfo, xmp_info
 
 # Tags we read (EXIF 2.32 numbers).
 MAKE, MODEL, ORIENTATION, DESCRIPTION, DATETIME = 0x010F, 0x0110, 0x0112, 0x010E, 0x0132
@@ -35,10 +36,11 @@ _MIN_YEAR = 1900  # a camera time before this cannot be a photo's (and year 1 + 
 class ExifInfo:
     """What we read from one JPEG. Times are as the camera wrote them.
 
-    ``capture_time`` is naive unless the file says its zone (OffsetTimeOriginal → aware) or the time
-    came from the GPS stamp (always aware UTC). ``time_source`` is "exif" (DateTimeOriginal),
-    "gps" (GPSDateStamp/GPSTimeStamp) or "digitized" (DateTimeDigitized / DateTime).
-    ``gps_time`` is the GPS stamp (aware UTC) whatever the capture time came from.
+    ``capture_time`` is naive unless the file says its zone (OffsetTime* → aware) or the time came
+    from the GPS stamp (always aware UTC). ``time_source`` is "gps" (GPSDateStamp/GPSTimeStamp,
+    taken first as the official uploader does), "exif" (DateTimeOriginal), "digitized"
+    (DateTimeDigitized / DateTime) or "xmp". ``gps_time`` is the GPS stamp (aware UTC) whatever
+    the capture time came from.
     """
 
     capture_time: datetime | None
@@ -54,7 +56,8 @@ class ExifInfo:
     width: int | None = None
     height: int | None = None
     gps_time: datetime | None = None
-    direction_source: str | None = None  # "GPSImgDirection"
+    direction_source: str | None = None  # "GPSImgDirection", "GPSTrack", "XMP GPSImgDirection", ...
+    position_source: str | None = None  # "exif", or "xmp" (Adobe-edited files)
 
 
 class _Ifds:
@@ -266,14 +269,33 @@ def _camera_time(ifds: _Ifds) -> tuple[datetime | None, str | None]:
     return None, None
 
 
-def _capture_time(ifds: _Ifds, gps_time: datetime | None) -> tuple[datetime | None, str | None]:
-    """The best capture time: the camera's (see :func:`_camera_time`), else the GPS stamp."""
-    camera, source = _camera_time(ifds)
-    if camera is not None and source == "exif":
-        return camera, source
+def _capture_time(
+    ifds: _Ifds, gps_time: datetime | None, xmp: XmpInfo
+) -> tuple[datetime | None, str | None]:
+    """The best capture time, as the official uploader takes it: the GPS stamp (the satellites'
+    clock, always UTC), else the camera's (see :func:`_camera_time`), else XMP's
+    DateTimeOriginal. A GPS stamp of whole seconds takes the camera's fraction when the
+    camera's clock agrees with it to the second (modulo the quarter hours of a zone)."""
+    try:
+        camera, source = _camera_time(ifds)
+    except MediaError:
+        if gps_time is None:
+            raise
+        camera = None  # a damaged camera time does not matter beside a GPS stamp
     if gps_time is not None:
+        if camera is not None and camera.microsecond and not gps_time.microsecond:
+            cam_s, gps_s = (
+                camera.minute * 60 + camera.second,
+                gps_time.minute * 60 + gps_time.second,
+            )
+            if cam_s % 900 == gps_s % 900:
+                return gps_time.replace(microsecond=camera.microsecond), "gps"
         return gps_time, "gps"
-    return camera, source
+    if camera is not None:
+        return camera, source
+    if xmp.capture_time is not None:
+        return xmp.capture_time, "xmp"
+    return None, None
 
 
 def _position(ifds: _Ifds) -> tuple[float | None, float | None, float | None]:
@@ -304,8 +326,8 @@ def _position(ifds: _Ifds) -> tuple[float | None, float | None, float | None]:
 
 
 def _direction(ifds: _Ifds) -> tuple[float | None, str | None]:
-    """GPSImgDirection in degrees [0, 360)."""
-    for tag, name in ((IMG_DIRECTION, "GPSImgDirection"),):
+    """GPSImgDirection, else GPSTrack (the direction of travel), in degrees [0, 360)."""
+    for tag, name in ((IMG_DIRECTION, "GPSImgDirection"), (TRACK, "GPSTrack")):
         value = ifds.ratios(ifds.gps, tag)
         if not value:
             continue
@@ -317,12 +339,21 @@ def _direction(ifds: _Ifds) -> tuple[float | None, str | None]:
 
 
 def exif_info(head: JpegHead) -> ExifInfo:
-    """The metadata in a parsed header; MediaError when it cannot be used."""
+    """The metadata in a parsed header; MediaError when it cannot be used. XMP fills in the
+    position, altitude, heading and time that EXIF lacks (Adobe's tools keep them there)."""
     ifds = _Ifds(head.exif)
+    xmp = xmp_info(head.xmp)
     gps_time = _gps_time(ifds)
-    capture_time, source = _capture_time(ifds, gps_time)
+    capture_time, source = _capture_time(ifds, gps_time, xmp)
     lat, lon, alt = _position(ifds)
+    position_source = "exif" if lat is not None else None
+    if lat is None and xmp.lat is not None:
+        lat, lon, position_source = xmp.lat, xmp.lon, "xmp"
+    if alt is None and position_source == "xmp":
+        alt = xmp.altitude
     direction, direction_source = _direction(ifds)
+    if direction is None and xmp.direction is not None:
+        direction, direction_source = xmp.direction, xmp.direction_source
     orientation = ifds.int_value(ifds.ifd0, ORIENTATION)
     return ExifInfo(
         capture_time=capture_time,
@@ -339,6 +370,7 @@ def exif_info(head: JpegHead) -> ExifInfo:
         height=head.height,
         gps_time=gps_time,
         direction_source=direction_source,
+        position_source=position_source,
     )
 
 
