@@ -107,16 +107,21 @@ def _ints(value: Any) -> tuple[int, ...] | None:
     return None
 
 
+def _is_pair(v: Any) -> bool:
+    return (
+        isinstance(v, tuple | list)
+        and len(v) == 2
+        and isinstance(v[0], int)
+        and isinstance(v[1], int)
+    )
+
+
 def _pairs(value: Any) -> tuple[tuple[int, int], ...] | None:
     if isinstance(value, int) and not isinstance(value, bool):
         return ((value, 1),)
-
-    def pair(v: Any) -> bool:
-        return isinstance(v, tuple | list) and len(v) == 2 and all(isinstance(x, int) for x in v)
-
-    if pair(value):
+    if _is_pair(value):
         return ((int(value[0]), int(value[1])),)
-    if isinstance(value, tuple | list) and value and all(pair(v) for v in value):
+    if isinstance(value, tuple | list) and value and all(_is_pair(v) for v in value):
         return tuple((int(v[0]), int(v[1])) for v in value)
     return None
 

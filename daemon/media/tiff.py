@@ -13,6 +13,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 
 from daemon.media.errors import MediaError
 
@@ -36,7 +37,7 @@ POINTER_TAGS = {"0th": {EXIF_POINTER, GPS_POINTER}, "Exif": {INTEROP_POINTER}}
 HEADER_SIZE = 8
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Entry:
     """One 12-byte IFD entry as stored: ``field`` is its 4-byte value-or-offset field."""
 
@@ -45,12 +46,7 @@ class Entry:
     count: int
     field: bytes
     at: int  # where the 12 bytes lie in the block
-
-    @property
-    def size(self) -> int | None:
-        """Bytes its value takes; None for a type TIFF does not define."""
-        unit = TYPE_SIZES.get(self.kind)
-        return None if unit is None else unit * self.count
+    size: int | None  # bytes its value takes; None for a type TIFF does not define
 
     def value_at(self, order: str) -> int | None:
         """Where the value lies when it does not fit in the entry (None when inline)."""
@@ -68,16 +64,18 @@ class Ifd:
     entries: tuple[Entry, ...]
     next_field: bytes  # the 4 bytes after the table, as stored (b"" when past the end)
     whole: bool  # every entry the count claims fits in the block
+    by_tag: dict[int, Entry] = dataclass_field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for entry in reversed(self.entries):  # the first of two entries of one tag wins
+            self.by_tag[entry.tag] = entry
 
     @property
     def end(self) -> int:
         return self.offset + 2 + 12 * len(self.entries) + len(self.next_field)
 
     def get(self, tag: int) -> Entry | None:
-        for entry in self.entries:
-            if entry.tag == tag:
-                return entry
-        return None
+        return self.by_tag.get(tag)
 
 
 class Tiff:
@@ -105,8 +103,16 @@ class Tiff:
         fits = min(claimed, (len(data) - offset - 2) // 12)
         start = offset + 2
         fmt = self.order + "HHI4s"
+        sizes = TYPE_SIZES
         entries = tuple(
-            Entry(tag, kind, count, field, start + 12 * i)
+            Entry(
+                tag,
+                kind,
+                count,
+                field,
+                start + 12 * i,
+                sizes[kind] * count if kind in sizes else None,
+            )
             for i, (tag, kind, count, field) in enumerate(
                 struct.iter_unpack(fmt, data[start : start + 12 * fits])
             )
