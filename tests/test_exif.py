@@ -20,7 +20,7 @@ from PIL import Image
 from daemon.core.geo import distance_m
 from daemon.media import exif
 from daemon.media.exif import MediaError, read_exif
-from daemon.media.exif_read import load_exif
+from daemon.media.exif_read import exif_info_of
 from tests.jpegs import exif_dict, jpeg_bytes, make_jpeg, make_plain_jpeg, scan_data
 
 ROOT = os.geteuid() == 0 if hasattr(os, "geteuid") else False
@@ -83,11 +83,29 @@ def test_gps_stamp_is_used_when_there_is_no_original_time(tmp_path: Path) -> Non
     assert info.gps_time == stamp
 
 
-def test_original_time_wins_over_gps_stamp(tmp_path: Path) -> None:
+def test_gps_stamp_wins_over_original_time_as_in_the_official_uploader(tmp_path: Path) -> None:
     stamp = datetime(2024, 5, 17, 12, 3, 20, tzinfo=UTC)
     p = make_jpeg(tmp_path / "a.jpg", capture_time=T0, gps_time=stamp, lat=1.0, lon=2.0)
     info = read_exif(p)
-    assert info.capture_time == T0 and info.time_source == "exif" and info.gps_time == stamp
+    assert info.capture_time == stamp and info.time_source == "gps" and info.gps_time == stamp
+
+
+def test_a_whole_second_gps_stamp_takes_the_camera_fraction_when_the_clocks_agree(
+    tmp_path: Path,
+) -> None:
+    stamp = datetime(2024, 5, 17, 12, 3, 21, tzinfo=UTC)  # camera: 14:03:21.250 at +02:00
+    p = make_jpeg(tmp_path / "a.jpg", capture_time=T0, subsec="25", gps_time=stamp, lat=1, lon=2)
+    assert read_exif(p).capture_time == stamp.replace(microsecond=250_000)
+    late = stamp + timedelta(seconds=2)  # the clocks disagree: the stamp as it is
+    p = make_jpeg(tmp_path / "b.jpg", capture_time=T0, subsec="25", gps_time=late, lat=1, lon=2)
+    assert read_exif(p).capture_time == late
+
+
+def test_a_bad_camera_time_beside_a_gps_stamp_is_no_obstacle(tmp_path: Path) -> None:
+    stamp = datetime(2024, 5, 17, 12, 3, 21, tzinfo=UTC)
+    bad = {"Exif": {piexif.ExifIFD.DateTimeOriginal: b"2024:13:45 99:00:00"}}
+    p = make_jpeg(tmp_path / "a.jpg", gps_time=stamp, lat=1.0, lon=2.0, extra_exif=bad)
+    assert read_exif(p).capture_time == stamp
 
 
 def test_digitized_then_plain_datetime_are_fallbacks(tmp_path: Path) -> None:
@@ -277,7 +295,11 @@ BAD = {
     ),
     "zero denominator": (
         lambda p: make_jpeg(
-            p, capture_time=T0, extra_exif={"GPS": {piexif.GPSIFD.GPSAltitude: (5, 0)}}
+            p,
+            capture_time=T0,
+            lat=1.0,
+            lon=2.0,
+            extra_exif={"GPS": {piexif.GPSIFD.GPSLongitude: ((5, 0), (0, 1), (0, 1))}},
         ),
         "corrupt GPS data in EXIF",
     ),
@@ -290,6 +312,7 @@ SOUND_CONTAINER = {
     "latitude out of range",
     "longitude out of range",
     "zero denominator",
+    "huge entry count",  # the damaged entry is kept as it is, the others can be written
 }
 
 
@@ -464,6 +487,7 @@ def test_write_gps_refuses_positions_off_the_globe(tmp_path: Path) -> None:
 
 def test_write_capture_time_round_trips_and_drops_stale_parts(tmp_path: Path) -> None:
     p = rich_jpeg(tmp_path / "a.jpg")
+    exif.write_gps(p, 47.3769, 8.5417)  # no GPS stamp: it would be the capture time
     before = p.read_bytes()
     new = datetime(2020, 2, 29, 23, 59, 59)
     exif.write_capture_time(p, new, subsec="5", offset="-07:00")
@@ -632,7 +656,7 @@ def retype(blob: bytes, tag: int, old_type: int, new_type: int) -> bytes:
     return blob[:at] + tag.to_bytes(2, "big") + new_type.to_bytes(2, "big") + blob[at + 4 :]
 
 
-def test_mistyped_camera_entries_are_repaired_or_dropped_not_fatal(tmp_path: Path) -> None:
+def test_mistyped_camera_entries_are_kept_as_written_not_fatal(tmp_path: Path) -> None:
     odd = {
         "0th": {piexif.ImageIFD.Artist: b"", piexif.ImageIFD.Copyright: b"(c) Cam"},
         "Exif": {piexif.ExifIFD.SceneType: b"\x01", piexif.ExifIFD.ISOSpeedRatings: 400},
@@ -650,8 +674,9 @@ def test_mistyped_camera_entries_are_repaired_or_dropped_not_fatal(tmp_path: Pat
     assert scan_data(data) == scan_data(blob)
     tags = piexif.load(data)
     assert tags["0th"][piexif.ImageIFD.ImageDescription] == b"described"
-    assert tags["Exif"][piexif.ExifIFD.SceneType] == b"\x01"
-    assert piexif.ImageIFD.Artist not in tags["0th"]
+    for tag, kind in ((piexif.ExifIFD.SceneType, 1), (piexif.ImageIFD.Artist, 3)):
+        entry = tag.to_bytes(2, "big") + kind.to_bytes(2, "big")
+        assert blob[blob.index(entry) :][:12] in data  # as the camera wrote it
     assert tags["0th"][piexif.ImageIFD.Copyright] == b"(c) Cam"
     assert tags["Exif"][piexif.ExifIFD.ISOSpeedRatings] == 400
     exif.write_gps(p, 3.5, 4.5)
@@ -721,6 +746,7 @@ def test_corrupted_headers_only_ever_give_media_errors(edits: list[tuple[int, in
 def test_sound_exif_of_every_layout_passes_the_count_check() -> None:
     """No thumbnail IFD (next pointer 0) and descriptions of every length up to 600 bytes shift
     every offset: none of these sound files may be taken for corrupt."""
+    base = jpeg_bytes(exif=None, size=(16, 16))
     for n in range(600):
         data = exif_dict(
             capture_time=T0,
@@ -734,5 +760,7 @@ def test_sound_exif_of_every_layout_passes_the_count_check() -> None:
             orientation=None,
         )
         data["0th"][piexif.ImageIFD.ImageDescription] = b"d" * n
-        blob = piexif.dump(data)
-        load_exif(blob)  # raises MediaError if the check misreads the structure
+        payload = piexif.dump(data)
+        segment = b"\xff\xe1" + (len(payload) + 2).to_bytes(2, "big") + payload
+        info = exif_info_of(base[:2] + segment + base[2:])  # MediaError if misread
+        assert info.description == "d" * n or (n == 0 and info.description is None)

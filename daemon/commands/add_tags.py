@@ -2,7 +2,9 @@
 
 As the old add_mapillary_tag script did: ImageDescription gets the description JSON (position,
 capture time, heading, device) with MAPSequenceUUID (one new UUID per folder unless given),
-MAPPhotoUUID (one per photo) and, when given, MAPSettingsUsername and MAPSettingsUserKey.
+MAPPhotoUUID (one per photo) and, when given, MAPSettingsUsername, MAPSettingsEmail and
+MAPSettingsUserKey (the first two default to the old script's MAPILLARY_USERNAME and
+MAPILLARY_EMAIL).
 Keys of an earlier description that we do not write (e.g. MAPSettingsProject) are kept.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -28,9 +31,10 @@ example:
   mapillary-daemon add-tags ~/rides/2024-06-01 --username alice --tz +02:00
   mapillary-daemon add-tags ~/rides/2024-06-01/0 5d3f1c9e-8a7b-4c2d-9e1f-0a1b2c3d4e5f
 
-Photos need a GPS position and a capture time in their EXIF (run geotag first). Camera
-times without a zone are read in --tz (default: this machine's zone); MAPCaptureTime is the
-true time, camera time minus --time-offset (the value given to geotag).
+Photos need a GPS position and a capture time in their EXIF (run geotag first). The time
+is found as process finds it: the GPS time (geotag writes it) first, else the camera's,
+whose zone is the file's own or --tz (default: this machine's zone); MAPCaptureTime is the
+true time, a camera time minus --time-offset (the value given to geotag).
 The user key is written into the photos only; it is never printed.
 Exit codes: 0 all photos tagged, 1 some set aside (reasons printed), 2 bad arguments."""
 
@@ -51,7 +55,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="SEQUENCE_UUID",
         help="one sequence UUID for every photo (default: a new one per folder)",
     )
-    p.add_argument("--username", metavar="U", help="MAPSettingsUsername")
+    # The old add_mapillary_tag_from_exif script's own variables, as the scripts' users set them.
+    env = os.environ
+    p.add_argument(
+        "--username",
+        metavar="U",
+        default=env.get("MAPILLARY_USERNAME") or None,
+        help="MAPSettingsUsername (default: $MAPILLARY_USERNAME)",
+    )
+    p.add_argument(
+        "--email",
+        metavar="E",
+        default=env.get("MAPILLARY_EMAIL") or None,
+        help="MAPSettingsEmail (default: $MAPILLARY_EMAIL)",
+    )
     p.add_argument("--user-key", metavar="K", help="MAPSettingsUserKey (never printed)")
     p.add_argument(
         "--time-offset",
@@ -78,6 +95,8 @@ def tags(record: ImageRecord, sequence: str, args: argparse.Namespace) -> dict[s
     extra = {"MAPSequenceUUID": sequence, "MAPPhotoUUID": str(uuid.uuid4())}
     if args.username:
         extra["MAPSettingsUsername"] = args.username
+    if getattr(args, "email", None):
+        extra["MAPSettingsEmail"] = args.email
     if args.user_key:
         extra["MAPSettingsUserKey"] = args.user_key
     return {**earlier_description(record), **describe(record, extra)}

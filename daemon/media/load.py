@@ -49,11 +49,27 @@ def load_record(path: Path, tz: tzinfo, label: str) -> ImageRecord:
         orientation=info.orientation if 1 <= info.orientation <= 8 else 1,
         make=info.make,
         model=info.model,
-        extra={"exif_description": info.description} if info.description else {},
+        extra=_extra(info),
     )
     if capture_time is None:
         return record.set_aside(NO_TIME, "no capture time in EXIF (DateTimeOriginal, GPS time)")
     return record
+
+
+def _extra(info: exif.ExifInfo) -> dict[str, object]:
+    """The description already in the photo, and where a value came from when it was not the
+    plain EXIF tag (a position kept only in XMP, a heading from GPSTrack)."""
+    extra: dict[str, object] = {}
+    if info.description:
+        extra["exif_description"] = info.description
+    sources = {}
+    if info.position_source not in (None, "exif"):
+        sources["position"] = info.position_source
+    if info.direction_source not in (None, "GPSImgDirection"):
+        sources["heading"] = info.direction_source
+    if sources:
+        extra["sources"] = sources
+    return extra
 
 
 def load_records(paths: Iterable[Path], tz: tzinfo | str | None = None) -> list[ImageRecord]:
