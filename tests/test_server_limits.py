@@ -1,5 +1,5 @@
 """The embedded server against hostile clients, over real sockets on 127.0.0.1: oversized
-bodies, zip bombs, and slow and silent connections.
+bodies, zip bombs, slow and silent connections, and where its accepted tokens come from.
 
 The hostile side is raw asyncio streams (no HTTP client would misbehave on purpose); big bodies
 are one reused 1 MiB block sent again and again, so the test itself stays small.
@@ -11,9 +11,15 @@ import asyncio
 import hashlib
 import io
 import json
+import os
 import resource
+import signal
 import struct
+import subprocess
+import sys
 import time
+import urllib.error
+import urllib.request
 import zipfile
 import zlib
 from collections.abc import AsyncIterator
@@ -28,8 +34,10 @@ from daemon.server import ServerConfig, running_server
 from daemon.server.runner import RunningServer
 from tests.test_server import AUTH, TOKEN, walk
 
+REPO = Path(__file__).resolve().parents[1]
 MIB = 2**20
 BLOCK = bytes(MIB)
+TOKEN_ENV = "MAPILLARY_DAEMON_SERVER_TOKEN"
 
 
 def test_doctests() -> None:
@@ -294,3 +302,115 @@ async def test_a_body_that_trickles_below_the_floor_is_cut(tmp_path: Path) -> No
         assert time.monotonic() - started < 3
         assert got.startswith(b"HTTP/1.1 408"), got[:200]
         assert b"at least 500 bytes every 0.5 s" in got
+
+
+# -- where the accepted tokens come from ----------------------------------------------------------
+
+
+class ServerCommand:
+    """`mapillary-daemon server` as a subprocess, asked with urllib, stopped with SIGTERM."""
+
+    def __init__(self, tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        full = {k: v for k, v in os.environ.items() if k != TOKEN_ENV}
+        full.update(env or {}, PYTHONPATH=str(REPO))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "daemon", "server", "--data", str(tmp_path / "srv"), *args],
+            cwd=REPO,
+            env=full,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        first = self.proc.stdout.readline().strip()
+        self.base = first.removeprefix("serving on ")
+        assert self.base.startswith("http://127.0.0.1:"), first + self.stop()
+
+    def me(self, token: str) -> int:
+        request = urllib.request.Request(
+            f"{self.base}/graph/me", headers={"Authorization": f"OAuth {token}"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as resp:
+                return int(resp.status)
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    def cmdline(self) -> str:
+        return Path(f"/proc/{self.proc.pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+
+    def stop(self) -> str:
+        """Everything it wrote to stderr."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            out, err = self.proc.communicate(timeout=15)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+        return out + err
+
+
+def test_tokens_come_from_a_private_file_or_the_environment_not_the_process_list(
+    tmp_path: Path,
+) -> None:
+    secret, other = "file-token-" + "f" * 12, "env-token-" + "e" * 12
+    token_file = tmp_path / "tokens.txt"
+    token_file.write_text(f"{secret}\n\n")
+    token_file.chmod(0o600)
+    server = ServerCommand(tmp_path, "--token-file", str(token_file), env={TOKEN_ENV: other})
+    try:
+        assert [server.me(secret), server.me(other), server.me("guess")] == [200, 200, 401]
+        assert secret not in server.cmdline() and other not in server.cmdline()
+    finally:
+        said = server.stop()
+    assert "warning" not in said and secret not in said and other not in said
+    # The environment alone is enough, and it no longer means "any token".
+    server = ServerCommand(tmp_path, env={TOKEN_ENV: f"{other},second-{other}"})
+    try:
+        assert [server.me(other), server.me(f"second-{other}"), server.me("guess")] == [
+            200,
+            200,
+            401,
+        ]
+    finally:
+        said = server.stop()
+    assert other not in said
+
+
+def test_a_readable_token_file_and_a_command_line_token_are_warned_about(tmp_path: Path) -> None:
+    secret = "shared-token-" + "s" * 12
+    token_file = tmp_path / "tokens.txt"
+    token_file.write_text(secret + "\n")
+    token_file.chmod(0o644)
+    server = ServerCommand(tmp_path, "--token-file", str(token_file))
+    try:
+        assert server.me(secret) == 200
+    finally:
+        said = server.stop()
+    assert f"token file {token_file} is readable by other users (mode 0644)" in said
+    assert secret not in said
+    server = ServerCommand(tmp_path, "--token", secret)
+    try:
+        assert secret in server.cmdline()  # what everyone sees with ps
+        assert [server.me(secret), server.me("guess")] == [200, 401]
+    finally:
+        said = server.stop()
+    assert "--token is visible to every user in the process list" in said
+    assert secret not in said
+
+
+def test_an_empty_token_file_is_refused_rather_than_accepting_any_token(tmp_path: Path) -> None:
+    token_file = tmp_path / "tokens.txt"
+    token_file.write_text("\n  \n")
+    token_file.chmod(0o600)
+    result = subprocess.run(
+        [sys.executable, "-m", "daemon", "server", "--token-file", str(token_file)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert f"token file {token_file} holds no token" in result.stderr
