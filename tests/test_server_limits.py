@@ -304,6 +304,29 @@ async def test_a_body_that_trickles_below_the_floor_is_cut(tmp_path: Path) -> No
         assert b"at least 500 bytes every 0.5 s" in got
 
 
+async def test_graph_bodies_are_small_and_must_come_in_time(tmp_path: Path) -> None:
+    async def slow() -> AsyncIterator[bytes]:
+        yield b'{"file_handle":'
+        await asyncio.sleep(3)
+        yield b'"x"}'
+
+    json_type = {"Content-Type": "application/json"}
+    async with (
+        serving(tmp_path, read_timeout=1.0) as srv,
+        aiohttp.ClientSession(headers=AUTH) as http,
+    ):
+        url = f"{srv.graph_url}/finish_upload"
+        async with http.post(url, data=bytes(2 * MIB), headers=json_type) as resp:
+            assert resp.status == 413
+            error = (await resp.json())["error"]
+            assert error["type"] == "PayloadTooLargeError", error
+        started = time.monotonic()
+        async with http.post(url, data=slow(), headers=json_type) as resp:
+            assert resp.status == 408
+            assert "did not arrive within 1 s" in (await resp.json())["error"]["message"]
+        assert time.monotonic() - started < 2.5
+
+
 # -- where the accepted tokens come from ----------------------------------------------------------
 
 
