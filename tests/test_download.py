@@ -16,6 +16,7 @@ import json
 import os
 import re
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -510,6 +511,76 @@ async def test_a_malicious_server_cannot_write_outside_out_nor_keep_bad_files(
     assert "ignored 1 search results outside the box" in out
     assert list(index_of(work / "out")) == ["1006"]
     assert TOKEN not in out + err
+
+
+def drip_app(body: bytes) -> web.Application:
+    """Images whose thumbnails come at a few bytes a second (with a length, and without one),
+    besides good ones."""
+
+    async def images(request: web.Request) -> web.Response:
+        base = str(request.url.origin())
+        point = {"type": "Point", "coordinates": [11.1, 48.1]}
+        kinds = {"1001": "good", "1002": "good", "1003": "drip", "1004": "drip-chunked"}
+        data = [
+            {"id": image_id, "geometry": point, "captured_at": 1717236000000,
+             "thumb_1024_url": f"{base}/t/{kind}"}
+            for image_id, kind in kinds.items()
+        ]  # fmt: skip
+        return web.json_response({"data": data})
+
+    async def thumb(request: web.Request) -> web.StreamResponse:
+        kind = request.match_info["kind"]
+        if kind == "good":
+            return web.Response(body=body, content_type="image/jpeg")
+        response = web.StreamResponse()
+        response.content_type = "image/jpeg"
+        if kind == "drip":
+            response.content_length = len(body)
+        await response.prepare(request)
+        for offset in range(0, min(len(body), 600), 2):  # 2 bytes every 0.1 s, 60 s at most
+            try:
+                await response.write(body[offset : offset + 2])
+            except (ConnectionError, RuntimeError):
+                break
+            await asyncio.sleep(0.1)
+        return response
+
+    app = web.Application()
+    app.add_routes([web.get("/graph/images", images), web.get("/t/{kind}", thumb)])
+    return app
+
+
+async def test_a_server_that_drip_feeds_bytes_cannot_hold_a_file_past_its_deadline(
+    tmp_path: Path,
+) -> None:
+    runner = web.AppRunner(drip_app(noise_jpeg((200, 150))), access_log=None, shutdown_timeout=0.5)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    env = {
+        "MAPILLARY_GRAPH_API_ENDPOINT": f"http://127.0.0.1:{runner.addresses[0][1]}/graph",
+        "MAPILLARY_TOKEN": TOKEN,
+        "MAPILLARY_DAEMON_MAX_ATTEMPTS": "2",
+    }
+    started = time.monotonic()
+    try:
+        code, out, err = await mly(
+            tmp_path, env, "download", *corners(BOX), "--out", "out", "--deadline", "1"
+        )
+    finally:
+        await runner.cleanup()
+    elapsed = time.monotonic() - started
+    assert code == 1, err
+    # Two tries of about a second each, and a backoff of about one between them.
+    assert elapsed < 30
+    for image_id in ("1003", "1004"):
+        line = next(line for line in err.splitlines() if f"image {image_id}:" in line)
+        assert "gave up after 2 failed attempts, last: too slow: " in line, line
+        assert re.search(r"too slow: \d+ bytes in 1\.\d s \(the floor is 50 kB/s", line), line
+    # The bytes that came are kept for a rerun to resume; the good images were not held up.
+    on_disk = sorted(files_in(tmp_path / "out"))
+    assert on_disk == ["1001.jpg", "1002.jpg", "1003.jpg.part", "1004.jpg.part", "images.geojson"]
+    assert "4 images, 2 downloaded" in out
 
 
 # -- usage -------------------------------------------------------------------------------------------

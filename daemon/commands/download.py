@@ -13,6 +13,7 @@ from daemon.commands.report import Progress, Summary
 from daemon.core import auth, config, flags, log
 from daemon.core.errors import EXIT_USAGE, UsageError
 from daemon.download.box import Box
+from daemon.download.fetch import DEFAULT_MIN_RATE, DEFAULT_MIN_SECONDS, Pace
 from daemon.download.job import DEFAULT_CONCURRENCY, Listener, Options, Outcome, download_box
 from daemon.download.search import SIZES, Filters, RemoteImage
 from daemon.mapillary import AuthError as AuthRefused
@@ -75,6 +76,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="MB",
         help="refuse a thumbnail larger than this (%(default)s)",
     )
+    p.add_argument(
+        "--deadline",
+        type=float,
+        default=DEFAULT_MIN_SECONDS,
+        metavar="S",
+        help="each try of a file may take max(S, size / --min-rate), then it is retried "
+        "(%(default)g)",
+    )
+    p.add_argument(
+        "--min-rate",
+        type=float,
+        default=DEFAULT_MIN_RATE / 1000,
+        metavar="KB_PER_S",
+        help="the slowest a file may come in kB/s once past --deadline (%(default)g)",
+    )
     flags.add(p, ["profile"])
     add_config_flag(p)
     p.set_defaults(func=run)
@@ -126,6 +142,8 @@ def options_from(args: argparse.Namespace) -> Options:
         raise UsageError("--concurrency must be at least 1")
     if args.max_file_mb <= 0:
         raise UsageError("--max-file-mb must be positive")
+    if args.deadline <= 0 or args.min_rate <= 0:
+        raise UsageError("--deadline and --min-rate must be positive")
     if args.out.exists() and not args.out.is_dir():
         raise UsageError(f"--out {args.out} is not a folder")
     start = api_time(args.start, "--start") if args.start else None
@@ -140,6 +158,7 @@ def options_from(args: argparse.Namespace) -> Options:
         concurrency=args.concurrency,
         filters=Filters(start, end, args.sequence),
         max_bytes=int(args.max_file_mb * 2**20),
+        pace=Pace(args.min_rate * 1000, args.deadline),
     )
 
 

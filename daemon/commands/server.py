@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
+import stat
 import sys
 from pathlib import Path
 
@@ -12,14 +14,20 @@ from daemon.commands.common import add_command
 from daemon.core.errors import EXIT_OK, UsageError
 from daemon.server import ServerConfig, parse_outage, running_server
 
-EPILOG = """\
+TOKEN_ENV = "MAPILLARY_DAEMON_SERVER_TOKEN"
+MB = 2**20
+
+EPILOG = f"""\
 examples:
   mapillary-daemon server --data ./mly-server
+  mapillary-daemon server --token-file ~/server-tokens.txt --max-image-mb 64 --read-timeout 10
   mapillary-daemon server --port 8765 --fail-rate 0.05 --drop-rate 0.05 --seed 1
   mapillary-daemon server --max-rate 2000000 --outage 30:20 --rate-limit 20
 
 Point a client at it with the two environment lines it prints (mapillary_tools also needs
 MAPILLARY_TOOLS__AUTH_VERIFICATION_DISABLED=YES or a token the server accepts).
+Accepted tokens come from --token-file (one per line, mode 0600) or {TOKEN_ENV}
+(several separated by commas); --token still works but every user sees it in the process list.
 Counters: curl http://127.0.0.1:PORT/_admin/stats"""
 
 
@@ -40,9 +48,23 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--token",
         action="append",
         default=[],
-        help="accept only this access token (repeatable; default: any non-empty token)",
+        help="accept only this access token (repeatable; visible in the process list: prefer "
+        f"--token-file or {TOKEN_ENV}; default: any non-empty token)",
     )
     p.add_argument("--token-file", type=Path, help="accepted tokens, one per line")
+    p.add_argument(
+        "--max-image-mb", type=float, default=512.0, metavar="MB", help="cap of one image (512)"
+    )
+    p.add_argument(
+        "--max-zip-mb", type=float, default=2048.0, metavar="MB", help="cap of one zip (2048)"
+    )
+    p.add_argument(
+        "--read-timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="close a connection whose request stalls or idles this long (30)",
+    )
     p.add_argument("--fail-rate", type=float, default=0.0, help="share of requests answered 5xx")
     p.add_argument(
         "--drop-rate",
@@ -61,14 +83,45 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _tokens(args: argparse.Namespace) -> tuple[str, ...]:
+    """The accepted tokens from the flags and the environment; warnings on stderr, never the
+    tokens themselves."""
     tokens = [t.strip() for t in args.token if t.strip()]
+    if tokens:
+        print(
+            f"warning: --token is visible to every user in the process list (ps); "
+            f"use --token-file or {TOKEN_ENV}",
+            file=sys.stderr,
+        )
     if args.token_file is not None:
-        try:
-            lines = args.token_file.read_text(encoding="utf-8").splitlines()
-        except OSError as exc:
-            raise UsageError(f"cannot read token file {args.token_file}: {exc.strerror}") from None
-        tokens += [line.strip() for line in lines if line.strip()]
+        tokens += _token_file(args.token_file)
+    tokens += [t for t in os.environ.get(TOKEN_ENV, "").replace(",", " ").split() if t]
     return tuple(tokens)
+
+
+def _token_file(path: Path) -> list[str]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            mode = os.fstat(fh.fileno()).st_mode
+            lines = fh.read().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise UsageError(f"cannot read token file {path}: {reason}") from None
+    if mode & (stat.S_IRGRP | stat.S_IROTH):
+        print(
+            f"warning: token file {path} is readable by other users "
+            f"(mode {stat.S_IMODE(mode):04o}); chmod 600 it",
+            file=sys.stderr,
+        )
+    tokens = [line.strip() for line in lines if line.strip()]
+    if not tokens:  # an empty list would accept any token: say so instead
+        raise UsageError(f"token file {path} holds no token")
+    return tokens
+
+
+def _megabytes(value: float, flag: str) -> int:
+    if value <= 0:
+        raise UsageError(f"{flag} must be positive, not {value:g}")
+    return int(value * MB)
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
@@ -85,6 +138,9 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
             outage=parse_outage(args.outage) if args.outage else None,
             rate_limit=args.rate_limit,
             seed=args.seed,
+            max_image_bytes=_megabytes(args.max_image_mb, "--max-image-mb"),
+            max_zip_bytes=_megabytes(args.max_zip_mb, "--max-zip-mb"),
+            read_timeout=args.read_timeout,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None

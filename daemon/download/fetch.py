@@ -6,6 +6,11 @@ whole file again. Only a complete JPEG within the size cap is kept: its position
 and compass angle are written into its EXIF and the result appears under its final name by an
 atomic rename. A file under its final name is therefore always finished, and a rerun skips it.
 No access token is sent with thumbnails: they are signed URLs, often on another host.
+
+Each try has a deadline besides the per-read timeout, so that a server that drip-feeds bytes
+cannot hold a file for ever: ``max(min_seconds, size / min_rate)``, the size being what the
+reply announces (or, without a length, what has arrived so far). A try that runs past it is a
+retriable failure that does not count as progress, so the retry budget ends it.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,6 +35,8 @@ from daemon.mapillary.retry import Failure, RetryPolicy, Verdict, retrying
 from daemon.media import exif
 
 DEFAULT_MAX_BYTES = 64 * 2**20  # originals of 360° cameras reach ~30 MB; thumbnails ~1 MB
+DEFAULT_MIN_RATE = 50_000.0  # bytes/s a file must average once past its first MIN_SECONDS
+DEFAULT_MIN_SECONDS = 60.0
 CHUNK = 64 * 1024
 PART = ".part"
 JPEG_START = b"\xff\xd8\xff"  # SOI and the next marker's first byte
@@ -77,18 +86,47 @@ def exif_update(image: RemoteImage) -> Any:
     return update
 
 
+@dataclass(frozen=True)
+class Pace:
+    """How slow a try may be: ``min_rate`` bytes/s, but never cut before ``min_seconds``.
+
+    >>> Pace(50_000, 60.0).allowed(None), Pace(50_000, 60.0).allowed(10_000_000)
+    (60.0, 200.0)
+    """
+
+    min_rate: float = DEFAULT_MIN_RATE
+    min_seconds: float = DEFAULT_MIN_SECONDS
+
+    def allowed(self, size: int | None) -> float:
+        """Seconds a try may take to bring ``size`` bytes (None: not known yet)."""
+        return max(self.min_seconds, (size or 0) / self.min_rate)
+
+
+@dataclass
+class _Try:
+    """What one try has got so far (for the progress and too-slow verdicts)."""
+
+    have: int
+    offset: int = 0
+    received: int = 0
+    length: int | None = None  # the body's announced length, once the reply is in
+
+
 class Fetcher:
-    """Downloads thumbnails with one session, under the retry policy and the size cap."""
+    """Downloads thumbnails with one session, under the retry policy, the size cap and the
+    deadline of each try."""
 
     def __init__(
         self,
         session: aiohttp.ClientSession,
         policy: RetryPolicy | None = None,
         max_bytes: int = DEFAULT_MAX_BYTES,
+        pace: Pace | None = None,
     ) -> None:
         self.session = session
         self.policy = policy or RetryPolicy()
         self.max_bytes = max_bytes
+        self.pace = pace or Pace()
         self.bytes_received = 0
 
     async def download(self, image: RemoteImage, out: Path) -> Path:
@@ -120,37 +158,72 @@ class Fetcher:
         return final
 
     async def _attempt(self, url: str, part: Path, label: str) -> None:
-        have = _usable_part(part)
-        headers = {"Range": f"bytes={have}-"} if have else {}
-        offset = received = 0
+        now = time.monotonic()
+        got = _Try(_usable_part(part))
+        deadline = asyncio.timeout(self.pace.allowed(None))
+        try:
+            async with deadline:
+                await self._transfer(url, part, label, got, deadline)
+        except TimeoutError:
+            if not deadline.expired():  # not ours (transport timeouts became Failures inside)
+                raise
+            seconds = time.monotonic() - now
+            raise Failure(
+                Verdict.RETRY,
+                f"too slow: {got.received} bytes in {seconds:.1f} s (the floor is "
+                f"{self.pace.min_rate / 1000:g} kB/s after the first {self.pace.min_seconds:g} s)",
+            ) from None
+
+    async def _transfer(
+        self, url: str, part: Path, label: str, got: _Try, deadline: asyncio.Timeout
+    ) -> None:
+        started = asyncio.get_running_loop().time()  # the clock the deadline is set on
+        headers = {"Range": f"bytes={got.have}-"} if got.have else {}
         try:
             async with self.session.get(url, headers=headers) as response:
                 if response.status not in (200, 206, 416):
                     raise await reply_failure(response, token_sent=False)
-                offset = self._start(response, have, label)
-                if offset < 0:  # what we hold is not a prefix the server knows: start over
+                got.offset = self._start(response, got.have, label)
+                if got.offset < 0:  # what we hold is not a prefix the server knows: start over
                     part.unlink(missing_ok=True)
                     raise Failure(
-                        Verdict.RETRY, f"the server did not resume at byte {have}; starting over"
+                        Verdict.RETRY,
+                        f"the server did not resume at byte {got.have}; starting over",
                     )
-                head = b"" if offset == 0 else JPEG_START
-                with open(part, "r+b" if offset else "wb") as fh:
-                    fh.seek(offset)
-                    fh.truncate()
-                    async for chunk in response.content.iter_chunked(CHUNK):
-                        if len(head) < len(JPEG_START):
-                            head += chunk[: len(JPEG_START) - len(head)]
-                            if not JPEG_START.startswith(head):
-                                _not_jpeg(chunk, label)
-                        received += len(chunk)
-                        self.bytes_received += len(chunk)
-                        if offset + received > self.max_bytes:
-                            raise _too_large(label, offset + received, self.max_bytes)
-                        fh.write(chunk)
+                got.length = response.content_length
+                deadline.reschedule(started + self.pace.allowed(got.length))
+                await self._write_body(response, part, label, got, deadline, started)
         except TRANSPORT_ERRORS as exc:
             # Progress means holding more than before: a server that restarts from byte 0 and
             # cuts early every time must still run out of attempts.
-            raise connection_failure(exc, progressed=offset + received > have) from None
+            raise connection_failure(exc, progressed=got.offset + got.received > got.have) from None
+
+    async def _write_body(
+        self,
+        response: aiohttp.ClientResponse,
+        part: Path,
+        label: str,
+        got: _Try,
+        deadline: asyncio.Timeout,
+        started: float,
+    ) -> None:
+        offset = got.offset
+        head = b"" if offset == 0 else JPEG_START
+        with open(part, "r+b" if offset else "wb") as fh:
+            fh.seek(offset)
+            fh.truncate()
+            async for chunk in response.content.iter_chunked(CHUNK):
+                if len(head) < len(JPEG_START):
+                    head += chunk[: len(JPEG_START) - len(head)]
+                    if not JPEG_START.startswith(head):
+                        _not_jpeg(chunk, label)
+                got.received += len(chunk)
+                self.bytes_received += len(chunk)
+                if offset + got.received > self.max_bytes:
+                    raise _too_large(label, offset + got.received, self.max_bytes)
+                fh.write(chunk)
+                if got.length is None:  # no length announced: judge by what came so far
+                    deadline.reschedule(started + self.pace.allowed(got.received))
 
     def _start(self, response: aiohttp.ClientResponse, have: int, label: str) -> int:
         """Where this reply's body goes in the file: 0, ``have``, or -1 when the server did not

@@ -20,6 +20,7 @@ from daemon.download.box import Box
 from daemon.download.fetch import (
     DEFAULT_MAX_BYTES,
     Fetcher,
+    Pace,
     final_path,
     is_done,
     part_path,
@@ -43,6 +44,7 @@ class Options:
     concurrency: int = DEFAULT_CONCURRENCY
     filters: Filters = field(default_factory=Filters)
     max_bytes: int = DEFAULT_MAX_BYTES
+    pace: Pace = field(default_factory=Pace)
 
 
 class Listener:
@@ -124,7 +126,7 @@ async def download_box(
             tell.failed(line, "search failed")
         tell.planned(len(found.images))
         started = time.monotonic()
-        fetcher = Fetcher(http, policy, options.max_bytes)
+        fetcher = Fetcher(http, policy, options.max_bytes, options.pace)
         await _fetch_all(fetcher, found.images, options, outcome, tell)
         outcome.fetch_seconds = time.monotonic() - started
         outcome.bytes_received = fetcher.bytes_received

@@ -24,6 +24,7 @@ from aiohttp import web
 from daemon.server import thumbs
 from daemon.server.config import ServerConfig
 from daemon.server.faults import RESET, Fault, Faults
+from daemon.server.limits import BodyPace, BodyTooLarge, BodyTooSlow, object_cap, too_large
 from daemon.server.store import ImageInfo, Store, make_handle, parse_handle
 from daemon.server.validate import Rejected
 
@@ -31,6 +32,7 @@ GRAPH = "/graph"
 UPLOAD = "/mapillary_public_uploads"
 ADMIN = "/_admin"
 READ_CHUNK = 64 * 1024
+SMALL_BODY = 2**20  # graph requests (finish_upload, logging) are read whole: this much at most
 MAX_LIMIT = 2000
 THUMB_FIELDS = {f"thumb_{size}_url": size for size in (*thumbs.SIZES, thumbs.ORIGINAL)}
 
@@ -57,6 +59,15 @@ def upload_error(
     """An error shaped like the upload service's."""
     body = {"debug_info": {"retriable": retriable, "type": kind, "message": message}}
     return web.json_response(body, status=status, headers=headers or None)
+
+
+def error_reply(
+    request: web.Request, status: int, message: str, kind: str, retriable: bool
+) -> web.Response:
+    """An error in the shape of the service the request went to."""
+    if request.path.startswith(UPLOAD):
+        return upload_error(status, message, kind, retriable)
+    return graph_error(status, message, kind)
 
 
 def _token(request: web.Request) -> str | None:
@@ -119,6 +130,46 @@ async def faults_middleware(request: web.Request, handler: Any) -> web.StreamRes
     return await handler(request)
 
 
+# -- limits -------------------------------------------------------------------------------------
+
+
+@web.middleware
+async def limits_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Bodies over their cap get a 413, bodies that stall or trickle a 408 and a closed socket."""
+    try:
+        return await handler(request)
+    except web.HTTPRequestEntityTooLarge:  # aiohttp's own cap on bodies read whole
+        message = f"the body is larger than the {request.client_max_size} bytes this request takes"
+        return error_reply(request, 413, message, "PayloadTooLargeError", retriable=False)
+    except BodyTooLarge as exc:
+        return error_reply(request, 413, str(exc), "PayloadTooLargeError", retriable=False)
+    except BodyTooSlow as exc:
+        return await _hang_up(
+            request, error_reply(request, 408, str(exc), "RequestTimeoutError", True)
+        )
+
+
+async def _hang_up(request: web.Request, response: web.Response) -> web.Response:
+    """Send ``response`` and close the connection: the rest of a slow body is not waited for."""
+    response.force_close()
+    await response.prepare(request)
+    await response.write_eof()
+    if request.transport is not None:
+        request.transport.close()
+    return response
+
+
+@asynccontextmanager
+async def _whole_body(request: web.Request) -> AsyncIterator[None]:
+    """Around reading a small body whole: it must all arrive within the read timeout."""
+    timeout = request.app[CONFIG].read_timeout
+    try:
+        async with asyncio.timeout(timeout):
+            yield
+    except TimeoutError:
+        raise BodyTooSlow(f"the body did not arrive within {timeout:g} s") from None
+
+
 # -- graph API ----------------------------------------------------------------------------------
 
 
@@ -135,7 +186,8 @@ async def logging_sink(request: web.Request) -> web.Response:
     """mapillary_tools reports client events here; accepted and ignored."""
     if (refused := _refused(request)) is not None:
         return refused
-    await request.read()
+    async with _whole_body(request):
+        await request.read()
     return web.json_response({"success": True})
 
 
@@ -152,7 +204,8 @@ async def finish_upload(request: web.Request) -> web.Response:
     if (refused := _refused(request)) is not None:
         return refused
     try:
-        body = await _form(request)
+        async with _whole_body(request):
+            body = await _form(request)
     except ValueError as exc:
         return graph_error(400, f"finish_upload body is not JSON or a form: {exc}")
     handle = body.get("file_handle")
@@ -358,13 +411,22 @@ async def upload(request: web.Request) -> web.StreamResponse:
         entity_length = _int_header(request, "X-Entity-Length", None)
     except (Rejected, ValueError) as exc:
         return upload_error(400, str(exc), "InvalidRequestError", retriable=False)
+    config = request.app[CONFIG]
+    cap = object_cap(config, key)[0]
+    promised = max(entity_length or 0, (offset or 0) + (request.content_length or 0))
+    if promised > cap:  # refused before a byte of the body is read
+        raise too_large(key, promised, config)
     async with _key_lock(request.app, key):
         store = request.app[STORE]
         held = store.held(key)
         if offset != held:
             message = f"Request starting offset {offset} is invalid: the service holds {held}"
             return upload_error(412, message, "OffsetInvalidError", retriable=True)
-        size, cut = await _receive(request, key, held)
+        try:
+            size, cut = await _receive(request, key, held, cap)
+        except BodyTooLarge:
+            store.discard(key)  # it can never be complete within the cap
+            raise
         if cut:
             return _cut(request)
         if entity_length is not None and size > entity_length:
@@ -395,22 +457,26 @@ async def _key_lock(app: web.Application, key: str) -> AsyncIterator[None]:
             del locks[key]
 
 
-async def _receive(request: web.Request, key: str, offset: int) -> tuple[int, bool]:
+async def _receive(request: web.Request, key: str, offset: int, cap: int) -> tuple[int, bool]:
     """Append the body to the object as it arrives; (bytes held after, connection was cut).
 
     Bytes are written as they come, so whatever arrived before a drop (ours or the
-    client's) is kept and the next POST resumes after it.
+    client's) or a stall is kept and the next POST resumes after it. BodyTooLarge before the
+    object would grow past ``cap``, BodyTooSlow when the body comes too slowly.
     """
-    store, faults = request.app[STORE], request.app[FAULTS]
+    store, faults, config = request.app[STORE], request.app[FAULTS], request.app[CONFIG]
     cut_at = faults.drop_point(request.content_length)
+    pace = BodyPace(config.read_timeout, config.min_body_rate)
     appender = store.appender(key, offset)
     received = 0
     try:
         while True:
             want = READ_CHUNK if cut_at is None else min(READ_CHUNK, cut_at - received)
-            chunk = await request.content.read(want)
+            chunk = await pace.read(request.content, want)
             if not chunk:
                 break
+            if appender.size + len(chunk) > cap:
+                raise too_large(key, appender.size + len(chunk), config)
             appender.write(chunk)
             received += len(chunk)
             store.counters.bytes_received += len(chunk)
@@ -449,7 +515,9 @@ async def sequences(request: web.Request) -> web.Response:
 def create_app(config: ServerConfig, store: Store | None = None) -> web.Application:
     """The server's application. Without ``config.data_dir`` (and no ``store``) the data lives
     in a temporary folder removed when the application is cleaned up."""
-    app = web.Application(middlewares=[faults_middleware], client_max_size=64 * 2**20)
+    app = web.Application(
+        middlewares=[faults_middleware, limits_middleware], client_max_size=SMALL_BODY
+    )
     if store is None:
         if config.data_dir is None:
             temp = Path(tempfile.mkdtemp(prefix="mapillary-server-"))
@@ -458,9 +526,9 @@ def create_app(config: ServerConfig, store: Store | None = None) -> web.Applicat
                 shutil.rmtree(temp, ignore_errors=True)
 
             app.on_cleanup.append(remove_temp)
-            store = Store(temp)
+            store = Store(temp, config=config)
         else:
-            store = Store(Path(config.data_dir))
+            store = Store(Path(config.data_dir), config=config)
     app[CONFIG] = config
     app[STORE] = store
     app[FAULTS] = Faults(config, store.counters)

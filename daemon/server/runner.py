@@ -64,7 +64,13 @@ async def running_server(config: ServerConfig | None = None) -> AsyncIterator[Ru
     """Serve ``config`` (default: loopback, a free port, a temporary data folder) until exit."""
     config = config or ServerConfig()
     app = create_app(config)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
+    # A connection idle this long, or whose request's headers take this long, is closed.
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        shutdown_timeout=SHUTDOWN_TIMEOUT,
+        keepalive_timeout=config.read_timeout,
+    )
     await runner.setup()
     try:
         site = web.TCPSite(runner, config.host, config.port)

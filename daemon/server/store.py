@@ -27,6 +27,8 @@ from typing import Any
 
 from daemon.core.durable import put_in_place
 from daemon.server import validate
+from daemon.server.config import ServerConfig
+from daemon.server.limits import ZipBudget
 from daemon.server.validate import Rejected
 
 IMAGE_ID_BASE = 1_000_000_000_000  # ids look like the service's: digits only
@@ -155,6 +157,7 @@ class Appender:
 class Store:
     root: Path
     counters: Counters = field(default_factory=Counters)
+    config: ServerConfig = field(default_factory=ServerConfig, repr=False)  # its size limits
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
@@ -248,8 +251,9 @@ class Store:
         bundle = self.resolve(handle)
         if file_type == "zip":
             return self._zip_images(bundle)
-        if bundle.size > validate.MANIFEST_LIMIT:
-            raise Rejected(f"manifest {bundle.key} is larger than {validate.MANIFEST_LIMIT} bytes")
+        limit = min(validate.MANIFEST_LIMIT, self.config.max_manifest_bytes)
+        if bundle.size > limit:
+            raise Rejected(f"manifest {bundle.key} is larger than {limit} bytes")
         handles = validate.manifest_handles(self.object_path(bundle.key).read_bytes())
         prepared = []
         for image_handle in handles:
@@ -265,23 +269,29 @@ class Store:
             archive = zipfile.ZipFile(path)
         except (zipfile.BadZipFile, OSError) as exc:
             raise Rejected(f"{bundle.key} is not a zip archive: {exc}") from None
-        prepared = []
+        budget = ZipBudget(self.config, bundle.key)
         with archive:
-            for entry in archive.infolist():
-                if entry.is_dir() or not validate.is_jpeg_key(entry.filename):
-                    continue
-                prepared.append(self._extract(archive, entry))
+            entries = [
+                entry
+                for entry in archive.infolist()
+                if not entry.is_dir() and validate.is_jpeg_key(entry.filename)
+            ]
+            budget.check_directory(entries)  # before a byte is written
+            prepared = [self._extract(archive, entry, budget) for entry in entries]
         if not prepared:
             raise Rejected(f"{bundle.key} holds no JPEG images")
         prepared.sort(key=lambda p: (p.description["MAPCaptureTime"], p.md5))
         return prepared
 
-    def _extract(self, archive: zipfile.ZipFile, entry: zipfile.ZipInfo) -> _Prepared:
+    def _extract(
+        self, archive: zipfile.ZipFile, entry: zipfile.ZipInfo, budget: ZipBudget
+    ) -> _Prepared:
         tmp = self.root / "extracted" / f".part-{threading.get_ident()}-{os.getpid()}"
         digest = hashlib.md5()
         try:
             with archive.open(entry) as src, open(tmp, "wb") as dst:
                 while block := src.read(_HASH_BLOCK):
+                    budget.take(entry, dst.tell(), len(block))
                     digest.update(block)
                     dst.write(block)
             try:
