@@ -3,7 +3,7 @@
 Every module in ``daemon.commands`` listed in COMMANDS exposes ``register(subparsers)`` which adds
 its parser and sets ``func`` (``args -> int`` exit code) as the default.
 Exit codes everywhere: 0 all went well, 1 some files were set aside or some work failed,
-2 usage or configuration error.
+2 usage or configuration error, 3 could not finish: the journal or the spool failed (I/O).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from daemon import __version__
 EXIT_OK = 0
 EXIT_SET_ASIDE = 1
 EXIT_USAGE = 2
+EXIT_IO = 3  # could not finish: the journal or the spool could not be read or written
 
 # Order here is the order in `--help`.
 COMMANDS = [

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from daemon.cli import EXIT_USAGE, UsageError
+from daemon.cli import EXIT_IO, UsageError
 from daemon.core import config, log
 from daemon.journal import JournalError
 
@@ -21,7 +21,8 @@ examples:
 
 Every flag is also a configuration key (`mapillary-daemon config init` writes them all).
 Signals: SIGTERM/SIGINT stop cleanly; SIGHUP reloads the configuration.
-Exit codes: 0 clean stop, 1 (--once) some photos were set aside or failed, 2 bad configuration."""
+Exit codes: 0 clean stop, 1 (--once) some photos were set aside or failed, 2 bad configuration,
+3 could not finish: the journal or the spool failed (disk full, I/O error)."""
 
 # Flags carry the settings' own names (None = not given, the configuration decides); a key
 # with no flag of its own (e.g. poll_interval) is simply never given on this command line.
@@ -121,9 +122,9 @@ def run(args: argparse.Namespace) -> int:
                 gpx_files=args.gpx,
             )
         )
-    except JournalError as exc:
+    except JournalError as exc:  # not the user's arguments: the journal's disk or file
         print(f"mapillary-daemon run: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return EXIT_IO
 
 
 def _reload(args: argparse.Namespace) -> config.Settings:

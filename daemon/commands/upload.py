@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from daemon.cli import EXIT_OK, EXIT_SET_ASIDE, EXIT_USAGE, UsageError
+from daemon.cli import EXIT_IO, EXIT_OK, EXIT_SET_ASIDE, EXIT_USAGE, UsageError
 from daemon.core import auth, config, log
 from daemon.journal import AsyncJournal, Journal, JournalError, SequenceState
 from daemon.mapillary import AuthError
@@ -93,9 +93,9 @@ def run(args: argparse.Namespace) -> int:
         )
     try:
         code = asyncio.run(upload_folder(settings, token, root, found.photos))
-    except JournalError as exc:
+    except JournalError as exc:  # the journal's disk or file, not the arguments
         print(f"mapillary-daemon upload: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return EXIT_IO
     return EXIT_SET_ASIDE if found.skipped and code == EXIT_OK else code
 
 
