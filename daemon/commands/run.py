@@ -9,7 +9,7 @@ from pathlib import Path
 
 from daemon.commands.common import add_command, add_config_flag
 from daemon.core import config, flags, log
-from daemon.core.errors import EXIT_JOURNAL_GONE, EXIT_USAGE, UsageError
+from daemon.core.errors import EXIT_IO, EXIT_JOURNAL_GONE, UsageError
 from daemon.journal import JournalError, JournalGone
 
 EPILOG = """\
@@ -22,6 +22,7 @@ examples:
 Every flag is also a configuration key (`mapillary-daemon config init` writes them all).
 Signals: SIGTERM/SIGINT stop cleanly; SIGHUP reloads the configuration.
 Exit codes: 0 clean stop, 1 (--once) some photos were set aside or failed, 2 bad configuration,
+3 could not finish: the journal or the spool failed (disk full, I/O error),
 4 the journal was deleted or replaced while running (stopped; see the journal_gone log line)."""
 
 # Every setting with a flag, under its own name (None = not given, the configuration decides).
@@ -89,6 +90,6 @@ def run(args: argparse.Namespace) -> int:
     except JournalGone as exc:
         print(f"mapillary-daemon run: journal_gone: {exc}", file=sys.stderr)
         return EXIT_JOURNAL_GONE
-    except JournalError as exc:
+    except JournalError as exc:  # not the user's arguments: the journal's disk or file
         print(f"mapillary-daemon run: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return EXIT_IO

@@ -120,6 +120,14 @@ def render(st: dict[str, Any]) -> str:
     for root, doing in (d.get("roots") or {}).items() if d.get("running") else ():
         if root not in st["sources"]:
             lines.append(f"source {root}: {doing}")
+    cards = d.get("cards") or {}
+    if cards:
+        # Whether the user may pull each card: said even of a stopped daemon's last run, since
+        # a card whose files were not all copied is still not safe to remove.
+        lines.append("cards:" if d.get("running") else "cards (last run):")
+        for mount, card in cards.items():
+            safe = "safe to remove" if card["safe_to_remove"] else "NOT safe to remove"
+            lines.append(f"  {mount}: {safe}: {card['state']}")
     if st.get("failed_sequences"):
         # Not retried by themselves: say which and why, so the user can act.
         lines.append("failed sequences:")

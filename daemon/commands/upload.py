@@ -9,7 +9,7 @@ from pathlib import Path
 
 from daemon.commands.common import add_command, add_config_flag
 from daemon.core import auth, config, flags, log
-from daemon.core.errors import EXIT_OK, EXIT_SET_ASIDE, EXIT_USAGE, UsageError
+from daemon.core.errors import EXIT_IO, EXIT_OK, EXIT_SET_ASIDE, EXIT_USAGE, UsageError
 from daemon.journal import AsyncJournal, Journal, JournalError, SequenceState
 from daemon.mapillary import AuthError
 from daemon.mapillary import MapillaryError as UploadError
@@ -78,9 +78,9 @@ def run(args: argparse.Namespace) -> int:
     token = auth.require_token(settings.profile)
     try:
         code = asyncio.run(upload_folder(settings, token, root, found.photos))
-    except JournalError as exc:
+    except JournalError as exc:  # the journal's disk or file, not the arguments
         print(f"mapillary-daemon upload: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return EXIT_IO
     return EXIT_SET_ASIDE if found.skipped and code == EXIT_OK else code
 
 

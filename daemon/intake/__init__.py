@@ -17,6 +17,7 @@ from daemon.intake.events import (
 from daemon.intake.sources import Sources
 from daemon.intake.spool import (
     SourceGone,
+    SpoolError,
     clean_spool_temps,
     commit_staged,
     free_mb,
@@ -34,6 +35,7 @@ __all__ = [
     "SourceEvent",
     "SourceGone",
     "Sources",
+    "SpoolError",
     "clean_spool_temps",
     "commit_staged",
     "free_mb",

@@ -65,7 +65,11 @@ class CardInserted(_CardEvent):
 
 @dataclass(frozen=True)
 class CardImported(_CardEvent):
-    """Every file of the card has been handed on (queued before this event)."""
+    """Every file of the card has been handed on (queued before this event). ``round``
+    counts the announcements of this card: one that is no longer the latest (a file was
+    offered again after it was sent) says nothing any more (``Sources.still_imported``)."""
+
+    round: int = 0
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ class CardState:
     identity: Identity | None
     scanned: bool = False
     announced: bool = False
+    round: int = 0  # of CardImported: a new one once files are pending again after it
 
 
 @dataclass
@@ -251,10 +252,32 @@ class Roots:
             for mount, entry in root.cards.items():
                 busy = self.settler.pending_under(mount) or self.rescans.busy_under(mount)
                 if busy:
-                    entry.announced = False
+                    self._unannounce(entry)
                 elif entry.scanned and not entry.announced:
                     entry.announced = True
-                    self.emit(CardImported(entry.card))
+                    self.emit(CardImported(entry.card, entry.round))
+
+    @staticmethod
+    def _unannounce(entry: CardState) -> None:
+        if entry.announced:
+            entry.round += 1  # the CardImported sent (maybe not yet taken) is out of date
+        entry.announced = False
+
+    def offered_again(self, path: Path) -> None:
+        """A file of a card goes back to be offered again: the card is not imported until
+        it is handed on anew (or found gone), and then announced again."""
+        for root in self._roots.values():
+            for mount, entry in root.cards.items():
+                if _under(path, mount):
+                    self._unannounce(entry)
+
+    def still_imported(self, event: CardImported) -> bool:
+        """Whether ``event`` is the card's latest word: nothing was offered again since."""
+        for root in self._roots.values():
+            entry = root.cards.get(event.root)
+            if entry is not None:
+                return entry.announced and entry.round == event.round
+        return False
 
     # -- what status shows --------------------------------------------------------------------
 

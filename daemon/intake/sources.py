@@ -21,7 +21,7 @@ from typing import Any
 from daemon.core import log
 from daemon.core.aio import wait_event
 from daemon.core.files import is_photo_or_track
-from daemon.intake.events import SourceEvent
+from daemon.intake.events import CardImported, SourceEvent
 from daemon.intake.roots import Rescans, Roots
 from daemon.intake.scan import hidden_below, listing
 from daemon.intake.settler import TICK_SECONDS, Settler
@@ -121,6 +121,12 @@ class Sources:
         """Offer ``path`` again (the wiring could not read it, e.g. the card went mid-copy)."""
         self.settler.recheck(Path(path))
         self._rescans.mark(Path(path).parent, False)
+        self._roots.offered_again(Path(path))
+
+    def still_imported(self, event: CardImported) -> bool:
+        """Whether a CardImported taken from the queue still holds: no file of the card was
+        offered again (or newly found) since it was sent."""
+        return self._roots.still_imported(event)
 
     def status(self) -> dict[str, str]:
         """Root or card → its state in words (watching, N settling, importing N left, ...)."""

@@ -54,6 +54,18 @@ class SourceGone(Exception):
     """The source vanished or changed while we read it (a card pulled out): try again later."""
 
 
+class SpoolError(OSError):
+    """Our side failed, not the card: the spool could not be written (its disk full, read-only
+    or failing). The card's file is fine and must be copied again later; ``strerror`` says
+    why ("No space left on device")."""
+
+
+def _ours(exc: OSError) -> SpoolError:
+    if isinstance(exc, SpoolError):
+        return exc
+    return SpoolError(exc.errno, exc.strerror or str(exc), exc.filename)
+
+
 @dataclass(frozen=True)
 class ImportedFile:
     hash: str
@@ -180,12 +192,18 @@ def _copy_and_hash(
 ) -> tuple[str, int]:
     """Copy ``src`` to ``tmp`` (by the first of ``ways`` that works, default all this system
     has) and hash the copy. Failures reading the card, or a card that changes or goes, are
-    SourceGone; failures on our side are OSError."""
+    SourceGone; failures on our side are SpoolError; a card file that is there but cannot be
+    opened (no permission) is a plain OSError."""
     try:
         fin = open_regular(src, 0)  # closed below; errors sorted apart (a FIFO: NotRegularFile)
     except OSError as exc:
         raise _gone(src, exc) if exc.errno in GONE_ERRNOS else exc from None
-    with fin, open(tmp, "xb+", buffering=0) as fout:
+    try:
+        out = open(tmp, "xb+", buffering=0)  # noqa: SIM115 (closed by the with below)
+    except OSError as exc:
+        fin.close()
+        raise _ours(exc) from None
+    with fin, out as fout:
         opened = os.fstat(fin.fileno())
         with contextlib.suppress(OSError, AttributeError):  # a larger read-ahead off the card
             os.posix_fadvise(fin.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
@@ -196,7 +214,7 @@ def _copy_and_hash(
                 n = _copy_chunk(fin.fileno(), fout.fileno(), size, CHUNK, how)
             except OSError as exc:
                 if exc.errno in _OUR_ERRNOS or not _source_fails(fin.fileno(), src, opened, size):
-                    raise
+                    raise _ours(exc) from None
                 raise _gone(src, exc) from None
             if not n:
                 break
@@ -216,9 +234,12 @@ def _copy_and_hash(
             raise SourceGone(
                 f"{src}: changed while being copied ({size} of {opened.st_size} bytes)"
             )
-        digest = _hash_copy(fout.fileno(), size)
-        if fsync:
-            os.fsync(fout.fileno())
+        try:  # our copy, our disk
+            digest = _hash_copy(fout.fileno(), size)
+            if fsync:
+                os.fsync(fout.fileno())
+        except OSError as exc:
+            raise _ours(exc) from None
     return digest, size
 
 
@@ -276,14 +297,21 @@ def import_file(
     """Copy ``src`` into the spool under its content hash; durable when this returns.
 
     Raises SourceGone when the source disappears or changes during the copy (nothing is left
-    in the spool), and OSError for problems on our side (a full spool disk). ``progress`` is
+    in the spool), and SpoolError for problems on our side (a full spool disk). ``progress`` is
     called with (bytes done, bytes in all) after each chunk.
     """
     src, spool = Path(src), Path(spool_dir)
-    spool.mkdir(parents=True, exist_ok=True)
+    try:
+        spool.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _ours(exc) from None
     dirty: set[Path] = set()
-    got = _place(_stage(src, spool, progress), spool, dirty)
-    fsync_dirs(dirty)
+    staged = _stage(src, spool, progress)
+    try:
+        got = _place(staged, spool, dirty)
+        fsync_dirs(dirty)
+    except OSError as exc:
+        raise _ours(exc) from None
     return got
 
 
@@ -298,7 +326,10 @@ def stage_files(
     :func:`clean_spool_temps` removes. Two halves, so that one batch can be copied while the
     one before it is flushed."""
     spool = Path(spool_dir)
-    spool.mkdir(parents=True, exist_ok=True)
+    try:
+        spool.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # the whole batch fails, on our side
+        raise _ours(exc) from None
 
     def stage(src: str | os.PathLike[str]) -> Staged | SourceGone | OSError:
         try:
@@ -326,17 +357,17 @@ def commit_staged(
         if isinstance(item, Staged):
             try:
                 out.append(_place(item, spool, dirty, placed))
-            except OSError as exc:
-                out.append(exc)
+            except OSError as exc:  # a rename or folder in the spool: ours
+                out.append(_ours(exc))
         else:
             out.append(item)
     try:
         sync_files(spool, [got.spool_path for got in out if isinstance(got, ImportedFile)], dirty)
-    except OSError:
+    except OSError as exc:
         for path in placed:
             with contextlib.suppress(OSError):
                 path.unlink()
-        raise
+        raise _ours(exc) from None
     return out
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.core import config, log
+from daemon.core.errors import EXIT_IO, EXIT_OK, EXIT_SET_ASIDE
 from daemon.intake import Sources, clean_spool_temps
 from daemon.journal import ASIDE_META, GPX_META, AsyncJournal, FileFailures, JournalGone
 from daemon.runtime.housekeeping import Housekeeping
@@ -230,10 +231,13 @@ class Daemon:
                 if error is not None:
                     raise error
         # A service stopped by SIGTERM has done its job (exit 0, or systemd marks it failed);
-        # for --once the exit code tells cron whether something needs a look.
-        if self.once and (self.stats.rejected or self.stats.failed):
-            return 1
-        return 0
+        # for --once the exit code tells cron whether something needs a look, and 3 that
+        # it could not do all it could (the spool's disk full or failing).
+        if self.once and self.stats.not_copied:
+            return EXIT_IO
+        if self.once and (self.stats.rejected or self.stats.failed or any(self.stats.left)):
+            return EXIT_SET_ASIDE
+        return EXIT_OK
 
     async def _once(self, s: Stages) -> None:
         assert self.sources is not None

@@ -3,14 +3,21 @@
 Watch-folder photos are hashed where they are; card photos are copied into the spool in
 batches, each copy hashed, the flush of one batch overlapping the copy of the next; GPX files go
 to the GPX library; a file that cannot be taken is set aside, said once. A card is "safe to
-remove" only once every one of its files is durable in the spool and journaled. Anything
-unexpected while taking one file costs that file (counted, offered again, quarantined after
-QUARANTINE_AFTER failures in a row), never the intake.
+remove" only once every one of its files is durable in the spool and journaled (or set aside).
+Anything unexpected while taking one file costs that file (counted, offered again,
+quarantined after QUARANTINE_AFTER failures in a row), never the intake.
+
+A copy that fails on our side (the spool's disk full or failing) is not the card's fault: its
+files stay queued, are tried again with a growing pause (said once when it starts and once when
+it ends), and the card is not safe to remove meanwhile. Only a file gone from the card (pulled
+out) is given back to the sources, to be offered again when it is there.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Sequence
 from typing import Any
 
 from daemon.core import config, log
@@ -25,6 +32,7 @@ from daemon.intake import (
     SourceEvent,
     SourceGone,
     Sources,
+    SpoolError,
     commit_staged,
     import_file,
     stage_files,
@@ -38,7 +46,7 @@ from daemon.journal import (
     journal_trouble,
 )
 from daemon.runtime.process import GpxLibrary
-from daemon.runtime.roots import RootActivity, RootState
+from daemon.runtime.roots import CardSafety, RootActivity, RootState
 from daemon.runtime.state import RunStats, StatusBoard, Wakeups
 
 MB = 1 << 20  # as max_photo_mb and min_free_mb count
@@ -47,6 +55,10 @@ INTAKE_FLUSH_SECONDS = 1.0
 # Card files copied per flush of the spool: measured best of 16-256 (bench_daemon), bigger
 # batches leave the copy and the flush less time side by side.
 CARD_BATCH = 64
+# Pauses between tries while copies into the spool fail: doubled after each try that copied
+# nothing, back to the shortest after one that copied something.
+RETRY_MIN_SECONDS = 1.0
+RETRY_MAX_SECONDS = 60.0
 
 
 class Intake:
@@ -77,8 +89,17 @@ class Intake:
         self._aside = aside  # path → [size, mtime] of files set aside
         self._pending: list[NewFile] = []  # hashed watch-folder files, to journal
         self._copied: list[NewFile] = []  # card files durable in the spool, to journal
-        self._card_files: list[SettledFile] = []
-        self._card_done: set[str] = set()  # cards announced imported, files maybe still queued
+        self._card_files: list[SettledFile] = []  # card files (photos and tracks) to copy
+        self._staging: list[SettledFile] = []  # being copied, before their flush
+        self._held: list[SettledFile] = []  # their copy failed on our side: tried again later
+        self._trouble: str | None = None  # why copies into the spool fail, while they do
+        self._trouble_since = 0.0
+        self._retry_delay = RETRY_MIN_SECONDS
+        self._retry_at = 0.0  # time.monotonic() of the next try while in trouble
+        self._card_done: set[str] = set()  # every file handed on, maybe not all copied yet
+        self._imported: set[str] = set()  # cards announced imported (said once per insertion)
+        self._board_changed = False  # a card's safety changed: status shows it at once
+        self._shown: dict[str, tuple[str, float] | None] = {}  # card → trouble shown
         self._busy = False
         self._commit: tuple[list[SettledFile], asyncio.Future[Any]] | None = None  # being flushed
         self._flush_lock = asyncio.Lock()  # one flush of the intake at a time
@@ -120,20 +141,30 @@ class Intake:
             case SettledFile():
                 await self._take_fenced(event)
             case CardInserted():
-                self.activity.importing.add(str(event.root))
-                self._card_done.discard(str(event.root))
-                self.board.note(str(event.root), RootState.CARD_INSERTED)
-                self.log.info("card_inserted", root=str(event.root), card=event.card_id)
+                root = str(event.root)
+                self.activity.importing.add(root)
+                self._card_done.discard(root)
+                self._imported.discard(root)
+                self.board.cards[root] = CardSafety()
+                self.board.note(root, RootState.CARD_INSERTED)
+                self.log.info("card_inserted", root=root, card=event.card_id)
             case CardImported():
-                # Every file has been handed on; the card is done once they are all copied
-                # (later, if the copy is paused because the disk is full).
-                self._card_done.add(str(event.root))
+                # Every file has been handed on (unless one was offered again since); the
+                # card is done once they are all copied (later, if copies are paused or fail).
+                if self.sources.still_imported(event):
+                    self._card_done.add(str(event.root))
                 await self.flush()
             case CardRemoved():
-                self.activity.importing.discard(str(event.root))
-                self._card_done.discard(str(event.root))
-                self.board.note(str(event.root), RootState.CARD_REMOVED)
-                self.log.info("card_removed", root=str(event.root))
+                root = str(event.root)
+                self.activity.importing.discard(root)
+                self._card_done.discard(root)
+                # Its files come again when it does; the journal knows which it already has.
+                self._held = [f for f in self._held if str(f.root) != root]
+                safety = self.board.cards.setdefault(root, CardSafety())
+                safety.removed, safety.safe = True, root in self._imported
+                safety.trouble = None
+                self.board.note(root, RootState.CARD_REMOVED)
+                self.log.info("card_removed", root=root)
             case BatchReady():
                 await self.flush()
                 self.wake.process.set()
@@ -141,16 +172,29 @@ class Intake:
             # Rare, and the user waits on it ("you may remove it"): shown now, not in 10 s.
             await self.board.save()
 
+    def _waiting(self, root: str) -> int:
+        """Files of the card ``root`` not yet journaled: queued, being copied, held or in the
+        batch being flushed."""
+        flushing = self._commit[0] if self._commit is not None else []
+        queued = [*self._card_files, *self._staging, *self._held, *flushing]
+        return sum(1 for f in queued if str(f.root) == root) + sum(
+            1 for n in self._copied if str(n.source_root) == root
+        )
+
     def _finish_cards(self) -> None:
         """Cards whose files are all copied and journaled: free to remove, ready to process."""
-        if self._card_files or self._pending or self._copied or self._commit is not None:
-            return
         for root in sorted(self._card_done):
+            if self._waiting(root):
+                continue
+            self._card_done.discard(root)
             self.activity.importing.discard(root)
             self.board.note(root, RootState.CARD_IMPORTED)
-            self.log.info("card_imported", root=root)
+            self.board.cards[root] = CardSafety(safe=True)
+            self._board_changed = True
+            if root not in self._imported:
+                self._imported.add(root)
+                self.log.info("card_imported", root=root)
             self.wake.process.set()
-        self._card_done.clear()
 
     async def _take_fenced(self, f: SettledFile) -> None:
         """Take one file; an unexpected failure costs that file: counted, the file offered
@@ -178,7 +222,9 @@ class Intake:
         if not f.complete:
             await self._set_aside(f, f.reason or "incomplete file")
             return
-        if f.path.suffix.lower() == ".gpx":
+        if f.kind == "card":
+            self._card_taken_back(str(f.root))
+        if f.path.suffix.lower() == ".gpx" and f.kind != "card":
             await self._take_gpx(f)
             return
         too_big = self._too_big(f)
@@ -190,7 +236,8 @@ class Intake:
             self.stats.known += 1
             return
         if f.kind == "card":
-            # Copied in batches: one flush of the spool per batch, not per photo (SD wear).
+            # Copied in batches: one flush of the spool per batch, not per photo (SD wear);
+            # tracks with them, so that they wait, and are tried again, like the photos.
             self._card_files.append(f)
             return
         try:
@@ -211,10 +258,21 @@ class Intake:
         size = f"{f.size / MB:.0f} MB" if f.size < 1024 * MB else f"{f.size / MB / 1024:.1f} GB"
         return f"larger than max_photo_mb {cap:g} MB: {size}"
 
+    def _card_taken_back(self, root: str) -> None:
+        """A file of a card came (again) after the card was called imported: not safe to
+        remove until it is journaled too."""
+        if root in self._imported:
+            self._imported.discard(root)
+            self.activity.importing.add(root)
+            self.board.cards[root] = CardSafety()
+            self.board.note(root, RootState.CARD_INSERTED)
+
     def _gone(self, f: SettledFile, exc: Exception) -> None:
         """The file vanished or changed under us: offer it again once it settles anew."""
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         self.log.warning("file_not_read", file=str(f.path), reason=reason)
+        if f.kind == "card":
+            self._card_done.discard(str(f.root))  # the sources announce it again
         self.sources.recheck(f.path)
 
     async def _set_aside(self, f: SettledFile, reason: str) -> None:
@@ -227,7 +285,9 @@ class Intake:
         await self.journal.set_meta(ASIDE_META, self._aside)
         await self.journal.record_event("set_aside", f"{f.path}: {reason}")
 
-    async def _take_gpx(self, f: SettledFile) -> None:
+    async def _take_gpx(self, f: SettledFile) -> SpoolError | None:
+        """Add a track (a card's copied into the spool first); the error when the spool
+        failed (the track is then to be tried again)."""
         spool = self.settings.spool_path
         try:
             if f.kind == "card":
@@ -236,27 +296,52 @@ class Intake:
             else:
                 digest, _ = await asyncio.to_thread(hash_file, f.path)
                 path = str(f.path)
+        except SpoolError as exc:
+            return exc
         except (SourceGone, OSError) as exc:
             self.log.warning("gpx_unreadable", file=str(f.path), reason=str(exc))
-            return
+            return None
         if self.gpx.add(digest, path):
             await self.journal.set_meta(GPX_META, self.gpx.known)
             self.log.info("gpx_added", file=str(f.path))
             self.wake.process.set()
+        return None
 
     # -- card batches: copy, flush, journal ---------------------------------------------------
 
     async def _import_cards(self) -> None:
         """Copy the queued card files into the spool (each copy hashed) as one batch, while
         the batch before it is made durable: copying and flushing overlap."""
-        # Paused (the disk is full): the files are kept queued until there is room.
-        if self._card_files and self.wake.room.is_set():
-            spool = self.settings.spool_path
-            files, self._card_files = self._card_files, []
-            staged = await asyncio.to_thread(stage_files, [f.path for f in files], spool)
-            await self._collect_commit()
-            commit = asyncio.to_thread(commit_staged, staged, spool)
-            self._commit = (files, asyncio.ensure_future(commit))
+        # Paused (the disk is below min_free_mb), or copies failing and the next try not due
+        # yet: the files are kept queued until then.
+        if not self.wake.room.is_set() or not (self._card_files or self._held):
+            return
+        if self._trouble is not None and time.monotonic() < self._retry_at:
+            return
+        files, self._held, self._card_files = self._held + self._card_files, [], []
+        photos = [f for f in files if f.path.suffix.lower() != ".gpx"]
+        spool = self.settings.spool_path
+        self._staging = files
+        try:
+            failed: list[tuple[SettledFile, OSError]] = []
+            for f in files:
+                if f.path.suffix.lower() == ".gpx" and (exc := await self._take_gpx(f)):
+                    failed.append((f, exc))
+            try:
+                staged = await asyncio.to_thread(stage_files, [f.path for f in photos], spool)
+            except SpoolError as exc:  # the spool's folder cannot be made
+                staged = [exc] * len(photos)
+        finally:
+            self._staging = []
+        # Copies that failed on our side are held at once, not flushed.
+        pairs = list(zip(photos, staged, strict=True))
+        failed += [(f, got) for f, got in pairs if isinstance(got, SpoolError)]
+        keep = [(f, got) for f, got in pairs if not isinstance(got, SpoolError)]
+        self._copies_done(failed, len(files) - len(failed))
+        await self._collect_commit()
+        if keep:
+            commit = asyncio.to_thread(commit_staged, [got for _, got in keep], spool)
+            self._commit = ([f for f, _ in keep], asyncio.ensure_future(commit))
 
     async def _collect_commit(self) -> None:
         """Take the results of the batch being flushed (the journal writes come after this)."""
@@ -266,22 +351,85 @@ class Intake:
         try:
             # Shielded: a stop during the wait leaves the flush running for shutdown to collect.
             results = await asyncio.shield(task)
-        except OSError as exc:  # the spool itself cannot be written: try again later
+        except OSError as exc:  # the spool's flush failed: the whole batch again, later
             self._commit = None
-            spool = str(self.settings.spool_path)
-            self.log.error("spool_write_failed", spool=spool, reason=str(exc))
-            self._card_files = files + self._card_files
+            self._copies_done([(f, exc) for f in files], 0)
             return
         self._commit = None
+        failed: list[tuple[SettledFile, OSError]] = []
         for f, got in zip(files, results, strict=True):
             if isinstance(got, NotRegularFile):
                 await self._set_aside(f, got.strerror or str(got))
-            elif isinstance(got, Exception):
+            elif isinstance(got, SpoolError):
+                failed.append((f, got))  # our disk, not the card: the file is fine
+            elif isinstance(got, SourceGone):
                 self._gone(f, got)
+            elif isinstance(got, OSError):  # there, but the card will not let us read it
+                await self._set_aside(f, f"cannot be read: {got.strerror or got}")
             else:
                 self._copied.append(
                     NewFile(got.hash, f.path, "card", f.root, got.size, f.mtime, got.spool_path)
                 )
+        self._copies_done(failed, len(files) - len(failed))
+
+    def _copies_done(self, failed: Sequence[tuple[SettledFile, OSError]], copied: int) -> None:
+        """After a try: hold what failed on our side for the next one (sooner when the try
+        got somewhere), and say so once when copies start or stop failing, or the reason
+        changes; never once per file or per try."""
+        now = time.monotonic()
+        if failed:
+            self._held += [f for f, _ in failed]
+            exc = failed[-1][1]
+            reason = exc.strerror or str(exc)
+            if self._trouble is None or copied:
+                self._retry_delay = RETRY_MIN_SECONDS
+            else:
+                self._retry_delay = min(self._retry_delay * 2, RETRY_MAX_SECONDS)
+            self._retry_at = now + self._retry_delay
+            if reason != self._trouble:
+                if self._trouble is None:
+                    self._trouble_since = now
+                self.log.warning(
+                    "card_copy_failing",
+                    reason=reason,
+                    spool=str(self.settings.spool_path),
+                    files=len(self._held),
+                    hint="the card is not safe to remove; copies are tried again by themselves",
+                )
+                self._trouble = reason
+        elif self._trouble is not None and copied and not self._held:
+            self.log.info(
+                "card_copy_resumed",
+                after_seconds=round(now - self._trouble_since),
+                spool=str(self.settings.spool_path),
+            )
+            self._trouble, self._retry_delay = None, RETRY_MIN_SECONDS
+        self._show_trouble()
+
+    def _show_trouble(self) -> None:
+        """Each card with files held says how many and why (status shows it instead of the
+        sources' "all files handed on"). Saved at once when that starts, ends or the pause
+        grows; a count that changes is left to the routine save (SD card wear)."""
+        why = (self._trouble, self._retry_delay) if self._trouble is not None else None
+        for root, safety in self.board.cards.items():
+            held = any(str(f.root) == root for f in self._held)
+            shown = why if held else None
+            self._board_changed |= self._shown.get(root) != shown
+            self._shown[root] = shown
+            safety.trouble = None
+            if shown is not None:
+                safety.trouble = (
+                    f"{self._waiting(root)} file(s) not copied into the spool: {self._trouble}; "
+                    f"trying again every {self._retry_delay:.0f} s"
+                )
+
+    def left_over(self) -> dict[str, int]:
+        """What the intake could not take, by reason, for the summary of ``run --once``."""
+        waiting = len(self._held) + len(self._card_files)
+        if not waiting:
+            return {}
+        why = self._trouble or self.board.runtime.paused or "not copied yet"
+        return {f"card files not copied: {why}": waiting}
 
     async def flush(self, drain: bool = True) -> None:
         """Journal what is durable while the next card batch is being copied (the journal's
@@ -301,6 +449,9 @@ class Intake:
                 await self._collect_commit()
                 await self._journal_pending()
             self._finish_cards()
+            if self._board_changed:  # the user waits on it: shown now, not in 10 s
+                self._board_changed = False
+                await self.board.save()
 
     async def _journal_pending(self) -> None:
         if not (self._pending or self._copied):

@@ -1,5 +1,6 @@
 """``run --once``: one pass in order (intake until the sources settle, processing, upload), then
-stop; no processing or upload loop runs beside it."""
+stop; no processing or upload loop runs beside it. What it could not do is counted with its
+reason in ``stats.left`` (card files not copied, photos imported but not processed)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 
 from daemon.core import log
 from daemon.intake import Sources
+from daemon.journal import FileState
 from daemon.mapillary import MapillaryError as UploadError
 from daemon.runtime.intake import Intake
 from daemon.runtime.process import Processing
@@ -32,6 +34,7 @@ async def until_done(
         await asyncio.sleep(0.05)
     await intake.flush()
     await processing.process_ready()
+    await _count_left(intake, processing, stats)
     while True:
         pending = await uploading.due_sequences()
         if not pending:
@@ -49,3 +52,16 @@ async def until_done(
             break
         if set(await uploading.due_sequences()) >= set(pending):
             break  # nothing moved (all failed): do not loop
+
+
+async def _count_left(intake: Intake, processing: Processing, stats: RunStats) -> None:
+    """What intake and processing could not do in this pass, with the reason."""
+    left = intake.left_over()
+    stats.not_copied = sum(left.values())
+    fresh = await processing.journal.run(lambda j: j.roots_in_states([FileState.IMPORTED]))
+    held = sum(n for root, n in fresh.items() if root in intake.activity.importing)
+    if held:
+        left["imported but not processed: their card is not wholly copied"] = held
+    if sum(fresh.values()) - held:
+        left["imported but not processed"] = sum(fresh.values()) - held
+    stats.left.update(left)

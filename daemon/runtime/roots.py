@@ -21,11 +21,40 @@ class RootState(Enum):
     CARD_INSERTED = "card inserted, importing"
     CARD_IMPORTED = "card imported: you may remove it"
     CARD_REMOVED = "card removed"
+    CARD_PULLED = "card removed before all its files were copied: insert it again"
 
 
 # Notes that say less than the sources' live state ("watching, 3 file(s) settling",
 # "importing, 12 file(s) left"): where the sources know the root, theirs is shown.
 _SAYS_LESS = frozenset({RootState.IDLE, RootState.CARD_INSERTED})
+
+
+@dataclass
+class CardSafety:
+    """Whether a card may go: ``safe`` once every file on it is journaled (or set aside with
+    its reason), ``trouble`` why not while copies into the spool fail."""
+
+    safe: bool = False
+    removed: bool = False
+    trouble: str | None = None
+
+    def state(self, live: str, paused: str | None) -> str:
+        """The card's one-line state (``live``: what the sources say of it).
+
+        >>> CardSafety(safe=True).state("card C: all files handed on", None)
+        'card imported: you may remove it'
+        >>> CardSafety(trouble="3 file(s) not copied").state("card C: scanning", None)
+        '3 file(s) not copied'
+        >>> CardSafety(removed=True).state("card C: card removed", None)
+        'card removed before all its files were copied: insert it again'
+        >>> CardSafety().state("card C: all files handed on", "card import paused: 3 MB free")
+        'card import paused: 3 MB free'
+        """
+        if self.removed:
+            return (RootState.CARD_REMOVED if self.safe else RootState.CARD_PULLED).value
+        if self.safe:
+            return RootState.CARD_IMPORTED.value
+        return self.trouble or paused or live
 
 
 def shown_states(live: Mapping[str, str], notes: Mapping[str, RootState]) -> dict[str, str]:

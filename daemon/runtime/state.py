@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from daemon.journal import RUNTIME_META, AsyncJournal
-from daemon.runtime.roots import RootState, shown_states
+from daemon.runtime.roots import CardSafety, RootState, shown_states
 from daemon.upload.worker import SequenceResult
 
 
@@ -61,7 +61,9 @@ class RunStats:
     rejected: int = 0
     finished: int = 0
     failed: int = 0
+    not_copied: int = 0  # card files left off the spool (its disk full or failing)
     results: list[SequenceResult] = field(default_factory=list)
+    left: dict[str, int] = field(default_factory=dict)  # what --once could not do → how many
 
     def figures(self) -> dict[str, int]:
         return {k: v for k, v in self.__dict__.items() if isinstance(v, int)}
@@ -74,7 +76,7 @@ class RunStats:
             f"{self.duplicates} duplicates skipped, {self.waiting} waiting for a position, "
             f"{self.rejected} set aside; {self.finished} sequences uploaded, "
             f"{self.failed} failed or still queued"
-        )
+        ) + "".join(f"; {n} {what}" for what, n in self.left.items() if n)
 
 
 class StatusBoard:
@@ -88,6 +90,7 @@ class StatusBoard:
         self.runtime = runtime
         self.journal = journal
         self.live = live
+        self.cards: dict[str, CardSafety] = {}  # card mount → may it go, and why not
         self._saved = ""
 
     def note(self, root: str, state: RootState) -> None:
@@ -95,7 +98,13 @@ class StatusBoard:
 
     def snapshot(self) -> dict[str, Any]:
         snapshot = self.runtime.as_dict()
-        snapshot["roots"] = shown_states(self.live(), self.runtime.roots)
+        roots = snapshot["roots"] = shown_states(self.live(), self.runtime.roots)
+        snapshot["cards"] = {}
+        for mount, card in self.cards.items():
+            state = card.state(roots.get(mount, ""), self.runtime.paused)
+            snapshot["cards"][mount] = {"safe_to_remove": card.safe, "state": state}
+            if card.trouble:
+                roots[mount] = state  # the sources would say "all files handed on"
         return snapshot
 
     async def save(self, force: bool = False) -> None:
