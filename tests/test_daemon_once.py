@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 
 def _run_once(tmp: Path) -> subprocess.CompletedProcess[str]:
@@ -40,3 +43,26 @@ def test_a_broken_file_is_set_aside_once_with_its_reason_and_left_in_place(tmp_p
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert "notes.jpg: not a JPEG" in status.stdout
+
+
+HEIC = (
+    Path(
+        os.environ.get("MAPILLARY_TEST_CORPUS")
+        or Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
+    )
+    / "exif"
+    / "heic_IMG_5195.HEIC"
+)
+
+
+@pytest.mark.skipif(
+    not HEIC.is_file(), reason=f"the iPhone HEIC of the corpus is not here ({HEIC})"
+)
+def test_an_iphone_heic_dropped_in_is_set_aside_saying_what_to_do(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    shutil.copy(HEIC, tmp_path / "in" / HEIC.name)
+    done = _run_once(tmp_path)
+    assert done.returncode == 1, done.stderr
+    lines = [ln for ln in done.stderr.splitlines() if "file_set_aside" in ln]
+    assert len(lines) == 1 and HEIC.name in lines[0], done.stderr
+    assert "HEIC photo, not a JPEG: convert it to JPEG first" in lines[0]

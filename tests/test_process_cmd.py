@@ -230,3 +230,29 @@ def test_without_gpx_photos_without_gps_are_set_aside(capture, tmp_path: Path) -
     assert abs(entries["b.jpg"]["MAPLatitude"] - 52.5) < 1e-6
     assert entries["b.jpg"]["MAPCaptureTime"] == "2024_06_01_09_00_10_000"
     assert "zone of camera times: UTC" in proc.stdout
+
+
+HEIC = (
+    Path(
+        os.environ.get("MAPILLARY_TEST_CORPUS")
+        or Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
+    )
+    / "exif"
+    / "heic_IMG_5195.HEIC"
+)
+
+
+@pytest.mark.skipif(
+    not HEIC.is_file(), reason=f"the iPhone HEIC of the corpus is not here ({HEIC})"
+)
+def test_an_iphone_heic_in_the_folder_is_named_with_what_to_do(capture, tmp_path: Path) -> None:
+    photos, gpx, _ = capture
+    folder = tmp_path / "phone"
+    folder.mkdir()
+    shutil.copy(photos / "G0001.JPG", folder / "G0001.JPG")
+    shutil.copy(HEIC, folder / HEIC.name)
+    proc = run_process(tmp_path, str(folder), "--gpx", str(gpx), "--tz", "+02:00")
+    out = proc.stdout + proc.stderr
+    assert HEIC.name in out, out
+    assert "HEIC photo, not a JPEG: convert it to JPEG first" in out, out
+    assert proc.returncode == 1  # a photo was set aside; the JPEG beside it was processed

@@ -17,12 +17,15 @@ from pathlib import Path
 from typing import Literal, overload
 
 PHOTO_SUFFIXES = frozenset({".jpg", ".jpeg"})
+# Photos we cannot use as they are (iPhones' default): looked at only to say so, with the reason.
+UNUSABLE_PHOTO_SUFFIXES = frozenset({".heic", ".heif"})
 TRACK_SUFFIXES = frozenset({".gpx"})
 # Names other programs give a file while they are still writing it.
 TEMP_SUFFIXES = frozenset({".tmp", ".temp", ".part", ".partial", ".crdownload", ".swp"})
 # str.endswith wants a tuple; an ending compares as a suffix does for any name that is not
 # hidden (a hidden name such as ".jpg" has no suffix, and hidden names are never looked at).
 _PHOTO_ENDINGS = tuple(sorted(PHOTO_SUFFIXES))
+_UNUSABLE_ENDINGS = tuple(sorted(UNUSABLE_PHOTO_SUFFIXES))
 _TRACK_ENDINGS = tuple(sorted(TRACK_SUFFIXES))
 _TEMP_ENDINGS = tuple(sorted(TEMP_SUFFIXES))
 
@@ -40,6 +43,20 @@ def is_photo(name: str) -> bool:
     [True, True, False, False]
     """
     return name.lower().endswith(_PHOTO_ENDINGS)
+
+
+def is_unusable_photo(name: str) -> bool:
+    """A photo in a format we cannot upload (HEIC): named with its reason, never skipped
+    without a word.
+
+    >>> [is_unusable_photo(n) for n in ("IMG_5195.HEIC", "a.heif", "a.jpg")]
+    [True, True, False]
+    """
+    return name.lower().endswith(_UNUSABLE_ENDINGS)
+
+
+def is_photo_or_unusable(name: str) -> bool:
+    return is_photo(name) or is_unusable_photo(name)
 
 
 def is_track(name: str) -> bool:
@@ -64,7 +81,7 @@ def is_photo_or_track(name: str) -> bool:
     """
     if is_hidden(name) or is_temp(name):
         return False
-    return is_photo(name) or is_track(name)
+    return is_photo(name) or is_track(name) or is_unusable_photo(name)
 
 
 def valid_text(text: str) -> str:

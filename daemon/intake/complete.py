@@ -10,6 +10,7 @@ from typing import Any
 
 from daemon.core.files import NotRegularFile, is_track, open_regular
 from daemon.media.exif import JpegState, jpeg_state
+from daemon.media.jpeg import not_a_jpeg
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,19 @@ def jpeg_verdict(path: str | os.PathLike[str]) -> Verdict:
         return COMPLETE
     hopeless = state is JpegState.NOT_JPEG
     dated = state in (JpegState.CUT_OFF, JpegState.CORRUPT)
-    return Verdict(False, state.value, hopeless, dated)
+    reason = _not_a_jpeg(path) if hopeless else state.value
+    return Verdict(False, reason, hopeless, dated)
+
+
+def _not_a_jpeg(path: str | os.PathLike[str]) -> str:
+    """Why the file is no JPEG: an ISO media file (a HEIC photo, a video) is named, with what
+    to do about it; anything else keeps the plain reason."""
+    try:
+        with open_regular(path) as fh:
+            start = fh.read(12)
+    except OSError:
+        start = b""
+    return str(not_a_jpeg(start)) if start[4:8] == b"ftyp" else JpegState.NOT_JPEG.value
 
 
 class _NotGpx(Exception):

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from datetime import tzinfo
 from pathlib import Path
 
-from daemon.core.files import is_photo, walk
+from daemon.core.files import is_photo_or_unusable, walk
 from daemon.media import exif
 from daemon.pipeline.dates import capture_order, parse_zone, resolve_capture_time, zone_label
 from daemon.pipeline.records import BAD_FILE, BAD_METADATA, NO_TIME, ImageRecord
@@ -19,7 +19,7 @@ def find_jpegs(root: Path, skip_dirs: Iterable[str] = ()) -> list[Path]:
     if root.is_file():
         return [root]
     found: list[tuple[str, ...]] = []
-    for folder, entries in walk(root, is_photo, skip_names=frozenset(skip_dirs)):
+    for folder, entries in walk(root, is_photo_or_unusable, skip_names=frozenset(skip_dirs)):
         parts = folder.relative_to(root).parts
         found.extend((*parts, entry.name) for entry in entries)
     found.sort()  # tuples of names sort as the paths would, without building them first
