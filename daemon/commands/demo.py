@@ -240,8 +240,8 @@ async def _until_done(daemon: Any, scene: Scene, worker: asyncio.Task[Any]) -> b
         if known >= expected and not pending and not any(counts[s] for s in _IN_FLIGHT):
             return True
         await asyncio.sleep(0.5)
-    if worker.done() and not worker.cancelled() and worker.exception():
-        raise worker.exception()  # type: ignore[misc]
+    if worker.done() and not worker.cancelled() and (failed := worker.exception()) is not None:
+        raise failed
     return False
 
 

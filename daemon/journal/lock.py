@@ -13,7 +13,7 @@ from daemon.journal.place import open_private, real_path
 try:
     import fcntl
 except ImportError:  # not on Windows, which we do not target; SQLite's own locks still apply
-    fcntl = None  # type: ignore[assignment]
+    fcntl = None  # type: ignore[assignment]  # a module or nothing: checked before use
 
 
 class WriterLock:

@@ -61,12 +61,13 @@ def describe(record: ImageRecord, extra: dict[str, Any] | None = None) -> dict[s
     '{"MAPAltitude":34.568,"MAPCaptureTime":"2024_01_02_03_04_05_678","MAPCompassHeading":{"MagneticHeading":0.0,"TrueHeading":0.0},"MAPFilename":"a.jpg","MAPLatitude":52.1234568,"MAPLongitude":13.5,"MAPOrientation":1}'
     """
     if not record.ok:
-        raise ValueError(f"{record.filename} is set aside: {record.error.message}")  # type: ignore[union-attr]
+        raise ValueError(f"{record.filename} is set aside: {record.reason}")
     if record.capture_time is None or not record.has_position:
         raise ValueError(f"{record.filename} has no capture time or no position")
+    lat, lon = record.position
     desc: dict[str, Any] = {
-        "MAPLatitude": round(record.lat, 7),  # type: ignore[arg-type]
-        "MAPLongitude": round(record.lon, 7),  # type: ignore[arg-type]
+        "MAPLatitude": round(lat, 7),
+        "MAPLongitude": round(lon, 7),
         "MAPCaptureTime": format_capture_time(record.capture_time),
         "MAPOrientation": record.orientation,
         "MAPFilename": record.filename,
@@ -183,10 +184,10 @@ def description_file_entry(record: ImageRecord, extra: dict[str, Any] | None = N
     """One entry of :func:`description_file_entries`."""
     path = record.path if isinstance(record.path, Path) else Path(record.path)
     head = {"filename": str(path if path.is_absolute() else path.absolute()), "filetype": "image"}
-    if record.ok:
-        return {**head, **describe(record, extra)}
     error = record.error
-    return {**head, "error": {"type": error.type, "message": error.message}}  # type: ignore[union-attr]
+    if error is None:
+        return {**head, **describe(record, extra)}
+    return {**head, "error": {"type": error.type, "message": error.message}}
 
 
 def read_description_file(path: Path) -> list[dict[str, Any]]:
