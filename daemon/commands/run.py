@@ -67,6 +67,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--settle-seconds", type=float, metavar="S")
     p.add_argument("--batch-quiet-seconds", type=float, metavar="S")
     p.add_argument("--position-wait", type=float, metavar="S")
+    p.add_argument(
+        "--source-wait", type=float, metavar="S", help="how long photos wait for a missing source"
+    )
     p.add_argument("--keep-days", type=float, metavar="D")
     p.add_argument("--min-free-mb", type=float, metavar="MB")
     p.add_argument("--tz", metavar="ZONE", help="zone of camera times: +02:00, Europe/Berlin")

@@ -61,6 +61,7 @@ SECTIONS = {
         "settle_seconds",
         "batch_quiet_seconds",
         "position_wait",
+        "source_wait",
         "poll_interval",
     ],
     "storage": ["journal", "spool", "keep_days", "min_free_mb"],
@@ -103,6 +104,8 @@ class Settings:
     settle_seconds: float = 5.0
     batch_quiet_seconds: float = 30.0
     position_wait: float = 24 * 3600.0
+    # seconds a photo waits for its missing source (drive unplugged, folder gone) to come back
+    source_wait: float = 7 * 24 * 3600.0
     poll_interval: float = 0.0  # >0: use polling observers (network mounts)
     # storage
     journal: Path | None = None
@@ -155,6 +158,7 @@ _NON_NEGATIVE = {
     "settle_seconds",
     "batch_quiet_seconds",
     "position_wait",
+    "source_wait",
     "poll_interval",
     "keep_days",
     "min_free_mb",

@@ -111,7 +111,7 @@ class Daemon:
         self, journal: AsyncJournal, sources: Sources, aside: dict[str, list[float]]
     ) -> Stages:
         settings, wake, stats = self.settings, self.wake, self.stats
-        board = StatusBoard(self.runtime, journal, sources.status)
+        board = StatusBoard(self.runtime, journal, sources.status, sources.missing_roots)
         return Stages(
             intake=Intake(
                 settings=settings,
