@@ -127,6 +127,10 @@ class Sources:
         seconds = self._watcher.poll_seconds if self._watcher else 0.0
         return self._roots.status(f" (polling every {seconds:g} s)" if self.polling else "")
 
+    def settling_under(self, root: str) -> int:
+        """Files under ``root`` still settling (being written, or not yet looked at)."""
+        return self.settler.pending_under(Path(root))
+
     def missing_roots(self) -> set[str]:
         """The roots that are not there right now (a drive unplugged, a mount root gone)."""
         return self._roots.missing()

@@ -133,6 +133,8 @@ class Daemon:
                 stats=stats,
                 activity=self.activity,
                 board=board,
+                settling=sources.settling_under,
+                missing_roots=sources.missing_roots,
             ),
             uploading=Uploading(
                 settings=settings,
