@@ -16,12 +16,14 @@ from daemon.media.exif import JpegState, jpeg_state
 class Verdict:
     """What reading a quiet file found. ``hopeless``: waiting cannot make it complete (the
     bytes already there are wrong), so it is handed on at once. ``dated``: the reason is
-    finished with how long the file has been unchanged (the evidence that it is cut off)."""
+    finished with how long the file has been unchanged (the evidence that it is cut off).
+    ``unreadable``: it could not be opened or read (permissions?), which may be fixed."""
 
     complete: bool
     reason: str | None = None
     hopeless: bool = False
     dated: bool = False
+    unreadable: bool = False
 
 
 COMPLETE = Verdict(True)
@@ -80,4 +82,4 @@ def verdict(path: str | os.PathLike[str]) -> Verdict:
             return gpx_verdict(path)
         return jpeg_verdict(path)
     except OSError as exc:  # unreadable (permissions?): may be fixed, so it waits like a cut one
-        return Verdict(False, f"cannot read: {exc.strerror or exc}")
+        return Verdict(False, f"cannot read: {exc.strerror or exc}", unreadable=True)

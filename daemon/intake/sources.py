@@ -207,6 +207,7 @@ class Sources:
         await self._rescan_dirty()
         # Back-pressure: no more files read (and handed on) than the queue has room for.
         room = self.max_queued - self._events.qsize()
+        self.settler.look_again(time.monotonic())
         looks = await asyncio.to_thread(Settler.look, self.settler.snapshot(room))
         now = time.monotonic()
         ready: list[SourceEvent] = [*self.settler.apply(looks, now), *self.settler.batches(now)]
