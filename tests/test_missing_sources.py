@@ -132,9 +132,10 @@ def test_a_watch_folder_gone_for_8_s_mid_upload_waits_and_every_photo_goes_up_on
     time.sleep(max(0.0, 8.0 - (time.monotonic() - gone_at)))
     assert d.images().get("rejected", 0) == 0
     assert d.query("SELECT count(*) FROM sequences WHERE state != 'pending'")[0][0] == 0
+    sent = uploaded(d)
     os.rename(away, inbox)  # plugged in again, unchanged
-
-    wait_for("every sequence finished", lambda: all_done(d), 90)
+    wait_for("the upload going on by itself", lambda: uploaded(d) > sent, 10)
+    wait_for("every sequence finished", lambda: all_done(d), 60)
     assert_every_photo_once(d, slow_server, paths)
     assert d.status()["waiting_for_source"] == {"images": 0, "sequences": 0}
     assert not d.events("image_set_aside")
@@ -183,7 +184,8 @@ def test_a_watch_folder_deleted_mid_upload_leaves_its_photos_waiting_not_rejecte
     finished_before = slow_server.stats()["images"]
 
     shutil.copytree(backup, folder)  # put back: the same photos, copied again
-    wait_for("every sequence finished", lambda: all_done(d), 120)
+    wait_for("the upload going on by itself", lambda: uploaded(d) > sent, 10)
+    wait_for("every sequence finished", lambda: all_done(d), 60)
     assert_every_photo_once(d, slow_server, paths)
     assert slow_server.stats()["images"] >= finished_before
     assert d.stop() == 0

@@ -87,11 +87,14 @@ class Uploading:
             await wait_event(self.wake.upload, UPLOAD_IDLE_SECONDS)
             return
         deadline = time.monotonic() + SOURCE_RECHECK_SECONDS
+        away = set(self._away)  # missing at the last pass, or since (it may have gone after)
         while time.monotonic() < deadline:
             if await wait_event(self.wake.upload, SOURCE_POLL_SECONDS):
                 return
-            if self._away - self.missing_roots():
+            missing = self.missing_roots()
+            if away - missing:
                 return  # a drive is back: its sequences go on now
+            away |= missing
 
     async def access_token(self) -> str | None:
         """The access token, or None with the reason in the status (never the token itself)."""
