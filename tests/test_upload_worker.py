@@ -108,11 +108,16 @@ async def journal(tmp_path: Path) -> AsyncIterator[AsyncJournal]:
 
 
 async def upload(
-    journal: AsyncJournal, server: Any, uuids: list[str] | None = None, **kwargs: Any
+    journal: AsyncJournal,
+    server: Any,
+    uuids: list[str] | None = None,
+    source_wait: float = 7 * 86400,
+    **kwargs: Any,
 ) -> list[SequenceResult]:
     kwargs.setdefault("policy", FAST)
     async with UploadClient(TOKEN, server.graph_url, server.upload_url, **kwargs) as client:
-        return await SequenceUploader(journal, client).upload_all(uuids)
+        worker = SequenceUploader(journal, client, source_wait=source_wait)
+        return await worker.upload_all(uuids)
 
 
 def server_images(server: Any) -> list[str]:
@@ -153,7 +158,7 @@ async def test_a_photo_edited_in_place_is_set_aside_and_uploaded_once(
     for index in (2, 4):
         row = journal.journal.get_file(hashes[index])
         assert row is not None and row.state == FileState.REJECTED
-        assert row.reason == f"changed or removed since import: {paths[index].resolve()}"
+        assert row.reason == f"changed since import: {paths[index].resolve()}"
     # Each photo once: 6 images, never the edited bytes under the old photo's description.
     assert everything == sorted(p.name for p in paths)
     assert stats["images"] == 6 and stats["duplicate_images"] == 0
@@ -193,7 +198,45 @@ async def test_a_touched_photo_goes_up_and_an_unchanged_copy_stands_in_for_an_ed
 # -- 2. a photo removed before upload ------------------------------------------------------------
 
 
-async def test_a_deleted_photo_is_left_out_and_its_sequence_still_finishes(
+async def test_a_deleted_photo_waits_and_its_sequence_finishes_with_it_once_it_is_back(
+    tmp_path: Path, journal: AsyncJournal
+) -> None:
+    folder = tmp_path / "watch"
+    paths = described_folder(folder, 8)
+    (uuid,) = await journal.run(lambda j: queue_folder(j, folder))
+    gone = paths[5]
+    gone_hash = (await journal.sequence_images(uuid))[5].hash
+    parked = tmp_path / "parked.jpg"
+    os.rename(gone, parked)  # not changed: not there (a drive unplugged, a folder moved away)
+
+    async with running_server(ServerConfig(data_dir=tmp_path / "srv")) as server:
+        (waiting,) = await upload(journal, server, [uuid], concurrency=3)
+        assert server.stats()["sequences"] == 0  # never finished without it
+        j = journal.journal
+        assert (waiting.cluster_id, waiting.error, waiting.waiting) == (None, None, 1)
+        assert j.get_sequence(uuid).state == SequenceState.PENDING  # type: ignore[union-attr]
+        row = j.get_file(gone_hash)
+        assert row is not None and row.state == FileState.SEQUENCED
+        assert row.reason == f"waiting for its source: {gone.resolve()}: No such file or directory"
+        summary = j.summary()
+        assert summary["waiting_for_source"] == {"images": 1, "sequences": 1}
+        assert summary["recent_errors"] == [] and summary["failed_sequences"] == []
+        assert j.count_by_state()[FileState.UPLOADED] == 7
+
+        os.rename(parked, gone)  # back
+        (result,) = await upload(journal, server, [uuid], concurrency=3)
+        listing = server.sequences()
+        stats = server.stats()
+
+    assert result.cluster_id and result.images == 8 and result.set_aside == []
+    (sequence,) = listing
+    assert [i["filename"] for i in sequence["images"]] == [p.name for p in paths]
+    assert (stats["images"], stats["duplicate_images"]) == (8, 0)
+    assert journal.journal.count_by_state()[FileState.FINISHED] == 8
+    assert journal.journal.summary()["waiting_for_source"] == {"images": 0, "sequences": 0}
+
+
+async def test_a_photo_missing_longer_than_source_wait_is_left_out_with_that_reason(
     tmp_path: Path, journal: AsyncJournal
 ) -> None:
     folder = tmp_path / "watch"
@@ -204,11 +247,15 @@ async def test_a_deleted_photo_is_left_out_and_its_sequence_still_finishes(
     gone.unlink()
 
     async with running_server(ServerConfig(data_dir=tmp_path / "srv")) as server:
-        (result,) = await upload(journal, server, [uuid], concurrency=3)
+        (first,) = await upload(journal, server, [uuid], source_wait=0.5, concurrency=3)
+        assert first.waiting == 1 and server.stats()["sequences"] == 0
+        time.sleep(0.6)  # the wait is over: its final reason, and the rest goes up
+        (result,) = await upload(journal, server, [uuid], source_wait=0.5, concurrency=3)
         listing = server.sequences()
 
+    reason = f"source missing for more than {0.5 / 86400:g} days: {gone.resolve()}: No such file or directory"
     assert result.cluster_id and result.images == 7 and result.error is None
-    assert result.set_aside == [f"changed or removed since import: {gone.resolve()}"]
+    assert result.set_aside == [reason]
     (sequence,) = listing
     assert [i["filename"] for i in sequence["images"]] == [p.name for p in paths if p != gone]
     j = journal.journal
@@ -218,12 +265,10 @@ async def test_a_deleted_photo_is_left_out_and_its_sequence_still_finishes(
     assert counts[FileState.SEQUENCED] == counts[FileState.UPLOADED] == 0
     summary = j.summary()
     assert summary["bytes_to_upload"] == 0 and summary["failed_sequences"] == []
-    assert [(e["hash"], e["reason"]) for e in summary["recent_errors"]] == [
-        (gone_hash, f"changed or removed since import: {gone.resolve()}")
-    ]
+    assert [(e["hash"], e["reason"]) for e in summary["recent_errors"]] == [(gone_hash, reason)]
 
 
-async def test_a_sequence_whose_photos_are_all_gone_fails_with_a_reason(
+async def test_a_sequence_whose_photos_are_all_gone_for_good_fails_with_a_reason(
     tmp_path: Path, journal: AsyncJournal
 ) -> None:
     kept, lost = tmp_path / "kept", tmp_path / "lost"
@@ -235,13 +280,14 @@ async def test_a_sequence_whose_photos_are_all_gone_fails_with_a_reason(
         p.unlink()
 
     async with running_server(ServerConfig(data_dir=tmp_path / "srv")) as server:
-        results = await upload(journal, server)
+        results = await upload(journal, server, source_wait=0.0)
         stats = server.stats()
 
     by_uuid = {r.uuid: r for r in results}
     assert by_uuid[kept_uuid].cluster_id and stats["sequences"] == 1 and stats["images"] == 2
     lost_result = by_uuid[lost_uuid]
     assert lost_result.cluster_id is None and len(lost_result.set_aside) == 3
+    assert lost_result.set_aside[0].startswith("source missing for more than 0 days: ")
     reason = f"no image left to upload: 3 set aside ({lost_result.set_aside[0]})"
     assert lost_result.error == reason
     j = journal.journal

@@ -113,6 +113,13 @@ def render(st: dict[str, Any]) -> str:
     if st.get("eta_seconds"):
         upload += f", about {_duration(st['eta_seconds'])} left"
     lines.append(upload)
+    waiting = st.get("waiting_for_source") or {}
+    if waiting.get("images"):
+        lines.append(
+            f"waiting for their source: {waiting['images']} images of "
+            f"{waiting['sequences']} sequence(s) (drive unplugged, folder moved or deleted); "
+            "they go up when it is back"
+        )
     for root, info in st["sources"].items():
         doing = (d.get("roots") or {}).get(root, "") if d.get("running") else ""
         counts = ", ".join(f"{v} {k}" for k, v in info["images"].items())

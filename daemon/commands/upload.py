@@ -139,7 +139,9 @@ async def _upload(
     client = UploadClient.from_settings(settings, token)
     try:
         async with client:
-            worker = SequenceUploader(journal, client, on_sequence=_print_result)
+            worker = SequenceUploader(
+                journal, client, on_sequence=_print_result, source_wait=settings.source_wait
+            )
             results = await worker.upload_all(uuids)
     except AuthError as exc:
         print(f"upload: {exc}", file=sys.stderr)  # says what to do; nothing was lost
@@ -152,15 +154,17 @@ async def _upload(
         return EXIT_SET_ASIDE
     done = [r for r in results if r.cluster_id]
     failed = [r for r in results if r.error]
-    waiting = [r for r in results if r.waiting]  # an image failed, not yet for good
+    waiting = [r for r in results if r.waiting or r.held]  # not finished, not failed for good
     # Photos left out of their sequence (changed or unreadable since they were queued).
     set_aside = [why for r in results for why in getattr(r, "set_aside", [])]
     for why in set_aside:
         print(f"upload: set aside: {why}", file=sys.stderr)
     images = sum(r.images for r in done)
-    queued = f", {len(waiting)} still queued" if waiting else ""
-    print(f"upload: {len(done)} sequences ({images} images) finished, {len(failed)} failed{queued}")
-    return EXIT_SET_ASIDE if failed or waiting or set_aside or had_problems else EXIT_OK
+    line = f"upload: {len(done)} sequences ({images} images) finished, {len(failed)} failed"
+    if waiting:
+        line += f", {len(waiting)} still queued"
+    print(line)
+    return EXIT_SET_ASIDE if failed or set_aside or waiting or had_problems else EXIT_OK
 
 
 def _print_result(r: SequenceResult) -> None:
@@ -168,6 +172,8 @@ def _print_result(r: SequenceResult) -> None:
         # Flushed at once: the cluster id is the user's receipt, even if the run dies next.
         print(f"sequence {r.uuid}: {r.images} images, cluster {r.cluster_id}", flush=True)
     elif r.waiting:
-        print(f"sequence {r.uuid}: not finished: {r.waiting}; a rerun tries again", file=sys.stderr)
+        print(f"sequence {r.uuid}: {r.waiting} photos not found: kept queued", file=sys.stderr)
+    elif r.held:
+        print(f"sequence {r.uuid}: not finished: {r.held}; a rerun tries again", file=sys.stderr)
     else:
         print(f"sequence {r.uuid}: failed: {r.error}", file=sys.stderr)

@@ -151,6 +151,14 @@ class Settings:
         metavar="S",
         help="how long a photo without a position waits for a GPX track ({default})",
     )
+    source_wait: float = _setting(
+        _SOURCES,
+        7 * 24 * 3600.0,
+        minimum=0,
+        flag="--source-wait",
+        metavar="S",
+        help="how long photos wait for a missing source (a drive unplugged) ({default})",
+    )
     # >0: polling observers (network mounts, which inotify cannot see)
     poll_interval: float = _setting(_SOURCES, 0.0, minimum=0)
     journal: Path | None = _setting(

@@ -17,12 +17,14 @@ from daemon.media.jpeg import not_a_jpeg
 class Verdict:
     """What reading a quiet file found. ``hopeless``: waiting cannot make it complete (the
     bytes already there are wrong), so it is handed on at once. ``dated``: the reason is
-    finished with how long the file has been unchanged (the evidence that it is cut off)."""
+    finished with how long the file has been unchanged (the evidence that it is cut off).
+    ``unreadable``: it could not be opened or read (permissions?), which may be fixed."""
 
     complete: bool
     reason: str | None = None
     hopeless: bool = False
     dated: bool = False
+    unreadable: bool = False
 
 
 COMPLETE = Verdict(True)
@@ -95,4 +97,4 @@ def verdict(path: str | os.PathLike[str]) -> Verdict:
     except NotRegularFile as exc:  # a FIFO renamed over a photo: no writer can fix that
         return Verdict(False, exc.strerror, hopeless=True)
     except OSError as exc:  # unreadable (permissions?): may be fixed, so it waits like a cut one
-        return Verdict(False, f"cannot read: {exc.strerror or exc}")
+        return Verdict(False, f"cannot read: {exc.strerror or exc}", unreadable=True)

@@ -4,13 +4,15 @@ A root is a watch folder (read in place, watched whole) or a mount root (``/medi
 cards appear). Each poll surveys the mount table and the roots (:func:`mounts.survey`); from
 what changed, roots are watched again, folders marked for a rescan, and cards announced as
 inserted, imported (every file handed on) or removed. An empty or vanished mount point means
-"unmounted", never "deleted".
+"unmounted", never "deleted". A root is known by its real path; the path as configured is
+surveyed, so one that is (or becomes) a symlink re-pointed elsewhere is followed there.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,12 +50,19 @@ class CardState:
 
 @dataclass
 class Root:
-    path: Path
+    path: Path  # the real path (symlinks resolved): the key, watched and scanned
     kind: str  # "watch" (a folder read in place) or "mounts" (a folder where cards appear)
+    given: Path | None = None  # as configured (absolute): a symlink, or ``path`` itself
     identity: Identity | None = None
     state: RootState = RootState.STARTING
     cards: dict[Path, CardState] = field(default_factory=dict)
     removed: dict[Path, Card] = field(default_factory=dict)
+
+    @property
+    def surveyed(self) -> Path:
+        """Where to look: a watch folder as configured (a symlink there may be re-pointed), a
+        mount root at its real path (cards are found and known under it)."""
+        return (self.given or self.path) if self.kind == "watch" else self.path
 
 
 def _under(path: Path, prefix: Path) -> bool:
@@ -102,12 +111,19 @@ class Roots:
         self._lock = asyncio.Lock()
         self.log = log.get("sources")
 
-    def add(self, path: Path, kind: str) -> bool:
-        """A new root (False when it is one already)."""
+    def add(self, path: Path, kind: str, given: Path | None = None) -> bool:
+        """A new root at its real ``path``, configured as ``given`` (False when it is one
+        already)."""
         if path in self._roots:
             return False
-        self._roots[path] = Root(path, kind)
+        self._roots[path] = Root(path, kind, given)
         return True
+
+    def find(self, path: Path) -> Path | None:
+        """The real path of the root configured or known as ``path``."""
+        if path in self._roots:
+            return path
+        return next((r.path for r in self._roots.values() if r.given == path), None)
 
     def missing(self) -> set[str]:
         """The roots that are not there right now."""
@@ -159,19 +175,38 @@ class Roots:
             await self._check_locked()
 
     async def _check_locked(self) -> None:
-        roots = [(r.path, r.kind) for r in self._roots.values()]
+        roots = [(r.surveyed, r.kind) for r in self._roots.values()]
         cards = [m for r in self._roots.values() for m in r.cards]
         survey = await asyncio.to_thread(survey_mounts, roots, cards)
         if survey.mountinfo != self._mountinfo:
             self._mountinfo = survey.mountinfo
             self._mounts = parse_mountinfo(survey.mountinfo or "")
         for root in list(self._roots.values()):
-            if root.path in survey.identities:
-                self._update_root(root, survey.identities[root.path])
+            if root.surveyed in survey.identities:
+                identity = survey.identities[root.surveyed]
+                followed = await self._follow(root) if identity != root.identity else root
+                if followed is not None:
+                    self._update_root(followed, identity)
             if root.kind == "mounts":
                 present = survey.cards.get(root.path, set())
                 await self._update_cards(root, present, survey.card_ids)
         self.announce_cards()
+
+    async def _follow(self, root: Root) -> Root | None:
+        """Another folder is at the root's configured path: if the path now leads elsewhere (a
+        symlink made or re-pointed), the root moves there and its old real path is let go
+        (None: it leads to another root, which stays)."""
+        target = Path(await asyncio.to_thread(os.path.realpath, root.surveyed))
+        if target == root.path:
+            return root
+        self.remove(root.path)
+        if target in self._roots:
+            self.log.info("root_moved", root=str(root.given), was=str(root.path), now=str(target))
+            return None
+        moved = Root(target, root.kind, root.given or root.path)
+        self._roots[target] = moved
+        self.log.info("root_moved", root=str(moved.given), was=str(root.path), now=str(target))
+        return moved
 
     def _update_root(self, root: Root, identity: Identity | None) -> None:
         assert self.watcher is not None

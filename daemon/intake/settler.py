@@ -4,7 +4,9 @@ folder is quiet.
 A candidate is *settled* when it is complete (see :mod:`daemon.intake.complete`) and its size
 and mtime have not changed for ``settle_seconds``. A quiet file that can never become complete
 (no JPEG start marker, not XML, not ``<gpx>``) is handed on at once marked not complete; one
-that may still be growing (empty, cut off) only after ``give_up_seconds``.
+that may still be growing (empty, cut off) only after ``give_up_seconds``. One that cannot be
+read (permissions) is handed on set aside like a cut one, then looked at again now and then
+(sooner on a hint: a chmod is one), so that a fix is noticed without a restart.
 """
 
 from __future__ import annotations
@@ -21,6 +23,11 @@ from daemon.intake.scan import Entry
 
 TICK_SECONDS = 0.5  # settling checks, only while something is pending
 MIN_GIVE_UP_SECONDS = 60.0
+# An unreadable watch-folder file set aside is looked at again after this, then twice as long
+# each time it still cannot be read, up to the cap: a fix shows within minutes at a few failed
+# opens an hour.
+RECHECK_FIRST_SECONDS = 5.0
+RECHECK_MAX_SECONDS = 600.0
 
 
 @dataclass(slots=True)  # one per file of a card not yet handed on: kept small
@@ -33,6 +40,7 @@ class _Candidate:
     since: float  # monotonic time since when (size, mtime) has not changed
     checked: tuple[int, float] | None = None  # (size, mtime) found incomplete
     verdict: Verdict | None = None  # what was found then
+    recheck: float = 0.0  # an unreadable file looked at again: the wait before this look
 
 
 @dataclass
@@ -69,6 +77,8 @@ class Settler:
         self.candidates: dict[Path, _Candidate] = {}
         self.reported: dict[Path, dict[str, tuple[int, float]]] = {}
         self.folders: dict[Path, _Folder] = {}
+        # Unreadable files handed on: path → (when to look again, the wait before that look).
+        self.unreadable: dict[Path, tuple[_Candidate, float, float]] = {}
         self.log = log.get("sources")
 
     def consider(
@@ -83,6 +93,9 @@ class Settler:
     ) -> None:
         """A file seen by a scan: a candidate, unless it was reported as it is."""
         if self.reported.get(path.parent, {}).get(path.name) == (size, mtime):
+            later = self.unreadable.get(path)
+            if later is not None:  # looked at again (a hint, e.g. a chmod): try it now
+                self.unreadable[path] = (later[0], now, later[2])
             return
         cand = self.candidates.get(path)
         if cand is None:
@@ -115,6 +128,7 @@ class Settler:
         if known:
             for name in [n for n in known if n not in names]:
                 del known[name]
+                self.unreadable.pop(folder / name, None)
 
     def forget(self, prefix: Path) -> None:
         """Drop everything at or below ``prefix`` (a removed card, root or folder)."""
@@ -122,7 +136,7 @@ class Settler:
         def under(p: Path) -> bool:
             return p == prefix or prefix in p.parents
 
-        for table in (self.candidates, self.reported, self.folders):
+        for table in (self.candidates, self.reported, self.folders, self.unreadable):
             for p in [p for p in table if under(p)]:
                 del table[p]
 
@@ -147,7 +161,9 @@ class Settler:
         room = len(self.candidates) if limit is None else max(0, limit)
         out = []
         for path, c in self.candidates.items():
-            quiet = now - c.since >= self.settle_seconds and c.checked != (c.size, c.mtime)
+            # An unreadable one is tried on every tick: a fix must not wait for a change.
+            again = c.checked != (c.size, c.mtime) or bool(c.verdict and c.verdict.unreadable)
+            quiet = now - c.since >= self.settle_seconds and again
             if quiet:
                 if not room:
                     continue
@@ -192,17 +208,32 @@ class Settler:
                 cand.checked, cand.verdict = (size, mtime), found
             reason = self._given_up(cand, now)
             if reason is not None:
-                self.log.warning("file_incomplete", file=str(path), reason=reason)
+                if not cand.recheck:  # said once, not on every look again
+                    self.log.warning("file_incomplete", file=str(path), reason=reason)
                 settled.append(self._settle(path, cand, reason))
+                if found is not None and found.unreadable and cand.kind == "watch":
+                    wait = min(RECHECK_MAX_SECONDS, 2 * cand.recheck or RECHECK_FIRST_SECONDS)
+                    self.unreadable[path] = (cand, now + wait, wait)
         return settled
+
+    def look_again(self, now: float) -> None:
+        """Unreadable files due for another look become candidates again (read next tick)."""
+        for path, (cand, due, wait) in list(self.unreadable.items()):
+            if due > now or path in self.candidates:
+                continue
+            del self.unreadable[path]
+            self.reported.get(path.parent, {}).pop(path.name, None)
+            cand.since, cand.checked, cand.verdict = now - self.settle_seconds, None, None
+            cand.recheck = wait
+            self.candidates[path] = cand
 
     def _given_up(self, cand: _Candidate, now: float) -> str | None:
         """Why a candidate found not complete is handed on now, or None to keep waiting."""
         found = cand.verdict
         if found is None or cand.checked != (cand.size, cand.mtime):
             return None
-        if found.hopeless:
-            return found.reason
+        if found.hopeless or (cand.recheck and found.unreadable):
+            return found.reason  # still unreadable on a look again: no new wait for it
         limit = self.card_give_up_seconds if cand.kind == "card" else self.give_up_seconds
         if now - cand.since < limit:
             return None
@@ -251,10 +282,13 @@ class Settler:
         return ready
 
     def next_delay(self, now: float) -> float | None:
-        """Seconds until work is due: a tick while candidates wait, a batch deadline, or None."""
+        """Seconds until work is due: a tick while candidates wait, a batch deadline, a look
+        again at an unreadable file, or None."""
         if self.candidates:
             return TICK_SECONDS
-        if not self.folders:
-            return None
-        due = min(f.last_change for f in self.folders.values()) + self.batch_quiet_seconds
-        return max(0.05, due - now)
+        dues = [due for _cand, due, _wait in self.unreadable.values()]
+        if self.folders:
+            dues.append(
+                min(f.last_change for f in self.folders.values()) + self.batch_quiet_seconds
+            )
+        return max(0.05, min(dues) - now) if dues else None

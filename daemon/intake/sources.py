@@ -13,6 +13,7 @@ once every file has been handed on.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -65,9 +66,9 @@ class Sources:
         self._rescans = Rescans(self._wake)
         self._roots = Roots(self.settler, self._rescans, self._events.put_nowait)
         for p in [*watch, *(extra or [])]:
-            self._roots.add(Path(p).resolve(), "watch")
+            self._roots.add(Path(p).resolve(), "watch", Path(os.path.abspath(p)))
         for p in mount_roots:
-            self._roots.add(Path(p).resolve(), "mounts")
+            self._roots.add(Path(p).resolve(), "mounts", Path(os.path.abspath(p)))
         self._mounts_due = asyncio.Event()
         self._started = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -99,16 +100,17 @@ class Sources:
         return bool(self._watcher and self._watcher.polling)
 
     async def add_root(self, path: Path, card_root: bool = False) -> None:
-        path = Path(path).resolve()
+        given, path = Path(os.path.abspath(path)), Path(path).resolve()
         kind = "mounts" if card_root else "watch"
-        if not self._roots.add(path, kind):
+        if not self._roots.add(path, kind, given):
             return
         self.log.info("root_added", root=str(path), kind=kind)
         await self._roots.check()
         self._wake.set()
 
     async def remove_root(self, path: Path) -> None:
-        root = self._roots.remove(Path(path).resolve())
+        found = self._roots.find(Path(os.path.abspath(path))) or Path(path).resolve()
+        root = self._roots.remove(found)
         if root is not None:
             self.log.info("root_removed", root=str(root.path))
 
@@ -132,6 +134,10 @@ class Sources:
         """Root or card → its state in words (watching, N settling, importing N left, ...)."""
         seconds = self._watcher.poll_seconds if self._watcher else 0.0
         return self._roots.status(f" (polling every {seconds:g} s)" if self.polling else "")
+
+    def settling_under(self, root: str) -> int:
+        """Files under ``root`` still settling (being written, or not yet looked at)."""
+        return self.settler.pending_under(Path(root))
 
     def missing_roots(self) -> set[str]:
         """The roots that are not there right now (a drive unplugged, a mount root gone)."""
@@ -207,6 +213,7 @@ class Sources:
         await self._rescan_dirty()
         # Back-pressure: no more files read (and handed on) than the queue has room for.
         room = self.max_queued - self._events.qsize()
+        self.settler.look_again(time.monotonic())
         looks = await asyncio.to_thread(Settler.look, self.settler.snapshot(room))
         now = time.monotonic()
         ready: list[SourceEvent] = [*self.settler.apply(looks, now), *self.settler.batches(now)]

@@ -18,6 +18,7 @@ def read_summary(conn: sqlite3.Connection, errors: int = RECENT_ERRORS) -> dict[
         "images": _count(conn, "files", FileState),
         "sequences": _count(conn, "sequences", SequenceState),
         "bytes_to_upload": _bytes_to_upload(conn),
+        "waiting_for_source": _waiting_for_source(conn),
         "failed_sequences": _failed_sequences(conn, errors),
         "recent_errors": _recent_errors(conn, errors),
         "sources": _sources(conn),
@@ -43,6 +44,18 @@ def _bytes_to_upload(conn: sqlite3.Connection) -> int:
         (str(FileState.SEQUENCED), str(SequenceState.PENDING)),
     ).fetchone()[0]
     return left
+
+
+def _waiting_for_source(conn: sqlite3.Connection) -> dict[str, int]:
+    # A sequenced image with a reason waits for its source (drive unplugged, folder gone): see
+    # daemon.upload.worker. Its sequence stays pending until it is back or its wait ends.
+    images, sequences = conn.execute(
+        "SELECT count(*), count(DISTINCT f.sequence_id) FROM files f "
+        "JOIN sequences s ON s.uuid = f.sequence_id "
+        "WHERE f.state = ? AND f.reason IS NOT NULL AND s.state = ?",
+        (str(FileState.SEQUENCED), str(SequenceState.PENDING)),
+    ).fetchone()
+    return {"images": images, "sequences": sequences}
 
 
 def _failed_sequences(conn: sqlite3.Connection, errors: int) -> list[dict[str, Any]]:

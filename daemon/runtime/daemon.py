@@ -121,7 +121,7 @@ class Daemon:
         failures: FileFailures,
     ) -> Stages:
         settings, wake, stats = self.settings, self.wake, self.stats
-        board = StatusBoard(self.runtime, journal, sources.status)
+        board = StatusBoard(self.runtime, journal, sources.status, sources.missing_roots)
         return Stages(
             intake=Intake(
                 settings=settings,
@@ -145,6 +145,8 @@ class Daemon:
                 activity=self.activity,
                 board=board,
                 failures=failures,
+                settling=sources.settling_under,
+                missing_roots=sources.missing_roots,
             ),
             uploading=Uploading(
                 settings=settings,

@@ -15,6 +15,7 @@ from daemon.journal import AsyncJournal, FileState, Journal, JournalGone, Sequen
 from daemon.runtime.state import StatusBoard, Wakeups
 
 RUNTIME_SAVE_SECONDS = 10.0  # runtime status writes, rare to spare the SD card
+MISSING_CHECK_SECONDS = 1.0  # ... but a root going missing or coming back is shown at once
 HOUSEKEEPING_SECONDS = 60.0
 JOURNAL_CHECK_SECONDS = 2.0  # a few stats, no SQL: a journal gone is noticed within this
 
@@ -43,7 +44,10 @@ class Housekeeping:
                 last_clean = time.monotonic()
             await self.check_disk(routine)
             await self.board.save()
-            await wait_event(self.wake.stopping, RUNTIME_SAVE_SECONDS)
+            deadline = time.monotonic() + RUNTIME_SAVE_SECONDS
+            while time.monotonic() < deadline and not self.board.missing_changed():
+                if await wait_event(self.wake.stopping, MISSING_CHECK_SECONDS):
+                    break
 
     async def watch_journal(self) -> None:
         """Raise JournalGone once the journal file was deleted or replaced (or its folder

@@ -234,6 +234,7 @@ class Intake:
         seen = await self.journal.lookup_path(f.path)
         if seen and seen[1] == f.size and abs(seen[2] - f.mtime) < 1e-6:
             self.stats.known += 1
+            self.wake.upload.set()  # back in place (a folder restored): it may be awaited
             return
         if f.kind == "card":
             # Copied in batches: one flush of the spool per batch, not per photo (SD wear);
@@ -464,4 +465,6 @@ class Intake:
         self.stats.known += len(added) - new
         if new:
             self.log.info("imported", files=new, already_known=len(added) - new)
+        if len(added) > new:  # seen again at a new place: maybe photos waiting for their source
+            self.wake.upload.set()
         self.wake.process.set()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -150,12 +151,16 @@ class Processing:
         activity: RootActivity,
         board: StatusBoard,
         failures: FileFailures | None = None,
+        settling: Callable[[str], int] = lambda _root: 0,
+        missing_roots: Callable[[], set[str]] = set,
     ) -> None:
         self.settings = settings
         self.journal = journal
         self.gpx = gpx
         self.failures = failures or FileFailures(journal)
         self.once = once
+        self.settling = settling  # root → files of it still being written (settling)
+        self.missing_roots = missing_roots
         self.wake = wake
         self.stats = stats
         self.activity = activity
@@ -179,6 +184,13 @@ class Processing:
 
     def _batch_ready(self, root: str) -> bool:
         if root in self.activity.importing:
+            return False
+        # Unplugged: its photos cannot be read now, and would all be set aside as unreadable.
+        if root in self.missing_roots():
+            return False
+        # A photo still being written there belongs in this batch (it would make a sequence of
+        # its own later); the settler gives up on a file that never completes, so this ends.
+        if self.settling(root):
             return False
         if self.once:
             return True

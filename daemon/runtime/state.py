@@ -82,16 +82,27 @@ class RunStats:
 class StatusBoard:
     """The runtime status, saved in the journal when it changed (rarely: spares the SD card).
 
-    ``live`` gives the sources' own state per root (watching, N settling, missing, ...)."""
+    ``live`` gives the sources' own state per root (watching, N settling, missing, ...);
+    ``missing`` the roots missing now: a change there is saved within a second or so (a user
+    looks at `status` right when a drive is pulled), not at the next routine save."""
 
     def __init__(
-        self, runtime: Runtime, journal: AsyncJournal, live: Callable[[], dict[str, str]]
+        self,
+        runtime: Runtime,
+        journal: AsyncJournal,
+        live: Callable[[], dict[str, str]],
+        missing: Callable[[], set[str]] = set,
     ) -> None:
         self.runtime = runtime
         self.journal = journal
         self.live = live
         self.cards: dict[str, CardSafety] = {}  # card mount → may it go, and why not
+        self.missing = missing
         self._saved = ""
+        self._saved_missing: set[str] = set()
+
+    def missing_changed(self) -> bool:
+        return self.missing() != self._saved_missing
 
     def note(self, root: str, state: RootState) -> None:
         self.runtime.roots[root] = state
@@ -108,6 +119,7 @@ class StatusBoard:
         return snapshot
 
     async def save(self, force: bool = False) -> None:
+        self._saved_missing = self.missing()
         snapshot = self.snapshot()
         text = repr(snapshot)
         if force or text != self._saved:

@@ -2,7 +2,9 @@
 
 Woken by processing (new sequences) or a reload; waits out an unreachable server with a growing
 backoff and a refused token until SIGHUP brings a new one. What the server says goes into the
-status, never the token itself.
+status, never the token itself. While images wait for their source (a drive unplugged, a folder
+gone), their sequences are looked at again as soon as a missing root is back, and every
+SOURCE_RECHECK_SECONDS in case a folder was put back in place.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from daemon.upload.events import UploadEvent
 from daemon.upload.worker import SequenceResult, SequenceUploader
 
 OFFLINE_BACKOFF_MAX = 60.0
+UPLOAD_IDLE_SECONDS = 30.0
+SOURCE_POLL_SECONDS = 2.0  # while images wait for their source: is a missing root back?
+SOURCE_RECHECK_SECONDS = 60.0  # ... and a look at their paths (a deleted folder restored)
 
 
 class Uploading:
@@ -47,12 +52,14 @@ class Uploading:
         self.failures = failures or FileFailures(journal)
         self.log = log.get("daemon")
         self._bytes_window: list[tuple[float, int]] = []
+        self._waiting = False  # the last pass left images waiting for their source
+        self._away: set[str] = set()  # the roots missing at the last pass
 
     async def run(self) -> None:
         backoff = 2.0
         self.wake.upload.set()  # what the last run left queued goes now, not in 30 s
         while not self.wake.stopping.is_set():
-            await wait_event(self.wake.upload, 30.0)
+            await self._wait_for_work()
             self.wake.upload.clear()
             token = await self.access_token()
             if not token:
@@ -83,6 +90,22 @@ class Uploading:
                 backoff = min(backoff * 2, OFFLINE_BACKOFF_MAX)
                 self.wake.upload.set()
 
+    async def _wait_for_work(self) -> None:
+        """Until woken, the idle time passes, or (while images wait for their source) a
+        missing root is back or the recheck time has passed."""
+        if not self._waiting:
+            await wait_event(self.wake.upload, UPLOAD_IDLE_SECONDS)
+            return
+        deadline = time.monotonic() + SOURCE_RECHECK_SECONDS
+        away = set(self._away)  # missing at the last pass, or since (it may have gone after)
+        while time.monotonic() < deadline:
+            if await wait_event(self.wake.upload, SOURCE_POLL_SECONDS):
+                return
+            missing = self.missing_roots()
+            if away - missing:
+                return  # a drive is back: its sequences go on now
+            away |= missing
+
     async def access_token(self) -> str | None:
         """The access token, or None with the reason in the status (never the token itself)."""
         if self.token:
@@ -100,26 +123,36 @@ class Uploading:
         return token
 
     async def due_sequences(self) -> list[str]:
+        """Pending sequences past their upload delay. Those of a missing root are in, too: the
+        worker reads only our spool copies of them and marks the rest waiting (shown in status)
+        without looking at paths where another drive may be mounted now."""
         rows = await self.journal.sequences_in_state(SequenceState.PENDING)
         due = time.time() - self.settings.upload_delay
-        # A watch folder on a drive that is unplugged right now: its photos are not gone, so
-        # its sequences wait for it instead of losing every photo as "removed since import".
-        away = self.missing_roots()
-        return [r.uuid for r in rows if r.created_at <= due and r.source_root not in away]
+        return [r.uuid for r in rows if r.created_at <= due]
 
     async def upload(self, token: str, uuids: list[str]) -> None:
         client = UploadClient.from_settings(self.settings, token)
         client.events.subscribe(self._on_upload_event)
         self.runtime.activity = f"uploading {len(uuids)} sequence(s)"
+        away = self._away = self.missing_roots()
+        self._waiting = False
         async with client:
             worker = SequenceUploader(
-                self.journal, client, on_sequence=self._on_sequence, failures=self.failures
+                self.journal,
+                client,
+                on_sequence=self._on_sequence,
+                failures=self.failures,
+                source_missing=lambda root: root in away,
+                source_wait=self.settings.source_wait,
             )
             await worker.upload_all(uuids)
         self.runtime.server = "reachable"
         self.runtime.activity = "idle"
 
     def _on_sequence(self, result: SequenceResult) -> None:
+        self._waiting = self._waiting or bool(result.waiting)
+        if result.waiting and not result.set_aside:
+            return  # looked again, still waiting: nothing to count (rechecked every minute)
         self.stats.results.append(result)
         self.stats.rejected += len(result.set_aside)
         if result.cluster_id:

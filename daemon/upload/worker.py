@@ -6,10 +6,14 @@ handles in batches (one commit per batch saves fsyncs on an SD card); losing a b
 costs nothing but an offset probe, because the server already holds the bytes under the same
 deterministic session key and answers the empty resume with the same handle.
 
-An image is sent only as it was hashed: watch folders are read in place, so a photo edited or
-removed since import is set aside (rejected, with the reason) and its sequence goes up without it;
-a sequence left with no image fails. A server refusing an image fails the image and its sequence
-in one transaction; a transient failure (network, server) leaves the sequence pending.
+An image is sent only as it was hashed: watch folders are read in place, so a photo found with
+other content since import is set aside (rejected, with the reason) and its sequence goes up
+without it; a sequence left with no image fails. A photo that is not there (its drive unplugged,
+its folder renamed away or deleted) is not changed: it *waits for its source* (still sequenced,
+with the reason and since when recorded) and its sequence stays pending, never finished without
+it, until it is back or has been missing longer than ``source_wait``, its final reason. A server
+refusing an image fails the image and its sequence in one transaction; a transient failure
+(network, server) leaves the sequence pending.
 Anything unexpected while tagging or sending one image costs that image, never the run: the
 image is counted as failed (``daemon.journal.failures``) and its sequence waits for it, and
 after QUARANTINE_AFTER failures in a row it is rejected with the reason and the sequence
@@ -40,6 +44,7 @@ from daemon.journal import (
     Journal,
     SequenceRow,
     SequenceState,
+    StateChange,
     journal_trouble,
 )
 from daemon.mapillary.errors import MapillaryError, RejectedError, most_serious
@@ -52,12 +57,24 @@ from daemon.upload.client import UploadClient
 HANDLE_BATCH = 16
 HANDLE_FLUSH_SECONDS = 2.0
 SAME_MTIME = 1e-6  # seconds; as the folder scanner compares them
+SOURCE_WAIT = 7 * 24 * 3600.0  # how long an image waits for its missing source by default
+MISSING_SINCE = "source_missing_since"  # metadata: when the image was first found missing
 
 _IN_PENDING_SEQUENCE = frozenset(
     {FileState.SEQUENCED, FileState.UPLOADED, FileState.REJECTED, FileState.FAILED}
 )
 
 Seen = Sequence[tuple[str, int, float]]  # (path, size, mtime) recorded when it was hashed
+
+
+class SourceMissing(Exception):
+    """An image not there right now (no place it was seen at can be read): it waits for its
+    source; ``str(exc)`` names the file and why."""
+
+
+def waiting_for_source(row: FileRow) -> bool:
+    """A sequenced image with a reason is one waiting for its source (see the module doc)."""
+    return row.state == FileState.SEQUENCED and row.reason is not None
 
 
 class _Held(Exception):
@@ -76,15 +93,16 @@ class _Refused(RejectedError):
 class SequenceResult:
     """What happened to one sequence in one pass. ``images`` counts those in its manifest;
     ``set_aside`` has one line (file and reason) per image left out this pass; ``waiting``
-    says why a sequence is not finished yet although nothing failed for good (it stays
-    pending and is tried again)."""
+    counts the images waiting for their source, ``held`` says why a sequence is not finished
+    although nothing failed for good (both: it stays pending and is tried again)."""
 
     uuid: str
     images: int
     cluster_id: str | None = None
     error: str | None = None
     set_aside: list[str] = field(default_factory=list)
-    waiting: str | None = None
+    waiting: int = 0
+    held: str | None = None
 
 
 @dataclass
@@ -104,6 +122,8 @@ class _Pass:
     buffer: _HandleBuffer = field(default_factory=_HandleBuffer)
     set_aside: list[str] = field(default_factory=list)
     held: list[str] = field(default_factory=list)
+    missing: dict[str, str] = field(default_factory=dict)  # hash → why it is not there
+    source_away: bool = False  # its root is missing: read our spool copies only
 
 
 def manifest_key_for(sequence_uuid: str) -> str:
@@ -151,13 +171,11 @@ def _tagged_if_unchanged(
     else None. Only the header is built in memory; the MD5 pass streams the file.
 
     ``mtime`` None means our own spool copy, which nobody edits: its size is enough. Raises
-    OSError or MediaError when the file is the one hashed but cannot be read or tagged, and
-    NotRegularFile when a FIFO or device took its place.
+    OSError when it is not there or cannot be read (it may come back), MediaError when it is
+    the file hashed but cannot be tagged, and NotRegularFile when a FIFO or device took its
+    place.
     """
-    try:
-        before = os.stat(path)
-    except OSError:
-        return None  # gone, or its folder is
+    before = os.stat(path)  # gone, or its folder is: OSError
     if not stat.S_ISREG(before.st_mode):
         raise NotRegularFile(path, before.st_mode)  # never opened: it could block forever
     if before.st_size != size:
@@ -185,29 +203,47 @@ def _tagged_if_unchanged(
     return _Tagged(body, md5)
 
 
-def read_tagged(row: FileRow, seen: Seen) -> _Tagged:
+def read_tagged(row: FileRow, seen: Seen, source_away: bool = False) -> _Tagged:
     """What to upload: the image as it was hashed, with its description injected (no file
     is touched), and its MD5. Our spool copy first, then each path it was seen at, oldest
-    first; raises ``Unreadable`` when none still holds what was hashed or none can be read.
-    The caller closes the body."""
+    first (none of them when ``source_away``: its root is missing, and what is at its paths
+    now is not it). Raises ``Unreadable`` when the image is there but cannot be sent as hashed
+    (changed, or its content cannot be tagged), ``SourceMissing`` when no place holds it right
+    now. The caller closes the body."""
     where = row.spool_path or (seen[0][0] if seen else None) or row.hash
     try:
         description = description_of(row)
     except MediaError as exc:
         raise Unreadable(f"{where}: {exc}") from None
-    places: list[tuple[str, int, float | None]] = list(seen)
+    places: list[tuple[str, int, float | None]] = [] if source_away else list(seen)
     if row.spool_path:
         places.insert(0, (row.spool_path, row.size, None))
-    problem = None
+    problem = missing = changed = None
     for path, size, mtime in places:
         try:
             tagged = _tagged_if_unchanged(path, size, mtime, row.hash, description)
         except (OSError, MediaError) as exc:
-            problem = problem or f"{path}: cannot read: {_why(exc)}"
+            if _io_error(exc):
+                missing = missing or f"{path}: {_why(exc)}"
+            else:
+                problem = problem or f"{path}: cannot read: {_why(exc)}"
             continue
         if tagged is not None:
             return tagged
-    raise Unreadable(problem or f"changed or removed since import: {where}")
+        changed = changed or path
+    if problem:
+        raise Unreadable(problem)
+    if missing or not places:  # one of its places may come back holding it
+        raise SourceMissing(missing or f"{where}: its source is missing")
+    raise Unreadable(f"changed since import: {changed}")
+
+
+def _io_error(exc: BaseException) -> bool:
+    """An error reading the file (gone, drive away, permissions), not in its content; a FIFO
+    where the photo was is content (never waited for)."""
+    if isinstance(exc, NotRegularFile):
+        return False
+    return isinstance(exc, OSError) or isinstance(exc.__cause__, OSError)
 
 
 @dataclass(frozen=True)
@@ -224,7 +260,11 @@ class _Tagged:
 
 
 class SequenceUploader:
-    """Uploads pending sequences recorded in the journal."""
+    """Uploads pending sequences recorded in the journal.
+
+    ``source_missing(root)`` says whether a sequence's source root is missing right now (its
+    images are then not looked for where they were seen); ``source_wait`` is how long an image
+    waits for its source before it is left out of its sequence for good."""
 
     def __init__(
         self,
@@ -232,10 +272,15 @@ class SequenceUploader:
         client: UploadClient,
         on_sequence: Callable[[SequenceResult], None] | None = None,
         failures: FileFailures | None = None,
+        *,
+        source_missing: Callable[[str | None], bool] | None = None,
+        source_wait: float = SOURCE_WAIT,
     ) -> None:
         self.journal = journal
         self.client = client
         self.failures = failures or FileFailures(journal)
+        self.source_missing = source_missing or (lambda _root: False)
+        self.source_wait = source_wait
         # One slot = one image being sent: its header and a block of its file in memory.
         self._slots = asyncio.Semaphore(client.concurrency)
         self.on_sequence = on_sequence
@@ -267,9 +312,9 @@ class SequenceUploader:
             return SequenceResult(uuid, seq.image_count, seq.cluster_id)
         if seq.state == SequenceState.FAILED:
             return SequenceResult(uuid, 0, error=seq.reason or "failed earlier")
-        run = _Pass()
+        run = _Pass(source_away=self.source_missing(seq.source_root))
         try:
-            cluster, images = await self._upload_pending(seq, run)
+            finished = await self._upload_pending(seq, run)
         except RejectedError as exc:
             return await self._fail(uuid, str(exc), run, getattr(exc, "file_hash", None))
         except IllegalTransition as exc:
@@ -278,12 +323,16 @@ class SequenceUploader:
             return await self._fail(uuid, f"journal refused a step: {exc}", run)
         except _Held as exc:
             self._log.warning("sequence_waits", sequence=uuid, reason=str(exc))
-            return SequenceResult(uuid, 0, set_aside=run.set_aside, waiting=str(exc))
+            return SequenceResult(uuid, 0, set_aside=run.set_aside, held=str(exc))
+        if finished is None:  # images wait for their source: the sequence stays pending
+            return SequenceResult(uuid, 0, set_aside=run.set_aside, waiting=len(run.missing))
+        cluster, images = finished
         self._log.info("sequence_finished", sequence=uuid, images=images, cluster_id=cluster)
         return SequenceResult(uuid, images, cluster, set_aside=run.set_aside)
 
-    async def _upload_pending(self, seq: SequenceRow, run: _Pass) -> tuple[str, int]:
-        """Upload what a pending sequence still needs; its cluster id and image count."""
+    async def _upload_pending(self, seq: SequenceRow, run: _Pass) -> tuple[str, int] | None:
+        """Upload what a pending sequence still needs; its cluster id and image count, or None
+        while images of it wait for their source."""
         uuid = seq.uuid
         images = await self.journal.sequence_images(uuid)
         failed = next((r for r in images if r.state == FileState.FAILED), None)
@@ -297,8 +346,15 @@ class SequenceUploader:
         # Rejected images were set aside by an earlier pass (one a crash cut short).
         earlier = [r.reason or "" for r in images if r.state == FileState.REJECTED]
         images = [r for r in images if r.state != FileState.REJECTED]
-        self._log.info("sequence_upload_start", sequence=uuid, images=len(images))
+        # A pass that only looks again for images waiting for their source says nothing.
+        fresh = any(not r.handle and not waiting_for_source(r) for r in images)
+        if fresh:
+            self._log.info("sequence_upload_start", sequence=uuid, images=len(images))
         await self._upload_images(images, run)
+        if run.missing:
+            await self._wait_for_source(seq, images, run)
+            if run.missing:
+                return None
         if run.held:  # finished only with every image, or once the missing ones are rejected
             raise _Held(f"{len(run.held)} image(s) to try again ({run.held[0]})")
         kept = [run.handles[r.hash] for r in images if r.hash in run.handles]
@@ -346,9 +402,12 @@ class SequenceUploader:
         async with self._slots:
             try:
                 # Reads the whole file once (its MD5): off the loop.
-                tagged = await asyncio.to_thread(read_tagged, row, seen)
+                tagged = await asyncio.to_thread(read_tagged, row, seen, run.source_away)
             except Unreadable as exc:
                 await self._set_aside(row, str(exc), run)
+                return
+            except SourceMissing as exc:
+                run.missing[row.hash] = str(exc)
                 return
             except Exception as exc:  # the fence: one image's trouble is not the run's
                 if journal_trouble(exc):
@@ -382,6 +441,41 @@ class SequenceUploader:
             or time.monotonic() - buffer.last_flush > HANDLE_FLUSH_SECONDS
         ):
             await self._flush(buffer)
+
+    async def _wait_for_source(self, seq: SequenceRow, images: list[FileRow], run: _Pass) -> None:
+        """Record the images not found this pass as waiting for their source (with since when
+        they are missed), and leave out for good (and drop from ``run.missing``) those missing
+        longer than ``source_wait``. Said once per sequence when images start waiting."""
+        now = time.time()
+        changes: list[StateChange] = []
+        started = 0
+        for row in images:
+            why = run.missing.get(row.hash)
+            if why is None:
+                continue
+            marked = waiting_for_source(row)
+            since = row.metadata.get(MISSING_SINCE) if marked else None
+            since = since if isinstance(since, int | float) else now
+            if now - since >= self.source_wait:
+                days = f"{self.source_wait / 86400:g} days"
+                del run.missing[row.hash]
+                await self._set_aside(row, f"source missing for more than {days}: {why}", run)
+                continue
+            reason = f"waiting for its source: {why}"
+            if row.reason != reason or not marked:
+                started += not marked
+                meta = {"metadata": {MISSING_SINCE: since}}
+                changes.append(StateChange(row.hash, FileState.SEQUENCED, reason, meta))
+        if changes:
+            await self.journal.set_file_states(changes)
+        if started and run.missing:
+            self._log.warning(
+                "sequence_waiting_for_source",
+                sequence=seq.uuid,
+                images=len(run.missing),
+                first=next(iter(run.missing.values())),
+                wait_days=round(self.source_wait / 86400, 3),
+            )
 
     async def _set_aside(self, row: FileRow, reason: str, run: _Pass) -> None:
         """Leave an image out of its sequence for good: rejected, with the reason, in status."""
