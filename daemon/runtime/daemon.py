@@ -29,6 +29,7 @@ from daemon.runtime.process import GpxLibrary, Processing, zone_label
 from daemon.runtime.roots import RootActivity
 from daemon.runtime.state import RunStats, Runtime, StatusBoard, Wakeups
 from daemon.runtime.uploading import Uploading
+from daemon.web import WebPage, refusal
 
 
 @dataclass
@@ -216,6 +217,8 @@ class Daemon:
         else:
             work["process"] = s.processing.run()
             work["upload"] = s.uploading.run()
+        if self.settings.web_listen != "off":
+            work["web"] = self._web()
         tasks = {asyncio.create_task(coro, name=name) for name, coro in work.items()}
         stop = asyncio.create_task(self.wake.stopping.wait(), name="stop")
         done, _ = await asyncio.wait(tasks | {stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -234,6 +237,29 @@ class Daemon:
         if self.once and (self.stats.rejected or self.stats.failed):
             return 1
         return 0
+
+    async def _web(self) -> None:
+        """Serve the status page until stopped. A page that cannot be served is said once and
+        the daemon goes on without it: photos matter more than their view."""
+        listen, secret = self.settings.web_listen, self.settings.web_password_hash
+        refused = refusal(listen, secret)
+        page = WebPage(self.settings.journal_path, listen, secret)
+        if refused is None:
+            try:
+                self.runtime.web = await page.start()
+            except OSError as exc:
+                refused = f"cannot listen on {listen}: {exc.strerror or exc}"
+        if refused is not None:
+            self.log.error("web_page_refused", listen=listen, reason=refused)
+            await self.wake.stopping.wait()
+            return
+        self.log.info("web_page", url=self.runtime.web, protected=page.password_hash is not None)
+        await self.stages.board.save()  # so that `status` says where the page is
+        try:
+            await self.wake.stopping.wait()
+        finally:
+            self.runtime.web = None
+            await page.stop()
 
     async def _once(self, s: Stages) -> None:
         assert self.sources is not None
