@@ -182,3 +182,23 @@ def test_a_bad_listen_value_is_refused_at_start(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert p.returncode != 0 and "web_listen" in p.stderr + p.stdout
+
+
+def test_config_web_password_stores_only_a_salted_hash(tmp_path: Path) -> None:
+    from daemon.core import config
+    from daemon.web import verify_password
+
+    path = tmp_path / "config.toml"
+    path.write_text("[sources]\nsettle_seconds = 2\n")
+    env = {"PYTHONPATH": str(Path(__file__).resolve().parents[1]), "PATH": "/usr/bin:/bin"}
+    cmd = [sys.executable, "-m", "daemon", "config", "web-password", "--config", str(path)]
+    for _ in range(2):  # a second run replaces the line, never adds one
+        p = subprocess.run(cmd, input="drive safely\n", env=env, capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr
+    text = path.read_text()
+    assert "drive safely" not in text and text.count("web_password_hash") == 1
+    stored = config.load(path).web_password_hash
+    assert stored is not None and verify_password("drive safely", stored)
+    assert not verify_password("drive safely!", stored)
+    short = subprocess.run(cmd, input="short\n", env=env, capture_output=True, text=True)
+    assert short.returncode != 0 and path.read_text() == text
