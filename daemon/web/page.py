@@ -1,8 +1,8 @@
 """The one HTML page: inline CSS and JS, no framework, no build step, nothing from the internet.
 
-The HTML holds no data: the script polls ``/api/status`` (every 2 s) and ``/api/map`` (every
-10 s) and builds the page with ``textContent`` and ``createElementNS`` only, so every name a card
-brings (``<img src=x onerror=...>.jpg``) is shown as text, never read as markup.
+The HTML holds no data: the script polls ``/api/status`` (every 2 s) and ``/api/map`` (when
+the counts change) and builds the page with ``textContent`` and ``createElementNS`` only, so
+every name a card brings (``<img src=x onerror=...>.jpg``) is shown as text, never read as markup.
 """
 
 PAGE = """<!doctype html>
@@ -109,9 +109,12 @@ function photos(s){const box=clear("photos");
 async function poll(url,show){try{const r=await fetch(url,{cache:"no-store"});
  if(r.ok)show(await r.json())}catch(e){document.getElementById("updated").textContent=
  "the daemon does not answer ("+e+")"}}
-let ticks=0;
-async function tick(){await poll("api/status",showStatus);if(ticks++%5===0)
- await poll("api/map",showMap);setTimeout(tick,2000)}
+let drawn="";
+function counts(st){return JSON.stringify([st.images,st.sequences])}
+async function tick(){let st=null;await poll("api/status",s=>{st=s;showStatus(s)});
+ /* the map is big (50,000 photos: 4 MB): fetched again only when the counts moved */
+ if(st&&counts(st)!==drawn){drawn=counts(st);await poll("api/map",showMap)}
+ setTimeout(tick,2000)}
 tick();
 </script></body></html>
 """
