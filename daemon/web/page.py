@@ -16,7 +16,7 @@ table{border-collapse:collapse;width:100%}td,th{text-align:left;padding:.15em .4
 border-bottom:1px solid #ddd;vertical-align:top;overflow-wrap:anywhere}
 .num{text-align:right;white-space:nowrap}.safe{color:#fff;background:#197a2d;padding:0 .3em}
 .bad{color:#a01818}.muted{color:#777}#map{width:100%;height:auto;border:1px solid #ccc;
-background:#f6f6f0;touch-action:manipulation}ul{padding-left:1.2em;margin:.2em 0}
+background:#f6f6f0;touch-action:manipulation}ul{padding-left:1.2em;margin:.2em 0}li{overflow-wrap:anywhere}
 .key span{display:inline-block;margin-right:.8em}.key i{display:inline-block;width:.9em;
 height:.9em;margin-right:.2em;vertical-align:middle}
 </style></head><body>
