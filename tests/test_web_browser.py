@@ -75,13 +75,17 @@ def test_the_page_in_a_browser_shows_the_counts_the_map_and_names_as_text(
     d = new_daemon(daemons, tmp_path / "work", server.environment(), "--watch", str(inbox),
                    "--web-listen", f"127.0.0.1:{port}")  # fmt: skip
     d.start().wait_event("web_page", 15)
-    paths = write_drive(plan_drive(START, seed=5, stop_s=10.0, break_s=300.0), inbox / "d")
+    drive = plan_drive(START, seed=5, stop_s=10.0, break_s=300.0)
+    paths = write_drive(drive, inbox / "d")
+    (inbox / "d" / "log.gpx").write_text(drive.gpx_text())  # drawn behind the photos
     (inbox / "d" / XSS).write_bytes(b"not a photo at all" * 100)  # set aside, with its name
 
     def settled() -> bool:
         images = d.images()
         done = images.get("finished", 0) + images.get("duplicate", 0)
-        return done == len(paths) and sum(images.values()) + len(d.status()["recent_events"]) > done
+        aside = sum(images.values()) + len(d.status()["recent_events"]) > done
+        gpx = d.query("SELECT count(*) FROM settings WHERE key = 'gpx_files'")[0][0]
+        return done == len(paths) and aside and gpx
 
     wait_for("the drive uploaded and the bad file set aside", settled, 60)
     st = d.status()
@@ -93,10 +97,11 @@ def test_the_page_in_a_browser_shows_the_counts_the_map_and_names_as_text(
     assert XSS in shown  # as text (the parser unescaped &lt;img ...&gt;)
     queue = dom.text["queue"].split()
     assert queue[queue.index("finished") + 1] == str(st["images"]["finished"])
-    lines = [a for tag, a in dom.tags if tag == "polyline"]
+    lines = [a for tag, a in dom.tags if tag == "polyline" and a.get("class") == "track"]
     seqs = dict(d.query("SELECT sequence_id, count(*) FROM files WHERE sequence_id IS NOT NULL "
                         "GROUP BY sequence_id"))  # fmt: skip
     assert {a["data-uuid"]: len(re.findall(r"\S+", a["points"] or "")) for a in lines} == seqs
+    assert sum(1 for tag, a in dom.tags if tag == "polyline" and a.get("class") == "gpx") == 1
     shot = tmp_path / "page.png"
     browser(base, f"--screenshot={shot}")
     assert shot.exists() and shot.stat().st_size > 5000

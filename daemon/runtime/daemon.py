@@ -217,8 +217,8 @@ class Daemon:
         else:
             work["process"] = s.processing.run()
             work["upload"] = s.uploading.run()
-        if self.settings.web_listen != "off":
-            work["web"] = self._web()
+            if self.settings.web_listen != "off":  # not for a one-shot run from cron
+                work["web"] = self._web()
         tasks = {asyncio.create_task(coro, name=name) for name, coro in work.items()}
         stop = asyncio.create_task(self.wake.stopping.wait(), name="stop")
         done, _ = await asyncio.wait(tasks | {stop}, return_when=asyncio.FIRST_COMPLETED)

@@ -80,7 +80,8 @@ function showMap(m){
  const map=clear("map");const pts=[...m.sequences.flatMap(s=>s.points),...m.photos];
  const key=clear("key");for(const[k,v]of Object.entries(LABELS)){const s=el("span");
   const i=el("i");i.style.background=COLOURS[k];s.append(i,v);key.append(s)}
- const s2=el("span","\u00d7 duplicate / set aside");key.append(s2);
+ const s2=el("span","\u00d7 duplicate / set aside");const s3=el("span");const gi=el("i");
+ gi.style.background="#c8c8c8";s3.append(gi,"GPX");key.append(s2,s3);
  if(!pts.length){const t=svg("text",{x:20,y:40});t.textContent="no positions yet";map.append(t);
   return}
  let la0=Infinity,la1=-Infinity,lo0=Infinity,lo1=-Infinity;
@@ -89,6 +90,8 @@ function showMap(m){
  const k=Math.cos((la0+la1)/2*Math.PI/180);const w=Math.max((lo1-lo0)*k,1e-6),h=Math.max(la1-la0,1e-6);
  const sc=Math.min(960/w,560/h);
  const xy=p=>[(20+((p.lon-lo0)*k)*sc).toFixed(1),(580-(p.lat-la0)*sc).toFixed(1)];
+ for(const g of m.gpx||[])map.append(svg("polyline",{points:g.map(p=>xy({lat:p[0],lon:p[1]})
+  .join(",")).join(" "),fill:"none",stroke:"#c8c8c8","stroke-width":12,class:"gpx"}));
  for(const s of m.sequences){if(!s.points.length)continue;
   const line=svg("polyline",{points:s.points.map(p=>xy(p).join(",")).join(" "),fill:"none",
    stroke:COLOURS[s.state]||"#555","stroke-width":4,"stroke-linejoin":"round",
@@ -104,6 +107,7 @@ function showMap(m){
 function photos(s){const box=clear("photos");
  box.append(el("h2",(LABELS[s.state]||s.state)+" sequence "+s.uuid+" ("+s.points.length+" photos)"));
  if(s.reason)box.append(el("p",s.reason,"bad"));
+ if(s.cluster_id)box.append(el("p","on Mapillary as "+s.cluster_id));
  const ul=el("ul");s.points.forEach(p=>ul.append(el("li",p.name+" \u00b7 "+p.state+" \u00b7 "+
   p.lat.toFixed(5)+", "+p.lon.toFixed(5))));box.append(ul)}
 async function poll(url,show){try{const r=await fetch(url,{cache:"no-store"});
