@@ -202,3 +202,62 @@ def test_config_web_password_stores_only_a_salted_hash(tmp_path: Path) -> None:
     assert not verify_password("drive safely!", stored)
     short = subprocess.run(cmd, input="short\n", env=env, capture_output=True, text=True)
     assert short.returncode != 0 and path.read_text() == text
+
+
+def post_retry(base: str, uuid: str, csrf: str | None, origin: str | None = None) -> int:
+    req = Request(base + "api/retry", data=json.dumps({"sequence": uuid}).encode(), method="POST")
+    req.add_header("Content-Type", "application/json")
+    if csrf is not None:
+        req.add_header("X-CSRF-Token", csrf)
+    if origin is not None:
+        req.add_header("Origin", origin)
+    try:
+        with urlopen(req, timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_retry_on_the_page_queues_a_failed_sequence_again_and_it_goes_up(
+    tmp_path: Path, daemons: list[DaemonProc]
+) -> None:
+    import re
+
+    data, port = tmp_path / "server", free_port()
+    # The server refuses every manifest: each sequence fails at its finish, photos already up.
+    strict = ServerConfig(port=port, data_dir=data, tokens=(TOKEN,), max_manifest_bytes=10)
+    inbox, web_port = tmp_path / "in", free_port()
+    inbox.mkdir()
+    with ServerThread(strict) as server:
+        d = new_daemon(
+            daemons, tmp_path / "work", server.environment(), "--watch", str(inbox),
+            "--web-listen", f"127.0.0.1:{web_port}",
+        )  # fmt: skip
+        d.start().wait_event("web_page", 15)
+        paths = write_drive(plan_drive(START, seed=4, stop_s=10.0, break_s=300.0), inbox / "d")
+        assert paths
+        d.wait_event("sequence_failed", 60)
+        failed = wait_for("a failed sequence", lambda: d.status()["failed_sequences"], 30)
+        env = server.environment()
+    uuid = failed[0]["uuid"]
+    base = f"http://127.0.0.1:{web_port}/"
+    _, html, _ = get(base)
+    csrf = re.search(r'<meta name="csrf" content="([^"]+)">', html)
+    assert csrf is not None
+    # Without the token, with a wrong one, or from another site's page: refused, nothing changed.
+    assert post_retry(base, uuid, None) == 403
+    assert post_retry(base, uuid, "forged") == 403
+    assert post_retry(base, uuid, csrf[1], origin="http://evil.example") == 403
+    assert d.query("SELECT state FROM sequences WHERE uuid = ?", uuid) == [("failed",)]
+    with ServerThread(ServerConfig(port=port, data_dir=data, tokens=(TOKEN,))) as server:
+        assert server.environment() == env
+        assert post_retry(base, uuid, csrf[1], origin=base.rstrip("/")) == 200
+        d.wait_event("sequence_retry", 10)
+        wait_for(
+            "the retried sequence finished",
+            lambda: d.query("SELECT state FROM sequences WHERE uuid = ?", uuid) == [("finished",)],
+            60,
+        )
+        stats = server.stats()
+        assert stats["duplicate_images"] == 0 and stats["duplicate_sequences"] == 0
+    assert post_retry(base, uuid, csrf[1]) == 409  # finished: nothing to retry

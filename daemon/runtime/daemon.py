@@ -29,7 +29,7 @@ from daemon.runtime.process import GpxLibrary, Processing, zone_label
 from daemon.runtime.roots import RootActivity
 from daemon.runtime.state import RunStats, Runtime, StatusBoard, Wakeups
 from daemon.runtime.uploading import Uploading
-from daemon.web import WebPage, refusal
+from daemon.web import WebPage, refusal, retry_sequence
 
 
 @dataclass
@@ -243,7 +243,7 @@ class Daemon:
         the daemon goes on without it: photos matter more than their view."""
         listen, secret = self.settings.web_listen, self.settings.web_password_hash
         refused = refusal(listen, secret)
-        page = WebPage(self.settings.journal_path, listen, secret)
+        page = WebPage(self.settings.journal_path, listen, secret, retry=self._retry)
         if refused is None:
             try:
                 self.runtime.web = await page.start()
@@ -260,6 +260,15 @@ class Daemon:
         finally:
             self.runtime.web = None
             await page.stop()
+
+    async def _retry(self, uuid: str) -> str | None:
+        """The page's Retry: a failed sequence pending again, the uploader woken for it."""
+        assert self.journal is not None
+        why = await self.journal.run(lambda j: retry_sequence(j, uuid))
+        if why is None:
+            self.log.info("sequence_retry", sequence=uuid, by="status page")
+            self.wake.upload.set()
+        return why
 
     async def _once(self, s: Stages) -> None:
         assert self.sources is not None

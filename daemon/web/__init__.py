@@ -3,5 +3,6 @@
 
 from daemon.web.app import WebPage, refusal
 from daemon.web.password import hash_password, verify_password
+from daemon.web.retry import retry_sequence
 
-__all__ = ["WebPage", "hash_password", "refusal", "verify_password"]
+__all__ = ["WebPage", "hash_password", "refusal", "retry_sequence", "verify_password"]

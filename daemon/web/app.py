@@ -1,8 +1,9 @@
 """The status page's server: an aiohttp app on ``web_listen``, loopback unless a password is set.
 
-Read-only: every answer is read from the journal (the same function as `status --json`), in a
-thread so the daemon's loop never waits on SQLite. Nothing here changes state, so there is no
-POST yet (and so no CSRF token to check): a Retry would come with one.
+Every answer is read from the journal (the same function as `status --json`), in a thread so
+the daemon's loop never waits on SQLite. The one change it makes, Retry of a failed sequence,
+is a POST that must carry this run's CSRF token (in the page, sent back in a header a page of
+another site cannot set without the preflight we never answer) and come from our own origin.
 """
 
 from __future__ import annotations
@@ -10,8 +11,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import hmac
+import html
 import ipaddress
 import json
+import secrets
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -76,8 +81,16 @@ def refusal(listen: str, password_hash: str | None) -> str | None:
 class WebPage:
     """One served page: ``start`` binds, ``stop`` undoes it."""
 
-    def __init__(self, journal_path: Path, listen: str, password_hash: str | None = None):
+    def __init__(
+        self,
+        journal_path: Path,
+        listen: str,
+        password_hash: str | None = None,
+        retry: Callable[[str], Awaitable[str | None]] | None = None,
+    ):
         self.journal_path = journal_path
+        self.retry = retry  # a failed sequence's uuid -> None, or why it was not retried
+        self.csrf = secrets.token_urlsafe(32)
         self.host, self.port = split_listen(listen)
         self.password_hash = None if is_loopback(self.host) else password_hash
         self.log = log.get("web")
@@ -94,6 +107,7 @@ class WebPage:
         app.router.add_get("/", self._page)
         app.router.add_get("/api/status", self._status)
         app.router.add_get("/api/map", self._map)
+        app.router.add_post("/api/retry", self._retry)
         return app
 
     async def start(self) -> str:
@@ -144,8 +158,29 @@ class WebPage:
         return ok
 
     async def _page(self, request: web.Request) -> web.Response:
+        page = PAGE.replace("{csrf}", html.escape(self.csrf)).replace(
+            "{retry}", "1" if self.retry else ""
+        )
         return web.Response(
-            text=PAGE, content_type="text/html", headers={"Content-Security-Policy": _CSP}
+            text=page, content_type="text/html", headers={"Content-Security-Policy": _CSP}
+        )
+
+    async def _retry(self, request: web.Request) -> web.Response:
+        sent = request.headers.get("X-CSRF-Token", "")
+        origin = request.headers.get("Origin")
+        if not hmac.compare_digest(sent, self.csrf) or (
+            origin is not None and origin != f"{request.scheme}://{request.host}"
+        ):
+            return _json({"error": "no valid CSRF token"}, status=403)
+        if self.retry is None:
+            return _json({"error": "nothing to retry in this run"}, status=409)
+        try:
+            uuid = str((await request.json())["sequence"])
+        except (ValueError, KeyError, TypeError):
+            return _json({"error": 'give {"sequence": uuid}'}, status=400)
+        why = await self.retry(uuid)
+        return _json(
+            {"retried": uuid} if why is None else {"error": why}, 200 if why is None else 409
         )
 
     async def _status(self, request: web.Request) -> web.Response:
@@ -156,6 +191,8 @@ class WebPage:
         return _json(await asyncio.to_thread(read_tracks, self.journal_path))
 
 
-def _json(value: Any) -> web.Response:
+def _json(value: Any, status: int = 200) -> web.Response:
     # As `status --json` prints it (default=str for anything not JSON by itself).
-    return web.Response(text=json.dumps(value, default=str), content_type="application/json")
+    return web.Response(
+        text=json.dumps(value, default=str), content_type="application/json", status=status
+    )

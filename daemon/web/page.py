@@ -8,6 +8,7 @@ every name a card brings (``<img src=x onerror=...>.jpg``) is shown as text, nev
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="csrf" content="{csrf}"><meta name="retry" content="{retry}">
 <title>mapillary-daemon</title>
 <style>
 body{font:15px/1.4 system-ui,sans-serif;margin:0;padding:0 .8em 2em;max-width:60em;color:#222}
@@ -67,12 +68,20 @@ function showStatus(st){
   const counts=info?Object.entries(info.images).map(([k,v])=>v+" "+k).join(", "):"";
   const state=el("span",doing);if(/may remove/.test(doing))state.className="safe";
   row(r,[n,state,counts])}
- list("failed",(st.failed_sequences||[]).map(s=>s.uuid+" ("+s.images+" images): "+s.reason),
-  "none");
+ const failed=clear("failed");const fs=st.failed_sequences||[];
+ if(!fs.length)failed.append(el("p","none","muted"));const ful=el("ul");failed.append(ful);
+ for(const s of fs){const li=el("li",s.uuid+" ("+s.images+" images): "+s.reason+" ");
+  if(meta("retry")){const b=el("button","Retry");b.className="retry";b.dataset.uuid=s.uuid;
+   b.addEventListener("click",()=>retry(s.uuid,b));li.append(b)}ful.append(li)}
  list("problems",st.recent_errors.map(e=>e.path+": "+e.state+": "+e.reason),"none");
  list("aside",(st.recent_events||[]).filter(e=>e.kind==="set_aside").map(e=>e.message),"none");
  document.getElementById("updated").textContent="updated "+new Date().toLocaleTimeString();
 }
+function meta(n){const m=document.querySelector('meta[name="'+n+'"]');return m?m.content:""}
+async function retry(uuid,b){b.disabled=true;try{const r=await fetch("api/retry",{method:"POST",
+ headers:{"Content-Type":"application/json","X-CSRF-Token":meta("csrf")},
+ body:JSON.stringify({sequence:uuid})});const j=await r.json();
+ b.textContent=r.ok?"queued again":"not retried: "+j.error}catch(e){b.textContent=String(e)}}
 const SVG="http://www.w3.org/2000/svg";
 function svg(tag,attrs){const e=document.createElementNS(SVG,tag);
  for(const[k,v]of Object.entries(attrs))e.setAttribute(k,String(v));return e}
