@@ -105,3 +105,30 @@ def test_the_page_in_a_browser_shows_the_counts_the_map_and_names_as_text(
     shot = tmp_path / "page.png"
     browser(base, f"--screenshot={shot}")
     assert shot.exists() and shot.stat().st_size > 5000
+
+
+def test_a_card_is_marked_safe_to_remove_on_the_page_once_it_is(
+    tmp_path: Path, server: ServerThread, daemons: list[DaemonProc]
+) -> None:
+    media = tmp_path / "media"
+    media.mkdir()
+    port = free_port()
+    d = new_daemon(daemons, tmp_path / "work", server.environment(), "--mount-root", str(media),
+                   "--web-listen", f"127.0.0.1:{port}")  # fmt: skip
+    d.start().wait_event("web_page", 15)
+    base = f"http://127.0.0.1:{port}/"
+    staged = tmp_path / "staging" / "CARD1"
+    write_drive(plan_drive(START, seed=6, stop_s=10.0, break_s=300.0), staged / "DCIM" / "100X")
+    assert not [a for tag, a in Dom(browser(base, "--dump-dom")).tags if a.get("class") == "safe"]
+    (media / "CARD1").parent.mkdir(exist_ok=True)
+    staged.rename(media / "CARD1")  # mounted
+    d.wait_event("card_imported", 60)
+    root = str((media / "CARD1").resolve())
+
+    def said() -> bool:
+        return "may remove" in d.status()["daemon"]["roots"].get(root, "")
+
+    wait_for("status to say the card may go", said, 30)
+    dom = Dom(browser(base, "--dump-dom"))
+    assert [a for tag, a in dom.tags if a.get("class") == "safe"]
+    assert "you may remove it" in dom.text["roots"] and root in dom.text["roots"]
