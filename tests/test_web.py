@@ -261,3 +261,24 @@ def test_retry_on_the_page_queues_a_failed_sequence_again_and_it_goes_up(
         stats = server.stats()
         assert stats["duplicate_images"] == 0 and stats["duplicate_sequences"] == 0
     assert post_retry(base, uuid, csrf[1]) == 409  # finished: nothing to retry
+
+
+def test_a_taken_port_is_said_and_the_daemon_runs_on(
+    tmp_path: Path, server: ServerThread, daemons: list[DaemonProc]
+) -> None:
+    import socket
+
+    (tmp_path / "in").mkdir()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        d = new_daemon(
+            daemons, tmp_path / "work", server.environment(), "--watch", str(tmp_path / "in"),
+            "--web-listen", f"127.0.0.1:{port}",
+        )  # fmt: skip
+        d.start()
+        refused = d.wait_event("web_page_refused", 15)[0]
+        assert "cannot listen" in refused["reason"]
+        d.wait_event("root_watched", 15)
+        assert d.running() and d.stop() == 0

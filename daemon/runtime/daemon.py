@@ -248,6 +248,7 @@ class Daemon:
             try:
                 self.runtime.web = await page.start()
             except OSError as exc:
+                await page.stop()
                 refused = f"cannot listen on {listen}: {exc.strerror or exc}"
         if refused is not None:
             self.log.error("web_page_refused", listen=listen, reason=refused)
