@@ -1,8 +1,11 @@
-"""`config init|show|path`: where the configuration lives and what the daemon will use."""
+"""`config init|show|path|web-password`: where the configuration lives, what the daemon will
+use, and the status page's password (stored hashed)."""
 
 from __future__ import annotations
 
 import argparse
+import getpass
+import re
 import sys
 from pathlib import Path
 
@@ -38,9 +41,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "create, show or locate the configuration file",
         "Create, show or locate the TOML configuration file.",
         "examples:\n  mapillary-daemon config init\n  mapillary-daemon config show\n"
-        "  MAPILLARY_DAEMON_WATCH=/srv/photos mapillary-daemon config show",
+        "  MAPILLARY_DAEMON_WATCH=/srv/photos mapillary-daemon config show\n"
+        "  mapillary-daemon config web-password   # before --web-listen 0.0.0.0:8764",
     )
-    p.add_argument("action", choices=["init", "show", "path"])
+    p.add_argument("action", choices=["init", "show", "path", "web-password"])
     p.add_argument(
         "--config", type=Path, help="configuration file (default: %(default)s)", default=None
     )
@@ -61,7 +65,49 @@ def run(args: argparse.Namespace) -> int:
         write_atomically(path, template(config.Settings()), durable=False)
         print(f"wrote {path}")
         return EXIT_OK
+    if args.action == "web-password":
+        return set_web_password(path)
     settings = config.load(args.config)
     print(f"# effective settings (file: {path}{'' if path.exists() else ', not present'})")
     print(template(settings), end="")
     return EXIT_OK
+
+
+def set_web_password(path: Path) -> int:
+    """Ask for the page's password (twice on a terminal, else one line of stdin) and store
+    its salted hash as ``web_password_hash``; the password itself is never written."""
+    from daemon.web import hash_password
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("status page password: ")
+        if getpass.getpass("again: ") != password:
+            print("the two differ; nothing changed", file=sys.stderr)
+            return EXIT_USAGE
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    if len(password) < 8:
+        print("a password of 8 characters at least, please; nothing changed", file=sys.stderr)
+        return EXIT_USAGE
+    line = assignment("web_password_hash", hash_password(password))
+    text = path.read_text() if path.exists() else ""
+    write_atomically(path, with_line(text, "web_password_hash", line, "web"), durable=False)
+    print(f"wrote the page's password hash to {path}")
+    return EXIT_OK
+
+
+def with_line(text: str, key: str, line: str, section: str) -> str:
+    """``text`` with ``key``'s line (set or commented out) replaced by ``line``, or ``line``
+    added to ``section``.
+
+    >>> with_line("[web]\\n# k = (not set)\\n", "k", 'k = "v"', "web")
+    '[web]\\nk = "v"\\n'
+    >>> with_line("a = 1\\n", "k", 'k = "v"', "web")
+    'a = 1\\n\\n[web]\\nk = "v"\\n'
+    """
+    pattern = re.compile(rf"^#?\s*{re.escape(key)}\s*=.*$", re.M)
+    if pattern.search(text):
+        return pattern.sub(lambda _: line, text, count=1)
+    header = re.compile(rf"^\[{re.escape(section)}\]\s*$", re.M).search(text)
+    if header:
+        return f"{text[: header.end()]}\n{line}{text[header.end() :]}"
+    return f"{text.rstrip()}\n\n[{section}]\n{line}\n" if text.strip() else f"[{section}]\n{line}\n"

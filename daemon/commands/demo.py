@@ -105,6 +105,12 @@ async def _demo(workspace: Path, laps: int, seed: int) -> int:
         print(f"watching {camera}  (camera zone assumed {CAMERA_ZONE}, clock offset 0 s)")
         await daemon.startup()
         worker = asyncio.create_task(daemon.main(), name="daemon")
+        for _ in range(20):  # the page comes up within a moment, or not at all (port taken)
+            if daemon.runtime.web or settings.web_listen == "off":
+                break
+            await asyncio.sleep(0.05)
+        if daemon.runtime.web:
+            print(f"page     {daemon.runtime.web} (status and map, while the demo runs)")
         try:
             scene = await _act_drive(drive, camera)
             print(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,8 @@ from daemon.commands.common import add_command, add_config_flag
 from daemon.core import config
 from daemon.core.errors import EXIT_OK, EXIT_USAGE, UsageError
 from daemon.core.files import valid_text
-from daemon.journal import RUNTIME_META, Journal, JournalError
+from daemon.journal import JournalError
+from daemon.journal.status import status_json
 
 EPILOG = """\
 examples:
@@ -38,38 +38,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_config_flag(p)
     p.add_argument("--errors", type=int, default=10, help="how many recent errors (%(default)s)")
     p.set_defaults(func=run)
-
-
-def gather(journal_path: Path, errors: int) -> dict[str, Any]:
-    """Everything `status` shows, as one JSON-serialisable dict."""
-    journal = Journal.open_readonly(journal_path)
-    try:
-        summary = journal.summary(errors=errors)
-        runtime = journal.get_meta(RUNTIME_META, {}) or {}
-        events = journal.recent_events(errors)
-    finally:
-        journal.close()
-    pid = runtime.get("pid") or 0  # none recorded: not running
-    runtime["running"] = bool(pid) and _alive(int(pid)) and not runtime.get("stopped")
-    # A stopped daemon uploads nothing: its last rate would promise an ETA that is not coming.
-    rate = (runtime.get("upload_rate") or 0.0) if runtime["running"] else 0.0
-    left = summary["bytes_to_upload"]
-    summary["eta_seconds"] = round(left / rate) if rate > 0 and left else None
-    summary["daemon"] = runtime
-    # Files set aside before they reached the journal's file table (cut off, unreadable).
-    summary["recent_events"] = [{"at": e.at, "kind": e.kind, "message": e.message} for e in events]
-    summary["journal"] = str(journal_path)
-    return summary
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _size(n: float) -> str:
@@ -97,6 +65,8 @@ def render(st: dict[str, Any]) -> str:
         lines.append(f"daemon: running (pid {d.get('pid')}, up {since}) — {d.get('activity', '')}")
     else:
         lines.append("daemon: not running")
+    if d.get("web") and d.get("running"):
+        lines.append(f"page: {d['web']}")
     server = d.get("server")
     if server:
         lines.append(f"server: {server}" if d.get("running") else f"server (last run): {server}")
@@ -158,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"no journal at {path} yet: the daemon has not run with this configuration")
         return EXIT_OK if not args.json else EXIT_USAGE
     try:
-        st = gather(path, args.errors)
+        st = status_json(path, args.errors)
     except JournalError as exc:
         raise UsageError(str(exc)) from None
     # Names that are not UTF-8 (a card from another system) shown as \xNN, not a crash.

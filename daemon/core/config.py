@@ -90,6 +90,13 @@ def _http_url(value: str) -> str | None:
     return None if value.startswith(("http://", "https://")) else " must be an http(s) URL"
 
 
+def _listen(value: str) -> str | None:
+    host, _, port = value.rpartition(":")
+    if value == "off" or (host and port.isdigit() and 0 < int(port) < 65536):
+        return None
+    return " must be HOST:PORT (127.0.0.1:8764) or off"
+
+
 def _zone(value: str | None) -> str | None:
     """A zone the pipeline cannot read would stop every batch later; refuse it now."""
     if value is None:
@@ -105,6 +112,7 @@ def _zone(value: str | None) -> str | None:
 
 
 _SOURCES, _STORAGE, _PIPELINE, _UPLOAD, _LOGS = "sources", "storage", "pipeline", "upload", "logs"
+_WEB = "web"
 LOG_FORMATS = ("auto", "console", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -333,6 +341,17 @@ class Settings:
         flag="--log-level",
         help="least severe level logged ({default})",
     )
+    web_listen: str = _setting(
+        _WEB,
+        "127.0.0.1:8764",
+        check=_listen,
+        flag="--web-listen",
+        metavar="HOST:PORT",
+        help="the status page; another address than loopback needs web_password_hash; "
+        "off: none ({default})",
+    )
+    # `config web-password` writes it: scrypt$<salt hex>$<hash hex>, never the password itself.
+    web_password_hash: str | None = _setting(_WEB)
 
     @property
     def journal_path(self) -> Path:

@@ -30,6 +30,7 @@ from daemon.runtime.process import GpxLibrary, Processing, zone_label
 from daemon.runtime.roots import RootActivity
 from daemon.runtime.state import RunStats, Runtime, StatusBoard, Wakeups
 from daemon.runtime.uploading import Uploading
+from daemon.web import WebPage, refusal, retry_sequence
 
 
 @dataclass
@@ -219,6 +220,8 @@ class Daemon:
         else:
             work["process"] = s.processing.run()
             work["upload"] = s.uploading.run()
+            if self.settings.web_listen != "off":  # not for a one-shot run from cron
+                work["web"] = self._web()
         tasks = {asyncio.create_task(coro, name=name) for name, coro in work.items()}
         stop = asyncio.create_task(self.wake.stopping.wait(), name="stop")
         done, _ = await asyncio.wait(tasks | {stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -240,6 +243,39 @@ class Daemon:
         if self.once and (self.stats.rejected or self.stats.failed or any(self.stats.left)):
             return EXIT_SET_ASIDE
         return EXIT_OK
+
+    async def _web(self) -> None:
+        """Serve the status page until stopped. A page that cannot be served is said once and
+        the daemon goes on without it: photos matter more than their view."""
+        listen, secret = self.settings.web_listen, self.settings.web_password_hash
+        refused = refusal(listen, secret)
+        page = WebPage(self.settings.journal_path, listen, secret, retry=self._retry)
+        if refused is None:
+            try:
+                self.runtime.web = await page.start()
+            except OSError as exc:
+                await page.stop()
+                refused = f"cannot listen on {listen}: {exc.strerror or exc}"
+        if refused is not None:
+            self.log.error("web_page_refused", listen=listen, reason=refused)
+            await self.wake.stopping.wait()
+            return
+        self.log.info("web_page", url=self.runtime.web, protected=page.password_hash is not None)
+        await self.stages.board.save()  # so that `status` says where the page is
+        try:
+            await self.wake.stopping.wait()
+        finally:
+            self.runtime.web = None
+            await page.stop()
+
+    async def _retry(self, uuid: str) -> str | None:
+        """The page's Retry: a failed sequence pending again, the uploader woken for it."""
+        assert self.journal is not None
+        why = await self.journal.run(lambda j: retry_sequence(j, uuid))
+        if why is None:
+            self.log.info("sequence_retry", sequence=uuid, by="status page")
+            self.wake.upload.set()
+        return why
 
     async def _once(self, s: Stages) -> None:
         assert self.sources is not None

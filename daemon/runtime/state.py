@@ -43,6 +43,7 @@ class Runtime:
     upload_rate: float = 0.0
     roots: dict[str, RootState] = field(default_factory=dict)
     stopped: bool = False
+    web: str | None = None  # the status page's address, when it is served
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)

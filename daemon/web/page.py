@@ -1,0 +1,133 @@
+"""The one HTML page: inline CSS and JS, no framework, no build step, nothing from the internet.
+
+The HTML holds no data: the script polls ``/api/status`` (every 2 s) and ``/api/map`` (when
+the counts change) and builds the page with ``textContent`` and ``createElementNS`` only, so
+every name a card brings (``<img src=x onerror=...>.jpg``) is shown as text, never read as markup.
+"""
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="csrf" content="{csrf}"><meta name="retry" content="{retry}">
+<title>mapillary-daemon</title>
+<style>
+body{font:15px/1.4 system-ui,sans-serif;margin:0;padding:0 .8em 2em;max-width:60em;color:#222}
+h1{font-size:1.2em;margin:.6em 0}h2{font-size:1.05em;margin:1.2em 0 .3em}
+table{border-collapse:collapse;width:100%}td,th{text-align:left;padding:.15em .4em;
+border-bottom:1px solid #ddd;vertical-align:top;overflow-wrap:anywhere}
+.num{text-align:right;white-space:nowrap}.safe{color:#fff;background:#197a2d;padding:0 .3em}
+.bad{color:#a01818}.muted{color:#777}#map{width:100%;height:auto;border:1px solid #ccc;
+background:#f6f6f0;touch-action:manipulation}ul{padding-left:1.2em;margin:.2em 0}li{overflow-wrap:anywhere}
+.key span{display:inline-block;margin-right:.8em}.key i{display:inline-block;width:.9em;
+height:.9em;margin-right:.2em;vertical-align:middle}
+</style></head><body>
+<h1>mapillary-daemon <span id="daemon" class="muted"></span></h1>
+<div id="upload"></div>
+<h2>Queue</h2><table id="queue"></table>
+<h2>Cards and folders</h2><table id="roots"></table>
+<h2>Map</h2>
+<div class="key" id="key"></div>
+<svg id="map" viewBox="0 0 1000 600" role="img" aria-label="map of captured sequences"></svg>
+<div id="photos"></div>
+<h2>Failed sequences</h2><div id="failed"></div>
+<h2>Recent problems</h2><div id="problems"></div>
+<h2>Set aside before import</h2><div id="aside"></div>
+<p class="muted" id="updated"></p>
+<script>
+"use strict";
+const COLOURS={pending:"#d89000",uploading:"#1f6fd1",finished:"#197a2d",failed:"#c01818"};
+const LABELS={pending:"waiting",uploading:"uploading",finished:"on Mapillary",failed:"failed"};
+function el(tag,text,cls){const e=document.createElement(tag);
+ if(text!==undefined&&text!==null)e.textContent=String(text);if(cls)e.className=cls;return e}
+function clear(id){const e=document.getElementById(id);e.replaceChildren();return e}
+function size(n){const u=["B","KB","MB","GB"];let i=0;while(n>=1024&&i<3){n/=1024;i++}
+ return i?n.toFixed(1)+" "+u[i]:n+" B"}
+function dur(s){s=Math.round(s);if(s<90)return s+" s";if(s<5400)return Math.floor(s/60)+" min";
+ return Math.floor(s/3600)+" h "+Math.floor(s%3600/60)+" min"}
+function row(t,cells,cls){const tr=el("tr");cells.forEach((c,i)=>{const td=el(i?"td":"th");
+ if(c instanceof Node)td.append(c);else td.textContent=String(c);if(cls&&cls[i])td.className=cls[i];
+ tr.append(td)});t.append(tr)}
+function list(id,items,empty){const box=clear(id);if(!items.length){box.append(el("p",empty,"muted"));
+ return}const ul=el("ul");items.forEach(t=>ul.append(el("li",t)));box.append(ul)}
+function showStatus(st){
+ const d=st.daemon||{};document.getElementById("daemon").textContent=
+  d.running?"running, "+(d.activity||""):"not running";
+ let up="To upload: "+size(st.bytes_to_upload);
+ if(d.running&&d.upload_rate)up+=" at "+size(d.upload_rate)+"/s";
+ if(st.eta_seconds)up+=", about "+dur(st.eta_seconds)+" left";
+ if(d.server)up+=" \u00b7 server: "+d.server;if(d.paused)up+=" \u00b7 paused: "+d.paused;
+ document.getElementById("upload").textContent=up;
+ const q=clear("queue");row(q,["images","count"],[null,"num"]);
+ for(const[k,v]of Object.entries(st.images))if(v)row(q,[k,v],[null,"num"]);
+ row(q,["sequences",""]);for(const[k,v]of Object.entries(st.sequences))
+  if(v)row(q,[LABELS[k]||k,v],[null,"num"]);
+ const r=clear("roots");const live=d.running?(d.roots||{}):{};
+ const names=new Set([...Object.keys(st.sources),...Object.keys(live)]);
+ if(!names.size)r.append(el("tr",null)).append(el("td","none yet","muted"));
+ for(const n of names){const doing=live[n]||"";const info=st.sources[n];
+  const counts=info?Object.entries(info.images).map(([k,v])=>v+" "+k).join(", "):"";
+  const state=el("span",doing);if(/may remove/.test(doing))state.className="safe";
+  row(r,[n,state,counts])}
+ const failed=clear("failed");const fs=st.failed_sequences||[];
+ if(!fs.length)failed.append(el("p","none","muted"));const ful=el("ul");failed.append(ful);
+ for(const s of fs){const li=el("li",s.uuid+" ("+s.images+" images): "+s.reason+" ");
+  if(meta("retry")){const b=el("button","Retry");b.className="retry";b.dataset.uuid=s.uuid;
+   b.addEventListener("click",()=>retry(s.uuid,b));li.append(b)}ful.append(li)}
+ list("problems",st.recent_errors.map(e=>e.path+": "+e.state+": "+e.reason),"none");
+ list("aside",(st.recent_events||[]).filter(e=>e.kind==="set_aside").map(e=>e.message),"none");
+ document.getElementById("updated").textContent="updated "+new Date().toLocaleTimeString();
+}
+function meta(n){const m=document.querySelector('meta[name="'+n+'"]');return m?m.content:""}
+async function retry(uuid,b){b.disabled=true;try{const r=await fetch("api/retry",{method:"POST",
+ headers:{"Content-Type":"application/json","X-CSRF-Token":meta("csrf")},
+ body:JSON.stringify({sequence:uuid})});const j=await r.json();
+ b.textContent=r.ok?"queued again":"not retried: "+j.error}catch(e){b.textContent=String(e)}}
+const SVG="http://www.w3.org/2000/svg";
+function svg(tag,attrs){const e=document.createElementNS(SVG,tag);
+ for(const[k,v]of Object.entries(attrs))e.setAttribute(k,String(v));return e}
+function showMap(m){
+ const map=clear("map");const pts=[...m.sequences.flatMap(s=>s.points),...m.photos];
+ const key=clear("key");for(const[k,v]of Object.entries(LABELS)){const s=el("span");
+  const i=el("i");i.style.background=COLOURS[k];s.append(i,v);key.append(s)}
+ const s2=el("span","\u00d7 duplicate / set aside");const s3=el("span");const gi=el("i");
+ gi.style.background="#c8c8c8";s3.append(gi,"GPX");key.append(s2,s3);
+ if(!pts.length){const t=svg("text",{x:20,y:40});t.textContent="no positions yet";map.append(t);
+  return}
+ let la0=Infinity,la1=-Infinity,lo0=Infinity,lo1=-Infinity;
+ for(const p of pts){la0=Math.min(la0,p.lat);la1=Math.max(la1,p.lat);lo0=Math.min(lo0,p.lon);
+  lo1=Math.max(lo1,p.lon)}
+ const k=Math.cos((la0+la1)/2*Math.PI/180);const w=Math.max((lo1-lo0)*k,1e-6),h=Math.max(la1-la0,1e-6);
+ const sc=Math.min(960/w,560/h);
+ const xy=p=>[(20+((p.lon-lo0)*k)*sc).toFixed(1),(580-(p.lat-la0)*sc).toFixed(1)];
+ for(const g of m.gpx||[])map.append(svg("polyline",{points:g.map(p=>xy({lat:p[0],lon:p[1]})
+  .join(",")).join(" "),fill:"none",stroke:"#c8c8c8","stroke-width":12,class:"gpx"}));
+ for(const s of m.sequences){if(!s.points.length)continue;
+  const line=svg("polyline",{points:s.points.map(p=>xy(p).join(",")).join(" "),fill:"none",
+   stroke:COLOURS[s.state]||"#555","stroke-width":4,"stroke-linejoin":"round",
+   "data-uuid":s.uuid,"data-points":s.points.length,class:"track"});
+  const title=svg("title",{});title.textContent=(LABELS[s.state]||s.state)+": "+s.uuid;
+  line.append(title);line.style.cursor="pointer";line.addEventListener("click",()=>photos(s));
+  map.append(line)}
+ for(const p of m.photos){const[x,y]=xy(p);const t=svg("text",{x:x,y:y,"text-anchor":"middle",
+  "dominant-baseline":"middle",fill:"#a01818",class:"mark"});t.textContent="\u00d7";
+  const title=svg("title",{});title.textContent=p.name+": "+p.state+(p.reason?": "+p.reason:"");
+  t.append(title);map.append(t)}
+}
+function photos(s){const box=clear("photos");
+ box.append(el("h2",(LABELS[s.state]||s.state)+" sequence "+s.uuid+" ("+s.points.length+" photos)"));
+ if(s.reason)box.append(el("p",s.reason,"bad"));
+ if(s.cluster_id)box.append(el("p","on Mapillary as "+s.cluster_id));
+ const ul=el("ul");s.points.forEach(p=>ul.append(el("li",p.name+" \u00b7 "+p.state+" \u00b7 "+
+  p.lat.toFixed(5)+", "+p.lon.toFixed(5))));box.append(ul)}
+async function poll(url,show){try{const r=await fetch(url,{cache:"no-store"});
+ if(r.ok)show(await r.json())}catch(e){document.getElementById("updated").textContent=
+ "the daemon does not answer ("+e+")"}}
+let drawn="";
+function counts(st){return JSON.stringify([st.images,st.sequences])}
+async function tick(){let st=null;await poll("api/status",s=>{st=s;showStatus(s)});
+ /* the map is big (50,000 photos: 4 MB): fetched again only when the counts moved */
+ if(st&&counts(st)!==drawn){drawn=counts(st);await poll("api/map",showMap)}
+ setTimeout(tick,2000)}
+tick();
+</script></body></html>
+"""
