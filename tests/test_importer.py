@@ -320,3 +320,21 @@ def test_a_photo_larger_than_one_hashing_window_hashes_whole(tmp_path: Path) -> 
     got = import_file(src, tmp_path / "spool")
     assert got.hash == hashlib.sha256(blob).hexdigest() and got.size == len(blob)
     assert got.spool_path.read_bytes() == blob
+
+
+def test_the_spool_is_private_whatever_the_umask(tmp_path: Path) -> None:
+    """It holds where someone drove: folders 0700, copies 0600, even under umask 022."""
+    card = tmp_path / "card"
+    card.mkdir()
+    photo = make_jpeg(card / "G0001.JPG")
+    spool = tmp_path / "data" / "spool"
+    old = os.umask(0o022)
+    try:
+        (got,) = import_batch([photo], spool)
+    finally:
+        os.umask(old)
+    assert not isinstance(got, Exception), got
+    assert (tmp_path / "data").stat().st_mode & 0o777 == 0o700
+    assert spool.stat().st_mode & 0o777 == 0o700
+    assert got.spool_path.parent.stat().st_mode & 0o777 == 0o700
+    assert got.spool_path.stat().st_mode & 0o777 == 0o600

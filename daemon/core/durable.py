@@ -67,6 +67,8 @@ def fsync_dirs(folders: Iterable[Path]) -> None:
         fsync_dir(path)
 
 
+PRIVATE_FILE = 0o600  # where someone drove: the journal, the spool
+PRIVATE_FOLDER = 0o700
 NAME_MAX = 255  # bytes of one file name on every file system we meet (ext4, FAT/exFAT, APFS)
 
 
@@ -143,3 +145,26 @@ def write_atomically(
     put_in_place(write_temp(target, data, mode=mode, fsync=durable), target)
     if durable:
         fsync_dir(target.parent)
+
+
+def make_private_folders(folder: Path) -> list[Path]:
+    """Create ``folder`` and its missing parents, each 0700; the ones created, outermost first.
+
+    A folder that already exists is left as it is. Raises OSError.
+    """
+    missing: list[Path] = []
+    current = folder
+    while not current.is_dir() and current != current.parent:
+        missing.append(current)
+        current = current.parent
+    created: list[Path] = []
+    for each in reversed(missing):
+        try:
+            os.mkdir(each, PRIVATE_FOLDER)
+        except FileExistsError:
+            if not each.is_dir():
+                raise
+            continue  # made meanwhile by someone else: theirs, not ours to chmod
+        os.chmod(each, PRIVATE_FOLDER)  # the umask may have taken more than it should
+        created.append(each)
+    return created

@@ -25,7 +25,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemon.core.durable import fsync_dirs, put_in_place, sync_files
+from daemon.core.durable import (
+    PRIVATE_FILE,
+    fsync_dirs,
+    make_private_folders,
+    put_in_place,
+    sync_files,
+)
 from daemon.core.files import open_regular
 from daemon.core.hashing import hash_file
 
@@ -93,6 +99,10 @@ def spool_name(digest: str, suffix: str) -> str:
     ext = suffix.lower()
     ext = ".jpg" if ext in ("", ".jpg", ".jpeg") else ext
     return f"{digest[:2]}/{digest}{ext}"
+
+
+def _private(path: str, flags: int) -> int:
+    return os.open(path, flags, PRIVATE_FILE)
 
 
 def _gone(src: Path, exc: OSError) -> SourceGone:
@@ -199,7 +209,8 @@ def _copy_and_hash(
     except OSError as exc:
         raise _gone(src, exc) if exc.errno in GONE_ERRNOS else exc from None
     try:
-        out = open(tmp, "xb+", buffering=0)  # noqa: SIM115 (closed by the with below)
+        # Private whatever the umask: the spool holds where someone drove.
+        out = open(tmp, "xb+", buffering=0, opener=_private)  # noqa: SIM115 (closed below)
     except OSError as exc:
         fin.close()
         raise _ours(exc) from None
@@ -276,7 +287,7 @@ def _place(
         if twin:
             staged.tmp.unlink(missing_ok=True)  # the same photo came before (a card seen twice)
         elif not final.parent.is_dir():
-            final.parent.mkdir(exist_ok=True)
+            make_private_folders(final.parent)
             dirty.add(spool)
     except BaseException:
         staged.tmp.unlink(missing_ok=True)
@@ -302,7 +313,7 @@ def import_file(
     """
     src, spool = Path(src), Path(spool_dir)
     try:
-        spool.mkdir(parents=True, exist_ok=True)
+        make_private_folders(spool)
     except OSError as exc:
         raise _ours(exc) from None
     dirty: set[Path] = set()
@@ -327,7 +338,7 @@ def stage_files(
     one before it is flushed."""
     spool = Path(spool_dir)
     try:
-        spool.mkdir(parents=True, exist_ok=True)
+        make_private_folders(spool)
     except OSError as exc:  # the whole batch fails, on our side
         raise _ours(exc) from None
 

@@ -15,10 +15,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from daemon.core.durable import PRIVATE_FILE
 from daemon.journal.errors import JournalError
-
-PRIVATE_FILE = 0o600
-PRIVATE_FOLDER = 0o700
 
 # An O_PATH descriptor pins the inode (its number cannot be reused while held) without opening
 # the file: closing it does not drop the POSIX locks SQLite holds on the same file, as closing
@@ -36,29 +34,6 @@ def real_path(path: Path) -> Path:
         return path.resolve()
     except (OSError, RuntimeError) as exc:  # a symlink loop
         raise JournalError(f"journal {path}: cannot resolve its path: {exc}") from exc
-
-
-def make_private_folders(folder: Path) -> list[Path]:
-    """Create ``folder`` and its missing parents, each 0700; the ones created, outermost first.
-
-    A folder that already exists is left as it is. Raises OSError.
-    """
-    missing: list[Path] = []
-    current = folder
-    while not current.is_dir() and current != current.parent:
-        missing.append(current)
-        current = current.parent
-    created: list[Path] = []
-    for each in reversed(missing):
-        try:
-            os.mkdir(each, PRIVATE_FOLDER)
-        except FileExistsError:
-            if not each.is_dir():
-                raise
-            continue  # made meanwhile by someone else: theirs, not ours to chmod
-        os.chmod(each, PRIVATE_FOLDER)  # the umask may have taken more than it should
-        created.append(each)
-    return created
 
 
 def open_private(path: Path, flags: int) -> tuple[int, bool]:

@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from daemon.core.durable import fsync_dirs
+from daemon.core.durable import fsync_dirs, make_private_folders
 from daemon.journal.errors import JournalError
 from daemon.journal.events import EventStore
 from daemon.journal.lock import WriterLock
 from daemon.journal.meta import MetaStore
-from daemon.journal.place import Watch, create_private_file, make_private_folders, real_path
+from daemon.journal.place import Watch, create_private_file, real_path
 from daemon.journal.schema import (
     SCHEMA_VERSION,
     check_header,

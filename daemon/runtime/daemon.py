@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.core import config, log
+from daemon.core.durable import make_private_folders
 from daemon.core.errors import EXIT_IO, EXIT_OK, EXIT_SET_ASIDE
 from daemon.intake import Sources, clean_spool_temps
 from daemon.journal import ASIDE_META, GPX_META, AsyncJournal, FileFailures, JournalGone
@@ -82,7 +83,7 @@ class Daemon:
 
     async def startup(self) -> None:
         spool = self.settings.spool_path
-        spool.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(make_private_folders, spool)
         left = await asyncio.to_thread(clean_spool_temps, spool)
         if left:
             self.log.info("spool_temps_removed", files=left, reason="copies cut off last time")
