@@ -64,6 +64,7 @@ def make_drive(photos: int, seed: int = 15) -> Drive:
     t, x, y, v, h = 0.0, 0.0, 0.0, CRUISE, 0.0
     stops = 0
     next_break = 900
+    breaks = 0
 
     def step(phase: str, accel: float = 0.0, turn_rate: float = 0.0, stop: int = -1) -> None:
         nonlocal t, x, y, v, h
@@ -81,7 +82,7 @@ def make_drive(photos: int, seed: int = 15) -> Drive:
         d.stop_no.append(stop)
 
     def photos_taken() -> int:
-        return sum(1 for p in d.phase if p != "break") // round(PHOTO_EVERY / DT)
+        return (len(d.phase) - breaks * round(BREAK_S / DT)) // round(PHOTO_EVERY / DT)
 
     while photos_taken() < photos:
         for _ in range(round(rng.uniform(20, 60) / DT)):
@@ -91,6 +92,7 @@ def make_drive(photos: int, seed: int = 15) -> Drive:
                 v = 0.0
                 step("break")
             next_break += 900
+            breaks += 1
             for _ in range(round(CRUISE / PULL / DT)):
                 step("pull", PULL)
             continue
