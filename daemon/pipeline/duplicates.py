@@ -278,16 +278,19 @@ def mark_stops(
     *,
     standing_speed: float = 0.5,
     moving_speed: float = 1.0,
+    edge_speed: float = 1.3,
 ) -> list[ImageRecord]:
     """Set aside all but one photo of each stop, judged by the smoothed speed at each photo
     (``speeds``, m/s, one per record: see :mod:`daemon.pipeline.smooth`).
 
     A stop is a run of photos slower than ``moving_speed`` with at least three in a row slower
     than ``standing_speed`` (the estimate wavers by a few tenths of a m/s while standing, and
-    never stays below it that long on a walk at 1 m/s). A run whose ends are farther apart than standing
+    never stays below it that long on a walk at 1 m/s), and the photo just before and just after
+    it when slower than ``edge_speed`` (the smoother rounds the corner of a stop: a photo taken
+    as the car halts reads a few tenths of a m/s too fast). A run whose ends are farther apart than standing
     allows is not a stop (a slow walk). Of a stop, the middle photo is kept, and any photo a
     camera compass says looks more than ``angle`` degrees away from every photo kept there.
-    Photos faster than ``moving_speed`` are never set aside.
+    Photos faster than ``edge_speed`` are never set aside.
     """
     out = list(records)
     runs: list[list[int]] = []
@@ -300,6 +303,11 @@ def mark_stops(
                 runs.append(run)
             run = []
     for run in runs:
+        # The smoother rounds the corner where a stop begins and ends, by a few tenths of a m/s.
+        if run[0] > 0 and speeds[run[0] - 1] < edge_speed:
+            run.insert(0, run[0] - 1)
+        if run[-1] + 1 < len(speeds) and speeds[run[-1] + 1] < edge_speed:
+            run.append(run[-1] + 1)
         if len(run) < 2:
             continue
         first, last = out[run[0]], out[run[-1]]
