@@ -11,6 +11,8 @@ import random
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from daemon.core.config import Settings
 from daemon.core.geo import angle_diff_deg, distance_m
 from daemon.media.gpx import Track
@@ -23,7 +25,11 @@ def _options(**overrides: object) -> PipelineOptions:
     return PipelineOptions.from_settings(Settings(), interpolate_directions=True, **overrides)
 
 
-def test_a_drive_keeps_every_moving_photo_and_one_per_stop() -> None:
+@pytest.mark.parametrize("phase", [0.0, 0.5])  # photos on the fixes, and between them
+def test_a_drive_keeps_every_moving_photo_and_one_per_stop(
+    phase: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bench, "PHASE", phase)
     d = bench.make_drive(1500, seed=3)
     m = bench.measure(d, bench.noisy_track(d, seed=4), _options())
     assert m["stops"] >= 15
