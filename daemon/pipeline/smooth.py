@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -149,8 +150,6 @@ def _fixes(
     t_first, t_last = records[0].time.timestamp(), records[-1].time.timestamp()
     times = getattr(track, "times", None)
     if times is not None and all(r.position_source == "gpx" for r in records):
-        from bisect import bisect_left, bisect_right
-
         lo = bisect_left(times, t_first - MARGIN_S)
         hi = bisect_right(times, t_last + MARGIN_S)
         return list(times[lo:hi]), list(track.lats[lo:hi]), list(track.lons[lo:hi]), True
@@ -185,7 +184,6 @@ def estimate(
             sx[start:k], sy[start:k], svx[start:k], svy[start:k] = part
             start = k
     states: list[State | None] = []
-    from bisect import bisect_left
 
     def at(t: float) -> State | None:
         i = bisect_left(ts, t)
