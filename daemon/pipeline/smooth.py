@@ -26,6 +26,7 @@ from daemon.pipeline.records import ImageRecord
 NOISE_M = 1.0  # GPS error per axis assumed, metres (tuned on bench_accuracy)
 ACCEL_Q = 1.0  # white-acceleration density, m²/s³: braking and turning reach ~3 m/s²
 NOISE_WINDOW = 30  # fixes over which the GPS error is judged
+NOISE_STEP = 5  # fixes that share one judgement of it
 MIN_NOISE_M = 0.05
 STILL_V = 0.05  # m/s: how sure a zero-velocity update is
 STILL_FIXES = 5  # consecutive fixes slower than STILL_SPEED make a stop for the second pass
@@ -230,9 +231,9 @@ def local_noise(ts: Sequence[float], xs: Sequence[float], ys: Sequence[float]) -
         ey = ys[k] - ys[k - 1] - (ys[k + 1] - ys[k - 1]) * w
         gain = math.sqrt(1 + w * w + (1 - w) * (1 - w))
         off += [abs(ex) / gain, abs(ey) / gain]
-    # One median per block of NOISE_WINDOW // 2 fixes, over the window centred on the block: a
+    # One median per block of NOISE_STEP fixes, over the window centred on the block: a
     # median per fix costs a third of the whole pipeline and tells nothing more.
-    step = max(1, NOISE_WINDOW // 2)
+    step = NOISE_STEP
     centres = n - 2
     out: list[float] = []
     for start in range(0, n, step):
