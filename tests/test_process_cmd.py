@@ -143,11 +143,14 @@ def test_positions_times_and_headings_match_the_truth(processed) -> None:
         # The true time (camera time minus the offset), to the millisecond.
         assert parse_capture_time(e["MAPCaptureTime"]) == drive.at(t)
         lat, lon = drive.interpolate(fixes, t)
-        assert distance_m(e["MAPLatitude"], e["MAPLongitude"], lat, lon) < 0.05
+        # Positions come from the smoothed track (issue 15): within the GPS noise of the raw
+        # interpolation, and close to the truth where the track is clean (the demo's corner
+        # turns 90° and halves the speed in no time, which costs the smoother up to 0.4 m).
+        assert distance_m(e["MAPLatitude"], e["MAPLongitude"], lat, lon) < 1.5
         x, y, speed = drive.truth(t)
         if not (drive.noisy(t - 1) or drive.noisy(t + 1)):
             tlat, tlon = drive.to_latlon(x, y)
-            assert distance_m(e["MAPLatitude"], e["MAPLongitude"], tlat, tlon) < 0.05
+            assert distance_m(e["MAPLatitude"], e["MAPLongitude"], tlat, tlon) < 0.5
             assert abs(e["MAPAltitude"] - (30.0 + 0.01 * t)) < 0.01
             if speed > 0 and abs(t - drive.CORNER_T) > 1.5:
                 heading = 90.0 if t < drive.CORNER_T else 0.0
@@ -167,7 +170,8 @@ def test_split_at_the_long_break_and_duplicates_at_the_light(processed) -> None:
     def story(t: float) -> str:
         x, y, speed = drive.truth(t)
         if y == 0.0 and abs(x - 620.0) <= 6.0:
-            return "light"
+            # Braking in and pulling away at more than 1 m/s is moving: kept (issue 15).
+            return "light" if speed <= 1.0 else "at the light, moving"
         if drive.phase(t) in ("walk", "corner"):
             return drive.phase(t)
         if speed >= 5.0 and (y != 0.0 or abs(x - 620.0) > drive.STOP_EDGE_M):
@@ -177,7 +181,7 @@ def test_split_at_the_long_break_and_duplicates_at_the_light(processed) -> None:
     kept = [story(truth_t[e["MAPFilename"]]) for e in usable]
     every = [story(t) for t in truth_t.values()]
     assert kept.count("light") == 1
-    for part in ("walk", "corner", "drive"):
+    for part in ("walk", "corner", "drive", "at the light, moving"):
         assert kept.count(part) == every.count(part), part
 
 

@@ -287,6 +287,12 @@ class Settings:
         flag="--interpolate-directions",
         help="point each photo towards the next one",
     )
+    smoothing: bool = _setting(
+        _PIPELINE,
+        True,
+        flag="--no-smoothing",
+        help="positions by raw interpolation of the GPX, not from the smoothed track",
+    )
     offset_angle: float = _setting(
         _PIPELINE, 0.0, flag="--offset-angle", metavar="DEG", help="camera to travel angle"
     )

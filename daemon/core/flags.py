@@ -42,7 +42,7 @@ def add(parser: argparse._ActionsContainer, names: Iterable[str]) -> None:
         if spec.help:
             kwargs["help"] = spec.help.format(default=_shown(row.default))
         if row.kind is bool:
-            kwargs["action"] = "store_true"
+            kwargs["action"] = "store_false" if row.default else "store_true"  # --no-...
         else:
             kwargs["action"] = "append" if row.many else "store"
             kwargs["type"] = row.kind

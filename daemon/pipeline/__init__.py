@@ -18,11 +18,12 @@ from dataclasses import dataclass, field, fields
 
 from daemon.pipeline import dates
 from daemon.pipeline.dates import capture_order
-from daemon.pipeline.directions import interpolate_directions
-from daemon.pipeline.duplicates import mark_duplicates, mark_impossible_speeds
+from daemon.pipeline.directions import directions_from_motion, interpolate_directions
+from daemon.pipeline.duplicates import mark_duplicates, mark_impossible_speeds, mark_stops
 from daemon.pipeline.geotag import TrackLike, correct_times, geotag
 from daemon.pipeline.records import NO_POSITION, ImageRecord
 from daemon.pipeline.sequences import cap_sequences, cut_sequences, new_sequence_id
+from daemon.pipeline.smooth import estimate
 
 __all__ = ["PipelineOptions", "PipelineResult", "clear_caches", "run_pipeline"]
 
@@ -45,6 +46,7 @@ class PipelineOptions:
     interpolate_directions: bool = False
     offset_angle: float = 0.0
     overwrite_positions: bool = True  # GPX wins over EXIF GPS when both exist
+    smoothing: bool = True  # positions from the smoothed track (speeds and headings always are)
     uuid_factory: Callable[[], str] = field(default=new_sequence_id, repr=False)
 
     @classmethod
@@ -102,6 +104,26 @@ def run_pipeline(
     pieces = []
     duplicates = []
     for piece in cut_sequences(recs, options.cutoff_distance, options.cutoff_time):
+        judged, smoothed = _judge(piece, track, options)
+        kept = [r for r in judged if r.ok]
+        duplicates += [r for r in judged if not r.ok]
+        if options.interpolate_directions and not smoothed:
+            kept = interpolate_directions(kept, options.offset_angle)
+        pieces.append(kept)
+    sequences = cap_sequences(pieces, options.max_images, options.uuid_factory)
+    set_aside = [r for r in recs if not r.ok]
+    return PipelineResult(sequences, duplicates, set_aside)
+
+
+def _judge(
+    piece: list[ImageRecord], track: TrackLike | None, options: PipelineOptions
+) -> tuple[list[ImageRecord], bool]:
+    """Duplicates (and, with the smoothed track, headings and positions) of one piece; True when
+    the smoothed track judged it, False when the fixes were too sparse and the window rule did."""
+    motion = estimate(piece, track, options.max_gap) if options.duplicate_window > 0 else None
+    if motion is None or not motion.from_track or any(s is None for s in motion.states):
+        # Photos alone (EXIF GPS, one fix per photo) are too sparse for the smoother to tell a
+        # walk from a stop: the window rule judges them.
         judged = mark_duplicates(
             piece,
             options.duplicate_distance,
@@ -109,14 +131,21 @@ def run_pipeline(
             window_s=options.duplicate_window,
             max_speed_kmh=None,
         )
-        kept = [r for r in judged if r.ok]
-        duplicates += [r for r in judged if not r.ok]
-        if options.interpolate_directions:
-            kept = interpolate_directions(kept, options.offset_angle)
-        pieces.append(kept)
-    sequences = cap_sequences(pieces, options.max_images, options.uuid_factory)
-    set_aside = [r for r in recs if not r.ok]
-    return PipelineResult(sequences, duplicates, set_aside)
+        return judged, False
+    states = [s for s in motion.states if s is not None]
+    speeds = [s.speed for s in states]
+    recs = piece
+    if options.interpolate_directions:
+        headings: list[float | None] = [s.heading for s in states]
+        recs = directions_from_motion(recs, headings, speeds, options.offset_angle)
+    if options.smoothing:
+        recs = [
+            r.replace(lat=ll[0], lon=ll[1]) if r.position_source == "gpx" else r
+            for r, s in zip(recs, states, strict=True)
+            for ll in (motion.latlon(s),)
+        ]
+    slowness = [s.slowness for s in states]
+    return mark_stops(recs, slowness, options.duplicate_angle), True
 
 
 def clear_caches() -> None:

@@ -47,3 +47,28 @@ def interpolate_directions(
     for i, heading in zip(idx, headings, strict=True):
         out[i] = out[i].replace(heading=normalize_deg(heading + offset_angle))
     return out
+
+
+def directions_from_motion(
+    records: Sequence[ImageRecord],
+    headings: Sequence[float | None],
+    speeds: Sequence[float],
+    offset_angle: float = 0.0,
+    moving_speed: float = 1.0,
+) -> list[ImageRecord]:
+    """Headings from the smoothed track's velocity (see :mod:`daemon.pipeline.smooth`), one
+    per record; a photo slower than ``moving_speed`` (standing, creeping) takes the heading of
+    the last movement, or of the first one to come at the start. A run in which nothing moves
+    keeps its headings."""
+    moving = [
+        h for h, v in zip(headings, speeds, strict=True) if h is not None and v >= moving_speed
+    ]
+    if not moving:
+        return list(records)
+    last = moving[0]
+    out = list(records)
+    for i, (h, v) in enumerate(zip(headings, speeds, strict=True)):
+        if h is not None and v >= moving_speed:
+            last = h
+        out[i] = out[i].replace(heading=normalize_deg(last + offset_angle))
+    return out

@@ -37,6 +37,7 @@ from daemon.pipeline.records import DUPLICATE, IMPOSSIBLE_SPEED, ImageRecord
 
 MIN_SPEED_DT_S = 1.0  # EXIF times often have whole-second resolution
 MIN_WINDOW_PHOTOS = 4
+MIN_STOP_SPREAD_M = 1.5  # how far two raw fixes of one stop may lie apart, per side
 
 
 def _dist(a: ImageRecord, b: ImageRecord) -> float:
@@ -254,4 +255,82 @@ def mark_duplicates(
             last_kept = r
     for n, message in dups.items():
         out[idx[n]] = out[idx[n]].set_aside(DUPLICATE, message)
+    return out
+
+
+STOP_CORE_PHOTOS = (
+    3  # consecutive photos below standing speed: a walk's estimate never dips so long
+)
+
+
+def _has_core(run: list[int], speeds: Sequence[float], standing_speed: float) -> bool:
+    longest = streak = 0
+    for j in run:
+        streak = streak + 1 if speeds[j] < standing_speed else 0
+        longest = max(longest, streak)
+    return longest >= STOP_CORE_PHOTOS
+
+
+def mark_stops(
+    records: Sequence[ImageRecord],
+    speeds: Sequence[float],
+    angle: float = 20.0,
+    *,
+    standing_speed: float = 0.5,
+    moving_speed: float = 1.0,
+    edge_speed: float = 1.3,
+) -> list[ImageRecord]:
+    """Set aside all but one photo of each stop, judged by the smoothed speed at each photo
+    (``speeds``, m/s, one per record: see :mod:`daemon.pipeline.smooth`).
+
+    A stop is a run of photos slower than ``moving_speed`` with at least three in a row slower
+    than ``standing_speed`` (the estimate wavers by a few tenths of a m/s while standing, and
+    never stays below it that long on a walk at 1 m/s), and the photo just before and just after
+    it when slower than ``edge_speed`` (the smoother rounds the corner of a stop: a photo taken
+    as the car halts reads a few tenths of a m/s too fast). A run whose ends are farther apart than standing
+    allows is not a stop (a slow walk). Of a stop, the middle photo is kept, and any photo a
+    camera compass says looks more than ``angle`` degrees away from every photo kept there.
+    Photos faster than ``edge_speed`` are never set aside.
+    """
+    out = list(records)
+    runs: list[list[int]] = []
+    run: list[int] = []
+    for i, v in enumerate([*speeds, math.inf]):
+        if v < moving_speed:
+            run.append(i)
+        elif run:
+            if _has_core(run, speeds, standing_speed):
+                runs.append(run)
+            run = []
+    for run in runs:
+        # The smoother rounds the corner where a stop begins and ends, by a few tenths of a m/s.
+        if run[0] > 0 and speeds[run[0] - 1] < edge_speed:
+            run.insert(0, run[0] - 1)
+        if run[-1] + 1 < len(speeds) and speeds[run[-1] + 1] < edge_speed:
+            run.append(run[-1] + 1)
+        if len(run) < 2:
+            continue
+        first, last = out[run[0]], out[run[-1]]
+        span = (last.time - first.time).total_seconds()
+        if _dist(first, last) > standing_speed * span + 2 * MIN_STOP_SPREAD_M:
+            continue
+        rep = run[len(run) // 2]
+        kept = [rep]
+        for i in run:
+            if i == rep:
+                continue
+            heading = _trusted_heading(out[i])
+            if heading is not None and all(
+                (other := _trusted_heading(out[j])) is not None
+                and angle_diff_deg(heading, other) > angle
+                for j in kept
+            ):
+                kept.append(i)
+                continue
+            out[i] = out[i].set_aside(
+                DUPLICATE,
+                f"duplicate of {out[rep].filename}: camera standing still "
+                f"({speeds[i]:.2f} m/s on the smoothed track), {_dist(out[rep], out[i]):.1f} m "
+                "from it",
+            )
     return out
