@@ -19,6 +19,7 @@ from daemon.core.errors import EXIT_INTERRUPTED, EXIT_USAGE, DaemonError
 COMMANDS = [
     "run",
     "status",
+    "retry",
     "demo",
     "process",
     "fix_dates",

@@ -121,10 +121,15 @@ def render(st: dict[str, Any]) -> str:
         if root not in st["sources"]:
             lines.append(f"source {root}: {doing}")
     if st.get("failed_sequences"):
-        # Not retried by themselves: say which and why, so the user can act.
+        # Retried by themselves later: say which, why and when, and how to retry now.
         lines.append("failed sequences:")
         for s in st["failed_sequences"]:
-            lines.append(f"  {s['uuid']} ({s['images']} images): {s['reason']}")
+            when = s.get("next_try")
+            nxt = (
+                f"next try in {_duration(max(when - time.time(), 0))}" if when else "to be retried"
+            )
+            lines.append(f"  {s['uuid']} ({s['images']} images): {s['reason']} ({nxt})")
+        lines.append("  ('mapillary-daemon retry --all' tries them now)")
     if st["recent_errors"]:
         lines.append("recent problems:")
         for e in st["recent_errors"]:

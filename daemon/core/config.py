@@ -303,6 +303,14 @@ class Settings:
         metavar="BYTES_PER_S",
         help="bandwidth cap (0: none)",
     )
+    retry_failed_after: float = _setting(
+        _UPLOAD,
+        3600.0,
+        minimum=0,
+        flag="--retry-failed-after",
+        metavar="S",
+        help="first retry of a failed sequence, doubled each time ({default} s)",
+    )
     upload_delay: float = _setting(
         _UPLOAD,
         0.0,

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from daemon.core import auth, config, log
 from daemon.core.aio import wait_event
-from daemon.journal import AsyncJournal, FileFailures, SequenceState, journal_trouble
+from daemon.journal import AsyncJournal, FileFailures, Journal, SequenceState, journal_trouble
 from daemon.mapillary import AuthError
 from daemon.mapillary import MapillaryError as UploadError
 from daemon.runtime.state import RunStats, Runtime, Wakeups
@@ -54,6 +54,7 @@ class Uploading:
         while not self.wake.stopping.is_set():
             await wait_event(self.wake.upload, 30.0)
             self.wake.upload.clear()
+            await self.retry_failed()
             token = await self.access_token()
             if not token:
                 continue
@@ -98,6 +99,20 @@ class Uploading:
         if not token:
             self.runtime.server = "no token: run 'mapillary-daemon authenticate'"
         return token
+
+    async def retry_failed(self) -> None:
+        """Failed sequences go back to pending when `retry` asked for them (the journal is the
+        channel) or when their scheduled next try has come."""
+        first = self.settings.retry_failed_after
+
+        def requeue(journal: Journal) -> list[str]:
+            asked = journal.take_retry_requests()
+            done = journal.retry_sequences(asked) if asked is not False else []
+            due = journal.schedule_retries(first)
+            return done + (journal.retry_sequences(due, auto=True) if due else [])
+
+        for uuid in await self.journal.run(requeue):
+            self.log.info("sequence_retried", sequence=uuid)
 
     async def due_sequences(self) -> list[str]:
         rows = await self.journal.sequences_in_state(SequenceState.PENDING)
