@@ -47,8 +47,16 @@ class Uploading:
         self.failures = failures or FileFailures(journal)
         self.log = log.get("daemon")
         self._bytes_window: list[tuple[float, int]] = []
+        self._client: UploadClient | None = None
+        self._client_for: tuple[str, config.Settings] | None = None
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            await self.close()
+
+    async def _run(self) -> None:
         backoff = 2.0
         self.wake.upload.set()  # what the last run left queued goes now, not in 30 s
         while not self.wake.stopping.is_set():
@@ -122,15 +130,30 @@ class Uploading:
         away = self.missing_roots()
         return [r.uuid for r in rows if r.created_at <= due and r.source_root not in away]
 
-    async def upload(self, token: str, uuids: list[str]) -> None:
+    async def client(self, token: str) -> UploadClient:
+        """One client (one HTTP session, its connections kept alive) for the daemon's life;
+        a new one only when the token changed (SIGHUP) or the settings did (a reload)."""
+        if self._client is not None and self._client_for == (token, self.settings):
+            return self._client
+        await self.close()
         client = UploadClient.from_settings(self.settings, token)
         client.events.subscribe(self._on_upload_event)
+        self._client = await client.__aenter__()
+        self._client_for = (token, self.settings)
+        return client
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    async def upload(self, token: str, uuids: list[str]) -> None:
+        client = await self.client(token)
         self.runtime.activity = f"uploading {len(uuids)} sequence(s)"
-        async with client:
-            worker = SequenceUploader(
-                self.journal, client, on_sequence=self._on_sequence, failures=self.failures
-            )
-            await worker.upload_all(uuids)
+        worker = SequenceUploader(
+            self.journal, client, on_sequence=self._on_sequence, failures=self.failures
+        )
+        await worker.upload_all(uuids)
         self.runtime.server = "reachable"
         self.runtime.activity = "idle"
 
