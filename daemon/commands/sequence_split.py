@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     start = first_free_index(root)
     for n, seq in enumerate(sequences, start=start):
         target = root / str(n)
-        line = f"{seq[0].filename} .. {seq[-1].filename} ({len(seq)} photos) -> {target}"
+        line = f"{seq[0].filename} .. {seq[-1].filename} ({len(seq)} photo{'' if len(seq) == 1 else 's'}) -> {target}"
         if args.dry_run:
             summary.file_line(f"would move {line}")
         else:

@@ -20,6 +20,7 @@ from daemon.core.hashing import hash_file
 from daemon.journal import FileState, Journal, NewFile, StateChange
 from daemon.media import exif
 from daemon.pipeline.describe import DESCRIPTION_FILE, read_description_file, validate_description
+from daemon.pipeline.records import DUPLICATE
 
 SKIP_DIRS = ("duplicates", "errors")
 # Sequence ids we derive are stable for the same images, so a rerun finds its own sequence.
@@ -51,7 +52,10 @@ def _from_description_file(folder: Path, desc_file: Path, out: Collected) -> Non
         path = Path(entry["filename"])
         path = path if path.is_absolute() else folder / path
         if "error" in entry:
-            reason = entry["error"].get("message") if isinstance(entry["error"], dict) else None
+            error = entry["error"]
+            if isinstance(error, dict) and error.get("type") == DUPLICATE:
+                continue  # a duplicate is left out on purpose: never a problem of the upload
+            reason = error.get("message") if isinstance(error, dict) else None
             out.skipped.append((path, f"set aside by process: {reason or entry['error']}"))
             continue
         desc = {k: v for k, v in entry.items() if k.startswith("MAP")}
