@@ -104,3 +104,29 @@ def test_status_into_a_closed_pipe_prints_no_traceback(tmp_path: Path) -> None:
     proc.stdout.close()  # as `| head -0` does, before it writes
     err = proc.stderr.read().decode()
     assert proc.wait(60) == 0 and "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def test_run_once_without_a_token_exits_2_like_upload(tmp_path: Path, server: ServerThread) -> None:
+    inbox = tmp_path / "inbox"
+    geotagged(inbox, 3, 48.1, seed=60)
+    work = tmp_path / "work"
+    args = ["--journal", str(work / "j.sqlite3"), "--spool", str(work / "spool")]
+    args += ["--watch", str(inbox), "--tz", "+00:00", "--settle-seconds", "0.3"]
+    done = daemon(
+        tmp_path, server, "run", "--once", *args, "--batch-quiet-seconds", "1", token=None
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert server.stats()["images"] == 0
+
+
+def test_process_names_reasons_in_words_and_counts_one_photo_singular(
+    tmp_path: Path, server: ServerThread
+) -> None:
+    photos = tmp_path / "ride"
+    geotagged(photos, 3, 48.1, seed=70)
+    make_jpeg(photos / "IMG_0009.jpg", size=(160, 120), seed=79, capture_time=START)
+    done = daemon(tmp_path, server, "process", str(photos))
+    assert "set aside, no position: 1" in done.stdout, done.stdout
+    assert "Mapillary" not in done.stdout.replace("mapillary_image_description", "")
+    split = daemon(tmp_path, server, "sequence-split", str(photos), "100000")
+    assert "(1 photos)" not in split.stdout + split.stderr

@@ -108,7 +108,7 @@ def render(st: dict[str, Any]) -> str:
     lines.append("sequences: " + (", ".join(f"{v} {k}" for k, v in seqs.items()) or "none yet"))
     left = st["bytes_to_upload"]
     upload = f"to upload: {_size(left)}"
-    if d.get("upload_rate") and d.get("running"):
+    if d.get("upload_rate") and d.get("running") and left:  # no rate for nothing to send
         upload += f" at {_size(d['upload_rate'])}/s"
     if st.get("eta_seconds"):
         upload += f", about {_duration(st['eta_seconds'])} left"

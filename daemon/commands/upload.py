@@ -159,7 +159,10 @@ async def _upload(
         print(f"upload: set aside: {why}", file=sys.stderr)
     images = sum(r.images for r in done)
     queued = f", {len(waiting)} still queued" if waiting else ""
-    print(f"upload: {len(done)} sequences ({images} images) finished, {len(failed)} failed{queued}")
+    seqs = f"{len(done)} sequence{'' if len(done) == 1 else 's'}"
+    print(
+        f"upload: {seqs} ({images} image{'' if images == 1 else 's'}) finished, {len(failed)} failed{queued}"
+    )
     return EXIT_SET_ASIDE if failed or waiting or set_aside or had_problems else EXIT_OK
 
 

@@ -231,6 +231,8 @@ class Daemon:
                     raise error
         # A service stopped by SIGTERM has done its job (exit 0, or systemd marks it failed);
         # for --once the exit code tells cron whether something needs a look.
+        if self.once and self.stats.no_token:
+            return 2  # as `upload` without a token: a usage problem, not a failed upload
         if self.once and (self.stats.rejected or self.stats.failed):
             return 1
         return 0

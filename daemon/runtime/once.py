@@ -7,6 +7,7 @@ import asyncio
 
 from daemon.core import log
 from daemon.intake import Sources
+from daemon.mapillary import AuthError
 from daemon.mapillary import MapillaryError as UploadError
 from daemon.runtime.intake import Intake
 from daemon.runtime.process import Processing
@@ -40,12 +41,14 @@ async def until_done(
         if not token:
             log.get("daemon").warning("upload_skipped", reason=runtime.server)
             stats.failed += len(pending)
+            stats.no_token = True
             break
         try:
             await uploading.upload(token, pending)
         except UploadError as exc:
             log.get("daemon").error("upload_stopped", reason=str(exc), still_queued=len(pending))
             stats.failed += len(await uploading.due_sequences())
+            stats.no_token = isinstance(exc, AuthError)
             break
         if set(await uploading.due_sequences()) >= set(pending):
             break  # nothing moved (all failed): do not loop

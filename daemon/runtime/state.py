@@ -61,6 +61,7 @@ class RunStats:
     rejected: int = 0
     finished: int = 0
     failed: int = 0
+    no_token: bool = False  # --once: no token, or a refused one (exit 2, as `upload`)
     results: list[SequenceResult] = field(default_factory=list)
 
     def figures(self) -> dict[str, int]:
