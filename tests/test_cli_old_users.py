@@ -130,3 +130,10 @@ def test_process_names_reasons_in_words_and_counts_one_photo_singular(
     assert "Mapillary" not in done.stdout.replace("mapillary_image_description", "")
     split = daemon(tmp_path, server, "sequence-split", str(photos), "100000")
     assert "(1 photos)" not in split.stdout + split.stderr
+
+
+def test_help_pages_explain_every_argument(tmp_path: Path, server: ServerThread) -> None:
+    shown = daemon(tmp_path, server, "config", "--help").stdout
+    assert "(default: None)" not in shown
+    split = " ".join(daemon(tmp_path, server, "sequence-split", "--help").stdout.split())
+    assert "in metres (100.0)" in split and "1.5 times the usual interval" in split
