@@ -137,3 +137,17 @@ def test_help_pages_explain_every_argument(tmp_path: Path, server: ServerThread)
     assert "(default: None)" not in shown
     split = " ".join(daemon(tmp_path, server, "sequence-split", "--help").stdout.split())
     assert "in metres (100.0)" in split and "1.5 times the usual interval" in split
+
+
+def test_upload_subfolders_after_split_and_process_sends_all_and_complains_of_nothing(
+    tmp_path: Path, server: ServerThread
+) -> None:
+    photos = tmp_path / "ride"
+    geotagged(photos, 4, 48.1, seed=80)
+    assert daemon(tmp_path, server, "sequence-split", str(photos), "5").returncode == 0
+    assert (photos / "0").is_dir() and (photos / "1").is_dir()
+    assert daemon(tmp_path, server, "process", str(photos)).returncode == 0
+    done = daemon(tmp_path, server, "upload", str(photos), "--upload-subfolders")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "no Mapillary description" not in done.stdout + done.stderr
+    assert server.stats()["images"] == 4
