@@ -64,6 +64,13 @@ class LikeTheService:
             self.held[key] = held + data[:kept]
             self.lost += len(data) - kept
             return web.json_response({"error": {"message": "internal"}}, status=500)
+        if fault == "reset":  # the service lost the session: it holds nothing for the key
+            self.lost += len(held) + len(data)
+            self.held.pop(key, None)
+            return web.json_response({"error": {"message": "session reset"}}, status=503)
+        if fault == "outage":
+            self.lost += len(data)
+            return web.json_response({"error": {"message": "unavailable"}}, status=503)
         if fault in ("ratelimit429", "ratelimit400"):
             self.lost += len(data)
             reply = {
@@ -104,7 +111,10 @@ async def service() -> AsyncIterator[tuple[LikeTheService, str, str]]:
 
 
 async def upload_two_sequences(
-    tmp_path: Path, service: tuple[LikeTheService, str, str], faults: list[str]
+    tmp_path: Path,
+    service: tuple[LikeTheService, str, str],
+    faults: list[str],
+    policy: RetryPolicy = FAST,
 ) -> tuple[LikeTheService, AsyncJournal, list[str], int]:
     state, graph, up = service
     state.faults = faults
@@ -116,7 +126,7 @@ async def upload_two_sequences(
         paths = described_folder(folder, 3, seed=seed, size=(320, 240))
         total += sum(p.stat().st_size for p in paths)
         uuids += await journal.run(partial(queue_folder, folder=folder))
-    async with UploadClient(TOKEN, graph, up, policy=FAST, concurrency=1) as client:
+    async with UploadClient(TOKEN, graph, up, policy=policy, concurrency=1) as client:
         await SequenceUploader(journal, client).upload_all(uuids)
     return state, journal, uuids, total
 
@@ -149,6 +159,21 @@ async def test_rate_limits_marked_not_retriable_are_retried_after_their_backoff(
 ) -> None:
     faults = ["ratelimit429", "ratelimit400", "half500", "ratelimit400"]
     state, journal, uuids, _total = await upload_two_sequences(tmp_path, service, faults)
+    try:
+        assert_each_image_once(state, journal, uuids)
+        assert state.faults == []
+        stored = sum(len(b) for b in state.held.values())
+        assert state.received - stored == state.lost
+    finally:
+        await journal.aclose()
+
+
+async def test_a_session_reset_to_offset_0_and_an_outage_resend_only_what_was_lost(
+    tmp_path: Path, service: tuple[LikeTheService, str, str]
+) -> None:
+    faults = ["half500", "reset", "outage", "outage", "half500", "reset"]
+    real = RetryPolicy(max_delay=0.02, jitter=0.0)  # the real budget of failures in a row
+    state, journal, uuids, _total = await upload_two_sequences(tmp_path, service, faults, real)
     try:
         assert_each_image_once(state, journal, uuids)
         assert state.faults == []
