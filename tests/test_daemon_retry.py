@@ -110,3 +110,43 @@ def test_retry_of_a_name_that_is_no_failed_sequence_is_a_usage_error(tmp_path: P
     assert wrong.returncode == 2 and "not a failed sequence: no-such-sequence" in wrong.stderr
     done = cli(d, "retry", "--all")
     assert done.returncode == 0 and "queued 1 failed sequence again" in done.stdout, done
+
+
+def test_outside_upload_hours_photos_are_processed_but_wait_and_status_says_why(
+    tmp_path: Path, server: ServerThread, daemons: list[DaemonProc]
+) -> None:
+    import time as time_module
+
+    from tests.test_upload_cmd import geotagged
+
+    now = time_module.localtime()
+    start = (now.tm_hour + 2) % 24
+    window = f"{start:02d}:00-{(start + 1) % 24:02d}:00"
+    work = tmp_path / "work"
+    (work / "inbox").mkdir(parents=True)
+    d = new_daemon(daemons, work, server.environment(), *watch(tmp_path), "--upload-hours", window)
+    d.start().wait_event("root_watched", 15)
+    geotagged(work / "inbox" / "ride", 3, 48.1, seed=5)
+    wait_for(
+        "a pending sequence",
+        lambda: d.query("SELECT count(*) FROM sequences WHERE state = 'pending'")[0][0] == 1,
+        60,
+        every=0.5,
+    )
+    shown = wait_for(
+        "status to say why",
+        lambda: (lambda out: out if "waiting for upload hours" in out else None)(
+            cli(d, "status").stdout
+        ),
+        45,
+        every=0.5,
+    )
+    assert window in shown and server.stats()["images"] == 0
+    bad = subprocess.run(
+        [sys.executable, "-m", "daemon", "config", "show"],
+        env=dict(d.env, PYTHONPATH=str(ROOT), MAPILLARY_DAEMON_UPLOAD_HOURS="late"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 2 and "not a window like 22:00-07:00" in bad.stderr

@@ -90,6 +90,16 @@ def _http_url(value: str) -> str | None:
     return None if value.startswith(("http://", "https://")) else " must be an http(s) URL"
 
 
+def _hours(value: str) -> str | None:
+    from daemon.upload.throttle import parse_hours
+
+    try:
+        parse_hours(value)
+    except ValueError as exc:
+        return f": {exc}"
+    return None
+
+
 def _zone(value: str | None) -> str | None:
     """A zone the pipeline cannot read would stop every batch later; refuse it now."""
     if value is None:
@@ -302,6 +312,14 @@ class Settings:
         flag="--max-rate",
         metavar="BYTES_PER_S",
         help="bandwidth cap (0: none)",
+    )
+    upload_hours: str = _setting(
+        _UPLOAD,
+        "",
+        check=_hours,
+        flag="--upload-hours",
+        metavar="HH:MM-HH:MM",
+        help="upload only then, local time, e.g. 22:00-07:00 (default: always)",
     )
     retry_failed_after: float = _setting(
         _UPLOAD,

@@ -19,6 +19,7 @@ from daemon.mapillary import MapillaryError as UploadError
 from daemon.runtime.state import RunStats, Runtime, Wakeups
 from daemon.upload.client import UploadClient
 from daemon.upload.events import UploadEvent
+from daemon.upload.throttle import within_hours
 from daemon.upload.worker import SequenceResult, SequenceUploader
 
 OFFLINE_BACKOFF_MAX = 60.0
@@ -67,7 +68,7 @@ class Uploading:
             if not token:
                 continue
             pending = await self.due_sequences()
-            if not pending:
+            if not pending or not self.in_upload_hours():
                 continue
             try:
                 await self.upload(token, pending)
@@ -107,6 +108,15 @@ class Uploading:
         if not token:
             self.runtime.server = "no token: run 'mapillary-daemon authenticate'"
         return token
+
+    def in_upload_hours(self) -> bool:
+        """Outside ``upload_hours`` sequences wait (imports and processing go on); the 30 s
+        check starts them when the window opens."""
+        now = time.localtime()
+        if within_hours(self.settings.upload_hours, now.tm_hour * 60 + now.tm_min):
+            return True
+        self.runtime.activity = f"waiting for upload hours ({self.settings.upload_hours})"
+        return False
 
     async def retry_failed(self) -> None:
         """Failed sequences go back to pending when `retry` asked for them (the journal is the
