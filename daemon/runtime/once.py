@@ -33,6 +33,13 @@ async def until_done(
         await asyncio.sleep(0.05)
     await intake.flush()
     await processing.process_ready()
+    try:
+        await _upload_all(uploading, stats, runtime)
+    finally:
+        await uploading.close()  # the one session of this run
+
+
+async def _upload_all(uploading: Uploading, stats: RunStats, runtime: Runtime) -> None:
     while True:
         pending = await uploading.due_sequences()
         if not pending:
