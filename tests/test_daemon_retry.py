@@ -150,3 +150,23 @@ def test_outside_upload_hours_photos_are_processed_but_wait_and_status_says_why(
         timeout=60,
     )
     assert bad.returncode == 2 and "not a window like 22:00-07:00" in bad.stderr
+
+
+def test_run_once_outside_upload_hours_leaves_the_sequences_queued(
+    tmp_path: Path, server: ServerThread, daemons: list[DaemonProc]
+) -> None:
+    import time as time_module
+
+    from tests.test_upload_cmd import geotagged
+
+    start = (time_module.localtime().tm_hour + 2) % 24
+    window = f"{start:02d}:00-{(start + 1) % 24:02d}:00"
+    work = tmp_path / "work"
+    (work / "inbox").mkdir(parents=True)
+    geotagged(work / "inbox" / "ride", 3, 48.1, seed=6)
+    d = new_daemon(daemons, work, server.environment(), *watch(tmp_path), "--upload-hours", window)
+    done = d.once()
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "upload_waiting" in done.stdout + done.stderr
+    assert d.query("SELECT count(*) FROM sequences WHERE state = 'pending'")[0][0] == 1
+    assert server.stats()["images"] == 0

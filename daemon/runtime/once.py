@@ -40,6 +40,9 @@ async def until_done(
 
 
 async def _upload_all(uploading: Uploading, stats: RunStats, runtime: Runtime) -> None:
+    if not uploading.in_upload_hours():  # a cron job outside the window: queued for later
+        log.get("daemon").info("upload_waiting", reason=runtime.activity)
+        return
     while True:
         pending = await uploading.due_sequences()
         if not pending:
