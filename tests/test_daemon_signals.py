@@ -141,5 +141,5 @@ def test_no_log_line_of_a_whole_upload_run_contains_the_token(
         drive(inbox / "more", 4, photos=10)
         out = refused.once(timeout=60)
         logs = out.stdout + out.stderr
-        assert out.returncode == 1 and "refused" in logs.lower()
+        assert out.returncode == 2 and "refused" in logs.lower()  # as `upload`: exit 2
         assert wrong not in logs

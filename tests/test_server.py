@@ -626,8 +626,8 @@ def test_the_server_command_prints_its_urls_and_stops_cleanly_on_sigterm(tmp_pat
         base = first.removeprefix("serving on ")
         env_lines = [proc.stdout.readline().strip() for _ in range(2)]
         assert env_lines == [
-            f"MAPILLARY_GRAPH_API_ENDPOINT={base}/graph",
-            f"MAPILLARY_UPLOAD_ENDPOINT={base}/mapillary_public_uploads",
+            f"export MAPILLARY_GRAPH_API_ENDPOINT={base}/graph",
+            f"export MAPILLARY_UPLOAD_ENDPOINT={base}/mapillary_public_uploads",
         ]
         request = urllib.request.Request(f"{base}/graph/me", headers=AUTH)
         with urllib.request.urlopen(request, timeout=5) as resp:

@@ -345,9 +345,10 @@ async def test_server_errors_are_each_retried_once_and_the_sequence_finishes(
     config = ServerConfig(data_dir=tmp_path / "srv", fail_rate=0.4, seed=3)
     bus = EventBus()
     retries = collect(bus, "retry")
+    patient = RetryPolicy(max_attempts=12, max_delay=0.02, jitter=0.0)  # a probe per retry
     async with running_server(config) as server:
         async with UploadClient(
-            TOKEN, server.graph_url, server.upload_url, policy=FAST, events=bus
+            TOKEN, server.graph_url, server.upload_url, policy=patient, events=bus
         ) as client:
             cluster = await send_sequence(client, images)
         stats = server.stats()

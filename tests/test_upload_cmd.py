@@ -139,7 +139,7 @@ def test_a_processed_folder_uploads_once_and_prints_its_cluster(tmp_path, server
     assert done.returncode == 0, done.stderr
     (sequence,) = server.sequences()
     assert clusters(done.stdout) == {next(iter(clusters(done.stdout))): (5, sequence["cluster_id"])}
-    assert "1 sequences (5 images) finished, 0 failed" in done.stdout
+    assert "1 sequence (5 images) finished, 0 failed" in done.stdout
     assert [i["filename"] for i in sequence["images"]] == [f"IMG_{i:04d}.jpg" for i in range(5)]
     assert positions(sequence) == approx(points)
     before = server.stats()

@@ -294,7 +294,9 @@ async def test_a_sequence_whose_photos_are_all_gone_for_good_fails_with_a_reason
     seq = j.get_sequence(lost_uuid)
     assert seq is not None and (seq.state, seq.reason) == (SequenceState.FAILED, reason)
     summary = j.summary()
-    assert summary["failed_sequences"] == [{"uuid": lost_uuid, "reason": reason, "images": 3}]
+    assert summary["failed_sequences"] == [
+        {"uuid": lost_uuid, "reason": reason, "images": 3, "next_try": None}
+    ]
     assert summary["bytes_to_upload"] == 0
 
 
@@ -379,7 +381,9 @@ async def test_a_refused_image_fails_itself_and_its_sequence_together(
     assert seq is not None and (seq.state, seq.reason) == (SequenceState.FAILED, result.error)
     bad = j.sequence_images(uuid)[2]
     assert (bad.state, bad.reason) == (FileState.FAILED, result.error)
-    assert j.summary()["failed_sequences"] == [{"uuid": uuid, "reason": result.error, "images": 4}]
+    assert j.summary()["failed_sequences"] == [
+        {"uuid": uuid, "reason": result.error, "images": 4, "next_try": None}
+    ]
 
 
 async def test_a_failed_image_in_a_pending_sequence_fails_the_sequence_instead_of_crashing(

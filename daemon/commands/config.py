@@ -46,7 +46,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("action", choices=["init", "show", "path", "web-password"])
     p.add_argument(
-        "--config", type=Path, help="configuration file (default: %(default)s)", default=None
+        "--config",
+        type=Path,
+        help="configuration file (default: the user's, see `config path`)",
+        default=None,
     )
     p.add_argument("--force", action="store_true", help="init: overwrite an existing file")
     p.set_defaults(func=run)

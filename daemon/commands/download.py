@@ -40,6 +40,17 @@ MAPILLARY_GRAPH_API_ENDPOINT or the config file).
 Exit codes: 0 all downloaded, 1 some images failed or were refused, 2 usage or token refused."""
 
 
+def image_size(text: str) -> str:
+    """A size the service has; the old scripts' 320 and 640 become the smallest at least as
+    large (said once, on stderr)."""
+    if text.isdigit() and text not in SIZES:
+        larger = [size for size in SIZES if size.isdigit() and int(size) >= int(text)]
+        if larger:
+            print(f"download: image size {text} is not offered; using {larger[0]}", file=sys.stderr)
+            return larger[0]
+    return text
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(
         sub,
@@ -54,7 +65,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bbox", metavar="W,S,E,N", help="the box as the API writes it, instead")
     p.add_argument("--max-results", type=int, metavar="N", help="download at most N images")
     p.add_argument(
-        "--image-size", choices=SIZES, default="1024", help="thumbnail width (%(default)s)"
+        "--image-size",
+        type=image_size,
+        choices=SIZES,
+        default="1024",
+        help="thumbnail width (%(default)s)",
     )
     p.add_argument(
         "--out", type=Path, default=DEFAULT_OUT, metavar="DIR", help="folder (%(default)s)"

@@ -104,7 +104,9 @@ def load(paths: Sequence[Path], tz: tzinfo, summary: Summary) -> list[ImageRecor
     if len(zones) == 1:
         summary.zone = next(iter(zones))
     elif zones:
-        summary.zone = ", ".join(f"{z} ({n} photos)" for z, n in zones.most_common())
+        summary.zone = ", ".join(
+            f"{z} ({n} photo{'' if n == 1 else 's'})" for z, n in zones.most_common()
+        )
     return records
 
 

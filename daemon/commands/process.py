@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TextIO
 
 from daemon.commands.common import add_command, add_config_flag
-from daemon.commands.report import clock_offset_text
+from daemon.commands.report import REASONS, clock_offset_text
 from daemon.core import config, flags
 from daemon.core.durable import put_in_place, temp_beside
 from daemon.core.errors import EXIT_OK, EXIT_SET_ASIDE, UsageError
@@ -133,7 +133,7 @@ def print_summary(
         file=out,
     )
     for reason, n in sorted(Counter(r.error.type for r in set_aside if r.error).items()):
-        print(f"  set aside, {reason}: {n}", file=out)
+        print(f"  set aside, {REASONS.get(reason, reason)}: {n}", file=out)
     zones = Counter(r.zone for r in result.records if r.zone)
     used = ", ".join(f"{z} ({n})" for z, n in zones.most_common()) if len(zones) > 1 else zone
     if len(zones) == 1:

@@ -20,6 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     process.add_arguments(p)
     upload.add_upload_arguments(p, with_path=False)
+    # upload_with_preprocessing.py's flag: process always sets duplicates aside.
+    p.add_argument("--remove-duplicates", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=run, upload_subfolders=False)
 
 

@@ -39,10 +39,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("path", type=Path, metavar="PATH", help="folder of JPEGs")
     p.add_argument(
-        "cutoff_distance", type=float, nargs="?", default=100.0, metavar="CUTOFF_DISTANCE"
+        "cutoff_distance",
+        type=float,
+        nargs="?",
+        default=100.0,
+        metavar="CUTOFF_DISTANCE",
+        help="split where photos are further apart, in metres (%(default)s)",
     )
-    p.add_argument("cutoff_time", type=float, nargs="?", metavar="CUTOFF_TIME")
-    p.add_argument("--max-images", type=int, default=1000, metavar="N", help="(%(default)s)")
+    p.add_argument(
+        "cutoff_time",
+        type=float,
+        nargs="?",
+        metavar="CUTOFF_TIME",
+        help="split at longer gaps, in seconds (default: 1.5 times the usual interval)",
+    )
+    p.add_argument(
+        "--max-images",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="photos per sequence (%(default)s)",
+    )
     legacy.add_tz_argument(p)
     p.add_argument("--dry-run", action="store_true", help="say what would move; move nothing")
     p.set_defaults(func=run)
@@ -80,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     start = first_free_index(root)
     for n, seq in enumerate(sequences, start=start):
         target = root / str(n)
-        line = f"{seq[0].filename} .. {seq[-1].filename} ({len(seq)} photos) -> {target}"
+        line = f"{seq[0].filename} .. {seq[-1].filename} ({len(seq)} photo{'' if len(seq) == 1 else 's'}) -> {target}"
         if args.dry_run:
             summary.file_line(f"would move {line}")
         else:

@@ -171,7 +171,7 @@ async def serve(config: ServerConfig) -> None:
     async with running_server(config) as server:
         print(f"serving on {server.base_url}")
         for name, value in server.environment().items():
-            print(f"{name}={value}")
+            print(f"export {name}={value}")  # for eval or a copy into a shell
         sys.stdout.flush()
         where = "a temporary folder, removed on exit" if config.data_dir is None else "data"
         print(f"{where}: {server.store.root}", file=sys.stderr)

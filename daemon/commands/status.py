@@ -78,7 +78,7 @@ def render(st: dict[str, Any]) -> str:
     lines.append("sequences: " + (", ".join(f"{v} {k}" for k, v in seqs.items()) or "none yet"))
     left = st["bytes_to_upload"]
     upload = f"to upload: {_size(left)}"
-    if d.get("upload_rate") and d.get("running"):
+    if d.get("upload_rate") and d.get("running") and left:  # no rate for nothing to send
         upload += f" at {_size(d['upload_rate'])}/s"
     if st.get("eta_seconds"):
         upload += f", about {_duration(st['eta_seconds'])} left"
@@ -106,10 +106,15 @@ def render(st: dict[str, Any]) -> str:
             safe = "safe to remove" if card["safe_to_remove"] else "NOT safe to remove"
             lines.append(f"  {mount}: {safe}: {card['state']}")
     if st.get("failed_sequences"):
-        # Not retried by themselves: say which and why, so the user can act.
+        # Retried by themselves later: say which, why and when, and how to retry now.
         lines.append("failed sequences:")
         for s in st["failed_sequences"]:
-            lines.append(f"  {s['uuid']} ({s['images']} images): {s['reason']}")
+            when = s.get("next_try")
+            nxt = (
+                f"next try in {_duration(max(when - time.time(), 0))}" if when else "to be retried"
+            )
+            lines.append(f"  {s['uuid']} ({s['images']} images): {s['reason']} ({nxt})")
+        lines.append("  ('mapillary-daemon retry --all' tries them now)")
     if st["recent_errors"]:
         lines.append("recent problems:")
         for e in st["recent_errors"]:

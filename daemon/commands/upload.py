@@ -160,11 +160,12 @@ async def _upload(
     for why in set_aside:
         print(f"upload: set aside: {why}", file=sys.stderr)
     images = sum(r.images for r in done)
-    line = f"upload: {len(done)} sequences ({images} images) finished, {len(failed)} failed"
-    if waiting:
-        line += f", {len(waiting)} still queued"
-    print(line)
-    return EXIT_SET_ASIDE if failed or set_aside or waiting or had_problems else EXIT_OK
+    queued = f", {len(waiting)} still queued" if waiting else ""
+    seqs = f"{len(done)} sequence{'' if len(done) == 1 else 's'}"
+    print(
+        f"upload: {seqs} ({images} image{'' if images == 1 else 's'}) finished, {len(failed)} failed{queued}"
+    )
+    return EXIT_SET_ASIDE if failed or waiting or set_aside or had_problems else EXIT_OK
 
 
 def _print_result(r: SequenceResult) -> None:

@@ -97,6 +97,16 @@ def _listen(value: str) -> str | None:
     return " must be HOST:PORT (127.0.0.1:8764) or off"
 
 
+def _hours(value: str) -> str | None:
+    from daemon.upload.throttle import parse_hours
+
+    try:
+        parse_hours(value)
+    except ValueError as exc:
+        return f": {exc}"
+    return None
+
+
 def _zone(value: str | None) -> str | None:
     """A zone the pipeline cannot read would stop every batch later; refuse it now."""
     if value is None:
@@ -324,6 +334,22 @@ class Settings:
         flag="--max-rate",
         metavar="BYTES_PER_S",
         help="bandwidth cap (0: none)",
+    )
+    upload_hours: str = _setting(
+        _UPLOAD,
+        "",
+        check=_hours,
+        flag="--upload-hours",
+        metavar="HH:MM-HH:MM",
+        help="upload only then, local time, e.g. 22:00-07:00 (default: always)",
+    )
+    retry_failed_after: float = _setting(
+        _UPLOAD,
+        3600.0,
+        minimum=0,
+        flag="--retry-failed-after",
+        metavar="S",
+        help="first retry of a failed sequence, doubled each time ({default} s)",
     )
     upload_delay: float = _setting(
         _UPLOAD,

@@ -14,6 +14,8 @@ from daemon.journal.rows import dump
 GPX_META = "gpx_files"  # the GPX files the daemon knows: {content hash: path}
 ASIDE_META = "set_aside_files"  # files set aside at intake: {path: reason}
 RUNTIME_META = "daemon_runtime"  # the running daemon's own state, for `status`
+RETRY_META = "sequence_retries"  # failed sequences' next try: {uuid: {"tries": n, "next": ts}}
+RETRY_REQUESTS_META = "sequence_retry_requests"  # `retry` while a daemon writes: uuids or "all"
 FAILURES_META = "file_failures"  # unexpected failures in a row, by hash or path (failures.py)
 
 

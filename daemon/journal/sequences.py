@@ -3,18 +3,24 @@ whether the server has finished them (its cluster id)."""
 
 from __future__ import annotations
 
+import json
 import os
+import sqlite3
 import time
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
 
 from daemon.core.files import valid_text
 from daemon.journal.errors import IllegalTransition, JournalError, NotFound
 from daemon.journal.files import FileStore
+from daemon.journal.meta import RETRY_META, RETRY_REQUESTS_META
 from daemon.journal.rows import (
     FILE_SELECT,
     SEQUENCE_SELECT,
     FileRow,
     SequenceRow,
+    dump,
     path_value,
     sequence_row,
 )
@@ -158,3 +164,118 @@ class SequenceStore(FileStore):
         if row is None:
             raise NotFound(f"journal {self.path}: no sequence {uuid}")
         return SequenceState(row[0]), row[1]
+
+    # -- failed sequences are tried again: by themselves after growing delays, or when asked ----
+
+    def retry_schedule(self) -> dict[str, dict[str, float]]:
+        """Each failed sequence's retry bookkeeping: ``tries`` so far and the ``next`` time."""
+        rows = self._read("SELECT value FROM settings WHERE key = ?", (RETRY_META,))
+        value = json.loads(rows[0][0]) if rows else {}
+        return value if isinstance(value, dict) else {}
+
+    def schedule_retries(
+        self, first_delay: float, now: float | None = None, max_delay: float = 7 * 86400.0
+    ) -> list[str]:
+        """Give every failed sequence without one a next try (``first_delay``, doubled for each
+        try before it, at most ``max_delay``); returns the failed sequences due by ``now``."""
+        now = time.time() if now is None else now
+        with self.transaction():
+            failed = [
+                r[0]
+                for r in self._conn.execute(
+                    "SELECT uuid FROM sequences WHERE state = ?", (str(SequenceState.FAILED),)
+                )
+            ]
+            schedule = self.retry_schedule()
+            for uuid in failed:
+                entry = schedule.setdefault(uuid, {"tries": 0})
+                if "next" not in entry:
+                    wait = min(first_delay * 2.0 ** min(int(entry.get("tries", 0)), 30), max_delay)
+                    entry["next"] = now + wait
+            schedule = {u: e for u, e in schedule.items() if u in failed or "next" not in e}
+            self._put(RETRY_META, schedule)
+        return [u for u in failed if schedule[u]["next"] <= now]
+
+    def retry_sequences(
+        self, uuids: Sequence[str] | None = None, *, auto: bool = False
+    ) -> list[str]:
+        """Queue failed sequences again (all of them for None): pending, their failed images
+        sequenced again. ``auto``: a try of the schedule, which counts towards the next delay.
+        Returns the uuids queued again; unknown or not failed ones are left as they are."""
+        now = time.time()
+        done: list[str] = []
+        with self.transaction():
+            schedule = self.retry_schedule()
+            wanted = (
+                list(uuids)
+                if uuids is not None
+                else [
+                    r[0]
+                    for r in self._conn.execute(
+                        "SELECT uuid FROM sequences WHERE state = ?", (str(SequenceState.FAILED),)
+                    )
+                ]
+            )
+            for uuid in wanted:
+                row = self._conn.execute(
+                    "SELECT state FROM sequences WHERE uuid = ?", (uuid,)
+                ).fetchone()
+                if row is None or row[0] != SequenceState.FAILED:
+                    continue
+                self._conn.execute(
+                    "UPDATE sequences SET state = ?, reason = NULL WHERE uuid = ?",
+                    (str(SequenceState.PENDING), uuid),
+                )
+                self._conn.execute(
+                    "UPDATE files SET state = ?, reason = NULL, updated_at = ? "
+                    "WHERE sequence_id = ? AND state = ?",
+                    (str(FileState.SEQUENCED), now, uuid, str(FileState.FAILED)),
+                )
+                entry = schedule.get(uuid, {"tries": 0})
+                tries = int(entry.get("tries", 0)) + (1 if auto else 0)
+                schedule[uuid] = {"tries": tries}  # the next failure schedules the next try
+                done.append(uuid)
+            self._put(RETRY_META, schedule)
+        return done
+
+    def take_retry_requests(self) -> list[str] | None | Literal[False]:
+        """What ``retry`` asked for while a daemon held the journal, cleared: a list of uuids,
+        None for all, False for nothing."""
+        with self.transaction():
+            row = self._conn.execute(
+                "SELECT value FROM settings WHERE key = ?", (RETRY_REQUESTS_META,)
+            ).fetchone()
+            if row is None:
+                return False
+            self._conn.execute("DELETE FROM settings WHERE key = ?", (RETRY_REQUESTS_META,))
+        value = json.loads(row[0])
+        return None if value == "all" else [str(u) for u in value]
+
+    def _put(self, key: str, value: Any) -> None:
+        self._conn.execute(
+            "INSERT INTO settings (key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, dump(value)),
+        )
+
+
+def request_retry(path: Path, uuids: Sequence[str] | None, busy_timeout: float = 10.0) -> None:
+    """Leave a retry request in the journal a running daemon writes (it holds the writer lock):
+    one small transaction of SQLite's own, which the daemon's upload stage takes on its next
+    periodic check. ``uuids`` None asks for every failed sequence."""
+    conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        row = conn.execute(
+            "SELECT value FROM settings WHERE key = ?", (RETRY_REQUESTS_META,)
+        ).fetchone()
+        before = json.loads(row[0]) if row else []
+        merged: Any = "all" if uuids is None or before == "all" else sorted({*before, *uuids})
+        conn.execute(
+            "INSERT INTO settings (key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (RETRY_REQUESTS_META, json.dumps(merged)),
+        )
+        conn.execute("COMMIT")
+    finally:
+        conn.close()

@@ -3,9 +3,11 @@ snapshot): counts per state, bytes still to send, the latest failures, and each 
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from typing import Any
 
+from daemon.journal.meta import RETRY_META
 from daemon.journal.rows import path_text
 from daemon.journal.states import FileState, SequenceState
 
@@ -59,8 +61,10 @@ def _waiting_for_source(conn: sqlite3.Connection) -> dict[str, int]:
 
 
 def _failed_sequences(conn: sqlite3.Connection, errors: int) -> list[dict[str, Any]]:
+    row = conn.execute("SELECT value FROM settings WHERE key = ?", (RETRY_META,)).fetchone()
+    schedule = json.loads(row[0]) if row else {}
     return [
-        {"uuid": u, "reason": r, "images": n}
+        {"uuid": u, "reason": r, "images": n, "next_try": schedule.get(u, {}).get("next")}
         for u, r, n in conn.execute(
             "SELECT s.uuid, s.reason, (SELECT count(*) FROM files WHERE sequence_id = s.uuid) "
             "FROM sequences s WHERE s.state = ? ORDER BY s.created_at DESC, s.rowid DESC "

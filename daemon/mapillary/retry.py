@@ -188,8 +188,15 @@ def classify_status(status: int, body: Any) -> Verdict:
     'retry'
     >>> classify_status(422, {"error": {"message": "bad image"}}).value
     'reject'
+    >>> classify_status(400, {"error": {"message": "offset 0 != 691"}}).value
+    'offset'
+    >>> classify_status(409, "Offset mismatch").value, classify_status(416, {}).value
+    ('offset', 'reject')
+    >>> classify_status(400, {"debug_info": {"retriable": False, "type": "RequestRateLimitedError"}}).value
+    'retry'
     """
-    if status == 412:
+    if status == 412 or (status in OFFSET_STATUSES and _names_offset(body)):
+        # Some deployments answer a wrong offset with a plain 400 (or 409/416): re-probe.
         return Verdict.OFFSET
     if status in (401, 403) or is_auth_error(body):
         return Verdict.AUTH
@@ -249,7 +256,32 @@ def server_message(body: Any, fallback: str = "") -> str:
     return fallback
 
 
+OFFSET_STATUSES = (400, 409, 412, 416)
+
+
+def is_rate_limit(status: int | None, body: Any) -> bool:
+    """A 429, or a reply whose error type is ``RequestRateLimitedError`` (some are 400s).
+
+    >>> is_rate_limit(429, None), is_rate_limit(400, {"debug_info": {"type": "RequestRateLimitedError"}})
+    (True, True)
+    >>> is_rate_limit(500, {}), is_rate_limit(None, None)
+    (False, False)
+    """
+    if status == 429:
+        return True
+    return any(part.get("type") == "RequestRateLimitedError" for part in _json_parts(body))
+
+
+def _names_offset(body: Any) -> bool:
+    """The error reply talks about the upload offset (its message or its error type)."""
+    texts = [body] if isinstance(body, str) else []
+    for part in _json_parts(body):
+        texts += [v for k, v in part.items() if k in ("message", "type", "error")]
+    return any(isinstance(t, str) and "offset" in t.lower() for t in texts)
+
+
 def _says_retriable(body: Any) -> bool:
+    # A rate limit is retried whatever its ``retriable`` says (the service marks some false).
     for part in _json_parts(body):
         if part.get("retriable") is True or part.get("type") == "RequestRateLimitedError":
             return True

@@ -21,7 +21,7 @@ from typing import Any
 
 from daemon.core import config, log
 from daemon.core.durable import make_private_folders
-from daemon.core.errors import EXIT_IO, EXIT_OK, EXIT_SET_ASIDE
+from daemon.core.errors import EXIT_IO, EXIT_OK, EXIT_SET_ASIDE, EXIT_USAGE
 from daemon.intake import Sources, clean_spool_temps
 from daemon.journal import ASIDE_META, GPX_META, AsyncJournal, FileFailures, JournalGone
 from daemon.runtime.housekeeping import Housekeeping
@@ -239,6 +239,8 @@ class Daemon:
         # A service stopped by SIGTERM has done its job (exit 0, or systemd marks it failed);
         # for --once the exit code tells cron whether something needs a look, and 3 that
         # it could not do all it could (the spool's disk full or failing).
+        if self.once and self.stats.no_token:
+            return EXIT_USAGE  # as `upload` without a token: a usage problem, not a failure
         if self.once and self.stats.not_copied:
             return EXIT_IO
         if self.once and (self.stats.rejected or self.stats.failed or any(self.stats.left)):

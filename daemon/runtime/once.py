@@ -9,6 +9,7 @@ import asyncio
 from daemon.core import log
 from daemon.intake import Sources
 from daemon.journal import FileState
+from daemon.mapillary import AuthError
 from daemon.mapillary import MapillaryError as UploadError
 from daemon.runtime.intake import Intake
 from daemon.runtime.process import Processing
@@ -35,6 +36,16 @@ async def until_done(
     await intake.flush()
     await processing.process_ready()
     await _count_left(intake, processing, stats)
+    try:
+        await _upload_all(uploading, stats, runtime)
+    finally:
+        await uploading.close()  # the one session of this run
+
+
+async def _upload_all(uploading: Uploading, stats: RunStats, runtime: Runtime) -> None:
+    if not uploading.in_upload_hours():  # a cron job outside the window: queued for later
+        log.get("daemon").info("upload_waiting", reason=runtime.activity)
+        return
     while True:
         pending = await uploading.due_sequences()
         if not pending:
@@ -43,12 +54,14 @@ async def until_done(
         if not token:
             log.get("daemon").warning("upload_skipped", reason=runtime.server)
             stats.failed += len(pending)
+            stats.no_token = True
             break
         try:
             await uploading.upload(token, pending)
         except UploadError as exc:
             log.get("daemon").error("upload_stopped", reason=str(exc), still_queued=len(pending))
             stats.failed += len(await uploading.due_sequences())
+            stats.no_token = isinstance(exc, AuthError)
             break
         if set(await uploading.due_sequences()) >= set(pending):
             break  # nothing moved (all failed): do not loop

@@ -63,6 +63,7 @@ class RunStats:
     finished: int = 0
     failed: int = 0
     not_copied: int = 0  # card files left off the spool (its disk full or failing)
+    no_token: bool = False  # --once: no token, or a refused one (exit 2, as `upload`)
     results: list[SequenceResult] = field(default_factory=list)
     left: dict[str, int] = field(default_factory=dict)  # what --once could not do → how many
 

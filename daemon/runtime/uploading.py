@@ -15,12 +15,13 @@ from collections.abc import Callable
 
 from daemon.core import auth, config, log
 from daemon.core.aio import wait_event
-from daemon.journal import AsyncJournal, FileFailures, SequenceState, journal_trouble
+from daemon.journal import AsyncJournal, FileFailures, Journal, SequenceState, journal_trouble
 from daemon.mapillary import AuthError
 from daemon.mapillary import MapillaryError as UploadError
 from daemon.runtime.state import RunStats, Runtime, Wakeups
 from daemon.upload.client import UploadClient
 from daemon.upload.events import UploadEvent
+from daemon.upload.throttle import within_hours
 from daemon.upload.worker import SequenceResult, SequenceUploader
 
 OFFLINE_BACKOFF_MAX = 60.0
@@ -54,18 +55,27 @@ class Uploading:
         self._bytes_window: list[tuple[float, int]] = []
         self._waiting = False  # the last pass left images waiting for their source
         self._away: set[str] = set()  # the roots missing at the last pass
+        self._client: UploadClient | None = None
+        self._client_for: tuple[str, config.Settings] | None = None
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            await self.close()
+
+    async def _run(self) -> None:
         backoff = 2.0
         self.wake.upload.set()  # what the last run left queued goes now, not in 30 s
         while not self.wake.stopping.is_set():
             await self._wait_for_work()
             self.wake.upload.clear()
+            await self.retry_failed()
             token = await self.access_token()
             if not token:
                 continue
             pending = await self.due_sequences()
-            if not pending:
+            if not pending or not self.in_upload_hours():
                 continue
             try:
                 await self.upload(token, pending)
@@ -122,6 +132,29 @@ class Uploading:
             self.runtime.server = "no token: run 'mapillary-daemon authenticate'"
         return token
 
+    def in_upload_hours(self) -> bool:
+        """Outside ``upload_hours`` sequences wait (imports and processing go on); the 30 s
+        check starts them when the window opens."""
+        now = time.localtime()
+        if within_hours(self.settings.upload_hours, now.tm_hour * 60 + now.tm_min):
+            return True
+        self.runtime.activity = f"waiting for upload hours ({self.settings.upload_hours})"
+        return False
+
+    async def retry_failed(self) -> None:
+        """Failed sequences go back to pending when `retry` asked for them (the journal is the
+        channel) or when their scheduled next try has come."""
+        first = self.settings.retry_failed_after
+
+        def requeue(journal: Journal) -> list[str]:
+            asked = journal.take_retry_requests()
+            done = journal.retry_sequences(asked) if asked is not False else []
+            due = journal.schedule_retries(first)
+            return done + (journal.retry_sequences(due, auto=True) if due else [])
+
+        for uuid in await self.journal.run(requeue):
+            self.log.info("sequence_retried", sequence=uuid)
+
     async def due_sequences(self) -> list[str]:
         """Pending sequences past their upload delay. Those of a missing root are in, too: the
         worker reads only our spool copies of them and marks the rest waiting (shown in status)
@@ -130,22 +163,37 @@ class Uploading:
         due = time.time() - self.settings.upload_delay
         return [r.uuid for r in rows if r.created_at <= due]
 
-    async def upload(self, token: str, uuids: list[str]) -> None:
+    async def client(self, token: str) -> UploadClient:
+        """One client (one HTTP session, its connections kept alive) for the daemon's life;
+        a new one only when the token changed (SIGHUP) or the settings did (a reload)."""
+        if self._client is not None and self._client_for == (token, self.settings):
+            return self._client
+        await self.close()
         client = UploadClient.from_settings(self.settings, token)
         client.events.subscribe(self._on_upload_event)
+        self._client = await client.__aenter__()
+        self._client_for = (token, self.settings)
+        return client
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    async def upload(self, token: str, uuids: list[str]) -> None:
+        client = await self.client(token)
         self.runtime.activity = f"uploading {len(uuids)} sequence(s)"
         away = self._away = self.missing_roots()
         self._waiting = False
-        async with client:
-            worker = SequenceUploader(
-                self.journal,
-                client,
-                on_sequence=self._on_sequence,
-                failures=self.failures,
-                source_missing=lambda root: root in away,
-                source_wait=self.settings.source_wait,
-            )
-            await worker.upload_all(uuids)
+        worker = SequenceUploader(
+            self.journal,
+            client,
+            on_sequence=self._on_sequence,
+            failures=self.failures,
+            source_missing=lambda root: root in away,
+            source_wait=self.settings.source_wait,
+        )
+        await worker.upload_all(uuids)
         self.runtime.server = "reachable"
         self.runtime.activity = "idle"
 

@@ -24,7 +24,7 @@ from daemon.core.config import Settings
 from daemon.mapillary.errors import AuthError, MapillaryError
 from daemon.mapillary.graph import MANIFEST_FILE_TYPE, GraphAPI
 from daemon.mapillary.http import Timeouts
-from daemon.mapillary.retry import Failure, RetryPolicy, Verdict, retrying
+from daemon.mapillary.retry import Failure, RetryPolicy, Verdict, is_rate_limit, retrying
 from daemon.mapillary.upload_service import (
     Body,
     BytesBody,
@@ -79,6 +79,7 @@ class UploadClient:
         self._session: aiohttp.ClientSession | None = None
         self._graph_api: GraphAPI | None = None
         self._service: UploadService | None = None
+        self._attempted: set[str] = set()  # keys sent before: their next try probes first
         self._log = log.get("upload")
 
     @classmethod
@@ -135,17 +136,20 @@ class UploadClient:
     ) -> str:
         """Upload ``body`` under ``key``, resuming from the server's offset; returns the handle.
 
-        After a cut connection or a timeout the offset is probed again, so at most the bytes the
-        server lost are sent twice. The failure count restarts whenever the server's offset has
-        advanced. ``fresh``: the caller never sent this key before, so the first POST starts at
-        0 without a probe; a server that holds bytes after all answers 412 before reading the
-        body, and the offset is probed then (PROTOCOL.md). An error of the body itself (its
+        After any failed attempt (an error reply, a cut connection, a timeout) the offset is
+        probed again, so at most the bytes the server lost are sent twice. The failure count
+        restarts whenever the server's offset has advanced. ``fresh``: the caller never sent
+        this key before, so the first POST starts at 0 without a probe (unless this client
+        tried the key already); a server that holds bytes after all answers 412 (or a 400
+        naming the offset) and the offset is probed then (PROTOCOL.md). An error of the body itself (its
         file changed or cannot be read) is raised as it is, never retried.
         """
         service = self._upload_service()
         total = body.size
         confirmed = -1
-        offset: int | None = 0 if fresh else None
+        # No probe only for a key this client never tried: a second try asks first.
+        offset: int | None = 0 if fresh and key not in self._attempted else None
+        self._attempted.add(key)
 
         def sent(position: int) -> None:
             self._progress(key, position, total, name, on_progress)
@@ -175,10 +179,11 @@ class UploadClient:
                 )
             except Failure as failure:
                 failure.progressed = progressed
-                if failure.status is None or failure.verdict is Verdict.OFFSET:
-                    # The body may have been cut anywhere: ask what arrived. After a plain
-                    # error reply the offset stands (a 412 would tell us otherwise), which
-                    # spares a request per retry under rate limiting.
+                # Whatever failed (an error reply, a cut connection, a timeout), the service
+                # may have kept part of the body: ask what arrived before sending again. A
+                # rate limit refused the request whole, and a probe would spend the budget
+                # the POST needs (a wrong offset would still be answered 412 and probed).
+                if not is_rate_limit(failure.status, failure.body):
                     offset = None
                 raise
 

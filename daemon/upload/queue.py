@@ -20,6 +20,7 @@ from daemon.core.hashing import hash_file
 from daemon.journal import FileState, Journal, NewFile, StateChange
 from daemon.media import exif
 from daemon.pipeline.describe import DESCRIPTION_FILE, read_description_file, validate_description
+from daemon.pipeline.records import DUPLICATE
 
 SKIP_DIRS = ("duplicates", "errors")
 # Sequence ids we derive are stable for the same images, so a rerun finds its own sequence.
@@ -41,23 +42,30 @@ class Collected:
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # (file, reason)
 
 
-def _from_description_file(folder: Path, desc_file: Path, out: Collected) -> None:
+def _from_description_file(folder: Path, desc_file: Path, out: Collected) -> set[Path]:
+    """Reads the file's photos into ``out``; returns every photo it names (also set aside)."""
+    named: set[Path] = set()
     try:
         entries = read_description_file(desc_file)
     except ValueError as exc:
         out.skipped.append((desc_file, str(exc)))
-        return
+        return named
     for entry in entries:
         path = Path(entry["filename"])
         path = path if path.is_absolute() else folder / path
+        named.add(path)
         if "error" in entry:
-            reason = entry["error"].get("message") if isinstance(entry["error"], dict) else None
+            error = entry["error"]
+            if isinstance(error, dict) and error.get("type") == DUPLICATE:
+                continue  # a duplicate is left out on purpose: never a problem of the upload
+            reason = error.get("message") if isinstance(error, dict) else None
             out.skipped.append((path, f"set aside by process: {reason or entry['error']}"))
             continue
         desc = {k: v for k, v in entry.items() if k.startswith("MAP")}
         # A description file names its sequences only within itself (mapillary_tools writes
         # "0", "1", ... in every folder), so the folder is part of the sequence's identity.
         _add(path, desc, f"folder:{folder}", out, scope=f"file:{desc_file}|")
+    return named
 
 
 def _from_exif(folder: Path, files: list[Path], out: Collected) -> None:
@@ -93,11 +101,12 @@ def collect(root: Path, subfolders: bool = False) -> Collected:
     """Described photos under ``root`` (and its subfolders when asked), folder by folder."""
     out = Collected()
     listings = walk(root, is_photo, skip_names=SKIP_DIRS, recursive=subfolders, linked_folders=True)
+    covered: set[Path] = set()  # named by a parent's description file (process after a split)
     for folder, entries in sorted(listings, key=lambda listing: listing[0]):
-        files = sorted(folder / entry.name for entry in entries)
+        files = sorted(p for e in entries if (p := folder / e.name) not in covered)
         desc_file = folder / DESCRIPTION_FILE
         if desc_file.exists():
-            _from_description_file(folder, desc_file, out)
+            covered |= _from_description_file(folder, desc_file, out)
         elif files:
             _from_exif(folder, files, out)
     return out

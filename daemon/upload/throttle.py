@@ -58,3 +58,44 @@ class Throttle:
         wait = self.reserve(nbytes)
         if wait > 0:
             await asyncio.sleep(wait)
+
+
+def parse_hours(spec: str) -> tuple[int, int] | None:
+    """``"22:00-07:00"`` as minutes of the day (start, end); None for "" (always).
+    ValueError names what is wrong.
+
+    >>> parse_hours("22:00-07:00"), parse_hours(""), parse_hours("9-17")
+    ((1320, 420), None, (540, 1020))
+    """
+    if not spec.strip():
+        return None
+    try:
+        start, end = (_minutes(part) for part in spec.split("-"))
+    except ValueError:
+        raise ValueError(f"{spec!r} is not a window like 22:00-07:00") from None
+    return start, end
+
+
+def _minutes(text: str) -> int:
+    hours, _, minutes = text.strip().partition(":")
+    h, m = int(hours), int(minutes or 0)
+    if not (0 <= h <= 24 and 0 <= m < 60 and h * 60 + m <= 1440):
+        raise ValueError(text)
+    return h * 60 + m
+
+
+def within_hours(spec: str, minute_of_day: int) -> bool:
+    """Whether uploads may run at this minute of the (local) day; a window may wrap midnight.
+
+    >>> [within_hours("22:00-07:00", m) for m in (23 * 60, 3 * 60, 12 * 60)]
+    [True, True, False]
+    >>> within_hours("", 0), within_hours("09:00-17:00", 9 * 60), within_hours("09:00-17:00", 17 * 60)
+    (True, True, False)
+    """
+    window = parse_hours(spec)
+    if window is None:
+        return True
+    start, end = window
+    if start <= end:
+        return start <= minute_of_day < end
+    return minute_of_day >= start or minute_of_day < end

@@ -1,0 +1,153 @@
+"""The command line as users of the old scripts and cron jobs meet it: old flag spellings,
+duplicates that are no error, a mistyped flag, a closed pipe."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from daemon.journal import Journal
+from daemon.server import ServerConfig, ServerThread
+from tests.jpegs import make_jpeg
+from tests.test_upload_cmd import START, TOKEN, daemon, geotagged
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerThread]:
+    with ServerThread(ServerConfig(data_dir=tmp_path / "server", tokens=(TOKEN,))) as srv:
+        yield srv
+
+
+def standing_still(folder: Path) -> None:
+    """Four photos along a street, then three taken at a red light (duplicates)."""
+    geotagged(folder, 4, 48.1, seed=10)
+    for i in range(3):
+        make_jpeg(
+            folder / f"IMG_{4 + i:04d}.jpg",
+            size=(160, 120),
+            seed=40 + i,
+            capture_time=START + timedelta(seconds=8 + 2 * i),
+            offset="+00:00",
+            lat=48.1 + 3 * 0.0001,
+            lon=11.5,
+            direction=0.0,
+        )
+
+
+def test_old_flag_spellings_are_accepted_as_ours(tmp_path: Path, server: ServerThread) -> None:
+    photos = tmp_path / "ride"
+    geotagged(photos, 3, 48.1, seed=0)
+    old = daemon(tmp_path, server, "interpolate-direction", str(photos), "--offset_angle", "5")
+    assert old.returncode == 0 and "usage:" not in old.stderr, old.stderr
+    dry = daemon(tmp_path, server, "upload", str(tmp_path), "--upload_subfolders", "--dry-run")
+    assert dry.returncode != 2 and "unrecognized" not in dry.stderr, dry.stderr
+    pre = daemon(
+        tmp_path, server, "process-and-upload", str(tmp_path / "no"), "--remove_duplicates"
+    )
+    assert "does not exist" in pre.stderr and "unrecognized" not in pre.stderr, pre.stderr
+    down = daemon(
+        tmp_path,
+        server,
+        "download",
+        "1",
+        "2",
+        "3",
+        "4",
+        "--max_results=10",
+        "--image_size=640",
+        token=None,
+    )
+    assert "unrecognized" not in down.stderr, down.stderr
+    assert down.stderr.count("image size 640 is not offered; using 1024") == 1
+
+
+def test_duplicates_are_never_an_error(tmp_path: Path, server: ServerThread) -> None:
+    photos = tmp_path / "ride"
+    standing_still(photos)
+    processed = daemon(tmp_path, server, "process", str(photos))
+    assert processed.returncode == 0 and " 3 duplicates" in processed.stdout, processed.stdout
+    uploaded = daemon(tmp_path, server, "upload", str(photos))
+    assert uploaded.returncode == 0, uploaded.stdout + uploaded.stderr
+    assert server.stats()["images"] == 4
+    both = tmp_path / "ride2"
+    standing_still(both)
+    done = daemon(tmp_path, server, "process-and-upload", str(both))
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_mistyped_flag_shows_the_command_usage_and_the_flag_it_meant(
+    tmp_path: Path, server: ServerThread
+) -> None:
+    typo = daemon(tmp_path, server, "geotag", str(tmp_path), "x.gpx", "--time-ofset", "2")
+    assert typo.returncode == 2
+    assert "usage: mapillary-daemon geotag" in typo.stderr
+    assert "did you mean --time-offset?" in typo.stderr
+
+
+def test_status_into_a_closed_pipe_prints_no_traceback(tmp_path: Path) -> None:
+    journal = tmp_path / "journal.sqlite3"
+    Journal.open(journal).close()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daemon", "status", "--journal", str(journal)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # as `| head -0` does, before it writes
+    err = proc.stderr.read().decode()
+    assert proc.wait(60) == 0 and "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def test_run_once_without_a_token_exits_2_like_upload(tmp_path: Path, server: ServerThread) -> None:
+    inbox = tmp_path / "inbox"
+    geotagged(inbox, 3, 48.1, seed=60)
+    work = tmp_path / "work"
+    args = ["--journal", str(work / "j.sqlite3"), "--spool", str(work / "spool")]
+    args += ["--watch", str(inbox), "--tz", "+00:00", "--settle-seconds", "0.3"]
+    done = daemon(
+        tmp_path, server, "run", "--once", *args, "--batch-quiet-seconds", "1", token=None
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert server.stats()["images"] == 0
+
+
+def test_process_names_reasons_in_words_and_counts_one_photo_singular(
+    tmp_path: Path, server: ServerThread
+) -> None:
+    photos = tmp_path / "ride"
+    geotagged(photos, 3, 48.1, seed=70)
+    make_jpeg(photos / "IMG_0009.jpg", size=(160, 120), seed=79, capture_time=START)
+    done = daemon(tmp_path, server, "process", str(photos))
+    assert "set aside, no position: 1" in done.stdout, done.stdout
+    assert "Mapillary" not in done.stdout.replace("mapillary_image_description", "")
+    split = daemon(tmp_path, server, "sequence-split", str(photos), "100000")
+    assert "(1 photos)" not in split.stdout + split.stderr
+
+
+def test_help_pages_explain_every_argument(tmp_path: Path, server: ServerThread) -> None:
+    shown = daemon(tmp_path, server, "config", "--help").stdout
+    assert "(default: None)" not in shown
+    split = " ".join(daemon(tmp_path, server, "sequence-split", "--help").stdout.split())
+    assert "in metres (100.0)" in split and "1.5 times the usual interval" in split
+
+
+def test_upload_subfolders_after_split_and_process_sends_all_and_complains_of_nothing(
+    tmp_path: Path, server: ServerThread
+) -> None:
+    photos = tmp_path / "ride"
+    geotagged(photos, 4, 48.1, seed=80)
+    assert daemon(tmp_path, server, "sequence-split", str(photos), "5").returncode == 0
+    assert (photos / "0").is_dir() and (photos / "1").is_dir()
+    assert daemon(tmp_path, server, "process", str(photos)).returncode == 0
+    done = daemon(tmp_path, server, "upload", str(photos), "--upload-subfolders")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "no Mapillary description" not in done.stdout + done.stderr
+    assert server.stats()["images"] == 4
