@@ -1,5 +1,5 @@
-"""Is a quiet file complete? A JPEG with its image data and end marker, a GPX closed by
-``</gpx>``; and if not, whether waiting longer may still help."""
+"""Is a quiet file complete? A JPEG with its image data and end marker, a GPX with its
+``<gpx>`` root (a log cut off later is still used); and if not, whether waiting may help."""
 
 from __future__ import annotations
 
@@ -42,35 +42,39 @@ class _NotGpx(Exception):
     pass
 
 
-def gpx_verdict(path: str | os.PathLike[str]) -> Verdict:
-    """Blocking. Well-formed XML whose root is ``<gpx>``, streamed (little memory).
+class _Root(Exception):
+    pass
 
-    Expat reports an error in the bytes read so far at once, but an unclosed document only at
-    the end: the first is hopeless, the second a file still being written (or cut off).
+
+GPX_HEAD = 1 << 16  # the root element of any GPX starts in its first 64 KiB
+
+
+def gpx_verdict(path: str | os.PathLike[str]) -> Verdict:
+    """Blocking. A file whose root element is ``<gpx>``: only the start is read.
+
+    The rest is the loader's business: it keeps every point of a log cut off by a power loss
+    (gpsd's gpxlogger writes its closing tags only on a clean exit) and the points around an
+    XML error, naming file and line. A log still growing is taken again when it changes.
     """
 
     def root(name: str, _attrs: Any) -> None:
-        parser.StartElementHandler = None  # only the root element matters
         if name.rpartition(":")[2] != "gpx":
             raise _NotGpx(f"root element is <{name}>, not <gpx>")
+        raise _Root
 
     with open_regular(path) as fh:
-        parser = xml.parsers.expat.ParserCreate()
-        parser.StartElementHandler = root
-        empty = True
-        try:
-            while chunk := fh.read(1 << 20):
-                empty = False
-                parser.Parse(chunk, False)
-        except (xml.parsers.expat.ExpatError, _NotGpx) as exc:
-            return Verdict(False, f"not a GPX file: {exc}", hopeless=True)
-        if empty:
-            return Verdict(False, EMPTY)
-        try:
-            parser.Parse(b"", True)
-        except xml.parsers.expat.ExpatError:
-            return Verdict(False, "cut off: no closing </gpx> tag", dated=True)
-    return COMPLETE
+        head = fh.read(GPX_HEAD)
+    if not head:
+        return Verdict(False, EMPTY)
+    parser = xml.parsers.expat.ParserCreate()
+    parser.StartElementHandler = root
+    try:
+        parser.Parse(head, False)
+    except _Root:
+        return COMPLETE
+    except (xml.parsers.expat.ExpatError, _NotGpx) as exc:
+        return Verdict(False, f"not a GPX file: {exc}", hopeless=True)
+    return Verdict(False, "cut off: no <gpx> element", dated=True)
 
 
 def verdict(path: str | os.PathLike[str]) -> Verdict:

@@ -9,6 +9,7 @@ to the journal in one transaction per piece of a batch.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from functools import partial
 from pathlib import Path
@@ -23,7 +24,7 @@ from daemon.journal import (
     Journal,
     journal_trouble,
 )
-from daemon.media.gpx import GpxError, Track, load_gpx_files
+from daemon.media.gpx import GpxError, Track, load_gpx, merge
 from daemon.media.load import load_record
 from daemon.pipeline import PipelineOptions, clear_caches, run_pipeline
 from daemon.pipeline.dates import parse_zone
@@ -50,22 +51,27 @@ class GpxLibrary:
 
     The file list changes on the event loop (``add``); the track is built in a worker thread
     from a ``snapshot`` taken on the loop, so the two never share a dict being changed, and a
-    file added during a build makes a new ``version`` that the next build picks up.
+    file added during a build makes a new ``version`` that the next build picks up. Each file
+    is parsed once per change (keyed by size, mtime and inode), not once per file per build.
     """
 
     def __init__(self) -> None:
         self._paths: dict[str, str] = {}  # content hash → readable path
         self.version = 0
         self._built: tuple[int, Track | None] = (-1, None)
+        self._parsed: dict[str, tuple[tuple[int, int, int], Track | None]] = {}
 
     def load_known(self, known: dict[str, str]) -> None:
         self._paths.update(known)
         self.version += 1
 
     def add(self, file_hash: str, path: str) -> bool:
-        """Add a GPX file; True if it is new (so waiting photos deserve another look)."""
+        """Add a GPX file; True if it is new (so waiting photos deserve another look). A log
+        that grew in place replaces its older content under the same path."""
         if self._paths.get(file_hash) == path:
             return False
+        for old in [h for h, p in self._paths.items() if p == path]:
+            del self._paths[old]
         self._paths[file_hash] = path
         self.version += 1
         return True
@@ -75,21 +81,41 @@ class GpxLibrary:
         return dict(self._paths)
 
     def snapshot(self) -> tuple[int, list[str]]:
-        return self.version, list(self._paths.values())
+        return self.version, list(dict.fromkeys(self._paths.values()))
+
+    def _load(self, path: str) -> Track | None:
+        """One file's track, parsed again only when it changed; its trouble logged once."""
+        try:
+            st = os.stat(path)
+            key = (st.st_size, st.st_mtime_ns, st.st_ino)
+        except OSError as exc:
+            key = (-1, -1, -1)
+            if self._parsed.get(path, (None,))[0] != key:
+                log.get("gpx").warning("gpx_unusable", file=path, reason=exc.strerror or str(exc))
+            self._parsed[path] = (key, None)
+            return None
+        cached = self._parsed.get(path)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        track: Track | None = None
+        try:
+            track = load_gpx(path)
+            for note in track.notes:
+                log.get("gpx").warning("gpx_points_left_out", file=path, reason=note)
+        except (GpxError, OSError) as exc:
+            log.get("gpx").warning("gpx_unusable", file=path, reason=str(exc))
+        self._parsed[path] = (key, track)
+        return track
 
     def build(self, version: int, paths: list[str]) -> Track | None:
         """The merged track of a snapshot (worker thread); unreadable files are logged and left
         out."""
         if self._built[0] == version:
             return self._built[1]
-        good = []
-        for path in paths:
-            try:
-                load_gpx_files([Path(path)])
-                good.append(Path(path))
-            except (GpxError, OSError) as exc:
-                log.get("gpx").warning("gpx_unusable", file=path, reason=str(exc))
-        track = load_gpx_files(good) if good else None
+        tracks = [t for t in map(self._load, paths) if t is not None]
+        for gone in set(self._parsed) - set(paths):
+            del self._parsed[gone]
+        track = (tracks[0] if len(tracks) == 1 else merge(tracks)) if tracks else None
         self._built = (version, track)
         return track
 
