@@ -616,8 +616,9 @@ def test_completeness_checks(tmp_path: Path) -> None:
 def test_scan_lists_photos_and_tracks_only(tmp_path: Path) -> None:
     want = {photo(tmp_path / "a" / "b" / "x.JPEG"), photo(tmp_path / "y.jpg")}
     (tmp_path / "t.GPX").write_text("<gpx></gpx>")
-    want.add(tmp_path / "t.GPX")
-    for name in (".h/z.jpg", "n.txt", "w.jpg.part", "spool/s.jpg"):
+    (tmp_path / "gps.log").write_text("$GPRMC,...")  # NMEA logs are tracks too (sniffed later)
+    want |= {tmp_path / "t.GPX", tmp_path / "gps.log"}
+    for name in (".h/z.jpg", "n.csv", "w.jpg.part", "spool/s.jpg"):
         photo(tmp_path / name)
     listings = walk(tmp_path, is_photo_or_track, ignore=[tmp_path / "spool"])
     assert {folder / entry.name for folder, files in listings for entry in files} == want

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Literal, overload
 
 PHOTO_SUFFIXES = frozenset({".jpg", ".jpeg"})
-TRACK_SUFFIXES = frozenset({".gpx"})
+TRACK_SUFFIXES = frozenset({".gpx", ".nmea", ".log", ".txt"})  # .log/.txt: NMEA, if sniffed so
 # Names other programs give a file while they are still writing it.
 TEMP_SUFFIXES = frozenset({".tmp", ".temp", ".part", ".partial", ".crdownload", ".swp"})
 # str.endswith wants a tuple; an ending compares as a suffix does for any name that is not

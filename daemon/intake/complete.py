@@ -10,6 +10,7 @@ from typing import Any
 
 from daemon.core.files import NotRegularFile, is_track, open_regular
 from daemon.media.exif import JpegState, jpeg_state
+from daemon.media.nmea import SNIFF_BYTES, is_nmea
 
 
 @dataclass(frozen=True)
@@ -77,11 +78,26 @@ def gpx_verdict(path: str | os.PathLike[str]) -> Verdict:
     return Verdict(False, "cut off: no <gpx> element", dated=True)
 
 
+def nmea_verdict(path: str | os.PathLike[str]) -> Verdict:
+    """Blocking. A .nmea/.log/.txt file is a track if its start holds an NMEA sentence (or it
+    is GPX under another name); a log still growing is taken again when it changes."""
+    with open_regular(path) as fh:
+        head = fh.read(SNIFF_BYTES)
+    if not head:
+        return Verdict(False, EMPTY)
+    if head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<"):
+        return gpx_verdict(path)
+    if is_nmea(head):
+        return COMPLETE
+    return Verdict(False, "not a track: no NMEA sentence and not GPX", hopeless=True)
+
+
 def verdict(path: str | os.PathLike[str]) -> Verdict:
     """Blocking: whether ``path`` is complete, and if not why and whether waiting may help."""
     try:
-        if is_track(os.path.basename(path)):
-            return gpx_verdict(path)
+        name = os.path.basename(path)
+        if is_track(name):
+            return gpx_verdict(path) if name.lower().endswith(".gpx") else nmea_verdict(path)
         return jpeg_verdict(path)
     except NotRegularFile as exc:  # a FIFO renamed over a photo: no writer can fix that
         return Verdict(False, exc.strerror, hopeless=True)

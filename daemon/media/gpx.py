@@ -426,10 +426,12 @@ def merge(tracks: Sequence[Track]) -> Track:
 
 def load_gpx_files(paths: Iterable[str | os.PathLike[str]]) -> Track:
     """Several GPX files merged into one track; the first bad file raises GpxError naming it."""
+    from daemon.media.nmea import load_track  # nmea builds on this module
+
     tracks = []
     for path in paths:
         try:
-            tracks.append(load_gpx(path))
+            tracks.append(load_track(path))
         except GpxError as exc:
             raise GpxError(f"{path}: {exc}") from None
     if not tracks:

@@ -14,7 +14,7 @@ import asyncio
 from typing import Any
 
 from daemon.core import config, log
-from daemon.core.files import NotRegularFile, is_photo
+from daemon.core.files import NotRegularFile, is_photo, is_track
 from daemon.core.hashing import hash_file
 from daemon.intake import (
     BatchReady,
@@ -178,7 +178,7 @@ class Intake:
         if not f.complete:
             await self._set_aside(f, f.reason or "incomplete file")
             return
-        if f.path.suffix.lower() == ".gpx":
+        if is_track(f.path.name):
             await self._take_gpx(f)
             return
         too_big = self._too_big(f)

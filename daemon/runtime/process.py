@@ -24,8 +24,9 @@ from daemon.journal import (
     Journal,
     journal_trouble,
 )
-from daemon.media.gpx import GpxError, Track, load_gpx, merge
+from daemon.media.gpx import GpxError, Track, merge
 from daemon.media.load import load_record
+from daemon.media.nmea import load_track
 from daemon.pipeline import PipelineOptions, clear_caches, run_pipeline
 from daemon.pipeline.dates import parse_zone
 from daemon.pipeline.plan import BatchOutcome, BatchPlan, plan_batch, tail_from_last_sequence
@@ -99,7 +100,7 @@ class GpxLibrary:
             return cached[1]
         track: Track | None = None
         try:
-            track = load_gpx(path)
+            track = load_track(path)
             for note in track.notes:
                 log.get("gpx").warning("gpx_points_left_out", file=path, reason=note)
         except (GpxError, OSError) as exc:
