@@ -86,3 +86,49 @@ def test_a_cut_off_log_with_a_bad_fix_places_the_photos_and_again_when_it_grows(
         tol = 1e-4 if name in before else 3e-5
         assert abs(lat - p.gps_lat) < tol and abs(lon - p.gps_lon) < tol, name
     assert d.stop() == 0
+
+
+def nmea_text(drive: Drive) -> str:
+    """The drive as a u-blox M8 logs it: $GNRMC and $GNGGA, CRLF, checksummed."""
+
+    def sentence(body: str) -> str:
+        check = 0
+        for c in body:
+            check ^= ord(c)
+        return f"${body}*{check:02X}\r\n"
+
+    def angle(value: float, digits: int, hemis: str) -> str:
+        deg = int(abs(value))
+        return f"{deg:0{digits}d}{(abs(value) - deg) * 60:09.6f},{hemis[value < 0]}"
+
+    out = []
+    for p in drive.track:
+        t = p.time.astimezone(UTC)
+        hms = t.strftime("%H%M%S.") + f"{t.microsecond // 10000:02d}"
+        pos = f"{angle(p.lat, 2, 'NS')},{angle(p.lon, 3, 'EW')}"
+        out.append(sentence(f"GNRMC,{hms},A,{pos},5.0,90.0,{t:%d%m%y},,,A"))
+        out.append(sentence(f"GNGGA,{hms},{pos},1,12,0.8,{p.ele:.1f},M,40.0,M,,"))
+    return "".join(out)
+
+
+def test_photos_are_placed_from_an_nmea_log(
+    tmp_path: Path, server: ServerThread, daemons: list[DaemonProc]
+) -> None:
+    inbox, logger = tmp_path / "in", tmp_path / "gps"
+    logger.mkdir()
+    d = new_daemon(
+        daemons,
+        tmp_path / "work",
+        server.environment(),
+        *("--watch", str(inbox), "--gpx-dir", str(logger), "--position-wait", "7200"),
+    )
+    drive = plan_drive(START, seed=6, stop_s=10.0, break_s=0.0)
+    paths = write_drive(drive, inbox, gpx_name=None)
+    (logger / "gpsd.nmea").write_text(nmea_text(drive), encoding="ascii")
+    d.start()
+    wait_for("the drive uploaded", lambda: len(uploaded(server)) == len(paths), 60)
+    truth = {f"G{p.index:07d}.JPG": p for p in drive.photos}
+    for name, (lat, lon) in uploaded(server).items():
+        p = truth[name]
+        assert abs(lat - p.gps_lat) < 1e-5 and abs(lon - p.gps_lon) < 1e-5, name
+    assert d.stop() == 0
