@@ -132,3 +132,28 @@ def test_photos_are_placed_from_an_nmea_log(
         p = truth[name]
         assert abs(lat - p.gps_lat) < 1e-5 and abs(lon - p.gps_lon) < 1e-5, name
     assert d.stop() == 0
+
+
+def test_the_zone_label_is_the_offset_of_the_photos_date_and_the_repeated_hour_is_hinted(
+    tmp_path: Path, server: ServerThread, daemons: list[DaemonProc]
+) -> None:
+    inbox = tmp_path / "in"
+    d = new_daemon(
+        daemons,
+        tmp_path / "work",
+        server.environment(),
+        *("--watch", str(inbox), "--tz", "Europe/Berlin"),
+    )
+    june = plan_drive(START, seed=7, stop_s=5.0, break_s=0.0)  # 09:00 in Berlin, +02:00
+    write_drive(june, inbox / "june", camera_tz="Europe/Berlin", with_gps_in_exif=False)
+    # 2024-10-27 00:30 UTC is 02:30 in Berlin, an hour that happens twice that night
+    autumn = plan_drive(datetime(2024, 10, 27, 0, 30, tzinfo=UTC), seed=8, stop_s=5.0, break_s=0.0)
+    write_drive(autumn, inbox / "autumn", camera_tz="Europe/Berlin", with_gps_in_exif=False)
+    d.start()
+    batch = d.wait_event("batch_processed", 60)[0]
+    # June's own offset, not today's (+01:00 in winter); 02:30 on 27 October is read as the
+    # first of its two occurrences, still summer time
+    assert batch["zone"] == "Europe/Berlin (+02:00)", batch
+    hint = d.wait_event("ambiguous_hour", 5)[0]
+    assert hint["photos"] > 0 and "summer time" in hint["hint"]
+    assert d.stop() == 0

@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections import Counter
 from functools import partial
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from daemon.core import config, log
 from daemon.core.aio import wait_event
@@ -192,6 +194,8 @@ class Processing:
         self._maybe_due = True  # a batch may be waiting for its quiet period to end
         self._recheck_waiting: dict[str, float] = {}  # root → when to look at its waiting photos
         self._failed_until: dict[str, float] = {}  # root → when to try a batch that failed again
+        self._zones: Counter[str] = Counter()  # zone labels of this pass's photos (their dates)
+        self._ambiguous: list[str] = []  # photos in the repeated hour at the end of summer time
 
     async def run(self) -> None:
         while not self.wake.stopping.is_set():
@@ -307,6 +311,7 @@ class Processing:
     ) -> BatchPlan:
         try:
             records, failed = await asyncio.to_thread(read_rows, rows, options.tz)
+            self._note_zones(records, options.tz)
             await self.failures.cleared(*(r.content_hash for r in records if r.content_hash))
             records += await self._fenced(failed, counted)
             return await asyncio.to_thread(
@@ -337,13 +342,44 @@ class Processing:
                 self._maybe_due = True  # read again at the next look
         return quarantined
 
+    def _note_zones(self, records: list[ImageRecord], tz: str | None) -> None:
+        """Each photo's zone label is the offset at its own date (June: +02:00 in Berlin);
+        naive times in the hour a zone repeats when summer time ends are noted."""
+        self._zones.update(r.zone for r in records if r.zone)
+        zone = parse_zone(tz)[0]
+        if not isinstance(zone, ZoneInfo):
+            return
+        for r in records:
+            if r.capture_time and r.zone and not r.zone.endswith("(from file)"):
+                local = r.capture_time.astimezone(zone)
+                if local.replace(fold=1 - local.fold).utcoffset() != local.utcoffset():
+                    self._ambiguous.append(r.filename)
+
+    def _zone_text(self) -> str:
+        if not self._zones:
+            return zone_label(self.settings.tz)
+        if len(self._zones) == 1:
+            return next(iter(self._zones))
+        return ", ".join(f"{z} ({n})" for z, n in self._zones.most_common())
+
     def _count(self, o: BatchOutcome) -> None:
         self.stats.sequences += o.sequences
         self.stats.images += o.images
         self.stats.duplicates += o.duplicates
         self.stats.waiting += o.waiting
         self.stats.rejected += sum(o.rejected.values())
-        zone = zone_label(self.settings.tz)
+        zone = self._zone_text()
+        ambiguous, self._zones, self._ambiguous = self._ambiguous, Counter(), []
+        if ambiguous:
+            self.log.warning(
+                "ambiguous_hour",
+                root=o.root,
+                photos=len(ambiguous),
+                first=ambiguous[0],
+                zone=zone,
+                hint="taken in the hour repeated when summer time ends: the camera time may "
+                "be an hour off (read as the first of the two); check with a GPS time",
+            )
         self.log.info(
             "batch_processed",
             root=o.root,
