@@ -230,3 +230,35 @@ def test_without_gpx_photos_without_gps_are_set_aside(capture, tmp_path: Path) -
     assert abs(entries["b.jpg"]["MAPLatitude"] - 52.5) < 1e-6
     assert entries["b.jpg"]["MAPCaptureTime"] == "2024_06_01_09_00_10_000"
     assert "zone of camera times: UTC" in proc.stdout
+
+
+def test_infinite_elevations_and_a_bad_fix_give_strict_json(capture, tmp_path: Path) -> None:
+    photos, gpx, _ = capture
+    one = tmp_path / "one"
+    one.mkdir()
+    for name in ("G0001.JPG", "G0002.JPG", "G0003.JPG"):
+        shutil.copy(photos / name, one / name)
+    text = gpx.read_text()
+    lines = text.splitlines(keepends=True)
+    eles = [i for i, line in enumerate(lines) if "<ele>" in line]
+    for n, i in enumerate(eles[:40]):  # every fix near the photos: infinite elevations
+        start, end = lines[i].index("<ele>") + 5, lines[i].index("</ele>")
+        lines[i] = lines[i][:start] + ("inf" if n % 2 else "1e999") + lines[i][end:]
+    dirty = tmp_path / "dirty.gpx"
+    dirty.write_text("".join(lines)[: -len("</trkseg></trk></gpx>\n")])  # and cut off
+    proc = run_process(
+        tmp_path,
+        str(one),
+        "--gpx",
+        str(dirty),
+        "--tz",
+        "+02:00",
+        "--time-offset",
+        "3",
+        "--desc-path",
+        "-",
+    )
+    assert proc.returncode == 0, proc.stderr
+    entries = json.loads(proc.stdout, parse_constant=lambda c: pytest.fail(f"not JSON: {c}"))
+    assert len(entries) == 3 and all("MAPLatitude" in e for e in entries)
+    assert "ends mid-write" in proc.stderr
