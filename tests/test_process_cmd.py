@@ -232,7 +232,9 @@ def test_without_gpx_photos_without_gps_are_set_aside(capture, tmp_path: Path) -
     assert "zone of camera times: UTC" in proc.stdout
 
 
-def test_infinite_elevations_and_a_bad_fix_give_strict_json(capture, tmp_path: Path) -> None:
+def test_infinite_elevations_and_a_bad_fix_give_strict_json(
+    capture: tuple[Path, Path, dict[str, float]], tmp_path: Path
+) -> None:
     photos, gpx, _ = capture
     one = tmp_path / "one"
     one.mkdir()
