@@ -159,3 +159,34 @@ def test_every_corpus_file_parses_like_gpxpy() -> None:
         assert list(ours.lons) == pytest.approx([first[t][1] for t in times]), path.name
         compared += 1
     assert compared
+
+
+def test_geotag_with_an_infinite_elevation_tags_the_photo_and_says_what_it_left_out(
+    tmp_path: Path,
+) -> None:
+    import subprocess
+    import sys
+
+    from daemon.media.exif import read_exif
+    from tests.jpegs import make_jpeg
+
+    (tmp_path / "p").mkdir()
+    photo = make_jpeg(
+        tmp_path / "p" / "a.jpg", capture_time=(T0 + timedelta(seconds=3)).replace(tzinfo=None)
+    )
+    text = gpx_text(points(5)).replace("<ele>102.000</ele>", "<ele>inf</ele>")
+    text = text.replace('lat="52.500400000"', 'lat="NaN"')
+    gpx = write(tmp_path, text[: -len("</trkseg></trk></gpx>\n")])
+    proc = subprocess.run(
+        [sys.executable, "-m", "daemon", "geotag", str(photo.parent), str(gpx), "--tz", "UTC"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout + proc.stderr
+    assert "1 bad coordinates" in out and "ends mid-write" in out, out
+    info = read_exif(photo)
+    assert info.lat == pytest.approx(52.5003, abs=1e-6)
