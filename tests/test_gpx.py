@@ -120,17 +120,17 @@ BAD = {
     "no times": (
         '<gpx><trk><trkseg><trkpt lat="1" lon="2"/><trkpt lat="1.1" lon="2">'
         "<time>not a time</time></trkpt></trkseg></trk></gpx>",
-        "GPX points have no time",
+        "no usable GPX points (1 unreadable time)",
     ),
     "bad coordinates": (
         '<gpx><trk><trkseg><trkpt lat="north" lon="2"><time>2024-06-01T08:00:00Z</time>'
         "</trkpt></trkseg></trk></gpx>",
-        "bad point coordinates lat='north' lon='2'",
+        "no usable GPX points (1 bad coordinates)",
     ),
     "coordinates out of range": (
         '<gpx><trk><trkseg><trkpt lat="91" lon="2"><time>2024-06-01T08:00:00Z</time>'
         "</trkpt></trkseg></trk></gpx>",
-        "point coordinates out of range: 91.0, 2.0",
+        "no usable GPX points (1 bad coordinates)",
     ),
 }
 

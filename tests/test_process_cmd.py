@@ -260,3 +260,37 @@ def test_an_iphone_heic_in_the_folder_is_named_with_what_to_do(capture, tmp_path
     assert HEIC.name in out, out
     assert "HEIC photo, not a JPEG: convert it to JPEG first" in out, out
     assert proc.returncode == 1  # a photo was set aside; the JPEG beside it was processed
+
+
+def test_infinite_elevations_and_a_bad_fix_give_strict_json(
+    capture: tuple[Path, Path, dict[str, float]], tmp_path: Path
+) -> None:
+    photos, gpx, _ = capture
+    one = tmp_path / "one"
+    one.mkdir()
+    for name in ("G0001.JPG", "G0002.JPG", "G0003.JPG"):
+        shutil.copy(photos / name, one / name)
+    text = gpx.read_text()
+    lines = text.splitlines(keepends=True)
+    eles = [i for i, line in enumerate(lines) if "<ele>" in line]
+    for n, i in enumerate(eles[:40]):  # every fix near the photos: infinite elevations
+        start, end = lines[i].index("<ele>") + 5, lines[i].index("</ele>")
+        lines[i] = lines[i][:start] + ("inf" if n % 2 else "1e999") + lines[i][end:]
+    dirty = tmp_path / "dirty.gpx"
+    dirty.write_text("".join(lines)[: -len("</trkseg></trk></gpx>\n")])  # and cut off
+    proc = run_process(
+        tmp_path,
+        str(one),
+        "--gpx",
+        str(dirty),
+        "--tz",
+        "+02:00",
+        "--time-offset",
+        "3",
+        "--desc-path",
+        "-",
+    )
+    assert proc.returncode == 0, proc.stderr
+    entries = json.loads(proc.stdout, parse_constant=lambda c: pytest.fail(f"not JSON: {c}"))
+    assert len(entries) == 3 and all("MAPLatitude" in e for e in entries)
+    assert "ends mid-write" in proc.stderr

@@ -160,6 +160,6 @@ def run(args: argparse.Namespace) -> int:
     write_positions(from_track, summary)
     if kept:
         summary.note(f"{kept} outside the track kept the position already in their EXIF")
-    if track.truncated:
-        summary.note("a GPX file ends mid-write; its points up to the cut were used")
+    for note in track.notes:  # what each GPX file lost (a cut, bad fixes, an XML error)
+        summary.note(note)
     return summary.finish()

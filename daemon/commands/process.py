@@ -159,6 +159,8 @@ def run(args: argparse.Namespace) -> int:
             track = gpx.load_gpx_files(args.gpx)
         except (OSError, gpx.GpxError) as exc:
             raise UsageError(f"GPX: {exc}") from None
+        for note in track.notes:  # what each GPX file lost (a cut, bad fixes, an XML error)
+            print(f"GPX: {note}", file=sys.stderr)
     records = load_records(find_jpegs(root, SKIP_DIRS), tz)
     result = run_pipeline(records, track, options)
     failed = write_exif(result) if args.write_exif else []

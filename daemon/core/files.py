@@ -19,7 +19,7 @@ from typing import Literal, overload
 PHOTO_SUFFIXES = frozenset({".jpg", ".jpeg"})
 # Photos we cannot use as they are (iPhones' default): looked at only to say so, with the reason.
 UNUSABLE_PHOTO_SUFFIXES = frozenset({".heic", ".heif"})
-TRACK_SUFFIXES = frozenset({".gpx"})
+TRACK_SUFFIXES = frozenset({".gpx", ".nmea", ".log", ".txt"})  # .log/.txt: NMEA, if sniffed so
 # Names other programs give a file while they are still writing it.
 TEMP_SUFFIXES = frozenset({".tmp", ".temp", ".part", ".partial", ".crdownload", ".swp"})
 # str.endswith wants a tuple; an ending compares as a suffix does for any name that is not

@@ -206,6 +206,9 @@ class Settler:
                 continue
             if found is not None:
                 cand.checked, cand.verdict = (size, mtime), found
+            if found is not None and found.foreign:  # e.g. a camera's version.txt: not ours
+                self._settle(path, cand)  # remembered as seen, handed on to no one
+                continue
             reason = self._given_up(cand, now)
             if reason is not None:
                 if not cand.recheck:  # said once, not on every look again

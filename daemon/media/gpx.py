@@ -13,15 +13,15 @@ log cut off by a power loss keeps every point written before the cut.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-import xml.etree.ElementTree as ET
+import re
+import xml.parsers.expat
 from array import array
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 from daemon.core.files import open_regular
 from daemon.core.geo import bearing_deg, distance_m
@@ -50,6 +50,7 @@ class Track:
     lons: array = field(default_factory=lambda: array("d"))
     eles: array = field(default_factory=lambda: array("d"))
     truncated: bool = False  # the file ended mid-write; the points are those before the cut
+    notes: list[str] = field(default_factory=list)  # per file: what was dropped and why
 
     @classmethod
     def from_points(
@@ -152,77 +153,207 @@ def _seconds(t: float | datetime) -> float:
     return float(t)
 
 
-def _local(tag: str) -> str:
-    """Element name without its namespace (GPX 1.0 and 1.1 use different ones)."""
-    return tag.rsplit("}", 1)[-1]
+_TIME = re.compile(
+    r"(-?\d{4,})-(\d\d?)-(\d\d?)T(\d\d?):(\d\d?):(\d\d?)(\.\d+)?"
+    r"(Z|[+-](\d\d?):(\d\d))?",
+    re.ASCII,
+)
+MAX_DEPTH = 64  # GPX nests about 5 deep; deeper is hostile (expat keeps a stack per level)
+_CHUNK = 1 << 16
 
 
-def _parse_time(text: str | None) -> float | None:
+def parse_time(text: str | None) -> float | None:
+    """An xsd:dateTime (GPX's time type) as POSIX seconds, or None when it is not one.
+
+    Lenient where writers are (one-digit fields, a Unicode minus), strict where a guess would be
+    wrong: a date alone or a time without a date is refused. No zone means UTC, as GPX says.
+    """
     if not text:
         return None
+    m = _TIME.fullmatch(text.strip().replace("\u2212", "-"))
+    if m is None:
+        return None
+    year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
+    frac = float(m.group(7)) if m.group(7) else 0.0
+    zone = UTC
+    if m.group(8) and m.group(8) != "Z":
+        minutes = int(m.group(9)) * 60 + int(m.group(10))
+        zone = timezone(timedelta(minutes=-minutes if m.group(8)[0] == "-" else minutes))
     try:
-        return _seconds(datetime.fromisoformat(text.strip()))
+        dt = datetime(year, month, day, hour, minute, second, tzinfo=zone)
+    except (ValueError, OverflowError):
+        return None
+    return dt.timestamp() + frac
+
+
+def _number(text: str | None) -> float:
+    """A decimal as float, NaN when missing, unreadable or not finite (inf, 1e999)."""
+    try:
+        value = float(text) if text else math.nan
     except ValueError:
-        return None  # an unreadable time counts as no time, like a point without one
+        return math.nan
+    return value if math.isfinite(value) else math.nan
 
 
-def _point(elem: ET.Element) -> tuple[float | None, float, float, float]:
-    """(time or None, lat, lon, ele or NaN) of a trkpt/rtept element."""
-    try:
-        lat, lon = float(elem.attrib["lat"]), float(elem.attrib["lon"])
-    except (KeyError, ValueError):
-        raise GpxError(
-            f"bad point coordinates lat={elem.get('lat')!r} lon={elem.get('lon')!r}"
-        ) from None
-    if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0):
-        raise GpxError(f"point coordinates out of range: {lat}, {lon}")
-    t = None
-    ele = math.nan
-    for child in elem:
-        name = _local(child.tag)
-        if name == "time":
-            t = _parse_time(child.text)
-        elif name == "ele" and child.text:
-            with contextlib.suppress(ValueError):  # optional: a bad one is as good as none
-                ele = float(child.text)
-    return t, lat, lon, ele
+@dataclass
+class _Reading:
+    """What one pass over a GPX file found: the points, and what it dropped and why."""
+
+    track: Track = field(default_factory=Track)
+    untimed: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)  # "line N: message" of real XML errors
+    root: str | None = None
+
+    def drop(self, why: str) -> None:
+        self.dropped[why] = self.dropped.get(why, 0) + 1
 
 
-def _read_points(path: str | os.PathLike[str]) -> tuple[Track, int, bool]:
-    """The timed points of a file (unsorted), how many had no time, and whether it was cut off."""
-    track = Track()
-    untimed = 0
-    root_seen = False
-    parent: ET.Element | None = None
+class _TooDeep(Exception):
+    pass
+
+
+class _Points:
+    """Expat handlers collecting trkpt/rtept points into a reading (no tree is built)."""
+
+    def __init__(self, reading: _Reading, need_root: bool) -> None:
+        self.r = reading
+        self.need_root = need_root
+        self.depth = 0
+        self.point: dict[str, str] | None = None
+        self.text: list[str] | None = None
+        self.fields: dict[str, str] = {}
+
+    def start(self, name: str, attrs: dict[str, str]) -> None:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise _TooDeep(f"elements nested deeper than {MAX_DEPTH}")
+        local = name.rpartition(":")[2]
+        if self.need_root:
+            self.need_root = False
+            self.r.root = local
+            if local != "gpx":
+                raise GpxError(f"not a GPX file (root element <{local}>)")
+        if local in ("trkpt", "rtept"):
+            self.point, self.fields = attrs, {}
+        elif self.point is not None and local in ("time", "ele"):
+            self.text = []
+
+    def chars(self, data: str) -> None:
+        if self.text is not None:
+            self.text.append(data)
+
+    def end(self, name: str) -> None:
+        self.depth -= 1
+        local = name.rpartition(":")[2]
+        if self.text is not None and local in ("time", "ele"):
+            self.fields[local] = "".join(self.text)
+            self.text = None
+        elif local in ("trkpt", "rtept") and self.point is not None:
+            self._finish(self.point, self.fields)
+            self.point = None
+
+    def _finish(self, attrs: dict[str, str], fields: dict[str, str]) -> None:
+        lat, lon = _number(attrs.get("lat")), _number(attrs.get("lon"))
+        if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0):  # NaN fails too
+            self.r.drop("bad coordinates")
+            return
+        if "time" not in fields:
+            self.r.untimed += 1
+            return
+        t = parse_time(fields["time"])
+        if t is None:
+            self.r.drop("unreadable time")
+            return
+        self.r.track.append(t, lat, lon, _number(fields.get("ele")))
+
+
+def _parser(points: _Points) -> xml.parsers.expat.XMLParserType:
+    parser = xml.parsers.expat.ParserCreate()
+    parser.StartElementHandler = points.start
+    parser.EndElementHandler = points.end
+    parser.CharacterDataHandler = points.chars
+    parser.buffer_text = True
+    return parser
+
+
+_POINT = re.compile(rb"<((?:[\w.-]+:)?(?:trkpt|rtept))\b.*?</\1\s*>", re.DOTALL)
+
+
+def _recover(rest: bytes, points: _Points, line0: int) -> None:
+    """The points after a real XML error: each complete point element parsed on its own, so
+    a bad byte or entity costs the points it is in, not the rest of the file."""
+    for m in _POINT.finditer(rest):
+        parser = _parser(points)
+        points.depth = 0
+        try:
+            parser.Parse(m.group(0), True)
+        except xml.parsers.expat.ExpatError as exc:
+            line = line0 + rest.count(b"\n", 0, m.start()) + exc.lineno - 1
+            points.r.errors.append(f"line {line}: {xml.parsers.expat.errors.messages[exc.code]}")
+            points.r.drop("XML error")
+            points.point = None
+
+
+def _refuse_entities(*_args: object) -> None:
+    # GPX needs no entity declarations; they are how "billion laughs" bombs are built
+    raise GpxError("not a GPX/XML file (it declares XML entities)")
+
+
+def _error(parser: xml.parsers.expat.XMLParserType, exc: Exception) -> tuple[str, int]:
+    """'line N: message' of an error, and the byte offset in the input where it is."""
+    if isinstance(exc, xml.parsers.expat.ExpatError):
+        msg, line = xml.parsers.expat.errors.messages[exc.code], exc.lineno
+        at = parser.ErrorByteIndex
+    else:
+        msg, line, at = str(exc), parser.CurrentLineNumber, parser.CurrentByteIndex
+    return f"line {line}: {msg}", max(at, 0)
+
+
+def _read_points(path: str | os.PathLike[str]) -> tuple[_Reading, bool]:
+    """The timed points of a file (unsorted) and what was dropped, and whether it was cut off.
+
+    Streamed through expat; after a real XML error (not the end of a cut-off file) the rest is
+    read point by point, so the points after the error are kept too.
+    """
+    reading = _Reading()
+    points = _Points(reading, need_root=True)
+    parser = _parser(points)
+    parser.EntityDeclHandler = _refuse_entities
+    offset = 0  # bytes given to the parser before the current chunk
+    rest: bytearray | None = None  # from a real XML error on
+    line = 0
     try:
         with open_regular(path) as fh:
-            for event, elem in ET.iterparse(fh, events=("start", "end")):
-                name = _local(elem.tag)
-                if event == "start":
-                    if not root_seen:
-                        root_seen = True
-                        if name != "gpx":
-                            raise GpxError(f"not a GPX file (root element <{name}>)")
-                    elif name in ("trkseg", "rte"):
-                        parent = elem
+            while chunk := fh.read(_CHUNK):
+                if rest is not None:
+                    rest += chunk
                     continue
-                if name in ("trkpt", "rtept"):
-                    t, lat, lon, ele = _point(elem)
-                    if t is None:
-                        untimed += 1
-                    else:
-                        track.append(t, lat, lon, ele)
-                    if parent is not None:
-                        parent.clear()  # drop the finished point, so memory stays flat
-                elif name in ("trkseg", "trk", "rte", "wpt"):
-                    elem.clear()  # keep memory flat: nothing below a finished segment is needed
-    except ET.ParseError as exc:
-        if not len(track) and not untimed:
-            raise GpxError(f"not a GPX/XML file ({exc})") from None
-        return track, untimed, True  # a log cut off mid-write: keep what came before the cut
+                try:
+                    parser.Parse(chunk, False)
+                except (xml.parsers.expat.ExpatError, _TooDeep) as exc:
+                    if reading.root is None:
+                        raise GpxError(f"not a GPX/XML file ({exc})") from None
+                    message, at = _error(parser, exc)
+                    line = int(message.split()[1].rstrip(":"))
+                    reading.errors.append(message)
+                    rest = bytearray(chunk[max(0, at - offset) :])
+                offset += len(chunk)
+            if rest is not None:
+                if points.point is not None:  # the point the error is in
+                    reading.drop("XML error")
+                points.point = points.text = None
+                _recover(bytes(rest), points, line)
+                return reading, False
+            try:
+                parser.Parse(b"", True)
+            except xml.parsers.expat.ExpatError as exc:
+                if reading.root is None:
+                    raise GpxError(f"not a GPX/XML file ({exc})") from None
+                return reading, True  # a log cut off mid-write: keep what came before the cut
     except OSError as exc:
         raise GpxError(f"cannot read: {exc.strerror or exc}") from None
-    return track, untimed, False
+    return reading, False
 
 
 def _sorted(track: Track) -> Track:
@@ -239,6 +370,7 @@ def _sorted(track: Track) -> Track:
         last = times[i]
         out.append(times[i], track.lats[i], track.lons[i], track.eles[i])
     out.truncated = track.truncated
+    out.notes = track.notes
     return out
 
 
@@ -246,18 +378,44 @@ def load_gpx(path: str | os.PathLike[str]) -> Track:
     """One GPX file as a track; GpxError when it is not GPX, has no points, or no times.
 
     A file cut off mid-write (a logger losing power) gives the points before the cut, with
-    ``Track.truncated`` set.
+    ``Track.truncated`` set. Points that cannot be used (bad coordinates, unreadable times, an
+    XML error) are dropped, the others kept; ``Track.notes`` says what was dropped and where.
     """
-    track, untimed, truncated = _read_points(path)
+    reading, truncated = _read_points(path)
+    track = reading.track
     if not len(track):
-        raise GpxError("GPX points have no time" if untimed else "GPX has no track points")
+        if reading.errors:
+            raise GpxError(f"not a GPX file: XML error at {reading.errors[0]}")
+        if reading.dropped:
+            raise GpxError(f"no usable GPX points ({_dropped_text(reading)})")
+        raise GpxError("GPX points have no time" if reading.untimed else "GPX has no track points")
     track.truncated = truncated
+    track.notes = _notes(str(path), reading, truncated)
     return _sorted(track)
+
+
+def _dropped_text(reading: _Reading) -> str:
+    return ", ".join(f"{n} {why}" for why, n in sorted(reading.dropped.items()))
+
+
+def _notes(name: str, reading: _Reading, truncated: bool) -> list[str]:
+    """One line per file for the summary and the log: what was left out of it, and why."""
+    parts = []
+    if reading.errors:
+        more = f" (and {len(reading.errors) - 1} more)" if len(reading.errors) > 1 else ""
+        parts.append(f"XML error at {reading.errors[0]}{more}")
+    if reading.dropped:
+        parts.append(f"points dropped: {_dropped_text(reading)}")
+    if truncated:
+        parts.append("ends mid-write; its points up to the cut were used")
+    return [f"{name}: {'; '.join(parts)}"] if parts else []
 
 
 def merge(tracks: Sequence[Track]) -> Track:
     """One track from several (equal timestamps keep the first track's point)."""
-    joined = Track(truncated=any(tr.truncated for tr in tracks))
+    joined = Track(
+        truncated=any(tr.truncated for tr in tracks), notes=[n for tr in tracks for n in tr.notes]
+    )
     for tr in tracks:
         joined.times.extend(tr.times)
         joined.lats.extend(tr.lats)
@@ -268,10 +426,12 @@ def merge(tracks: Sequence[Track]) -> Track:
 
 def load_gpx_files(paths: Iterable[str | os.PathLike[str]]) -> Track:
     """Several GPX files merged into one track; the first bad file raises GpxError naming it."""
+    from daemon.media.nmea import load_track  # nmea builds on this module
+
     tracks = []
     for path in paths:
         try:
-            tracks.append(load_gpx(path))
+            tracks.append(load_track(path))
         except GpxError as exc:
             raise GpxError(f"{path}: {exc}") from None
     if not tracks:

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from daemon.core import config, log
-from daemon.core.files import NotRegularFile, is_photo
+from daemon.core.files import NotRegularFile, is_photo, is_track
 from daemon.core.hashing import hash_file
 from daemon.intake import (
     BatchReady,
@@ -224,7 +224,7 @@ class Intake:
             return
         if f.kind == "card":
             self._card_taken_back(str(f.root))
-        if f.path.suffix.lower() == ".gpx" and f.kind != "card":
+        if is_track(f.path.name) and f.kind != "card":
             await self._take_gpx(f)
             return
         too_big = self._too_big(f)
@@ -320,13 +320,13 @@ class Intake:
         if self._trouble is not None and time.monotonic() < self._retry_at:
             return
         files, self._held, self._card_files = self._held + self._card_files, [], []
-        photos = [f for f in files if f.path.suffix.lower() != ".gpx"]
+        photos = [f for f in files if not is_track(f.path.name)]
         spool = self.settings.spool_path
         self._staging = files
         try:
             failed: list[tuple[SettledFile, OSError]] = []
             for f in files:
-                if f.path.suffix.lower() == ".gpx" and (exc := await self._take_gpx(f)):
+                if is_track(f.path.name) and (exc := await self._take_gpx(f)):
                     failed.append((f, exc))
             try:
                 staged = await asyncio.to_thread(stage_files, [f.path for f in photos], spool)

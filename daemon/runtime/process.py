@@ -9,10 +9,13 @@ to the journal in one transaction per piece of a batch.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
+from collections import Counter
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from daemon.core import config, log
 from daemon.core.aio import wait_event
@@ -24,8 +27,9 @@ from daemon.journal import (
     Journal,
     journal_trouble,
 )
-from daemon.media.gpx import GpxError, Track, load_gpx_files
+from daemon.media.gpx import GpxError, Track, merge
 from daemon.media.load import load_record
+from daemon.media.nmea import load_track
 from daemon.pipeline import PipelineOptions, clear_caches, run_pipeline
 from daemon.pipeline.dates import parse_zone
 from daemon.pipeline.plan import BatchOutcome, BatchPlan, plan_batch, tail_from_last_sequence
@@ -51,22 +55,27 @@ class GpxLibrary:
 
     The file list changes on the event loop (``add``); the track is built in a worker thread
     from a ``snapshot`` taken on the loop, so the two never share a dict being changed, and a
-    file added during a build makes a new ``version`` that the next build picks up.
+    file added during a build makes a new ``version`` that the next build picks up. Each file
+    is parsed once per change (keyed by size, mtime and inode), not once per file per build.
     """
 
     def __init__(self) -> None:
         self._paths: dict[str, str] = {}  # content hash → readable path
         self.version = 0
         self._built: tuple[int, Track | None] = (-1, None)
+        self._parsed: dict[str, tuple[tuple[int, int, int], Track | None]] = {}
 
     def load_known(self, known: dict[str, str]) -> None:
         self._paths.update(known)
         self.version += 1
 
     def add(self, file_hash: str, path: str) -> bool:
-        """Add a GPX file; True if it is new (so waiting photos deserve another look)."""
+        """Add a GPX file; True if it is new (so waiting photos deserve another look). A log
+        that grew in place replaces its older content under the same path."""
         if self._paths.get(file_hash) == path:
             return False
+        for old in [h for h, p in self._paths.items() if p == path]:
+            del self._paths[old]
         self._paths[file_hash] = path
         self.version += 1
         return True
@@ -76,21 +85,41 @@ class GpxLibrary:
         return dict(self._paths)
 
     def snapshot(self) -> tuple[int, list[str]]:
-        return self.version, list(self._paths.values())
+        return self.version, list(dict.fromkeys(self._paths.values()))
+
+    def _load(self, path: str) -> Track | None:
+        """One file's track, parsed again only when it changed; its trouble logged once."""
+        try:
+            st = os.stat(path)
+            key = (st.st_size, st.st_mtime_ns, st.st_ino)
+        except OSError as exc:
+            key = (-1, -1, -1)
+            if self._parsed.get(path, (None,))[0] != key:
+                log.get("gpx").warning("gpx_unusable", file=path, reason=exc.strerror or str(exc))
+            self._parsed[path] = (key, None)
+            return None
+        cached = self._parsed.get(path)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        track: Track | None = None
+        try:
+            track = load_track(path)
+            for note in track.notes:
+                log.get("gpx").warning("gpx_points_left_out", file=path, reason=note)
+        except (GpxError, OSError) as exc:
+            log.get("gpx").warning("gpx_unusable", file=path, reason=str(exc))
+        self._parsed[path] = (key, track)
+        return track
 
     def build(self, version: int, paths: list[str]) -> Track | None:
         """The merged track of a snapshot (worker thread); unreadable files are logged and left
         out."""
         if self._built[0] == version:
             return self._built[1]
-        good = []
-        for path in paths:
-            try:
-                load_gpx_files([Path(path)])
-                good.append(Path(path))
-            except (GpxError, OSError) as exc:
-                log.get("gpx").warning("gpx_unusable", file=path, reason=str(exc))
-        track = load_gpx_files(good) if good else None
+        tracks = [t for t in map(self._load, paths) if t is not None]
+        for gone in set(self._parsed) - set(paths):
+            del self._parsed[gone]
+        track = (tracks[0] if len(tracks) == 1 else merge(tracks)) if tracks else None
         self._built = (version, track)
         return track
 
@@ -170,6 +199,8 @@ class Processing:
         self._maybe_due = True  # a batch may be waiting for its quiet period to end
         self._recheck_waiting: dict[str, float] = {}  # root → when to look at its waiting photos
         self._failed_until: dict[str, float] = {}  # root → when to try a batch that failed again
+        self._zones: Counter[str] = Counter()  # zone labels of this pass's photos (their dates)
+        self._ambiguous: list[str] = []  # photos in the repeated hour at the end of summer time
 
     async def run(self) -> None:
         while not self.wake.stopping.is_set():
@@ -292,6 +323,7 @@ class Processing:
     ) -> BatchPlan:
         try:
             records, failed = await asyncio.to_thread(read_rows, rows, options.tz)
+            self._note_zones(records, options.tz)
             await self.failures.cleared(*(r.content_hash for r in records if r.content_hash))
             records += await self._fenced(failed, counted)
             return await asyncio.to_thread(
@@ -322,13 +354,44 @@ class Processing:
                 self._maybe_due = True  # read again at the next look
         return quarantined
 
+    def _note_zones(self, records: list[ImageRecord], tz: str | None) -> None:
+        """Each photo's zone label is the offset at its own date (June: +02:00 in Berlin);
+        naive times in the hour a zone repeats when summer time ends are noted."""
+        self._zones.update(r.zone for r in records if r.zone)
+        zone = parse_zone(tz)[0]
+        if not isinstance(zone, ZoneInfo):
+            return
+        for r in records:
+            if r.capture_time and r.zone and not r.zone.endswith("(from file)"):
+                local = r.capture_time.astimezone(zone)
+                if local.replace(fold=1 - local.fold).utcoffset() != local.utcoffset():
+                    self._ambiguous.append(r.filename)
+
+    def _zone_text(self) -> str:
+        if not self._zones:
+            return zone_label(self.settings.tz)
+        if len(self._zones) == 1:
+            return next(iter(self._zones))
+        return ", ".join(f"{z} ({n})" for z, n in self._zones.most_common())
+
     def _count(self, o: BatchOutcome) -> None:
         self.stats.sequences += o.sequences
         self.stats.images += o.images
         self.stats.duplicates += o.duplicates
         self.stats.waiting += o.waiting
         self.stats.rejected += sum(o.rejected.values())
-        zone = zone_label(self.settings.tz)
+        zone = self._zone_text()
+        ambiguous, self._zones, self._ambiguous = self._ambiguous, Counter(), []
+        if ambiguous:
+            self.log.warning(
+                "ambiguous_hour",
+                root=o.root,
+                photos=len(ambiguous),
+                first=ambiguous[0],
+                zone=zone,
+                hint="taken in the hour repeated when summer time ends: the camera time may "
+                "be an hour off (read as the first of the two); check with a GPS time",
+            )
         self.log.info(
             "batch_processed",
             root=o.root,

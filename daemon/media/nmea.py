@@ -1,0 +1,217 @@
+"""NMEA 0183 logs (a USB GPS, gpsd's raw log) as a :class:`~daemon.media.gpx.Track`.
+
+A small parser of our own rather than pynmea2 (not a dependency): RMC gives time, date and
+position; GGA or GNS adds altitude and fix quality (and a position for a time RMC did not
+cover, on the date RMC or ZDA last gave); any talker (GP, GN, GL, GA, GB, BD, ...). Each sentence's checksum is
+verified: a bad one is dropped and counted, as is a sentence without one. Bytes between
+sentences (binary protocols on the same port, line noise) are skipped.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+
+from daemon.core.files import open_regular
+from daemon.media.gpx import GpxError, Track, _sorted, load_gpx
+
+# Fields are printable ASCII but "$", which starts the next sentence (noise may cut one short).
+_SENTENCE = re.compile(
+    rb"\$([A-Z][A-Z0-9])([A-Z]{3}),([\x20-\x23\x25-\x7e]*?)(?:\*([0-9A-Fa-f]{2})|$|(?=\$))"
+)
+SNIFF_BYTES = 1 << 16  # an NMEA log shows a sentence in its first 64 KiB
+
+
+def is_nmea(head: bytes) -> bool:
+    """Whether the start of a file holds a checksummed NMEA sentence."""
+    lines = head.replace(b"\r", b"\n").split(b"\n")
+    return any(_valid(m) for line in lines for m in _SENTENCE.finditer(line))
+
+
+def _valid(m: re.Match[bytes]) -> bool:
+    if m.group(4) is None:
+        return False
+    body = m.group(0)[1 : m.start(4) - m.start(0) - 1]
+    total = 0
+    for b in body:
+        total ^= b
+    return total == int(m.group(4), 16)
+
+
+@dataclass
+class _Fix:
+    lat: float
+    lon: float
+    ele: float = math.nan
+
+
+@dataclass
+class _Log:
+    fixes: dict[float, _Fix] = field(default_factory=dict)
+    dropped: dict[str, int] = field(default_factory=dict)
+    day: date | None = None  # the date of the last RMC
+    day_seconds: float = 0.0  # and its time of day
+
+    def drop(self, why: str) -> None:
+        self.dropped[why] = self.dropped.get(why, 0) + 1
+
+
+def _clock(text: str) -> float | None:
+    """hhmmss[.sss] as seconds of the day."""
+    if len(text) < 6 or not text[:6].isdigit():
+        return None
+    h, m, s = int(text[:2]), int(text[2:4]), float(text[4:])
+    return h * 3600 + m * 60 + s if h < 24 and m < 60 and s < 61 else None
+
+
+def _angle(value: str, hemi: str, degree_digits: int) -> float | None:
+    """(d)ddmm.mmmm plus N/S/E/W as signed degrees."""
+    try:
+        deg = int(value[:degree_digits]) + float(value[degree_digits:]) / 60.0
+    except ValueError:
+        return None
+    if hemi in ("S", "W"):
+        deg = -deg
+    elif hemi not in ("N", "E"):
+        return None
+    return deg
+
+
+def _position(f: list[str], i: int) -> tuple[float, float] | None:
+    lat, lon = _angle(f[i], f[i + 1], 2), _angle(f[i + 2], f[i + 3], 3)
+    if lat is None or lon is None or not (-90 <= lat <= 90 and -180 <= lon <= 180):
+        return None
+    return lat, lon
+
+
+def _stamp(day: date, seconds: float) -> float:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() + seconds
+
+
+def _rmc(log: _Log, f: list[str]) -> None:
+    if len(f) < 9:
+        log.drop("short sentence")
+        return
+    clock = _clock(f[0])
+    if f[1] != "A" or (len(f) > 11 and f[11][:1] == "N") or clock is None:
+        return  # no fix (a receiver says so every second until it has one)
+    try:
+        dd, mm, yy = int(f[8][:2]), int(f[8][2:4]), int(f[8][4:6])
+        day = date(2000 + yy if yy < 80 else 1900 + yy, mm, dd)
+    except ValueError:
+        log.drop("bad date")
+        return
+    pos = _position(f, 2)
+    if pos is None:
+        log.drop("bad coordinates")
+        return
+    log.day, log.day_seconds = day, clock
+    t = _stamp(day, clock)
+    fix = log.fixes.get(t)
+    if fix is None:
+        log.fixes[t] = _Fix(*pos)
+    else:
+        fix.lat, fix.lon = pos
+
+
+def _zda(log: _Log, f: list[str]) -> None:
+    """ZDA: the date (receivers without RMC, e.g. GNS-only ones, give it here)."""
+    clock = _clock(f[0]) if f else None
+    try:
+        day = date(int(f[3]), int(f[2]), int(f[1]))
+    except (ValueError, IndexError):
+        return
+    if clock is not None:
+        log.day, log.day_seconds = day, clock
+
+
+def _gga(log: _Log, f: list[str], gns: bool = False) -> None:
+    """GGA (quality digit) or GNS (a mode letter per constellation): altitude, and the
+    position of the cycle (the last sentence of a cycle wins, as in gpsd)."""
+    if len(f) < 9:
+        log.drop("short sentence")
+        return
+    clock = _clock(f[0])
+    if gns:
+        valid = any(c in "ADPRF" for c in f[5])
+    else:
+        valid = f[5].isdigit() and f[5] not in ("0", "6", "7", "8")
+    if clock is None or not valid or log.day is None:
+        return  # no fix, an estimated or simulated one, or no date yet
+    day = log.day
+    if clock < log.day_seconds - 43200:  # past midnight since the last RMC
+        day += timedelta(days=1)
+    t = _stamp(day, clock)
+    try:
+        ele = float(f[8]) if f[8] else math.nan
+    except ValueError:
+        ele = math.nan
+    pos = _position(f, 1)
+    if pos is None:
+        log.drop("bad coordinates")
+        return
+    fix = log.fixes.setdefault(t, _Fix(*pos))
+    fix.lat, fix.lon = pos
+    fix.ele = ele if math.isfinite(ele) else math.nan
+
+
+def _lines(path: str | os.PathLike[str]) -> list[bytes]:
+    with open_regular(path) as fh:
+        data = fh.read()
+    return data.replace(b"\r", b"\n").split(b"\n")
+
+
+def load_nmea(path: str | os.PathLike[str]) -> Track:
+    """An NMEA log as a track; GpxError when it has no sentence or no fix."""
+    try:
+        lines = _lines(path)
+    except OSError as exc:
+        raise GpxError(f"cannot read: {exc.strerror or exc}") from None
+    log = _Log()
+    seen = 0
+    for line in lines:
+        for m in _SENTENCE.finditer(line):
+            seen += 1
+            if m.group(4) is None:
+                log.drop("no checksum")
+                continue
+            if not _valid(m):
+                log.drop("bad checksum")
+                continue
+            kind = m.group(2).decode("ascii")
+            fields = m.group(3).decode("ascii").split(",")
+            if kind == "RMC":
+                _rmc(log, fields)
+            elif kind in ("GGA", "GNS"):
+                _gga(log, fields, gns=kind == "GNS")
+            elif kind == "ZDA":
+                _zda(log, fields)
+    if not seen:
+        raise GpxError("not an NMEA log (no $..RMC/$..GGA sentence)")
+    if not log.fixes:
+        raise GpxError("NMEA log has no fix with a date (no valid RMC)")
+    track = Track()
+    for t in sorted(log.fixes):
+        fix = log.fixes[t]
+        track.append(t, fix.lat, fix.lon, fix.ele)
+    if log.dropped:
+        what = ", ".join(f"{n} {why}" for why, n in sorted(log.dropped.items()))
+        track.notes = [f"{path}: sentences dropped: {what}"]
+    return _sorted(track)
+
+
+def load_track(path: str | os.PathLike[str]) -> Track:
+    """A GPX file or an NMEA log, told apart by their first bytes (a .log may be either)."""
+    if os.fspath(path).lower().endswith(".gpx"):
+        return load_gpx(path)
+    try:
+        with open_regular(path) as fh:
+            head = fh.read(SNIFF_BYTES)
+    except OSError as exc:
+        raise GpxError(f"cannot read: {exc.strerror or exc}") from None
+    if head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"<"):
+        return load_gpx(path)
+    return load_nmea(path)

@@ -1,0 +1,140 @@
+"""NMEA 0183 logs as tracks: every corpus log (gpsd's test logs) gives gpsd's fixes; checksums,
+noise, talkers and midnight handled."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from datetime import UTC, datetime
+from functools import reduce
+from pathlib import Path
+
+import pytest
+
+from daemon.intake.complete import verdict
+from daemon.media.gpx import GpxError, load_gpx_files
+from daemon.media.nmea import load_nmea
+
+SHARED = Path(
+    os.environ.get("MAPILLARY_TEST_CORPUS")
+    or Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
+)
+NMEA_CORPUS = SHARED / "nmea"
+
+
+def sentence(body: str) -> str:
+    return f"${body}*{reduce(lambda a, c: a ^ ord(c), body, 0):02X}\r\n"
+
+
+def rmc(talker: str, hms: str, ddmmyy: str, lat: str = "5230.0000", lon: str = "01324.0000") -> str:
+    return sentence(f"{talker}RMC,{hms},A,{lat},N,{lon},E,10.0,90.0,{ddmmyy},,,A")
+
+
+def gga(talker: str, hms: str, alt: str = "35.5", q: str = "1", lat: str = "5230.0000") -> str:
+    return sentence(f"{talker}GGA,{hms},{lat},N,01324.0000,E,{q},08,0.9,{alt},M,40.0,M,,")
+
+
+def at(y: int, mo: int, d: int, h: int = 0, mi: int = 0, s: int = 0) -> float:
+    return datetime(y, mo, d, h, mi, s, tzinfo=UTC).timestamp()
+
+
+def test_any_talker_rmc_with_gga_altitude(tmp_path: Path) -> None:
+    p = tmp_path / "ublox.nmea"
+    p.write_text(
+        rmc("GN", "235959.00", "311224")
+        + gga("GN", "235959.00")
+        + rmc("BD", "000000.00", "010125")
+        + gga("GA", "000000.00", alt="36.0")
+    )
+    track = load_nmea(p)
+    assert list(track.times) == [at(2024, 12, 31, 23, 59, 59), at(2025, 1, 1)]
+    assert track.lats[0] == pytest.approx(52.5) and track.lons[0] == pytest.approx(13.4)
+    assert list(track.eles) == [35.5, 36.0] and track.notes == []
+
+
+def test_gga_past_midnight_takes_the_next_day(tmp_path: Path) -> None:
+    p = tmp_path / "a.nmea"
+    p.write_text(rmc("GP", "235959", "311224") + gga("GP", "000001", lat="5230.0060"))
+    track = load_nmea(p)
+    assert list(track.times) == [at(2024, 12, 31, 23, 59, 59), at(2025, 1, 1, 0, 0, 1)]
+
+
+def test_bad_checksums_and_noise_are_skipped_and_counted(tmp_path: Path) -> None:
+    good = [rmc("GP", f"1200{s:02d}", "010624", lat=f"5230.{s:04d}") for s in range(10)]
+    broken = good[3].replace("5230.0003", "5230.0009")  # a flipped digit, old checksum
+    data = (
+        "".join(good[:3]).encode()
+        + b"\xb5b\x01\x07\x5c\x00\xff\x00binary UBX\x00\r\n"  # a u-blox binary message
+        + broken.encode()
+        + b"\x00\x00garbage$GPRMC,broken"  # a sentence cut by noise
+        + ("".join(good[4:])).encode()
+        + sentence("GPRMC,120010,V,,,,,,,010624,,,N").encode()  # no fix
+        + gga("GP", "120011", q="0").encode()
+    )
+    p = tmp_path / "noise.log"
+    p.write_bytes(data)
+    track = load_nmea(p)
+    assert len(track) == 9
+    assert at(2024, 6, 1, 12, 0, 3) not in track.times
+    assert track.notes == [f"{p}: sentences dropped: 1 bad checksum, 1 no checksum"]
+
+
+def test_a_log_without_fix_or_sentences_is_a_clear_error(tmp_path: Path) -> None:
+    p = tmp_path / "x.nmea"
+    p.write_text(sentence("GPRMC,120010,V,,,,,,,010624,,,N"))
+    with pytest.raises(GpxError, match="no fix"):
+        load_nmea(p)
+    p.write_text("hello\n")
+    with pytest.raises(GpxError, match=f"^{p}: not an NMEA log"):
+        load_gpx_files([p])
+
+
+def test_the_completeness_check_knows_nmea(tmp_path: Path) -> None:
+    nmea = tmp_path / "gps.log"
+    nmea.write_text(rmc("GN", "120000", "010624") + rmc("GN", "120001", "010624")[:-10])
+    assert verdict(nmea).complete
+    other = tmp_path / "app.log"
+    other.write_text("2024-06-01 started\n")
+    found = verdict(other)
+    assert found.hopeless and "no NMEA sentence" in (found.reason or "")
+    gpx = tmp_path / "track.txt"
+    gpx.write_text("<gpx><trk>")
+    assert verdict(gpx).complete
+
+
+def _gpsd_fixes(chk: Path) -> dict[float, list[tuple[float, float]]]:
+    out: dict[float, list[tuple[float, float]]] = {}
+    for line in chk.read_text(errors="replace").splitlines():
+        try:
+            r = json.loads(line)
+        except ValueError:
+            continue
+        if r.get("class") == "TPV" and "time" in r and "lat" in r and r.get("mode", 0) >= 2:
+            t = datetime.fromisoformat(r["time"].replace("Z", "+00:00")).timestamp()
+            out.setdefault(t, []).append((r["lat"], r["lon"]))
+    return out
+
+
+@pytest.mark.skipif(not NMEA_CORPUS.is_dir(), reason=f"the NMEA corpus is not here ({NMEA_CORPUS})")
+def test_every_corpus_log_gives_gpsds_fixes() -> None:
+    logs = sorted(NMEA_CORPUS.glob("*.log"))
+    assert logs
+    compared = 0
+    for log in logs:
+        theirs = _gpsd_fixes(log.with_name(log.name + ".chk"))
+        try:
+            track = load_nmea(log)
+        except GpxError:
+            assert not theirs, log.name  # we find no fix only where gpsd reports none
+            continue
+        for t, lat, lon in zip(track.times, track.lats, track.lons, strict=True):
+            assert math.isfinite(lat) and math.isfinite(lon)
+            if t in theirs:
+                assert any(abs(lat - a) < 1e-6 and abs(lon - b) < 1e-6 for a, b in theirs[t]), (
+                    log.name,
+                    t,
+                )
+                compared += 1
+        assert set(theirs) - set(track.times) <= set(theirs), log.name
+    assert compared > 600
