@@ -66,3 +66,15 @@ def test_an_iphone_heic_dropped_in_is_set_aside_saying_what_to_do(tmp_path: Path
     lines = [ln for ln in done.stderr.splitlines() if "file_set_aside" in ln]
     assert len(lines) == 1 and HEIC.name in lines[0], done.stderr
     assert "HEIC photo, not a JPEG: convert it to JPEG first" in lines[0]
+
+
+def test_a_cameras_text_files_are_passed_over_without_a_word(tmp_path: Path) -> None:
+    """GoPro cards carry MISC/version.txt; .txt and .log are taken only when they hold NMEA."""
+    misc = tmp_path / "in" / "MISC"
+    misc.mkdir(parents=True)
+    (misc / "version.txt").write_text('{"info version":"1.1","firmware version":"H19.03"}\n')
+    (misc / "app.log").write_text("2024-06-01 07:00:00 started\n")
+    done = _run_once(tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "file_set_aside" not in done.stderr and "version.txt" not in done.stderr
+    assert "0 set aside" in done.stdout
