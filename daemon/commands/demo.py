@@ -163,6 +163,7 @@ def _settings(workspace: Path, camera: Path, graph: str, upload: str) -> config.
         graph_endpoint=graph,
         upload_endpoint=upload,
         min_free_mb=0.0,
+        web_listen="127.0.0.1:0",  # a free port: the demo must not need 8764 to be free
     )
 
 

@@ -92,7 +92,8 @@ def _http_url(value: str) -> str | None:
 
 def _listen(value: str) -> str | None:
     host, _, port = value.rpartition(":")
-    if value == "off" or (host and port.isdigit() and 0 < int(port) < 65536):
+    # Port 0: any free port (the demo, tests), said in the log and by `status`.
+    if value == "off" or (host and port.isdigit() and 0 <= int(port) < 65536):
         return None
     return " must be HOST:PORT (127.0.0.1:8764) or off"
 
