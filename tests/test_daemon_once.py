@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.corpus import HEIC
+
 
 def _run_once(tmp: Path) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, MAPILLARY_TOKEN="unused-token", XDG_CONFIG_HOME=str(tmp / "cfg"))
@@ -43,16 +45,6 @@ def test_a_broken_file_is_set_aside_once_with_its_reason_and_left_in_place(tmp_p
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert "notes.jpg: not a JPEG" in status.stdout
-
-
-HEIC = (
-    Path(
-        os.environ.get("MAPILLARY_TEST_CORPUS")
-        or Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
-    )
-    / "exif"
-    / "heic_IMG_5195.HEIC"
-)
 
 
 @pytest.mark.skipif(

@@ -11,12 +11,10 @@ from pathlib import Path
 import pytest
 
 from daemon.media.gpx import GpxError, load_gpx, parse_time
+from tests.corpus import CORPUS
 from tests.jpegs import gpx_text
 
-SHARED = Path(
-    os.environ.get("MAPILLARY_TEST_CORPUS")
-    or Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
-)
+SHARED = CORPUS
 GPX_CORPUS = SHARED / "gpx"
 T0 = datetime(2024, 6, 1, 8, 0, 0, tzinfo=UTC)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from datetime import UTC, datetime
 from functools import reduce
 from pathlib import Path
@@ -15,11 +14,9 @@ import pytest
 from daemon.intake.complete import verdict
 from daemon.media.gpx import GpxError, load_gpx_files
 from daemon.media.nmea import load_nmea
+from tests.corpus import CORPUS
 
-SHARED = Path(
-    os.environ.get("MAPILLARY_TEST_CORPUS")
-    or Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
-)
+SHARED = CORPUS
 NMEA_CORPUS = SHARED / "nmea"
 
 

@@ -16,6 +16,7 @@ import pytest
 from daemon.core.geo import angle_diff_deg, distance_m
 from daemon.demo import drive
 from daemon.pipeline.describe import parse_capture_time, validate_description
+from tests.corpus import HEIC
 
 ROOT = Path(__file__).resolve().parents[1]
 CAMERA_ZONE = timezone(timedelta(hours=2))
@@ -234,16 +235,6 @@ def test_without_gpx_photos_without_gps_are_set_aside(capture, tmp_path: Path) -
     assert abs(entries["b.jpg"]["MAPLatitude"] - 52.5) < 1e-6
     assert entries["b.jpg"]["MAPCaptureTime"] == "2024_06_01_09_00_10_000"
     assert "zone of camera times: UTC" in proc.stdout
-
-
-HEIC = (
-    Path(
-        os.environ.get("MAPILLARY_TEST_CORPUS")
-        or Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
-    )
-    / "exif"
-    / "heic_IMG_5195.HEIC"
-)
 
 
 @pytest.mark.skipif(
