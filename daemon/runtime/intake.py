@@ -332,6 +332,9 @@ class Intake:
                 staged = await asyncio.to_thread(stage_files, [f.path for f in photos], spool)
             except SpoolError as exc:  # the spool's folder cannot be made
                 staged = [exc] * len(photos)
+        except BaseException:
+            self._held = files + self._held  # never dropped: the card is not safe without them
+            raise
         finally:
             self._staging = []
         # Copies that failed on our side are held at once, not flushed.

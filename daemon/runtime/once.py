@@ -63,8 +63,12 @@ async def _upload_all(uploading: Uploading, stats: RunStats, runtime: Runtime) -
             stats.failed += len(await uploading.due_sequences())
             stats.no_token = isinstance(exc, AuthError)
             break
-        if set(await uploading.due_sequences()) >= set(pending):
-            break  # nothing moved (all failed): do not loop
+        left = await uploading.due_sequences()
+        if set(left) >= set(pending):
+            # Nothing moved (held for a failed image, waiting for a missing source): still
+            # queued, and counted so, as `upload` counts them; no loop over them.
+            stats.failed += len(left)
+            break
 
 
 async def _count_left(intake: Intake, processing: Processing, stats: RunStats) -> None:

@@ -241,7 +241,7 @@ def read_tagged(row: FileRow, seen: Seen, source_away: bool = False) -> _Tagged:
 def _io_error(exc: BaseException) -> bool:
     """An error reading the file (gone, drive away, permissions), not in its content; a FIFO
     where the photo was is content (never waited for)."""
-    if isinstance(exc, NotRegularFile):
+    if isinstance(exc, NotRegularFile) or isinstance(exc.__cause__, NotRegularFile):
         return False
     return isinstance(exc, OSError) or isinstance(exc.__cause__, OSError)
 
