@@ -9,7 +9,6 @@ the real camera files in ../shared/corpus/exif are used where they show the same
 from __future__ import annotations
 
 import io
-import os
 import random
 import struct
 from datetime import UTC, datetime, timedelta, timezone
@@ -20,16 +19,9 @@ from PIL import Image
 
 from daemon.media import exif
 from daemon.media.exif import MediaError, read_exif
+from tests.corpus import CORPUS as SHARED_CORPUS
 
-# ../shared/corpus beside the repository (MAPILLARY_TEST_CORPUS names another place, e.g. for a
-# git worktree that does not sit beside it).
-CORPUS = (
-    Path(
-        os.environ.get("MAPILLARY_TEST_CORPUS")
-        or Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
-    )
-    / "exif"
-)
+CORPUS = SHARED_CORPUS / "exif"
 needs_corpus = pytest.mark.skipif(
     not CORPUS.is_dir(), reason=f"the camera corpus is not here ({CORPUS})"
 )

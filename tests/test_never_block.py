@@ -31,15 +31,14 @@ from daemon.media.gpx import GpxError, load_gpx_files
 from daemon.server.config import ServerConfig
 from daemon.server.runner import ServerThread
 from daemon.upload.body import FileBody, Unreadable
+from tests.corpus import CORPUS as SHARED_CORPUS
 from tests.daemon_proc import TOKEN, DaemonProc, new_daemon, wait_for
 from tests.jpegs import make_jpeg
 
 pytestmark = pytest.mark.timeout(180)
 
 START = datetime(2024, 6, 1, 7, 0, 0, tzinfo=UTC)
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "exif"
-if not CORPUS.is_dir():
-    CORPUS = Path("/work/shared/corpus/exif")
+CORPUS = SHARED_CORPUS / "exif"
 FIFO = "not a regular file (FIFO)"
 MB = 1 << 20
 
