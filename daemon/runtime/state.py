@@ -44,6 +44,16 @@ class Runtime:
     roots: dict[str, RootState] = field(default_factory=dict)
     stopped: bool = False
     web: str | None = None  # the status page's address, when it is served
+    # The GPS receiver as gpsd reports it; None when no ``gpsd`` is configured. Keys:
+    # state ("no gpsd" | "no fix" | "fix"), server, satellites (int | None), mode (0-3),
+    # last_fix (ISO time | None), track (file name of the daemon's own log | None), fixes (int).
+    gps: dict[str, Any] | None = None
+    # The zone and camera clock offset in use and what the photos say about them. Keys: tz
+    # (the --tz meaning), time_offset (seconds), source ("config" | "auto" | "default"),
+    # suggestion ({"tz", "time_offset", "confidence", "photos", "reason"} | None).
+    clock: dict[str, Any] | None = None
+    # Why photos wait, reason → how many (settling, card copying, batch_quiet, position, ...).
+    waiting: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
