@@ -188,3 +188,58 @@ def test_geotag_with_an_infinite_elevation_tags_the_photo_and_says_what_it_left_
     assert "1 bad coordinates" in out and "ends mid-write" in out, out
     info = read_exif(photo)
     assert info.lat == pytest.approx(52.5003, abs=1e-6)
+
+
+def _write_big_log(path: Path, n: int, error_at: int | None) -> Path:
+    """A 1 Hz log of ``n`` points, one of them holding an undefined entity when ``error_at``."""
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write('<?xml version="1.0" encoding="UTF-8"?>\n<gpx version="1.1" creator="t">')
+        fh.write("<trk><trkseg>\n")
+        t0 = int(T0.timestamp())
+        for i in range(n):
+            when = datetime.fromtimestamp(t0 + i, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            name = "<name>a&nbsp;b</name>" if i == error_at else ""
+            fh.write(
+                f'<trkpt lat="{52.5 + i * 1e-6:.7f}" lon="13.4"><ele>100.0</ele>'
+                f"<time>{when}</time>{name}</trkpt>\n"
+            )
+        fh.write("</trkseg></trk></gpx>\n")
+    return path
+
+
+_PEAK_RSS = """\
+import resource, sys
+from daemon.media.gpx import load_gpx
+track = load_gpx(sys.argv[1])
+print(len(track), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, track.notes[:1])
+"""
+
+
+def _load_in_child(path: Path) -> tuple[int, int, str]:
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", _PEAK_RSS, str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],
+        timeout=300,
+    ).stdout.split(maxsplit=2)
+    return int(out[0]), int(out[1]), out[2]
+
+
+def test_the_rest_after_an_xml_error_mid_file_is_not_held_in_memory(tmp_path: Path) -> None:
+    """400,000 points (44 MB) with an entity error in the middle: the 200,000 after it are read
+    point by point as the file streams by, so the peak stays that of the clean file (holding
+    the rest, as the reader once did, cost it twice over: ~45 MB more)."""
+    n = 400_000
+    clean = _write_big_log(tmp_path / "clean.gpx", n, None)
+    broken = _write_big_log(tmp_path / "broken.gpx", n, n // 2)
+    points_clean, rss_clean, _ = _load_in_child(clean)
+    points_broken, rss_broken, note = _load_in_child(broken)
+    assert points_clean == n
+    assert points_broken == n - 1  # only the point holding the error is lost
+    assert f"XML error at line {n // 2 + 3}: undefined entity" in note  # point i: line i + 3
+    assert rss_broken - rss_clean < 8 * 1024, (rss_clean, rss_broken)  # KiB

@@ -277,22 +277,55 @@ def _parser(points: _Points) -> xml.parsers.expat.XMLParserType:
     return parser
 
 
-_POINT = re.compile(rb"<((?:[\w.-]+:)?(?:trkpt|rtept))\b.*?</\1\s*>", re.DOTALL)
+_POINT_START = re.compile(rb"<(?:[\w.-]+:)?(?:trkpt|rtept)\b")
+_POINT_END = re.compile(rb"</(?:[\w.-]+:)?(?:trkpt|rtept)\s*>")
+MAX_POINT_BYTES = 1 << 20  # a point element is a few hundred bytes; one this long never closes
+_TAG_SPLIT = 64  # kept of text without a point start: a start tag split across two chunks
 
 
-def _recover(rest: bytes, points: _Points, line0: int) -> None:
+class _Recovery:
     """The points after a real XML error: each complete point element parsed on its own, so
-    a bad byte or entity costs the points it is in, not the rest of the file."""
-    for m in _POINT.finditer(rest):
-        parser = _parser(points)
-        points.depth = 0
+    a bad byte or entity costs the points it is in, not the rest of the file.
+
+    Fed chunk by chunk, it holds only what follows the last complete point (at most
+    :data:`MAX_POINT_BYTES`), never the rest of the file; each byte is scanned once or twice."""
+
+    def __init__(self, points: _Points, line: int) -> None:
+        self.points = points
+        self.line = line  # line number of the first byte of ``buf``
+        self.buf = bytearray()
+
+    def feed(self, data: bytes) -> None:
+        self.buf += data
+        pos = 0
+        while (close := _POINT_END.search(self.buf, pos)) is not None:
+            starts = [m.start() for m in _POINT_START.finditer(self.buf, pos, close.start())]
+            for _ in starts[:-1]:  # points opened and never closed before this one
+                self.points.r.drop("XML error")
+            if starts:
+                self._parse(starts[-1], close.end())
+            pos = close.end()  # a close without a start: the end of the point the error is in
+        start = _POINT_START.search(self.buf, pos)
+        while start is not None and len(self.buf) - start.start() > MAX_POINT_BYTES:
+            self.points.r.drop("XML error")  # a point that never closes
+            start = _POINT_START.search(self.buf, start.end())
+        self._drop(start.start() if start else max(pos, len(self.buf) - _TAG_SPLIT))
+
+    def _drop(self, n: int) -> None:
+        self.line += self.buf.count(b"\n", 0, n)
+        del self.buf[:n]
+
+    def _parse(self, start: int, end: int) -> None:
+        parser = _parser(self.points)
+        self.points.depth = 0
         try:
-            parser.Parse(m.group(0), True)
+            parser.Parse(bytes(self.buf[start:end]), True)
         except xml.parsers.expat.ExpatError as exc:
-            line = line0 + rest.count(b"\n", 0, m.start()) + exc.lineno - 1
-            points.r.errors.append(f"line {line}: {xml.parsers.expat.errors.messages[exc.code]}")
-            points.r.drop("XML error")
-            points.point = None
+            line = self.line + self.buf.count(b"\n", 0, start) + exc.lineno - 1
+            message = xml.parsers.expat.errors.messages[exc.code]
+            self.points.r.errors.append(f"line {line}: {message}")
+            self.points.r.drop("XML error")
+            self.points.point = None
 
 
 def _refuse_entities(*_args: object) -> None:
@@ -321,13 +354,12 @@ def _read_points(path: str | os.PathLike[str]) -> tuple[_Reading, bool]:
     parser = _parser(points)
     parser.EntityDeclHandler = _refuse_entities
     offset = 0  # bytes given to the parser before the current chunk
-    rest: bytearray | None = None  # from a real XML error on
-    line = 0
+    recovery: _Recovery | None = None  # from a real XML error on
     try:
         with open_regular(path) as fh:
             while chunk := fh.read(_CHUNK):
-                if rest is not None:
-                    rest += chunk
+                if recovery is not None:
+                    recovery.feed(chunk)
                     continue
                 try:
                     parser.Parse(chunk, False)
@@ -335,15 +367,14 @@ def _read_points(path: str | os.PathLike[str]) -> tuple[_Reading, bool]:
                     if reading.root is None:
                         raise GpxError(f"not a GPX/XML file ({exc})") from None
                     message, at = _error(parser, exc)
-                    line = int(message.split()[1].rstrip(":"))
                     reading.errors.append(message)
-                    rest = bytearray(chunk[max(0, at - offset) :])
+                    if points.point is not None:  # the point the error is in
+                        reading.drop("XML error")
+                    points.point = points.text = None
+                    recovery = _Recovery(points, int(message.split()[1].rstrip(":")))
+                    recovery.feed(chunk[max(0, at - offset) :])
                 offset += len(chunk)
-            if rest is not None:
-                if points.point is not None:  # the point the error is in
-                    reading.drop("XML error")
-                points.point = points.text = None
-                _recover(bytes(rest), points, line)
+            if recovery is not None:
                 return reading, False
             try:
                 parser.Parse(b"", True)
