@@ -138,9 +138,15 @@ def test_geotag_puts_photos_where_the_car_was(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""  # no progress bar when standard error is not a terminal
     assert f"geotag: {len(drive.photos)} images, {len(drive.photos)} tagged" in proc.stdout
-    assert "zone of camera times: Europe/Berlin (+02:00); time offset: 30 s (camera ahead)" in (
-        proc.stdout
-    )
+    n = len(drive.photos)
+    assert (
+        f"zone of camera times: Europe/Berlin (+02:00 for {n} photos); "
+        "time offset: 30 s (camera ahead)"
+    ) in proc.stdout
+    assert (
+        f"capture time: DateTimeOriginal in the camera zone {n}; position: GPX track {n}; "
+        f"heading: GPX track {n}"
+    ) in proc.stdout
     g = piexif.GPSIFD
     for name, photo in by_name(drive).items():
         gps = gps_of(photos / name)

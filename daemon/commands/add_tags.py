@@ -127,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
     legacy.write_each(
         usable, lambda r: exif.write_description(r.path, descriptions[r.path]), summary
     )
+    legacy.note_sources(summary, usable, zone[0])
     folders_tagged = len({r.path.parent for r in usable})
     summary.sequences = min(folders_tagged, 1) if args.sequence_uuid else folders_tagged
     return summary.finish()

@@ -160,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
     write_positions(from_track, summary)
     if kept:
         summary.note(f"{kept} outside the track kept the position already in their EXIF")
+    legacy.note_sources(summary, tagged, zone[0])
     for note in track.notes:  # what each GPX file lost (a cut, bad fixes, an XML error)
         summary.note(note)
     return summary.finish()

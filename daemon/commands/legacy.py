@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from datetime import tzinfo
 from pathlib import Path
@@ -19,7 +18,14 @@ from daemon.core.errors import UsageError
 from daemon.core.files import is_photo
 from daemon.media import exif
 from daemon.media.load import find_jpegs, load_records
-from daemon.pipeline.dates import natural_key, parse_zone
+from daemon.pipeline.dates import (
+    in_repeated_hour,
+    natural_key,
+    parse_zone,
+    repeated_hour_hint,
+    zones_used,
+)
+from daemon.pipeline.provenance import Provenance
 from daemon.pipeline.records import BAD_FILE, ImageRecord
 
 # Where remove-duplicates moves photos by default; never read as input again.
@@ -100,14 +106,20 @@ def load(paths: Sequence[Path], tz: tzinfo, summary: Summary) -> list[ImageRecor
         records = load_records(progress.iter(paths), tz)
     finally:
         progress.close()
-    zones = Counter(r.zone for r in records if r.zone)
-    if len(zones) == 1:
-        summary.zone = next(iter(zones))
-    elif zones:
-        summary.zone = ", ".join(
-            f"{z} ({n} photo{'' if n == 1 else 's'})" for z, n in zones.most_common()
-        )
+    summary.zone = zones_used(r.zone for r in records if r.zone) or summary.zone
     return records
+
+
+def note_sources(summary: Summary, records: Sequence[ImageRecord], tz: tzinfo) -> None:
+    """The summary's lines on where the usable photos' times, positions and headings came
+    from, and on photos taken in the hour repeated when summer time ends."""
+    usable = [r for r in records if r.ok]
+    line = Provenance.of(usable).line()
+    if line:
+        summary.note(line)
+    hint = repeated_hour_hint([r.filename for r in in_repeated_hour(usable, tz)])
+    if hint:
+        summary.note(hint)
 
 
 def write_each(

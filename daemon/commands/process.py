@@ -11,6 +11,7 @@ import os
 import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from datetime import tzinfo
 from pathlib import Path
 from typing import TextIO
 
@@ -22,13 +23,14 @@ from daemon.core.errors import EXIT_OK, EXIT_SET_ASIDE, UsageError
 from daemon.media import exif
 from daemon.media.load import find_jpegs, load_records
 from daemon.pipeline import PipelineOptions, PipelineResult, run_pipeline
-from daemon.pipeline.dates import parse_zone
+from daemon.pipeline.dates import in_repeated_hour, parse_zone, repeated_hour_hint, zones_used
 from daemon.pipeline.describe import (
     DESCRIPTION_FILE,
     describe,
     description_file_entry,
     description_json,
 )
+from daemon.pipeline.provenance import Provenance
 from daemon.pipeline.records import BAD_FILE, ImageRecord
 
 SKIP_DIRS = ("duplicates", "errors")  # where the old scripts moved photos they set aside
@@ -122,8 +124,15 @@ def write_exif(result: PipelineResult) -> list[ImageRecord]:
 
 
 def print_summary(
-    out: TextIO, result: PipelineResult, zone: str, offset: float, desc: str, extra: list
+    out: TextIO,
+    result: PipelineResult,
+    zone: str,
+    offset: float,
+    desc: str,
+    extra: list,
+    tz: tzinfo | None = None,
 ) -> None:
+    """The summary; ``zone`` names ``tz``, the zone naive camera times were read in."""
     set_aside = result.set_aside + extra
     for r in set_aside:
         print(f"{r.path}: {r.error.message if r.error else ''}", file=sys.stderr)
@@ -134,11 +143,15 @@ def print_summary(
     )
     for reason, n in sorted(Counter(r.error.type for r in set_aside if r.error).items()):
         print(f"  set aside, {REASONS.get(reason, reason)}: {n}", file=out)
-    zones = Counter(r.zone for r in result.records if r.zone)
-    used = ", ".join(f"{z} ({n})" for z, n in zones.most_common()) if len(zones) > 1 else zone
-    if len(zones) == 1:
-        used = next(iter(zones))
+    used = zones_used(r.zone for r in result.records if r.zone) or zone
     print(f"  zone of camera times: {used}; time offset: {clock_offset_text(offset)}", file=out)
+    usable = [r for seq in result.sequences for r in seq]
+    for line in (
+        Provenance.of(usable).line(),
+        repeated_hour_hint([r.filename for r in in_repeated_hour(usable, tz)] if tz else []),
+    ):
+        if line:
+            print(f"  {line}", file=out)
     print(f"  description file: {desc}", file=out)
 
 
@@ -177,5 +190,5 @@ def run(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise UsageError(f"cannot write {desc_path}: {exc.strerror or exc}") from None
         desc = str(desc_path)
-    print_summary(out, result, label, options.time_offset, desc, failed)
+    print_summary(out, result, label, options.time_offset, desc, failed, tz)
     return EXIT_SET_ASIDE if result.set_aside or failed else EXIT_OK

@@ -45,7 +45,8 @@ def load_record(path: Path, tz: tzinfo, label: str) -> ImageRecord:
         lon=info.lon if has_gps else None,
         altitude=info.altitude if has_gps else None,
         heading=info.direction,
-        position_source="exif" if has_gps else None,
+        heading_source=info.direction_source if info.direction is not None else None,
+        position_source=(info.position_source or "exif") if has_gps else None,
         orientation=info.orientation if 1 <= info.orientation <= 8 else 1,
         make=info.make,
         model=info.model,
@@ -57,19 +58,8 @@ def load_record(path: Path, tz: tzinfo, label: str) -> ImageRecord:
 
 
 def _extra(info: exif.ExifInfo) -> dict[str, object]:
-    """The description already in the photo, and where a value came from when it was not the
-    plain EXIF tag (a position kept only in XMP, a heading from GPSTrack)."""
-    extra: dict[str, object] = {}
-    if info.description:
-        extra["exif_description"] = info.description
-    sources = {}
-    if info.position_source not in (None, "exif"):
-        sources["position"] = info.position_source
-    if info.direction_source not in (None, "GPSImgDirection"):
-        sources["heading"] = info.direction_source
-    if sources:
-        extra["sources"] = sources
-    return extra
+    """The description already in the photo (add-tags keeps the keys it does not write)."""
+    return {"exif_description": info.description} if info.description else {}
 
 
 def load_records(paths: Iterable[Path], tz: tzinfo | str | None = None) -> list[ImageRecord]:

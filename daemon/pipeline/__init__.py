@@ -108,7 +108,7 @@ def run_pipeline(
         kept = [r for r in judged if r.ok]
         duplicates += [r for r in judged if not r.ok]
         if options.interpolate_directions and not smoothed:
-            kept = interpolate_directions(kept, options.offset_angle)
+            kept = _interpolated(kept, interpolate_directions(kept, options.offset_angle))
         pieces.append(kept)
     sequences = cap_sequences(pieces, options.max_images, options.uuid_factory)
     set_aside = [r for r in recs if not r.ok]
@@ -137,7 +137,9 @@ def _judge(
     recs = piece
     if options.interpolate_directions:
         headings: list[float | None] = [s.heading for s in states]
-        recs = directions_from_motion(recs, headings, speeds, options.offset_angle)
+        recs = _interpolated(
+            recs, directions_from_motion(recs, headings, speeds, options.offset_angle)
+        )
     if options.smoothing:
         recs = [
             r.replace(lat=ll[0], lon=ll[1]) if r.position_source == "gpx" else r
@@ -146,6 +148,15 @@ def _judge(
         ]
     slowness = [s.slowness for s in states]
     return mark_stops(recs, slowness, options.duplicate_angle), True
+
+
+def _interpolated(before: list[ImageRecord], after: list[ImageRecord]) -> list[ImageRecord]:
+    """``after`` with the records a directions stage gave a heading marked as such (the stages
+    return a record they left alone as the same object)."""
+    return [
+        b if b is a else b.replace(heading_source="interpolated")
+        for a, b in zip(before, after, strict=True)
+    ]
 
 
 def clear_caches() -> None:

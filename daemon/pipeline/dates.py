@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from functools import lru_cache
 from pathlib import Path
@@ -20,6 +21,8 @@ from daemon.pipeline.records import NO_TIME, ImageRecord
 
 _OFFSET = re.compile(r"^(?P<sign>[+-])(?P<h>\d{1,2})(?::?(?P<m>\d{2}))?$")
 _UTC_NAMES = {"z", "utc", "gmt", "+00:00", "-00:00"}
+FROM_FILE = " (from file)"  # a photo's zone label when its time carried its own offset
+_NAMED = re.compile(r"^(?P<name>.+) \((?P<offset>[+-]\d\d:\d\d)\)$")
 
 
 def format_offset(delta: timedelta) -> str:
@@ -145,7 +148,78 @@ def resolve_capture_time(
         return local.astimezone(UTC), own_label
     offset = moment.utcoffset() or timedelta(0)
     name = "UTC" if offset == timedelta(0) else format_offset(offset)
-    return moment.astimezone(UTC), f"{name} (from file)"
+    return moment.astimezone(UTC), f"{name}{FROM_FILE}"
+
+
+def _photos(n: int) -> str:
+    return f"{n} photo{'' if n == 1 else 's'}"
+
+
+def zones_used(labels: Iterable[str]) -> str | None:
+    """The zones photos' naive camera times were read in, with the offset each photo actually
+    got (a named zone's offset at the photo's own date, not today's); None when there are none.
+    Times that carried their own offset are left out: no zone was assumed for them.
+
+    >>> zones_used(["Europe/Berlin (+02:00)"] * 120 + ["Europe/Berlin (+01:00)"] * 3)
+    'Europe/Berlin (+02:00 for 120 photos, +01:00 for 3)'
+    >>> zones_used(["+02:00", "+02:00", "+03:00 (from file)"]), zones_used(["UTC (from file)"])
+    ('+02:00', None)
+    """
+    groups: dict[str, Counter[str]] = {}
+    for label in labels:
+        if label.endswith(FROM_FILE):
+            continue
+        match = _NAMED.match(label)
+        name, offset = (match["name"], match["offset"]) if match else (label, "")
+        groups.setdefault(name, Counter())[offset] += 1
+    parts = []
+    for name, offsets in sorted(groups.items(), key=lambda g: -sum(g[1].values())):
+        if list(offsets) == [""]:
+            parts.append(name if len(groups) == 1 else f"{name} ({_photos(offsets[''])})")
+            continue
+        each = [
+            f"{off} for {n if i else _photos(n)}"
+            for i, (off, n) in enumerate(offsets.most_common())
+        ]
+        parts.append(f"{name} ({', '.join(each)})")
+    return "; ".join(parts) or None
+
+
+def in_repeated_hour(records: Iterable[ImageRecord], tz: tzinfo) -> list[ImageRecord]:
+    """Photos whose camera time, read in ``tz``, falls in the hour the zone repeats when summer
+    time ends: 02:30 happens twice, and was read as the first (summer) one, so such a photo may
+    be an hour off. Times that carried their own offset are not in doubt.
+
+    >>> from pathlib import Path
+    >>> tz = ZoneInfo("Europe/Berlin")
+    >>> t, z = resolve_capture_time(datetime(2024, 10, 27, 2, 30), tz, "Europe/Berlin")
+    >>> r = ImageRecord(Path("a.jpg"), t, zone=z)
+    >>> len(in_repeated_hour([r], tz)), len(in_repeated_hour([r.replace(zone="+02:00 (from file)")], tz))
+    (1, 0)
+    """
+    if not isinstance(tz, ZoneInfo):
+        return []
+    doubtful = []
+    for r in records:
+        if r.capture_time is None or not r.zone or r.zone.endswith(FROM_FILE):
+            continue
+        if r.time_source in ("gps", "fix-dates"):
+            continue
+        local = r.capture_time.astimezone(tz)
+        if local.replace(fold=1 - local.fold).utcoffset() != local.utcoffset():
+            doubtful.append(r)
+    return doubtful
+
+
+def repeated_hour_hint(names: Sequence[str]) -> str | None:
+    """The summary's one line about the photos :func:`in_repeated_hour` found, or None."""
+    if not names:
+        return None
+    return (
+        f"{_photos(len(names))} taken in the hour repeated when summer time ends "
+        f"(first: {names[0]}): read as the first of the two, so possibly an hour "
+        "off; a GPS time, an OffsetTimeOriginal or a --tz offset such as +01:00 settles it"
+    )
 
 
 def natural_key(name: str) -> list[str | int]:

@@ -97,7 +97,7 @@ def geotag(
             continue
         pos = track.position_at(record.capture_time.timestamp(), max_gap=max_gap)
         if pos is None:
-            if record.has_position and record.position_source == "exif":
+            if record.has_position and record.position_source in ("exif", "xmp"):
                 out.append(record)
                 continue
             out.append(
@@ -108,15 +108,16 @@ def geotag(
                 )
             )
             continue
-        heading = record.heading
+        heading, heading_source = record.heading, record.heading_source
         if pos.bearing is not None:
-            heading = normalize_deg(pos.bearing + bearing_offset)
+            heading, heading_source = normalize_deg(pos.bearing + bearing_offset), "gpx"
         out.append(
             record.replace(
                 lat=pos.lat,
                 lon=pos.lon,
                 altitude=pos.ele if pos.ele is not None else record.altitude,
                 heading=heading,
+                heading_source=heading_source,
                 position_source="gpx",
             )
         )

@@ -15,6 +15,7 @@ from daemon.journal import FileRow, FileState, StateChange
 from daemon.media.errors import one_line
 from daemon.pipeline import PipelineResult
 from daemon.pipeline.describe import describe
+from daemon.pipeline.provenance import Provenance
 from daemon.pipeline.records import BAD_METADATA, NO_POSITION, OUTSIDE_TRACK, ImageRecord
 
 # Reasons that a later GPX file can cure: such photos wait (up to position_wait) instead of
@@ -32,9 +33,11 @@ class BatchOutcome:
     duplicates: int = 0
     waiting: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
+    provenance: Provenance = field(default_factory=Provenance)  # of the photos described
 
     def add(self, other: BatchOutcome) -> None:
         """Count a piece of the same batch in (a root planned a chunk at a time)."""
+        self.provenance.merge(other.provenance)
         self.sequences += other.sequences
         self.images += other.images
         self.duplicates += other.duplicates
@@ -89,6 +92,7 @@ def plan_changes(
                 StateChange(r.content_hash, FileState.DESCRIBED, None, {"metadata": meta})
             )
             hashes.append(r.content_hash)
+            outcome.provenance.add(r)
         if hashes:
             sequences.append((seq[0].sequence or "", hashes))
             outcome.sequences += 1

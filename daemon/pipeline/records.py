@@ -48,7 +48,8 @@ class ImageRecord:
     model: str | None = None
     time_source: str | None = None  # "exif", "gps", "digitized", "fix-dates", ...
     zone: str | None = None  # the zone assumed for a naive EXIF time, e.g. "+02:00"
-    position_source: str | None = None  # "exif" or "gpx"
+    position_source: str | None = None  # "exif", "xmp" (Adobe-edited files) or "gpx"
+    heading_source: str | None = None  # "GPSImgDirection", "GPSTrack", "gpx", "interpolated"
     sequence: str | None = None  # sequence UUID once split
     content_hash: str | None = None
     error: ImageError | None = None

@@ -24,6 +24,7 @@ from daemon.core.durable import make_private_folders
 from daemon.core.errors import EXIT_IO, EXIT_OK, EXIT_SET_ASIDE, EXIT_USAGE
 from daemon.intake import Sources, clean_spool_temps
 from daemon.journal import ASIDE_META, GPX_META, AsyncJournal, FileFailures, JournalGone
+from daemon.pipeline.dates import zones_used
 from daemon.runtime.housekeeping import Housekeeping
 from daemon.runtime.intake import Intake
 from daemon.runtime.once import until_done
@@ -376,10 +377,14 @@ async def run_daemon(
         pinger.cancel()
         await asyncio.gather(pinger, return_exceptions=True)
         await daemon.shutdown()
-    daemon.log.info("run_summary", zone=daemon.zone_label, **daemon.stats.figures())
+    stats = daemon.stats
+    zone = zones_used(stats.zones.elements()) or daemon.zone_label  # the offsets photos got
+    daemon.log.info("run_summary", zone=zone, sources=stats.provenance.as_dict(), **stats.figures())
     if once:
         print(
-            f"{daemon.stats.line()}\ncamera times without a zone read in {daemon.zone_label}, "
+            f"{stats.line()}\ncamera times without a zone read in {zone}, "
             f"camera clock offset {daemon.settings.time_offset:g} s"
         )
+        for line in stats.details():
+            print(line)
     return code

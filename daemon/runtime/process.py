@@ -15,7 +15,6 @@ from collections import Counter
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 from daemon.core import config, log
 from daemon.core.aio import wait_event
@@ -31,7 +30,7 @@ from daemon.media.gpx import GpxError, Track, merge
 from daemon.media.load import load_record
 from daemon.media.nmea import load_track
 from daemon.pipeline import PipelineOptions, clear_caches, run_pipeline
-from daemon.pipeline.dates import parse_zone
+from daemon.pipeline.dates import in_repeated_hour, parse_zone, zones_used
 from daemon.pipeline.plan import BatchOutcome, BatchPlan, plan_batch, tail_from_last_sequence
 from daemon.pipeline.records import BAD_FILE, ImageRecord
 from daemon.runtime.roots import RootActivity, RootState
@@ -358,21 +357,10 @@ class Processing:
         """Each photo's zone label is the offset at its own date (June: +02:00 in Berlin);
         naive times in the hour a zone repeats when summer time ends are noted."""
         self._zones.update(r.zone for r in records if r.zone)
-        zone = parse_zone(tz)[0]
-        if not isinstance(zone, ZoneInfo):
-            return
-        for r in records:
-            if r.capture_time and r.zone and not r.zone.endswith("(from file)"):
-                local = r.capture_time.astimezone(zone)
-                if local.replace(fold=1 - local.fold).utcoffset() != local.utcoffset():
-                    self._ambiguous.append(r.filename)
+        self._ambiguous += [r.filename for r in in_repeated_hour(records, parse_zone(tz)[0])]
 
     def _zone_text(self) -> str:
-        if not self._zones:
-            return zone_label(self.settings.tz)
-        if len(self._zones) == 1:
-            return next(iter(self._zones))
-        return ", ".join(f"{z} ({n})" for z, n in self._zones.most_common())
+        return zones_used(self._zones.elements()) or zone_label(self.settings.tz)
 
     def _count(self, o: BatchOutcome) -> None:
         self.stats.sequences += o.sequences
@@ -381,6 +369,9 @@ class Processing:
         self.stats.waiting += o.waiting
         self.stats.rejected += sum(o.rejected.values())
         zone = self._zone_text()
+        self.stats.zones.update(self._zones)
+        self.stats.provenance.merge(o.provenance)
+        self.stats.repeated_hour += self._ambiguous
         ambiguous, self._zones, self._ambiguous = self._ambiguous, Counter(), []
         if ambiguous:
             self.log.warning(
@@ -402,6 +393,7 @@ class Processing:
             rejected=o.rejected,
             zone=zone,
             time_offset=self.settings.time_offset,
+            sources=o.provenance.as_dict(),
         )
         if o.waiting:
             self.log.warning(

@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from daemon.journal import RUNTIME_META, AsyncJournal
+from daemon.pipeline.dates import repeated_hour_hint
+from daemon.pipeline.provenance import Provenance
 from daemon.runtime.roots import CardSafety, RootState, shown_states
 from daemon.upload.worker import SequenceResult
 
@@ -76,9 +79,18 @@ class RunStats:
     no_token: bool = False  # --once: no token, or a refused one (exit 2, as `upload`)
     results: list[SequenceResult] = field(default_factory=list)
     left: dict[str, int] = field(default_factory=dict)  # what --once could not do → how many
+    zones: Counter[str] = field(default_factory=Counter)  # zone label → photos read in it
+    provenance: Provenance = field(default_factory=Provenance)  # where values came from
+    repeated_hour: list[str] = field(default_factory=list)  # photos in summer time's last hour
 
     def figures(self) -> dict[str, int]:
         return {k: v for k, v in self.__dict__.items() if isinstance(v, int)}
+
+    def details(self) -> list[str]:
+        """The lines under :meth:`line`: where the photos' values came from, and photos whose
+        camera time may be an hour off."""
+        lines = [self.provenance.line(), repeated_hour_hint(self.repeated_hour)]
+        return [line for line in lines if line]
 
     def line(self) -> str:
         """The one-line summary `run --once` prints."""
