@@ -2,7 +2,9 @@
 
 For cameras and time-lapse tools that write no date: the photos directly in PATH, in natural
 file-name order (frame_2 before frame_10), get START, START + INCREMENT, ... in EXIF
-DateTimeOriginal and SubSecTimeOriginal, plus OffsetTimeOriginal when --tz is given.
+DateTimeOriginal and SubSecTimeOriginal, plus OffsetTimeOriginal when --tz is given. A GPS
+time stamp in a photo is removed (the position kept): it is read before DateTimeOriginal, so
+the times written win only without it.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ example:
   mapillary-daemon fix-dates ~/timelapse "2024-06-01 09:00:00.500" 0.5 --tz Europe/Berlin
 
 START is the local time of the first photo (in --tz when given, else this machine's zone);
-with --tz the zone is also written into each photo (OffsetTimeOriginal).
+with --tz the zone is also written into each photo (OffsetTimeOriginal). A GPS time stamp
+(read before DateTimeOriginal, and stale now) is removed; the position stays.
 Exit codes: 0 all photos dated, 1 some could not be written (reasons printed), 2 bad arguments."""
 
 START_FORMATS = (
@@ -81,12 +84,19 @@ def run(args: argparse.Namespace) -> int:
     summary = Summary("fix-dates", done_verb="dated")
     records = legacy.read(summary, args.path, zone, recursive=False)
     records.sort(key=lambda r: natural_key(r.filename))
+    stamped = {r.path for r in records if r.time_source == "gps"}
     records = fix_dates(records, start, args.increment)
     for record in records:
         if not record.ok:
             summary.add_record(record)
     usable = [r for r in records if r.ok]
-    legacy.write_each(usable, lambda r: write_time(r, tz, args.tz is not None), summary)
+    written = legacy.write_each(usable, lambda r: write_time(r, tz, args.tz is not None), summary)
     if usable:
         summary.note(f"first photo {usable[0].filename}, last {usable[-1].filename}")
+    unstamped = sum(1 for r in written if r.path in stamped)
+    if unstamped:
+        summary.note(
+            f"{unstamped} had a GPS time stamp, now removed: it would win over the time written "
+            "(geotag writes a new one)"
+        )
     return summary.finish()

@@ -121,15 +121,21 @@ def capture_time_update(
     dt: datetime, subsec: str | None = None, offset: str | None = None
 ) -> Callable[[dict[str, Any]], None]:
     """The EXIF update writing :func:`capture_time_tags`: a sub-second or offset not given is
-    removed rather than left from the old time, so the file says exactly the time written."""
+    removed rather than left from the old time, so the file says exactly the time written.
+
+    A GPS time stamp is removed too: it would win over the time written (ours, exiftool and
+    mapillary_tools read it first), and after a new capture time it is stale (often one that
+    geotag wrote from the old, wrong time). The position is kept."""
     tags = capture_time_tags(dt, subsec, offset)
-    e = piexif.ExifIFD
+    e, g = piexif.ExifIFD, piexif.GPSIFD
 
     def update(data: dict[str, Any]) -> None:
         ifd = data.setdefault("Exif", {})
         for stale in (e.SubSecTimeOriginal, e.OffsetTimeOriginal):
             ifd.pop(stale, None)
         ifd.update(tags)
+        for stale in (g.GPSDateStamp, g.GPSTimeStamp):
+            data.get("GPS", {}).pop(stale, None)
 
     return update
 
