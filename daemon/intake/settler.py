@@ -211,8 +211,8 @@ class Settler:
                 continue
             reason = self._given_up(cand, now)
             if reason is not None:
-                if not cand.recheck:  # said once, not on every look again
-                    self.log.warning("file_incomplete", file=str(path), reason=reason)
+                if not cand.recheck:  # the intake names it (file_set_aside): once, not twice
+                    self.log.debug("file_incomplete", file=str(path), reason=reason)
                 settled.append(self._settle(path, cand, reason))
                 if found is not None and found.unreadable and cand.kind == "watch":
                     wait = min(RECHECK_MAX_SECONDS, 2 * cand.recheck or RECHECK_FIRST_SECONDS)
