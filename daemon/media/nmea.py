@@ -12,8 +12,10 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 
 from daemon.core.files import open_regular
 from daemon.media.gpx import GpxError, Track, _sorted, load_gpx
@@ -34,29 +36,52 @@ def is_nmea(head: bytes) -> bool:
 def _valid(m: re.Match[bytes]) -> bool:
     if m.group(4) is None:
         return False
-    body = m.group(0)[1 : m.start(4) - m.start(0) - 1]
-    total = 0
-    for b in body:
-        total ^= b
-    return total == int(m.group(4), 16)
+    return _xor(m.group(0)[1 : m.start(4) - m.start(0) - 1]) == int(m.group(4), 16)
 
 
-@dataclass
-class _Fix:
-    lat: float
-    lon: float
-    ele: float = math.nan
+def _xor(body: bytes) -> int:
+    """The XOR of all bytes (NMEA's checksum), folded in halves as one big integer: a few
+    C-level operations instead of a Python step per byte (the parse's costliest part)."""
+    value, width = int.from_bytes(body, "little"), len(body)
+    while width > 1:
+        half = (width + 1) // 2
+        value = (value >> (8 * half)) ^ (value & ((1 << (8 * half)) - 1))
+        width = half
+    return value
+
+
+RECENT = 16  # times of the last cycles, whose sentences (RMC, GGA, GNS) merge into one fix
+_CHUNK = 1 << 16
+_MAX_LINE = 1 << 16  # a "line" longer than this is noise: cut, keeping a sentence's length
+_EOL = re.compile(rb"[\r\n]")
 
 
 @dataclass
 class _Log:
-    fixes: dict[float, _Fix] = field(default_factory=dict)
+    """The fixes found so far, straight into the track's arrays (32 bytes a fix: a day's log
+    at 10 Hz stays a few tens of MB); the sentences of one cycle merge by their time."""
+
+    track: Track = field(default_factory=Track)
+    recent: dict[float, int] = field(default_factory=dict)  # time → index, last RECENT only
     dropped: dict[str, int] = field(default_factory=dict)
     day: date | None = None  # the date of the last RMC
     day_seconds: float = 0.0  # and its time of day
 
     def drop(self, why: str) -> None:
         self.dropped[why] = self.dropped.get(why, 0) + 1
+
+    def at(self, t: float, pos: tuple[float, float]) -> int:
+        """The index of the fix at time ``t`` (a new one if no recent sentence gave it), with
+        ``pos`` as its position (the last sentence of a cycle wins, as in gpsd)."""
+        i = self.recent.get(t)
+        if i is None:
+            i = self.recent[t] = len(self.track)
+            self.track.append(t, pos[0], pos[1], math.nan)
+            if len(self.recent) > RECENT:
+                del self.recent[next(iter(self.recent))]
+        else:
+            self.track.lats[i], self.track.lons[i] = pos
+        return i
 
 
 def _clock(text: str) -> float | None:
@@ -88,7 +113,12 @@ def _position(f: list[str], i: int) -> tuple[float, float] | None:
 
 
 def _stamp(day: date, seconds: float) -> float:
-    return datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() + seconds
+    return _midnight(day) + seconds
+
+
+@lru_cache(maxsize=64)
+def _midnight(day: date) -> float:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()
 
 
 def _rmc(log: _Log, f: list[str]) -> None:
@@ -109,12 +139,7 @@ def _rmc(log: _Log, f: list[str]) -> None:
         log.drop("bad coordinates")
         return
     log.day, log.day_seconds = day, clock
-    t = _stamp(day, clock)
-    fix = log.fixes.get(t)
-    if fix is None:
-        log.fixes[t] = _Fix(*pos)
-    else:
-        fix.lat, fix.lon = pos
+    log.at(_stamp(day, clock), pos)
 
 
 def _zda(log: _Log, f: list[str]) -> None:
@@ -153,50 +178,53 @@ def _gga(log: _Log, f: list[str], gns: bool = False) -> None:
     if pos is None:
         log.drop("bad coordinates")
         return
-    fix = log.fixes.setdefault(t, _Fix(*pos))
-    fix.lat, fix.lon = pos
-    fix.ele = ele if math.isfinite(ele) else math.nan
+    log.track.eles[log.at(t, pos)] = ele if math.isfinite(ele) else math.nan
 
 
-def _lines(path: str | os.PathLike[str]) -> list[bytes]:
+def _lines(path: str | os.PathLike[str]) -> Iterator[bytes]:
+    """The file's lines (ended by CR, LF or both), read a chunk at a time: a log of any size
+    costs its fixes, not its text."""
     with open_regular(path) as fh:
-        data = fh.read()
-    return data.replace(b"\r", b"\n").split(b"\n")
+        rest = b""
+        while chunk := fh.read(_CHUNK):
+            lines = _EOL.split(rest + chunk)
+            rest = lines.pop()
+            if len(rest) > _MAX_LINE:  # binary noise without a line end
+                lines.append(rest[:-128])
+                rest = rest[-128:]
+            yield from lines
+        yield rest
 
 
 def load_nmea(path: str | os.PathLike[str]) -> Track:
     """An NMEA log as a track; GpxError when it has no sentence or no fix."""
-    try:
-        lines = _lines(path)
-    except OSError as exc:
-        raise GpxError(f"cannot read: {exc.strerror or exc}") from None
     log = _Log()
     seen = 0
-    for line in lines:
-        for m in _SENTENCE.finditer(line):
-            seen += 1
-            if m.group(4) is None:
-                log.drop("no checksum")
-                continue
-            if not _valid(m):
-                log.drop("bad checksum")
-                continue
-            kind = m.group(2).decode("ascii")
-            fields = m.group(3).decode("ascii").split(",")
-            if kind == "RMC":
-                _rmc(log, fields)
-            elif kind in ("GGA", "GNS"):
-                _gga(log, fields, gns=kind == "GNS")
-            elif kind == "ZDA":
-                _zda(log, fields)
+    try:
+        for line in _lines(path):
+            for m in _SENTENCE.finditer(line):
+                seen += 1
+                if m.group(4) is None:
+                    log.drop("no checksum")
+                    continue
+                if not _valid(m):
+                    log.drop("bad checksum")
+                    continue
+                kind = m.group(2).decode("ascii")
+                fields = m.group(3).decode("ascii").split(",")
+                if kind == "RMC":
+                    _rmc(log, fields)
+                elif kind in ("GGA", "GNS"):
+                    _gga(log, fields, gns=kind == "GNS")
+                elif kind == "ZDA":
+                    _zda(log, fields)
+    except OSError as exc:
+        raise GpxError(f"cannot read: {exc.strerror or exc}") from None
     if not seen:
         raise GpxError("not an NMEA log (no $..RMC/$..GGA sentence)")
-    if not log.fixes:
+    track = log.track
+    if not len(track):
         raise GpxError("NMEA log has no fix with a date (no valid RMC)")
-    track = Track()
-    for t in sorted(log.fixes):
-        fix = log.fixes[t]
-        track.append(t, fix.lat, fix.lon, fix.ele)
     if log.dropped:
         what = ", ".join(f"{n} {why}" for why, n in sorted(log.dropped.items()))
         track.notes = [f"{path}: sentences dropped: {what}"]
