@@ -3,7 +3,6 @@ growing again after it), with a bad fix and an infinite elevation in it."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -161,7 +160,8 @@ def test_the_zone_label_is_the_offset_of_the_photos_date_and_the_repeated_hour_i
     batch = d.wait_event("batch_processed", 60)[0]
     # June's own offset, not today's (+01:00 in winter); 02:30 on 27 October is read as the
     # first of its two occurrences, still summer time
-    assert re.fullmatch(r"Europe/Berlin \(\+02:00 for \d+ photos\)", batch["zone"]), batch
+    photos = len(june.photos) + len(autumn.photos)  # each counted once, though read in chunks
+    assert batch["zone"] == f"Europe/Berlin (+02:00 for {photos} photos)", batch
     hint = d.wait_event("ambiguous_hour", 5)[0]
     assert hint["photos"] > 0 and "summer time" in hint["hint"]
     assert d.stop() == 0

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections import Counter
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -198,8 +197,11 @@ class Processing:
         self._maybe_due = True  # a batch may be waiting for its quiet period to end
         self._recheck_waiting: dict[str, float] = {}  # root → when to look at its waiting photos
         self._failed_until: dict[str, float] = {}  # root → when to try a batch that failed again
-        self._zones: Counter[str] = Counter()  # zone labels of this pass's photos (their dates)
-        self._ambiguous: list[str] = []  # photos in the repeated hour at the end of summer time
+        # Of this pass's photos, by content hash (a chunk may be read twice): the zone label of
+        # each (the offset at its own date), and the names of those in the hour repeated when
+        # summer time ends.
+        self._zones: dict[str, str] = {}
+        self._ambiguous: dict[str, str] = {}
 
     async def run(self) -> None:
         while not self.wake.stopping.is_set():
@@ -356,11 +358,12 @@ class Processing:
     def _note_zones(self, records: list[ImageRecord], tz: str | None) -> None:
         """Each photo's zone label is the offset at its own date (June: +02:00 in Berlin);
         naive times in the hour a zone repeats when summer time ends are noted."""
-        self._zones.update(r.zone for r in records if r.zone)
-        self._ambiguous += [r.filename for r in in_repeated_hour(records, parse_zone(tz)[0])]
+        self._zones.update((r.content_hash or r.filename, r.zone) for r in records if r.zone)
+        for r in in_repeated_hour(records, parse_zone(tz)[0]):
+            self._ambiguous[r.content_hash or r.filename] = r.filename
 
     def _zone_text(self) -> str:
-        return zones_used(self._zones.elements()) or zone_label(self.settings.tz)
+        return zones_used(self._zones.values()) or zone_label(self.settings.tz)
 
     def _count(self, o: BatchOutcome) -> None:
         self.stats.sequences += o.sequences
@@ -371,8 +374,9 @@ class Processing:
         zone = self._zone_text()
         self.stats.zones.update(self._zones)
         self.stats.provenance.merge(o.provenance)
-        self.stats.repeated_hour += self._ambiguous
-        ambiguous, self._zones, self._ambiguous = self._ambiguous, Counter(), []
+        self.stats.repeated_hour.update(self._ambiguous)
+        ambiguous = list(self._ambiguous.values())
+        self._zones, self._ambiguous = {}, {}
         if ambiguous:
             self.log.warning(
                 "ambiguous_hour",

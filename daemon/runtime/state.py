@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -79,9 +78,10 @@ class RunStats:
     no_token: bool = False  # --once: no token, or a refused one (exit 2, as `upload`)
     results: list[SequenceResult] = field(default_factory=list)
     left: dict[str, int] = field(default_factory=dict)  # what --once could not do → how many
-    zones: Counter[str] = field(default_factory=Counter)  # zone label → photos read in it
+    zones: dict[str, str] = field(default_factory=dict)  # photo (hash) → zone label it got
     provenance: Provenance = field(default_factory=Provenance)  # where values came from
-    repeated_hour: list[str] = field(default_factory=list)  # photos in summer time's last hour
+    # photo (hash) → its name, for those in the hour repeated when summer time ends
+    repeated_hour: dict[str, str] = field(default_factory=dict)
 
     def figures(self) -> dict[str, int]:
         return {k: v for k, v in self.__dict__.items() if isinstance(v, int)}
@@ -89,7 +89,7 @@ class RunStats:
     def details(self) -> list[str]:
         """The lines under :meth:`line`: where the photos' values came from, and photos whose
         camera time may be an hour off."""
-        lines = [self.provenance.line(), repeated_hour_hint(self.repeated_hour)]
+        lines = [self.provenance.line(), repeated_hour_hint(list(self.repeated_hour.values()))]
         return [line for line in lines if line]
 
     def line(self) -> str:
