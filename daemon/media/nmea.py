@@ -20,9 +20,11 @@ from functools import lru_cache
 from daemon.core.files import open_regular
 from daemon.media.gpx import GpxError, Track, _sorted, load_gpx
 
-# Fields are printable ASCII but "$", which starts the next sentence (noise may cut one short).
+# Fields are printable ASCII but "$", which starts the next sentence (noise may cut one short),
+# and "*", which starts the checksum (a sentence whose "*" is not followed by one has none).
 _SENTENCE = re.compile(
-    rb"\$([A-Z][A-Z0-9])([A-Z]{3}),([\x20-\x23\x25-\x7e]*?)(?:\*([0-9A-Fa-f]{2})|$|(?=\$))"
+    rb"\$([A-Z][A-Z0-9])([A-Z]{3}),([\x20-\x23\x25-\x29\x2b-\x7e]*)"
+    rb"(?:\*([0-9A-Fa-f]{2})|$|(?=[$*]))"
 )
 SNIFF_BYTES = 1 << 16  # an NMEA log shows a sentence in its first 64 KiB
 
