@@ -76,13 +76,8 @@ def render(st: dict[str, Any]) -> str:
     lines.append("images: " + (", ".join(f"{v} {k}" for k, v in images.items()) or "none yet"))
     seqs = {k: v for k, v in st["sequences"].items() if v}
     lines.append("sequences: " + (", ".join(f"{v} {k}" for k, v in seqs.items()) or "none yet"))
-    left = st["bytes_to_upload"]
-    upload = f"to upload: {_size(left)}"
-    if d.get("upload_rate") and d.get("running") and left:  # no rate for nothing to send
-        upload += f" at {_size(d['upload_rate'])}/s"
-    if st.get("eta_seconds"):
-        upload += f", about {_duration(st['eta_seconds'])} left"
-    lines.append(upload)
+    lines.append(upload_line(st))
+    lines.extend(waiting_lines(d))
     waiting = st.get("waiting_for_source") or {}
     if waiting.get("images"):
         lines.append(
@@ -124,6 +119,53 @@ def render(st: dict[str, Any]) -> str:
         lines.append("files set aside before import:")
         lines.extend(f"  {e['message']}" for e in aside)
     return "\n".join(lines)
+
+
+def upload_line(st: dict[str, Any]) -> str:
+    """``to upload: 1.2 GB at 2.0 MB/s, about 10 min left``; ``nothing`` when nothing is left,
+    and neither rate nor ETA while nothing is sent (nothing left, daemon stopped, held back)."""
+    d = st["daemon"]
+    left = st["bytes_to_upload"]
+    if not left:
+        return "to upload: nothing"
+    text = f"to upload: {_size(left)}"
+    held = HELD.intersection(d.get("waiting") or {}) if d.get("running") else set()
+    if d.get("upload_rate") and d.get("running") and not held:
+        text += f" at {_size(d['upload_rate'])}/s"
+        if st.get("eta_seconds"):
+            text += f", about {_duration(st['eta_seconds'])} left"
+    return text
+
+
+HELD = frozenset({"upload hours", "no token", "server unreachable"})  # nothing goes up now
+
+# How `status` words each reason photos wait for (daemon.runtime.waiting names them).
+WAITING_WORDS = {
+    "settling": "{n} settling ({why})",
+    "card copying": "{n} card copying ({why})",
+    "batch quiet": "{n} for a quiet folder ({why})",
+    "position": "{n} for a position ({why})",
+    "upload delay": "{n} for the upload delay ({why})",
+    "upload hours": "{n} until upload hours {why}",
+    "no token": "{n} for a token ({why})",
+    "server unreachable": "{n} for the server ({why})",
+}
+
+
+def waiting_lines(d: dict[str, Any]) -> list[str]:
+    """``waiting: 12 settling (files still being written), 40 for a position (...)``: why
+    photos wait, as the running daemon last saw it."""
+    counts = d.get("waiting") or {}
+    if not d.get("running") or not counts:
+        return []
+    why = d.get("waiting_why") or {}
+    parts = [
+        WAITING_WORDS.get(reason, "{n} {reason} ({why})").format(
+            n=n, reason=reason, why=why.get(reason, "")
+        )
+        for reason, n in counts.items()
+    ]
+    return ["waiting: " + ", ".join(parts)]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -57,6 +57,8 @@ class Uploading:
         self._away: set[str] = set()  # the roots missing at the last pass
         self._client: UploadClient | None = None
         self._client_for: tuple[str, config.Settings] | None = None
+        # Why due sequences are held back now, (reason, detail) for `status`; None: they go.
+        self.blocked: tuple[str, str] | None = None
 
     async def run(self) -> None:
         try:
@@ -73,19 +75,28 @@ class Uploading:
             await self.retry_failed()
             token = await self.access_token()
             if not token:
+                self.blocked = ("no token", self.runtime.server)
                 continue
+            if not self.in_upload_hours():
+                self.blocked = ("upload hours", self.settings.upload_hours)
+                continue
+            if self.blocked is not None and self.blocked[0] != "server unreachable":
+                self.blocked = None
             pending = await self.due_sequences()
-            if not pending or not self.in_upload_hours():
+            if not pending:
                 continue
             try:
                 await self.upload(token, pending)
                 backoff = 2.0
+                self.blocked = None
             except AuthError as exc:
+                self.blocked = ("no token", f"the token was refused: {exc}")
                 self.runtime.server = f"token refused: {exc}"
                 self.log.error("token_refused", reason=str(exc))
                 self.wake.upload.clear()
                 await wait_event(self.wake.upload, 600.0)  # SIGHUP (a new token) wakes us
             except UploadError as exc:
+                self.blocked = ("server unreachable", str(exc))
                 self.runtime.server = f"unreachable: {exc}"
                 self.log.warning("server_unreachable", reason=str(exc), retry_in=backoff)
                 await wait_event(self.wake.stopping, backoff)
