@@ -13,13 +13,14 @@ from daemon.core import config
 from daemon.core.errors import EXIT_OK, EXIT_USAGE, UsageError
 from daemon.core.files import valid_text
 from daemon.journal import JournalError
-from daemon.journal.status import status_json
+from daemon.journal.status import sequence_json, status_json
 
 EPILOG = """\
 examples:
   mapillary-daemon status
   mapillary-daemon status --json | jq .images
   watch -n 5 mapillary-daemon status
+  mapillary-daemon status --sequence 2f1d7c1e-...      # is it on the map? links per photo
 
 Reads the journal only (never writes), so it works while the daemon runs."""
 
@@ -34,9 +35,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         EPILOG,
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--journal", type=Path, help="journal file (default: from the configuration)")
+    p.add_argument(
+        "--journal",
+        type=Path,
+        metavar="FILE",
+        help="journal file (default: from the configuration)",
+    )
     add_config_flag(p)
-    p.add_argument("--errors", type=int, default=10, help="how many recent errors (%(default)s)")
+    p.add_argument(
+        "--errors", type=int, default=10, metavar="N", help="how many recent errors (%(default)s)"
+    )
+    p.add_argument(
+        "--sequence",
+        metavar="UUID",
+        help="one sequence: its state, cluster and Mapillary links, photo by photo",
+    )
     p.set_defaults(func=run)
 
 
@@ -118,6 +131,42 @@ def render(st: dict[str, Any]) -> str:
     if aside:
         lines.append("files set aside before import:")
         lines.extend(f"  {e['message']}" for e in aside)
+    lines.extend(recent_upload_lines(st.get("recent_uploads") or []))
+    return "\n".join(lines)
+
+
+def on_map_text(s: dict[str, Any]) -> str:
+    """Whether a finished sequence is on the map: its link, or why not yet."""
+    if s.get("url"):
+        return f"on the map: {s['url']}"
+    if s.get("mapillary_sequence"):
+        return f"on the map as sequence {s['mapillary_sequence']}"
+    why = s.get("note") or "not asked yet"
+    when = s.get("next_check")
+    later = f", asked again in {_duration(max(when - time.time(), 0))}" if when else ""
+    return f"not on the map yet ({why}{later})"
+
+
+def recent_upload_lines(uploads: list[dict[str, Any]]) -> list[str]:
+    if not uploads:
+        return []
+    lines = ["recent uploads:"]
+    for s in uploads:
+        images = f"{s['images']} image{'' if s['images'] == 1 else 's'}"
+        lines.append(f"  {s['uuid']} ({images}, cluster {s['cluster_id']}): {on_map_text(s)}")
+    return lines
+
+
+def render_sequence(s: dict[str, Any]) -> str:
+    """`status --sequence UUID`: the sequence, then each photo with its link once known."""
+    lines = [f"sequence {s['uuid']}: {s['state']}, {s['images']} images"]
+    if s.get("reason"):
+        lines.append(f"  reason: {s['reason']}")
+    if s.get("cluster_id"):
+        lines.append(f"  cluster {s['cluster_id']}: {on_map_text(s)}")
+    for photo in s.get("photos") or []:
+        where = photo["url"] or "no link yet"
+        lines.append(f"  {photo['path'] or photo['hash']}: {where}")
     return "\n".join(lines)
 
 
@@ -174,10 +223,25 @@ def run(args: argparse.Namespace) -> int:
     if not path.exists():
         print(f"no journal at {path} yet: the daemon has not run with this configuration")
         return EXIT_OK if not args.json else EXIT_USAGE
+    if args.sequence:
+        return _one_sequence(path, args.sequence, args.json)
     try:
         st = status_json(path, args.errors)
     except JournalError as exc:
         raise UsageError(str(exc)) from None
     # Names that are not UTF-8 (a card from another system) shown as \xNN, not a crash.
     print(json.dumps(st, indent=2, default=str) if args.json else valid_text(render(st)))
+    return EXIT_OK
+
+
+def _one_sequence(path: Path, uuid: str, as_json: bool) -> int:
+    try:
+        found = sequence_json(path, uuid)
+    except JournalError as exc:
+        raise UsageError(str(exc)) from None
+    if found is None:
+        raise UsageError(f"no sequence {uuid} in the journal {path}")
+    print(
+        json.dumps(found, indent=2, default=str) if as_json else valid_text(render_sequence(found))
+    )
     return EXIT_OK

@@ -21,6 +21,7 @@ from daemon.mapillary import MapillaryError as UploadError
 from daemon.runtime.state import RunStats, Runtime, Wakeups
 from daemon.upload.client import UploadClient
 from daemon.upload.events import UploadEvent
+from daemon.upload.published import PublishedIds
 from daemon.upload.throttle import within_hours
 from daemon.upload.worker import SequenceResult, SequenceUploader
 
@@ -28,6 +29,7 @@ OFFLINE_BACKOFF_MAX = 60.0
 UPLOAD_IDLE_SECONDS = 30.0
 SOURCE_POLL_SECONDS = 2.0  # while images wait for their source: is a missing root back?
 SOURCE_RECHECK_SECONDS = 60.0  # ... and a look at their paths (a deleted folder restored)
+PUBLISHED_POLL_SECONDS = 60.0  # how often clusters due for a look (their ids) are looked for
 
 
 class Uploading:
@@ -59,12 +61,43 @@ class Uploading:
         self._client_for: tuple[str, config.Settings] | None = None
         # Why due sequences are held back now, (reason, detail) for `status`; None: they go.
         self.blocked: tuple[str, str] | None = None
+        self.published = PublishedIds(journal)
+        self._finished = asyncio.Event()  # a sequence finished: ask about its cluster soon
+        self._client_lock = asyncio.Lock()  # the follow-up and the uploads share one client
 
     async def run(self) -> None:
+        # The ids of finished sequences are asked for beside the uploads, never in their way.
+        follow_up = asyncio.create_task(self._follow_up(), name="published-ids")
         try:
             await self._run()
         finally:
+            follow_up.cancel()
+            await asyncio.gather(follow_up, return_exceptions=True)
             await self.close()
+
+    async def _follow_up(self) -> None:
+        """Now and then (and right after a finish), the sequence and image ids of finished
+        uploads the service may have processed since; trouble here is logged, never raised."""
+        while not self.wake.stopping.is_set():
+            await wait_event(self._finished, PUBLISHED_POLL_SECONDS)
+            self._finished.clear()
+            token = self.token or await asyncio.to_thread(self._stored_token)
+            if not token or not self.in_upload_hours(quiet=True):
+                continue
+            try:
+                await self.published.check_due(await self.client(token))
+            except AuthError:
+                continue  # the upload stage says so
+            except Exception as exc:
+                if journal_trouble(exc):
+                    return  # the upload stage meets it too, and stops the daemon
+                self.log.warning("published_ids_failed", reason=f"{type(exc).__name__}: {exc}")
+
+    def _stored_token(self) -> str | None:
+        try:
+            return auth.load_token(self.settings.profile)
+        except auth.TokenStoreError:
+            return None  # said by the upload stage
 
     async def _run(self) -> None:
         backoff = 2.0
@@ -143,12 +176,14 @@ class Uploading:
             self.runtime.server = "no token: run 'mapillary-daemon authenticate'"
         return token
 
-    def in_upload_hours(self) -> bool:
+    def in_upload_hours(self, quiet: bool = False) -> bool:
         """Outside ``upload_hours`` sequences wait (imports and processing go on); the 30 s
-        check starts them when the window opens."""
+        check starts them when the window opens. ``quiet``: only ask, say nothing."""
         now = time.localtime()
         if within_hours(self.settings.upload_hours, now.tm_hour * 60 + now.tm_min):
             return True
+        if quiet:
+            return False
         self.runtime.activity = f"waiting for upload hours ({self.settings.upload_hours})"
         return False
 
@@ -177,14 +212,15 @@ class Uploading:
     async def client(self, token: str) -> UploadClient:
         """One client (one HTTP session, its connections kept alive) for the daemon's life;
         a new one only when the token changed (SIGHUP) or the settings did (a reload)."""
-        if self._client is not None and self._client_for == (token, self.settings):
-            return self._client
-        await self.close()
-        client = UploadClient.from_settings(self.settings, token)
-        client.events.subscribe(self._on_upload_event)
-        self._client = await client.__aenter__()
-        self._client_for = (token, self.settings)
-        return client
+        async with self._client_lock:
+            if self._client is not None and self._client_for == (token, self.settings):
+                return self._client
+            await self.close()
+            client = UploadClient.from_settings(self.settings, token)
+            client.events.subscribe(self._on_upload_event)
+            self._client = await client.__aenter__()
+            self._client_for = (token, self.settings)
+            return client
 
     async def close(self) -> None:
         if self._client is not None:
@@ -216,6 +252,7 @@ class Uploading:
         self.stats.rejected += len(result.set_aside)
         if result.cluster_id:
             self.stats.finished += 1
+            self._finished.set()
         elif result.error:
             self.stats.failed += 1
 
