@@ -180,3 +180,19 @@ def test_status_links_a_daemons_uploads_once_they_are_on_the_map(
     assert seq["url"] == shown["url"]
     missing = status(d, "--sequence", "no-such-uuid")
     assert missing.returncode == 2 and "no sequence no-such-uuid" in missing.stderr
+
+
+def test_run_once_asks_about_its_finished_uploads_so_a_cron_job_gets_links_too(
+    tmp_path: Path, daemons: list[DaemonProc]
+) -> None:
+    with ServerThread(ServerConfig(tokens=(DAEMON_TOKEN,))) as server:
+        work = tmp_path / "work"
+        inbox = work / "inbox"
+        geotagged(inbox / "ride", 2, 48.4, seed=90)
+        d = new_daemon(daemons, work, server.environment(), "--watch", str(inbox))
+        done = d.once()
+        assert done.returncode == 0, done.stderr
+        (made,) = server.sequences()
+    (shown,) = json.loads(status(d, "--json").stdout)["recent_uploads"]
+    assert shown["mapillary_sequence"] == made["id"]
+    assert shown["url"] == VIEWER + made["images"][0]["id"]

@@ -130,3 +130,19 @@ def test_upload_without_a_terminal_draws_no_bar_and_prints_one_summary(
     assert done.stderr == ""
     assert len(SUMMARY.findall(done.stdout)) == 1
     assert "upload: 1 sequence (2 images) finished" in done.stdout
+
+
+def test_process_and_upload_on_a_terminal_shows_the_same_bar(
+    tmp_path: Path,
+    server: ServerThread,  # noqa: F811
+) -> None:
+    photos = tmp_path / "ride"
+    big_photos(photos, 2)
+    code, screen = run_on_a_terminal(
+        tmp_path, server, "process-and-upload", str(photos), "--max-rate", "2e6"
+    )
+    assert code == 0, screen
+    bars = [m.groups() for m in BAR.finditer(screen)]
+    assert bars and bars[-1][2] == "100" and bars[-1][0] == bars[-1][1]
+    assert "upload: 1 sequence (2 images) finished" in screen
+    assert SUMMARY.search(final_lines(screen)) is not None

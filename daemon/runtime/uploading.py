@@ -77,21 +77,35 @@ class Uploading:
 
     async def _follow_up(self) -> None:
         """Now and then (and right after a finish), the sequence and image ids of finished
-        uploads the service may have processed since; trouble here is logged, never raised."""
+        uploads the service may have processed since."""
         while not self.wake.stopping.is_set():
             await wait_event(self._finished, PUBLISHED_POLL_SECONDS)
             self._finished.clear()
-            token = self.token or await asyncio.to_thread(self._stored_token)
-            if not token or not self.in_upload_hours(quiet=True):
-                continue
-            try:
-                await self.published.check_due(await self.client(token))
-            except AuthError:
-                continue  # the upload stage says so
-            except Exception as exc:
-                if journal_trouble(exc):
-                    return  # the upload stage meets it too, and stops the daemon
-                self.log.warning("published_ids_failed", reason=f"{type(exc).__name__}: {exc}")
+            if not await self.check_published():
+                return
+
+    async def check_published(self) -> bool:
+        """One pass of the follow-up (within upload hours, with a token); trouble is logged,
+        never raised. False once the journal is in trouble (the upload stage meets it too)."""
+        try:
+            if not await self.journal.run(lambda j: j.clusters_due(limit=1)):
+                return True  # nothing to ask: no session opened for it
+        except Exception as exc:
+            if journal_trouble(exc):
+                return False
+            raise
+        token = self.token or await asyncio.to_thread(self._stored_token)
+        if not token or not self.in_upload_hours(quiet=True):
+            return True
+        try:
+            await self.published.check_due(await self.client(token))
+        except AuthError:
+            pass  # the upload stage says so
+        except Exception as exc:
+            if journal_trouble(exc):
+                return False
+            self.log.warning("published_ids_failed", reason=f"{type(exc).__name__}: {exc}")
+        return True
 
     def _stored_token(self) -> str | None:
         try:
