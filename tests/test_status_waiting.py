@@ -121,7 +121,9 @@ def test_status_says_a_folder_waits_to_be_quiet_and_nothing_to_upload(
     shown = wait_for("batch quiet", lambda: waiting(d, "batch quiet"), 60, 0.5)
     assert shown["waiting"] == {"batch quiet": 4}
     why = shown["waiting_why"]["batch quiet"]
-    assert why.startswith("their folder quiet for 600 s, ") and why.endswith(" s left")
-    left = int(why.split(", ")[1].split()[0])
+    assert why.startswith("their folder quiet for 600 s, until ")
+    until = datetime.strptime(why.rsplit(" ", 1)[1], "%H:%M:%S").time()
+    now = datetime.now()
+    left = (datetime.combine(now.date(), until) - now).total_seconds() % 86400
     assert 500 < left <= 600
     assert "waiting: 4 for a quiet folder (their folder quiet for 600 s" in status_text(d)

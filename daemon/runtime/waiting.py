@@ -90,7 +90,10 @@ class WaitingReasons:
             elif h.settling_under(root):
                 add("settling", n, "files still being written")
             elif (left := quiet - h.activity.quiet_for(root)) > 0:
-                add("batch quiet", n, f"their folder quiet for {quiet:g} s, {left:.0f} s left")
+                # The time it ends, not the seconds left: the same until a new file comes, so
+                # the status board is not rewritten at every save (an SD card's wear).
+                until = time.strftime("%H:%M:%S", time.localtime(time.time() + left))
+                add("batch quiet", n, f"their folder quiet for {quiet:g} s, until {until}")
         add("position", f.for_position, position_detail(f.position_span))
         add("upload delay", f.delayed, f"sequences wait {self.settings.upload_delay:g} s")
         blocked = h.upload_blocked()
