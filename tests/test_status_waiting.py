@@ -16,7 +16,7 @@ import pytest
 
 from daemon.server import ServerConfig
 from daemon.server.runner import ServerThread
-from tests.daemon_proc import TOKEN, DaemonProc, new_daemon, wait_for
+from tests.daemon_proc import TOKEN, DaemonProc, free_port, new_daemon, wait_for
 from tests.jpegs import make_jpeg
 from tests.test_upload_cmd import geotagged
 
@@ -127,3 +127,24 @@ def test_status_says_a_folder_waits_to_be_quiet_and_nothing_to_upload(
     left = (datetime.combine(now.date(), until) - now).total_seconds() % 86400
     assert 500 < left <= 600
     assert "waiting: 4 for a quiet folder (their folder quiet for 600 s" in status_text(d)
+
+
+def test_status_says_photos_wait_for_an_unreachable_server(
+    tmp_path: Path, daemons: list[DaemonProc]
+) -> None:
+    work = tmp_path / "work"
+    inbox = work / "inbox"
+    inbox.mkdir(parents=True)
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    endpoints = {
+        "MAPILLARY_GRAPH_API_ENDPOINT": f"{dead}/graph",
+        "MAPILLARY_UPLOAD_ENDPOINT": f"{dead}/mapillary_public_uploads",
+        "MAPILLARY_DAEMON_MAX_ATTEMPTS": "1",  # give up at once: the test need not wait
+    }
+    d = new_daemon(daemons, work, endpoints, "--watch", str(inbox))
+    d.start().wait_event("root_watched", 15)
+    geotagged(inbox / "ride", 2, 48.5, seed=60)
+    shown = wait_for("server unreachable", lambda: waiting(d, "server unreachable"), 60, 0.5)
+    assert shown["waiting"]["server unreachable"] == 2
+    assert "connection error" in shown["waiting_why"]["server unreachable"]
+    assert "waiting: 2 for the server (" in status_text(d)

@@ -122,7 +122,8 @@ class Uploading:
             await self.retry_failed()
             token = await self.access_token()
             if not token:
-                self.blocked = ("no token", self.runtime.server)
+                said = self.runtime.server  # "no token: run ..." or why it cannot be read
+                self.blocked = ("no token", said.removeprefix("no token: "))
                 continue
             if not self.in_upload_hours():
                 self.blocked = ("upload hours", self.settings.upload_hours)
