@@ -145,11 +145,9 @@ async def _upload(
     client.events.subscribe(bar.on_event)
 
     def result(r: SequenceResult) -> None:
-        text = _result_line(r)
-        if bar.progress.enabled:
-            bar.progress.line(text)  # above the bar, which is redrawn under it
-        else:  # the receipt (a cluster id) on standard output, trouble on standard error
-            print(text, file=sys.stdout if r.cluster_id else sys.stderr, flush=True)
+        # The receipt (a cluster id) on standard output, trouble on standard error; above the
+        # bar, which is redrawn under it.
+        bar.progress.line(_result_line(r), sys.stdout if r.cluster_id else sys.stderr)
 
     try:
         async with client:

@@ -115,15 +115,17 @@ class Progress:
             yield item
             self.advance()
 
-    def line(self, text: str) -> None:
-        """Print a line above the bar (the bar is redrawn under it)."""
+    def line(self, text: str, stream: TextIO | None = None) -> None:
+        """Print a line above the bar (the bar is redrawn under it), on ``stream`` (default
+        the bar's own: a receipt may belong on standard output, which may be a file)."""
+        out = stream if stream is not None else self.stream
         if self._shown:
             self.stream.write("\r\x1b[K")
-        self.stream.write(text + "\n")
+            self.stream.flush()
+        out.write(text + "\n")
+        out.flush()
         if self._shown:
             self._draw()
-        else:
-            self.stream.flush()
 
     def close(self) -> None:
         """Take the bar off the screen, leaving the lines printed above it."""
