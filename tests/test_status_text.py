@@ -48,3 +48,15 @@ def test_waiting_reasons_in_the_users_words() -> None:
         "covers 08:02-08:15 UTC), 200 until upload hours 22:00-07:00"
     ]
     assert waiting_lines({**d, "running": False}) == []
+
+
+def test_doctests() -> None:
+    import doctest
+
+    import daemon.core.progress
+    import daemon.runtime.waiting
+    import daemon.upload.published
+
+    for module in (daemon.core.progress, daemon.runtime.waiting, daemon.upload.published):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0, module.__name__
