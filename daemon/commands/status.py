@@ -138,7 +138,7 @@ def render(st: dict[str, Any]) -> str:
 def on_map_text(s: dict[str, Any]) -> str:
     """Whether a finished sequence is on the map: its link, or why not yet."""
     if s.get("url"):
-        return f"on the map: {s['url']}"
+        return f"on the map: {s['url']} (sequence {s['mapillary_sequence']})"
     if s.get("mapillary_sequence"):
         return f"on the map as sequence {s['mapillary_sequence']}"
     why = s.get("note") or "not asked yet"
