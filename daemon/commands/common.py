@@ -29,4 +29,9 @@ def add_command(
 def add_config_flag(p: argparse.ArgumentParser) -> None:
     """``--config FILE`` (once, however many parts of a command ask for it)."""
     if not any(a.dest == "config" for a in p._actions):
-        p.add_argument("--config", type=Path, help="configuration file")
+        p.add_argument(
+            "--config",
+            type=Path,
+            metavar="FILE",
+            help="configuration file (default: the one 'mapillary-daemon config path' prints)",
+        )

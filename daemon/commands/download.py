@@ -9,9 +9,10 @@ from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
 from daemon.commands.common import add_command, add_config_flag
-from daemon.commands.report import Progress, Summary
+from daemon.commands.report import Summary
 from daemon.core import auth, config, flags, log
 from daemon.core.errors import EXIT_USAGE, UsageError
+from daemon.core.progress import Progress
 from daemon.download.box import Box
 from daemon.download.fetch import DEFAULT_MIN_RATE, DEFAULT_MIN_SECONDS, Pace
 from daemon.download.job import DEFAULT_CONCURRENCY, Listener, Options, Outcome, download_box

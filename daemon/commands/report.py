@@ -1,7 +1,7 @@
 """What the one-shot commands tell the user: a progress bar while they work, a summary at the end.
 
-The progress bar is drawn on standard error only when it is a terminal (a log file or a pipe
-gets nothing), at most every ``min_interval`` seconds. Lines about single files (``path: reason``)
+The progress bar (``daemon.core.progress``, the one bar of every command) is drawn on standard
+error only when it is a terminal (a log file or a pipe gets nothing). Lines about single files (``path: reason``)
 are printed as they happen, above the bar. The summary counts images, sequences, duplicates and
 photos set aside by reason, says which zone naive camera times were read in and which time
 offset was applied, and gives the exit code: 1 when any photo was set aside, duplicates aside.
@@ -10,15 +10,13 @@ offset was applied, and gives the exit code: 1 when any photo was set aside, dup
 from __future__ import annotations
 
 import os
-import shutil
 import sys
-import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TextIO, TypeVar
+from typing import TextIO
 
 from daemon.core.errors import EXIT_OK, EXIT_SET_ASIDE
+from daemon.core.progress import Progress
 from daemon.pipeline.records import (
     BAD_FILE,
     BAD_METADATA,
@@ -30,7 +28,7 @@ from daemon.pipeline.records import (
     ImageRecord,
 )
 
-T = TypeVar("T")
+__all__ = ["Progress", "Summary", "REASONS", "NO_DESCRIPTION", "clock_offset_text"]
 
 NO_DESCRIPTION = "MapillaryNoDescriptionError"  # add-project: the photo was never tagged
 
@@ -45,85 +43,6 @@ REASONS = {
     DUPLICATE: "duplicate",
     NO_DESCRIPTION: "no Mapillary description",
 }
-
-
-def _is_tty(stream: TextIO) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
-        return False
-
-
-class Progress:
-    """A one-line progress bar: ``label [#####.....] 42/100``, redrawn in place.
-
-    Does nothing unless ``stream`` (default standard error) is a terminal.
-    """
-
-    def __init__(
-        self,
-        total: int,
-        label: str = "",
-        *,
-        stream: TextIO | None = None,
-        min_interval: float = 0.1,
-    ) -> None:
-        self.total = max(total, 0)
-        self.label = label
-        self.done = 0
-        self.stream = stream if stream is not None else sys.stderr
-        self.enabled = _is_tty(self.stream)
-        self.min_interval = min_interval
-        self.redraws = 0
-        self._last = -1e9
-        self._shown = False
-
-    def __enter__(self) -> Progress:
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.close()
-
-    def advance(self, n: int = 1) -> None:
-        self.done += n
-        now = time.monotonic()
-        if self.enabled and (now - self._last >= self.min_interval or self.done >= self.total):
-            self._last = now
-            self._draw()
-
-    def iter(self, items: Iterable[T]) -> Iterator[T]:
-        """Yield each item, counting it done when the caller asks for the next one."""
-        for item in items:
-            yield item
-            self.advance()
-
-    def line(self, text: str) -> None:
-        """Print a line above the bar (the bar is redrawn under it)."""
-        if self._shown:
-            self.stream.write("\r\x1b[K")
-        self.stream.write(text + "\n")
-        if self._shown:
-            self._draw()
-        else:
-            self.stream.flush()
-
-    def close(self) -> None:
-        """Take the bar off the screen, leaving the lines printed above it."""
-        if self._shown:
-            self.stream.write("\r\x1b[K")
-            self.stream.flush()
-            self._shown = False
-
-    def _draw(self) -> None:
-        columns = shutil.get_terminal_size((80, 24)).columns
-        counts = f" {self.done}/{self.total}"
-        width = max(10, min(40, columns - len(self.label) - len(counts) - 4))
-        filled = width * min(self.done, self.total) // self.total if self.total else width
-        bar = f"{self.label} [{'#' * filled}{'.' * (width - filled)}]{counts}"
-        self.stream.write("\r" + bar[: columns - 1] + "\x1b[K")
-        self.stream.flush()
-        self._shown = True
-        self.redraws += 1
 
 
 @dataclass

@@ -65,6 +65,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="S",
         help="close a connection whose request stalls or idles this long (30)",
     )
+    p.add_argument(
+        "--processing-seconds",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="how long a finished sequence takes to get its sequence and image ids (0)",
+    )
     p.add_argument("--fail-rate", type=float, default=0.0, help="share of requests answered 5xx")
     p.add_argument(
         "--drop-rate",
@@ -141,6 +148,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
             max_image_bytes=_megabytes(args.max_image_mb, "--max-image-mb"),
             max_zip_bytes=_megabytes(args.max_zip_mb, "--max-zip-mb"),
             read_timeout=args.read_timeout,
+            processing_seconds=args.processing_seconds,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None

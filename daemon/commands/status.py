@@ -13,13 +13,14 @@ from daemon.core import config
 from daemon.core.errors import EXIT_OK, EXIT_USAGE, UsageError
 from daemon.core.files import valid_text
 from daemon.journal import JournalError
-from daemon.journal.status import status_json
+from daemon.journal.status import sequence_json, status_json
 
 EPILOG = """\
 examples:
   mapillary-daemon status
   mapillary-daemon status --json | jq .images
   watch -n 5 mapillary-daemon status
+  mapillary-daemon status --sequence 2f1d7c1e-...      # is it on the map? links per photo
 
 Reads the journal only (never writes), so it works while the daemon runs."""
 
@@ -34,9 +35,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         EPILOG,
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--journal", type=Path, help="journal file (default: from the configuration)")
+    p.add_argument(
+        "--journal",
+        type=Path,
+        metavar="FILE",
+        help="journal file (default: from the configuration)",
+    )
     add_config_flag(p)
-    p.add_argument("--errors", type=int, default=10, help="how many recent errors (%(default)s)")
+    p.add_argument(
+        "--errors", type=int, default=10, metavar="N", help="how many recent errors (%(default)s)"
+    )
+    p.add_argument(
+        "--sequence",
+        metavar="UUID",
+        help="one sequence: its state, cluster and Mapillary links, photo by photo",
+    )
     p.set_defaults(func=run)
 
 
@@ -76,13 +89,8 @@ def render(st: dict[str, Any]) -> str:
     lines.append("images: " + (", ".join(f"{v} {k}" for k, v in images.items()) or "none yet"))
     seqs = {k: v for k, v in st["sequences"].items() if v}
     lines.append("sequences: " + (", ".join(f"{v} {k}" for k, v in seqs.items()) or "none yet"))
-    left = st["bytes_to_upload"]
-    upload = f"to upload: {_size(left)}"
-    if d.get("upload_rate") and d.get("running") and left:  # no rate for nothing to send
-        upload += f" at {_size(d['upload_rate'])}/s"
-    if st.get("eta_seconds"):
-        upload += f", about {_duration(st['eta_seconds'])} left"
-    lines.append(upload)
+    lines.append(upload_line(st))
+    lines.extend(waiting_lines(d))
     waiting = st.get("waiting_for_source") or {}
     if waiting.get("images"):
         lines.append(
@@ -123,7 +131,90 @@ def render(st: dict[str, Any]) -> str:
     if aside:
         lines.append("files set aside before import:")
         lines.extend(f"  {e['message']}" for e in aside)
+    lines.extend(recent_upload_lines(st.get("recent_uploads") or []))
     return "\n".join(lines)
+
+
+def on_map_text(s: dict[str, Any]) -> str:
+    """Whether a finished sequence is on the map: its link, or why not yet."""
+    if s.get("url"):
+        return f"on the map: {s['url']} (sequence {s['mapillary_sequence']})"
+    if s.get("mapillary_sequence"):
+        return f"on the map as sequence {s['mapillary_sequence']}"
+    why = s.get("note") or "not asked yet"
+    when = s.get("next_check")
+    later = f", asked again in {_duration(max(when - time.time(), 0))}" if when else ""
+    return f"not on the map yet ({why}{later})"
+
+
+def recent_upload_lines(uploads: list[dict[str, Any]]) -> list[str]:
+    if not uploads:
+        return []
+    lines = ["recent uploads:"]
+    for s in uploads:
+        images = f"{s['images']} image{'' if s['images'] == 1 else 's'}"
+        lines.append(f"  {s['uuid']} ({images}, cluster {s['cluster_id']}): {on_map_text(s)}")
+    return lines
+
+
+def render_sequence(s: dict[str, Any]) -> str:
+    """`status --sequence UUID`: the sequence, then each photo with its link once known."""
+    lines = [f"sequence {s['uuid']}: {s['state']}, {s['images']} images"]
+    if s.get("reason"):
+        lines.append(f"  reason: {s['reason']}")
+    if s.get("cluster_id"):
+        lines.append(f"  cluster {s['cluster_id']}: {on_map_text(s)}")
+    for photo in s.get("photos") or []:
+        where = photo["url"] or "no link yet"
+        lines.append(f"  {photo['path'] or photo['hash']}: {where}")
+    return "\n".join(lines)
+
+
+def upload_line(st: dict[str, Any]) -> str:
+    """``to upload: 1.2 GB at 2.0 MB/s, about 10 min left``; ``nothing`` when nothing is left,
+    and neither rate nor ETA while nothing is sent (nothing left, daemon stopped, held back)."""
+    d = st["daemon"]
+    left = st["bytes_to_upload"]
+    if not left:
+        return "to upload: nothing"
+    text = f"to upload: {_size(left)}"
+    held = HELD.intersection(d.get("waiting") or {}) if d.get("running") else set()
+    if d.get("upload_rate") and d.get("running") and not held:
+        text += f" at {_size(d['upload_rate'])}/s"
+        if st.get("eta_seconds"):
+            text += f", about {_duration(st['eta_seconds'])} left"
+    return text
+
+
+HELD = frozenset({"upload hours", "no token", "server unreachable"})  # nothing goes up now
+
+# How `status` words each reason photos wait for (daemon.runtime.waiting names them).
+WAITING_WORDS = {
+    "settling": "{n} settling ({why})",
+    "card copying": "{n} card copying ({why})",
+    "batch quiet": "{n} for a quiet folder ({why})",
+    "position": "{n} for a position ({why})",
+    "upload delay": "{n} for the upload delay ({why})",
+    "upload hours": "{n} until upload hours {why}",
+    "no token": "{n} for a token ({why})",
+    "server unreachable": "{n} for the server ({why})",
+}
+
+
+def waiting_lines(d: dict[str, Any]) -> list[str]:
+    """``waiting: 12 settling (files still being written), 40 for a position (...)``: why
+    photos wait, as the running daemon last saw it."""
+    counts = d.get("waiting") or {}
+    if not d.get("running") or not counts:
+        return []
+    why = d.get("waiting_why") or {}
+    parts = [
+        WAITING_WORDS.get(reason, "{n} {reason} ({why})").format(
+            n=n, reason=reason, why=why.get(reason, "")
+        )
+        for reason, n in counts.items()
+    ]
+    return ["waiting: " + ", ".join(parts)]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -132,10 +223,25 @@ def run(args: argparse.Namespace) -> int:
     if not path.exists():
         print(f"no journal at {path} yet: the daemon has not run with this configuration")
         return EXIT_OK if not args.json else EXIT_USAGE
+    if args.sequence:
+        return _one_sequence(path, args.sequence, args.json)
     try:
         st = status_json(path, args.errors)
     except JournalError as exc:
         raise UsageError(str(exc)) from None
     # Names that are not UTF-8 (a card from another system) shown as \xNN, not a crash.
     print(json.dumps(st, indent=2, default=str) if args.json else valid_text(render(st)))
+    return EXIT_OK
+
+
+def _one_sequence(path: Path, uuid: str, as_json: bool) -> int:
+    try:
+        found = sequence_json(path, uuid)
+    except JournalError as exc:
+        raise UsageError(str(exc)) from None
+    if found is None:
+        raise UsageError(f"no sequence {uuid} in the journal {path}")
+    print(
+        json.dumps(found, indent=2, default=str) if as_json else valid_text(render_sequence(found))
+    )
     return EXIT_OK

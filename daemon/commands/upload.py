@@ -10,10 +10,12 @@ from pathlib import Path
 from daemon.commands.common import add_command, add_config_flag
 from daemon.core import auth, config, flags, log
 from daemon.core.errors import EXIT_IO, EXIT_OK, EXIT_SET_ASIDE, EXIT_USAGE, UsageError
-from daemon.journal import AsyncJournal, Journal, JournalError, SequenceState
+from daemon.core.progress import Progress
+from daemon.journal import AsyncJournal, FileState, Journal, JournalError, SequenceState
 from daemon.mapillary import AuthError
 from daemon.mapillary import MapillaryError as UploadError
 from daemon.upload.client import UploadClient
+from daemon.upload.events import UploadEvent
 from daemon.upload.queue import collect, queue
 from daemon.upload.worker import SequenceResult, SequenceUploader
 
@@ -104,7 +106,8 @@ async def upload_folder(settings: config.Settings, token: str, root: Path, photo
         if not uuids:
             print(f"upload: nothing to upload ({len(finished)} already uploaded)")
             return EXIT_SET_ASIDE if problems else EXIT_OK
-        return await _upload(settings, token, journal, uuids, problems)
+        estimate = await journal.run(lambda j: _bytes_to_send(j, uuids))
+        return await _upload(settings, token, journal, uuids, problems, estimate)
     finally:
         await journal.aclose()
 
@@ -134,24 +137,36 @@ async def _upload(
     journal: AsyncJournal,
     uuids: list[str],
     had_problems: bool,
+    estimate: tuple[int, int],
 ) -> int:
     results: list[SequenceResult] = []
     client = UploadClient.from_settings(settings, token)
+    bar = BytesBar(*estimate)
+    client.events.subscribe(bar.on_event)
+
+    def result(r: SequenceResult) -> None:
+        # The receipt (a cluster id) on standard output, trouble on standard error; above the
+        # bar, which is redrawn under it.
+        bar.progress.line(_result_line(r), sys.stdout if r.cluster_id else sys.stderr)
+
     try:
         async with client:
             worker = SequenceUploader(
-                journal, client, on_sequence=_print_result, source_wait=settings.source_wait
+                journal, client, on_sequence=result, source_wait=settings.source_wait
             )
             results = await worker.upload_all(uuids)
     except AuthError as exc:
+        bar.progress.close()
         print(f"upload: {exc}", file=sys.stderr)  # says what to do; nothing was lost
         return EXIT_USAGE
     except UploadError as exc:
+        bar.progress.close()
         print(
             f"upload: stopped: {exc}; what is left stays queued and a rerun resumes it",
             file=sys.stderr,
         )
         return EXIT_SET_ASIDE
+    bar.finish()
     done = [r for r in results if r.cluster_id]
     failed = [r for r in results if r.error]
     waiting = [r for r in results if r.waiting or r.held]  # not finished, not failed for good
@@ -168,13 +183,63 @@ async def _upload(
     return EXIT_SET_ASIDE if failed or waiting or set_aside or had_problems else EXIT_OK
 
 
-def _print_result(r: SequenceResult) -> None:
+def _result_line(r: SequenceResult) -> str:
     if r.cluster_id:
-        # Flushed at once: the cluster id is the user's receipt, even if the run dies next.
-        print(f"sequence {r.uuid}: {r.images} images, cluster {r.cluster_id}", flush=True)
-    elif r.waiting:
-        print(f"sequence {r.uuid}: {r.waiting} photos not found: kept queued", file=sys.stderr)
-    elif r.held:
-        print(f"sequence {r.uuid}: not finished: {r.held}; a rerun tries again", file=sys.stderr)
-    else:
-        print(f"sequence {r.uuid}: failed: {r.error}", file=sys.stderr)
+        # The cluster id is the user's receipt: printed (and flushed) as soon as it is known.
+        return f"sequence {r.uuid}: {r.images} images, cluster {r.cluster_id}"
+    if r.waiting:
+        return f"sequence {r.uuid}: {r.waiting} photos not found: kept queued"
+    if r.held:
+        return f"sequence {r.uuid}: not finished: {r.held}; a rerun tries again"
+    return f"sequence {r.uuid}: failed: {r.error}"
+
+
+def _bytes_to_send(journal: Journal, uuids: list[str]) -> tuple[int, int]:
+    """(bytes, images) these sequences still have to send, from the journal: an image not
+    started counts its file's size (its description adds a few hundred bytes, corrected once
+    its upload starts), a started one its tagged size."""
+    total = images = 0
+    for uuid in uuids:
+        for row in journal.sequence_images(uuid):
+            if row.state == FileState.SEQUENCED and not row.handle:
+                upload = journal.get_upload(row.hash)
+                total += upload.size if upload is not None else row.size
+                images += 1
+    return total, images
+
+
+class BytesBar:
+    """The upload's progress bar, fed by the client's events: bytes the server holds of every
+    image of this run (manifests are too small to count). The total starts as the journal's
+    estimate and becomes exact as each image's upload starts with its tagged size."""
+
+    def __init__(self, estimate: int, images: int) -> None:
+        self.progress = Progress(estimate, "upload", unit="bytes", stream=sys.stderr)
+        self._guess = estimate / images if images else 0.0
+        self._unstarted = images
+        self._started_total = 0
+        self._offsets: dict[str, int] = {}
+        self._sent = 0
+
+    def on_event(self, event: UploadEvent) -> None:
+        if event.key.startswith("uuid_"):  # a manifest
+            return
+        if event.kind == "start" and event.key not in self._offsets:
+            self._offsets[event.key] = 0
+            self._unstarted = max(self._unstarted - 1, 0)
+            self._started_total += event.total
+            self.progress.total = self._started_total + round(self._unstarted * self._guess)
+        elif event.kind in ("progress", "end") and event.key in self._offsets:
+            # The offset may go back (a session reset): what the server holds is what counts.
+            self._sent += event.offset - self._offsets[event.key]
+            self._offsets[event.key] = event.offset
+            self.progress.update(self._sent)
+
+    def finish(self) -> None:
+        """The last state drawn (100 % when all went up), the bar cleared, the summary said."""
+        if self._offsets:
+            self.progress.total = self._started_total + round(self._unstarted * self._guess)
+            self.progress.update(self._sent)
+        self.progress.close()
+        if self._offsets:
+            print(self.progress.summary(), flush=True)

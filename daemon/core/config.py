@@ -134,7 +134,11 @@ class Settings:
     of `config init`)."""
 
     watch: list[Path] = _setting(
-        _SOURCES, factory=list, flag="--watch", metavar="DIR", help="folder to watch"
+        _SOURCES,
+        factory=list,
+        flag="--watch",
+        metavar="DIR",
+        help="folder to watch; repeat for more (default: none)",
     )
     mount_roots: list[Path] = _setting(
         _SOURCES,
@@ -144,7 +148,10 @@ class Settings:
         help="where cards get mounted (/media/$USER, /run/media/$USER, /Volumes)",
     )
     gpx_dir: Path | None = _setting(
-        _SOURCES, flag="--gpx-dir", metavar="DIR", help="folder a GPS logger writes to"
+        _SOURCES,
+        flag="--gpx-dir",
+        metavar="DIR",
+        help="folder a GPS logger writes to (default: none)",
     )
     settle_seconds: float = _setting(
         _SOURCES,
@@ -184,7 +191,10 @@ class Settings:
         _STORAGE, flag="--journal", metavar="FILE", help="journal (default: state dir)"
     )
     spool: Path | None = _setting(
-        _STORAGE, flag="--spool", metavar="DIR", help="where card photos are copied"
+        _STORAGE,
+        flag="--spool",
+        metavar="DIR",
+        help="where card photos are copied (default: data dir/spool)",
     )
     keep_days: float = _setting(
         _STORAGE,
@@ -216,17 +226,21 @@ class Settings:
         check=_zone,
         flag="--tz",
         metavar="ZONE",
-        help="zone of camera times: +02:00, Europe/Berlin",
+        help="zone of camera times: +02:00, Europe/Berlin (default: this machine's zone)",
     )
     time_offset: float = _setting(
         _PIPELINE,
         0.0,
         flag="--time-offset",
         metavar="S",
-        help="camera clock ahead of GPS, s",
+        help="seconds the camera clock is ahead of GPS time ({default})",
     )
     bearing_offset: float = _setting(
-        _PIPELINE, 0.0, flag="--bearing-offset", metavar="DEG", help="added to GPX bearings"
+        _PIPELINE,
+        0.0,
+        flag="--bearing-offset",
+        metavar="DEG",
+        help="added to GPX bearings ({default})",
     )
     max_gap: float = _setting(
         _PIPELINE,
@@ -305,7 +319,11 @@ class Settings:
         help="positions by raw interpolation of the GPX, not from the smoothed track",
     )
     offset_angle: float = _setting(
-        _PIPELINE, 0.0, flag="--offset-angle", metavar="DEG", help="camera to travel angle"
+        _PIPELINE,
+        0.0,
+        flag="--offset-angle",
+        metavar="DEG",
+        help="camera to travel angle ({default})",
     )
     graph_endpoint: str = _setting(_UPLOAD, DEFAULT_GRAPH, check=_http_url)
     upload_endpoint: str = _setting(_UPLOAD, DEFAULT_UPLOAD, check=_http_url)
@@ -317,7 +335,10 @@ class Settings:
         help="stored token profile ({default})",
     )
     organization_id: str | None = _setting(
-        _UPLOAD, flag="--organization-id", metavar="ID", help="upload for this organization"
+        _UPLOAD,
+        flag="--organization-id",
+        metavar="ID",
+        help="upload for this organization (default: your own account)",
     )
     concurrency: int = _setting(
         _UPLOAD,
@@ -358,14 +379,15 @@ class Settings:
         minimum=0,
         flag="--upload-delay",
         metavar="S",
-        help="hold sequences before upload (review time)",
+        help="seconds sequences are held before upload, to review them ({default})",
     )
     log_format: str = _setting(
         _LOGS,
         "auto",
         choices=LOG_FORMATS,
         flag="--log-format",
-        help="console: readable lines; json: JSON lines (journald); auto: console on a terminal",
+        help="console: readable lines; json: one JSON object a line (journald, log files); "
+        "auto: console on a terminal, else json ({default})",
     )
     log_level: str = _setting(
         _LOGS,

@@ -97,6 +97,36 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "DROP TABLE uploads",
         "ALTER TABLE uploads_new RENAME TO uploads",
     ),
+    # What finish_upload made of a sequence: its cluster with the local files it covers (in
+    # manifest order), and, once the service has processed it, its sequence and image ids; a
+    # low-frequency follow-up asks for them (``checks``, ``next_check``, ``note``). Finished
+    # sequences of older journals are filled in and will be asked about too.
+    (
+        """CREATE TABLE clusters (
+            cluster_id TEXT PRIMARY KEY,
+            sequence_uuid TEXT NOT NULL UNIQUE REFERENCES sequences(uuid),
+            mapillary_sequence TEXT,
+            checks INTEGER NOT NULL DEFAULT 0,
+            next_check REAL,
+            note TEXT
+        )""",
+        """CREATE TABLE cluster_files (
+            file_hash TEXT PRIMARY KEY REFERENCES files(hash),
+            cluster_id TEXT NOT NULL REFERENCES clusters(cluster_id),
+            position INTEGER NOT NULL,
+            image_id TEXT
+        )""",
+        "CREATE INDEX cluster_files_cluster ON cluster_files(cluster_id, position)",
+        """INSERT INTO clusters (cluster_id, sequence_uuid, next_check)
+            SELECT cluster_id, uuid, coalesce(finished_at, created_at) FROM sequences
+            WHERE state = 'finished' AND cluster_id IS NOT NULL""",
+        """INSERT INTO cluster_files (file_hash, cluster_id, position)
+            SELECT f.hash, s.cluster_id, (SELECT count(*) FROM files g
+                WHERE g.sequence_id = f.sequence_id AND g.state = 'finished'
+                AND g.seq_index < f.seq_index)
+            FROM files f JOIN sequences s ON s.uuid = f.sequence_id
+            WHERE s.state = 'finished' AND s.cluster_id IS NOT NULL AND f.state = 'finished'""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from daemon.core.files import valid_text
+from daemon.journal.clusters import ClusterStore
 from daemon.journal.errors import IllegalTransition, JournalError, NotFound
 from daemon.journal.files import FileStore
 from daemon.journal.meta import RETRY_META, RETRY_REQUESTS_META
@@ -27,7 +28,7 @@ from daemon.journal.rows import (
 from daemon.journal.states import FileState, SequenceState, check_sequence_transition
 
 
-class SequenceStore(FileStore):
+class SequenceStore(FileStore, ClusterStore):
     """Cutting sequences from described images and carrying them to finished (or failed)."""
 
     def create_sequence(
@@ -102,7 +103,8 @@ class SequenceStore(FileStore):
                 raise NotFound(f"journal {self.path}: no sequence {uuid}")
 
     def set_sequence_finished(self, uuid: str, cluster_id: str) -> bool:
-        """Record the cluster id from ``finish_upload``: the sequence and its images are finished.
+        """Record the cluster id from ``finish_upload``: the sequence and its images are finished,
+        and the cluster is recorded with the files it covers (asked about from now on).
 
         Every image must be uploaded or rejected (set aside: left out of the manifest, it stays
         rejected). Returns False if it was already finished with this cluster id; a different
@@ -137,6 +139,7 @@ class SequenceStore(FileStore):
                 "UPDATE files SET state = ?, updated_at = ? WHERE sequence_id = ? AND state = ?",
                 (str(FileState.FINISHED), now, uuid, str(FileState.UPLOADED)),
             )
+            self._record_cluster(uuid, cluster_id, now)
         return True
 
     def set_sequence_state(

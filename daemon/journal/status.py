@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from daemon.journal.clusters import image_url
 from daemon.journal.meta import RUNTIME_META
 from daemon.journal.store import Journal
 
@@ -43,3 +44,32 @@ def alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def sequence_json(journal_path: Path, uuid: str) -> dict[str, Any] | None:
+    """One sequence for `status --sequence UUID`: its state, cluster and, once Mapillary has
+    processed it, its link and each photo's (None for a sequence the journal does not know)."""
+    journal = Journal.open_readonly(journal_path)
+    try:
+        row = journal.get_sequence(uuid)
+        if row is None:
+            return None
+        cluster = journal.get_cluster(uuid) if row.cluster_id else None
+        photos = journal.published(uuid) if cluster is not None else []
+    finally:
+        journal.close()
+    first = photos[0]["image_id"] if photos else None
+    on_map = cluster is not None and cluster.mapillary_sequence is not None
+    return {
+        "uuid": row.uuid,
+        "state": str(row.state),
+        "reason": row.reason,
+        "images": row.image_count,
+        "cluster_id": row.cluster_id,
+        "finished_at": row.finished_at,
+        "mapillary_sequence": cluster.mapillary_sequence if cluster else None,
+        "url": image_url(first) if on_map else None,
+        "note": cluster.note if cluster else None,
+        "next_check": cluster.next_check if cluster else None,
+        "photos": photos,
+    }

@@ -26,11 +26,12 @@ from daemon.journal.schema import (
 from daemon.journal.sequences import SequenceStore
 from daemon.journal.summary import RECENT_ERRORS, read_summary
 from daemon.journal.uploads import UploadStore
+from daemon.journal.waiting import WaitingStore
 
 DEFAULT_BUSY_TIMEOUT = 5.0
 
 
-class Journal(SequenceStore, UploadStore, EventStore, MetaStore):
+class Journal(SequenceStore, UploadStore, WaitingStore, EventStore, MetaStore):
     """The synchronous journal. Open with ``Journal.open(path)`` (the one writer) or
     ``Journal.open_readonly(path)`` (any number of readers); close with ``close()`` or ``with``.
 

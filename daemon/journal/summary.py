@@ -7,11 +7,13 @@ import json
 import sqlite3
 from typing import Any
 
+from daemon.journal.clusters import image_url
 from daemon.journal.meta import RETRY_META
 from daemon.journal.rows import path_text
 from daemon.journal.states import FileState, SequenceState
 
 RECENT_ERRORS = 20
+RECENT_UPLOADS = 5
 
 
 def read_summary(conn: sqlite3.Connection, errors: int = RECENT_ERRORS) -> dict[str, Any]:
@@ -24,6 +26,7 @@ def read_summary(conn: sqlite3.Connection, errors: int = RECENT_ERRORS) -> dict[
         "failed_sequences": _failed_sequences(conn, errors),
         "recent_errors": _recent_errors(conn, errors),
         "sources": _sources(conn),
+        "recent_uploads": recent_uploads(conn, RECENT_UPLOADS),
     }
 
 
@@ -95,3 +98,31 @@ def _sources(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
         entry = sources.setdefault(path_text(root), {"kind": kind, "images": {}})
         entry["images"][state] = entry["images"].get(state, 0) + n
     return sources
+
+
+def recent_uploads(conn: sqlite3.Connection, n: int) -> list[dict[str, Any]]:
+    """The last ``n`` finished sequences: cluster, and once Mapillary processed it, its
+    sequence id and a link (the viewer at its first image), else why not yet."""
+    out = []
+    for uuid, cluster, finished, sequence, note, next_check, images, first in conn.execute(
+        "SELECT s.uuid, s.cluster_id, s.finished_at, c.mapillary_sequence, c.note, "
+        "c.next_check, (SELECT count(*) FROM cluster_files WHERE cluster_id = c.cluster_id), "
+        "(SELECT image_id FROM cluster_files WHERE cluster_id = c.cluster_id "
+        "ORDER BY position LIMIT 1) FROM sequences s "
+        "LEFT JOIN clusters c ON c.sequence_uuid = s.uuid WHERE s.state = ? "
+        "ORDER BY s.finished_at DESC, s.rowid DESC LIMIT ?",
+        (str(SequenceState.FINISHED), n),
+    ):
+        out.append(
+            {
+                "uuid": uuid,
+                "cluster_id": cluster,
+                "finished_at": finished,
+                "images": images,
+                "mapillary_sequence": sequence,
+                "url": image_url(first) if sequence else None,
+                "note": note,
+                "next_check": next_check,
+            }
+        )
+    return out

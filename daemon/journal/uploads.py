@@ -58,6 +58,10 @@ class UploadStore(FileStore):
                 StateChange(file_hash, FileState.UPLOADED, None, {"handle": handle}), now
             )
 
+    def get_upload(self, file_hash: str) -> UploadRow | None:
+        """The upload object of a file, or None if its upload never started."""
+        return self._upload_where("u.file_hash = ?", file_hash)
+
     def _upload_where(self, where: str, value: str) -> UploadRow | None:
         row = self._conn.execute(f"{UPLOAD_SELECT} WHERE {where}", (value,)).fetchone()
         return upload_row(row) if row else None

@@ -1,4 +1,5 @@
-"""The graph API calls we make (../shared/PROTOCOL.md): ``me``, ``finish_upload``, ``images``.
+"""The graph API calls we make (../shared/PROTOCOL.md): ``me``, ``finish_upload``, ``images``,
+and after a finish the cluster's ``sequence`` and that sequence's ``image_ids``.
 
 Each method is one attempt over the caller's session: a classified ``retry.Failure`` when the
 request failed (the caller's retry loop decides), a ``RejectedError`` when the answer cannot be
@@ -55,6 +56,33 @@ class GraphAPI(Service):
         if cluster is None or cluster == "":
             raise RejectedError(f"finish_upload answered without a cluster id: {body!r:.200}", 200)
         return str(cluster)
+
+    async def cluster_sequence(self, cluster_id: str) -> str | None:
+        """``GET {graph}/{cluster_id}?fields=id,sequence``: the sequence a finished upload
+        became, or None while the service is still processing it."""
+        body = await self.request(
+            "GET",
+            f"/{cluster_id}",
+            params={"fields": "id,sequence"},
+            timeout=self.timeouts.for_bytes(0),
+        )
+        sequence = body.get("sequence") if isinstance(body, dict) else None
+        if isinstance(sequence, dict):  # an entity field may come as {"id": ...}
+            sequence = sequence.get("id")
+        return str(sequence) if sequence not in (None, "") else None
+
+    async def image_ids(self, sequence_id: str) -> list[str]:
+        """``GET {graph}/image_ids?sequence_id=X``: the sequence's image ids, in capture order."""
+        body = await self.request(
+            "GET",
+            "/image_ids",
+            params={"sequence_id": sequence_id},
+            timeout=self.timeouts.for_bytes(0),
+        )
+        data = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(data, list):
+            raise RejectedError(f"image_ids of {sequence_id} answered without a 'data' list", 200)
+        return [str(d["id"]) for d in data if isinstance(d, dict) and d.get("id")]
 
     async def images(
         self, bbox: str, fields: str, filters: Mapping[str, str], what: str

@@ -109,7 +109,13 @@ def plan_changes(
         if r.error.type in CURABLE and waited < position_wait:
             left = position_wait - waited
             reason = f"{r.error.message}; waiting {left / 3600:.1f} h more for a GPX that covers it"
-            changes.append(StateChange(r.content_hash, FileState.WAITING_FOR_POSITION, reason))
+            # Its capture time lets `status` say which span no track covers yet.
+            when = {"capture_time": r.capture_time.isoformat() if r.capture_time else None}
+            changes.append(
+                StateChange(
+                    r.content_hash, FileState.WAITING_FOR_POSITION, reason, {"metadata": when}
+                )
+            )
             outcome.waiting += 1
         else:
             changes.append(StateChange(r.content_hash, FileState.REJECTED, r.error.message))

@@ -32,6 +32,7 @@ from daemon.runtime.process import GpxLibrary, Processing, zone_label
 from daemon.runtime.roots import RootActivity
 from daemon.runtime.state import RunStats, Runtime, StatusBoard, Wakeups
 from daemon.runtime.uploading import Uploading
+from daemon.runtime.waiting import Holdups, WaitingReasons
 from daemon.web import WebPage, refusal, retry_sequence
 
 
@@ -125,7 +126,7 @@ class Daemon:
     ) -> Stages:
         settings, wake, stats = self.settings, self.wake, self.stats
         board = StatusBoard(self.runtime, journal, sources.status, sources.missing_roots)
-        return Stages(
+        stages = Stages(
             intake=Intake(
                 settings=settings,
                 journal=journal,
@@ -164,6 +165,21 @@ class Daemon:
             housekeeping=Housekeeping(settings=settings, journal=journal, wake=wake, board=board),
             board=board,
         )
+        self._explain_waiting(stages, journal, sources)
+        return stages
+
+    def _explain_waiting(self, s: Stages, journal: AsyncJournal, sources: Sources) -> None:
+        """Why photos wait, read from the stages into the status board before each save."""
+        holdups = Holdups(
+            settling=lambda: len(sources.settler.candidates),
+            settling_under=sources.settling_under,
+            copying=s.intake.copying,
+            activity=self.activity,
+            missing_roots=sources.missing_roots,
+            upload_blocked=lambda: s.uploading.blocked,
+        )
+        reasons = WaitingReasons(lambda: s.uploading.settings, journal, holdups)
+        s.board.before_save = lambda: reasons.refresh(self.runtime)
 
     @property
     def zone_label(self) -> str:

@@ -181,6 +181,10 @@ class Intake:
             1 for n in self._copied if str(n.source_root) == root
         )
 
+    def copying(self) -> int:
+        """Card files not in the spool yet: queued, being copied or held (for `status`)."""
+        return len(self._card_files) + len(self._staging) + len(self._held)
+
     def _finish_cards(self) -> None:
         """Cards whose files are all copied and journaled: free to remove, ready to process."""
         for root in sorted(self._card_done):

@@ -38,6 +38,7 @@ async def until_done(
     await _count_left(intake, processing, stats)
     try:
         await _upload_all(uploading, stats, runtime)
+        await uploading.check_published()  # a cron job asks about its finished uploads too
     finally:
         await uploading.close()  # the one session of this run
 

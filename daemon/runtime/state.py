@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +56,7 @@ class Runtime:
     clock: dict[str, Any] | None = None
     # Why photos wait, reason → how many (settling, card copying, batch_quiet, position, ...).
     waiting: dict[str, int] = field(default_factory=dict)
+    waiting_why: dict[str, str] = field(default_factory=dict)  # reason → a few words of detail
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -124,6 +125,8 @@ class StatusBoard:
         self.missing = missing
         self._saved = ""
         self._saved_missing: set[str] = set()
+        # Fills in what is read rather than noted (why photos wait), just before a save.
+        self.before_save: Callable[[], Awaitable[None]] | None = None
 
     def missing_changed(self) -> bool:
         return self.missing() != self._saved_missing
@@ -143,6 +146,8 @@ class StatusBoard:
         return snapshot
 
     async def save(self, force: bool = False) -> None:
+        if self.before_save is not None:
+            await self.before_save()
         self._saved_missing = self.missing()
         snapshot = self.snapshot()
         text = repr(snapshot)

@@ -21,6 +21,7 @@ from daemon.mapillary import MapillaryError as UploadError
 from daemon.runtime.state import RunStats, Runtime, Wakeups
 from daemon.upload.client import UploadClient
 from daemon.upload.events import UploadEvent
+from daemon.upload.published import PublishedIds
 from daemon.upload.throttle import within_hours
 from daemon.upload.worker import SequenceResult, SequenceUploader
 
@@ -28,6 +29,7 @@ OFFLINE_BACKOFF_MAX = 60.0
 UPLOAD_IDLE_SECONDS = 30.0
 SOURCE_POLL_SECONDS = 2.0  # while images wait for their source: is a missing root back?
 SOURCE_RECHECK_SECONDS = 60.0  # ... and a look at their paths (a deleted folder restored)
+PUBLISHED_POLL_SECONDS = 60.0  # how often clusters due for a look (their ids) are looked for
 
 
 class Uploading:
@@ -57,12 +59,59 @@ class Uploading:
         self._away: set[str] = set()  # the roots missing at the last pass
         self._client: UploadClient | None = None
         self._client_for: tuple[str, config.Settings] | None = None
+        # Why due sequences are held back now, (reason, detail) for `status`; None: they go.
+        self.blocked: tuple[str, str] | None = None
+        self.published = PublishedIds(journal)
+        self._finished = asyncio.Event()  # a sequence finished: ask about its cluster soon
+        self._client_lock = asyncio.Lock()  # the follow-up and the uploads share one client
 
     async def run(self) -> None:
+        # The ids of finished sequences are asked for beside the uploads, never in their way.
+        follow_up = asyncio.create_task(self._follow_up(), name="published-ids")
         try:
             await self._run()
         finally:
+            follow_up.cancel()
+            await asyncio.gather(follow_up, return_exceptions=True)
             await self.close()
+
+    async def _follow_up(self) -> None:
+        """Now and then (and right after a finish), the sequence and image ids of finished
+        uploads the service may have processed since."""
+        while not self.wake.stopping.is_set():
+            await wait_event(self._finished, PUBLISHED_POLL_SECONDS)
+            self._finished.clear()
+            if not await self.check_published():
+                return
+
+    async def check_published(self) -> bool:
+        """One pass of the follow-up (within upload hours, with a token); trouble is logged,
+        never raised. False once the journal is in trouble (the upload stage meets it too)."""
+        try:
+            if not await self.journal.run(lambda j: j.clusters_due(limit=1)):
+                return True  # nothing to ask: no session opened for it
+        except Exception as exc:
+            if journal_trouble(exc):
+                return False
+            raise
+        token = self.token or await asyncio.to_thread(self._stored_token)
+        if not token or not self.in_upload_hours(quiet=True):
+            return True
+        try:
+            await self.published.check_due(await self.client(token))
+        except AuthError:
+            pass  # the upload stage says so
+        except Exception as exc:
+            if journal_trouble(exc):
+                return False
+            self.log.warning("published_ids_failed", reason=f"{type(exc).__name__}: {exc}")
+        return True
+
+    def _stored_token(self) -> str | None:
+        try:
+            return auth.load_token(self.settings.profile)
+        except auth.TokenStoreError:
+            return None  # said by the upload stage
 
     async def _run(self) -> None:
         backoff = 2.0
@@ -73,19 +122,29 @@ class Uploading:
             await self.retry_failed()
             token = await self.access_token()
             if not token:
+                said = self.runtime.server  # "no token: run ..." or why it cannot be read
+                self.blocked = ("no token", said.removeprefix("no token: "))
                 continue
+            if not self.in_upload_hours():
+                self.blocked = ("upload hours", self.settings.upload_hours)
+                continue
+            if self.blocked is not None and self.blocked[0] != "server unreachable":
+                self.blocked = None
             pending = await self.due_sequences()
-            if not pending or not self.in_upload_hours():
+            if not pending:
                 continue
             try:
                 await self.upload(token, pending)
                 backoff = 2.0
+                self.blocked = None
             except AuthError as exc:
+                self.blocked = ("no token", f"the token was refused: {exc}")
                 self.runtime.server = f"token refused: {exc}"
                 self.log.error("token_refused", reason=str(exc))
                 self.wake.upload.clear()
                 await wait_event(self.wake.upload, 600.0)  # SIGHUP (a new token) wakes us
             except UploadError as exc:
+                self.blocked = ("server unreachable", str(exc))
                 self.runtime.server = f"unreachable: {exc}"
                 self.log.warning("server_unreachable", reason=str(exc), retry_in=backoff)
                 await wait_event(self.wake.stopping, backoff)
@@ -132,12 +191,14 @@ class Uploading:
             self.runtime.server = "no token: run 'mapillary-daemon authenticate'"
         return token
 
-    def in_upload_hours(self) -> bool:
+    def in_upload_hours(self, quiet: bool = False) -> bool:
         """Outside ``upload_hours`` sequences wait (imports and processing go on); the 30 s
-        check starts them when the window opens."""
+        check starts them when the window opens. ``quiet``: only ask, say nothing."""
         now = time.localtime()
         if within_hours(self.settings.upload_hours, now.tm_hour * 60 + now.tm_min):
             return True
+        if quiet:
+            return False
         self.runtime.activity = f"waiting for upload hours ({self.settings.upload_hours})"
         return False
 
@@ -166,14 +227,15 @@ class Uploading:
     async def client(self, token: str) -> UploadClient:
         """One client (one HTTP session, its connections kept alive) for the daemon's life;
         a new one only when the token changed (SIGHUP) or the settings did (a reload)."""
-        if self._client is not None and self._client_for == (token, self.settings):
-            return self._client
-        await self.close()
-        client = UploadClient.from_settings(self.settings, token)
-        client.events.subscribe(self._on_upload_event)
-        self._client = await client.__aenter__()
-        self._client_for = (token, self.settings)
-        return client
+        async with self._client_lock:
+            if self._client is not None and self._client_for == (token, self.settings):
+                return self._client
+            await self.close()
+            client = UploadClient.from_settings(self.settings, token)
+            client.events.subscribe(self._on_upload_event)
+            self._client = await client.__aenter__()
+            self._client_for = (token, self.settings)
+            return client
 
     async def close(self) -> None:
         if self._client is not None:
@@ -205,6 +267,7 @@ class Uploading:
         self.stats.rejected += len(result.set_aside)
         if result.cluster_id:
             self.stats.finished += 1
+            self._finished.set()
         elif result.error:
             self.stats.failed += 1
 

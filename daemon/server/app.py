@@ -311,13 +311,37 @@ async def images(request: web.Request) -> web.Response:
     return web.json_response({"data": [render_image(i, fields, origin) for i in found]})
 
 
-async def image(request: web.Request) -> web.Response:
+async def entity(request: web.Request) -> web.Response:
+    """``GET {graph}/{id}``: an image, or a cluster that finish_upload answered with (its
+    ``sequence`` once processed, absent until then)."""
     if (refused := _refused(request)) is not None:
         return refused
-    found = request.app[STORE].images.get(request.match_info["image_id"])
-    if found is None:
-        return graph_error(404, f"image {request.match_info['image_id']} does not exist")
-    return web.json_response(render_image(found, _fields(request), str(request.url.origin())))
+    store = request.app[STORE]
+    entity_id = request.match_info["image_id"]
+    found = store.images.get(entity_id)
+    if found is not None:
+        return web.json_response(render_image(found, _fields(request), str(request.url.origin())))
+    made = store.cluster(entity_id)
+    if made is None:
+        return graph_error(404, f"object {entity_id} does not exist")
+    sequence, processed = made
+    cluster: dict[str, Any] = {"id": entity_id}
+    if processed:
+        cluster["sequence"] = sequence.id
+    return web.json_response(cluster)
+
+
+async def image_ids(request: web.Request) -> web.Response:
+    """``GET {graph}/image_ids?sequence_id=X``: the ids of a sequence's images, in order."""
+    if (refused := _refused(request)) is not None:
+        return refused
+    sequence_id = request.query.get("sequence_id")
+    if not sequence_id:
+        return graph_error(400, "Invalid parameter: sequence_id is required")
+    ids = request.app[STORE].sequence_images(sequence_id)
+    if ids is None:
+        return graph_error(404, f"sequence {sequence_id} does not exist")
+    return web.json_response({"data": [{"id": i} for i in ids]})
 
 
 async def thumbnail(request: web.Request) -> web.StreamResponse:
@@ -539,7 +563,8 @@ def create_app(config: ServerConfig, store: Store | None = None) -> web.Applicat
             web.post(f"{GRAPH}/finish_upload", finish_upload),
             web.get(f"{GRAPH}/images", images),
             web.post(f"{GRAPH}/logging", logging_sink),
-            web.get(GRAPH + r"/{image_id:\d+}", image),
+            web.get(f"{GRAPH}/image_ids", image_ids),
+            web.get(GRAPH + r"/{image_id:\d+}", entity),
             web.get(f"{UPLOAD}/{{key}}", probe),
             web.post(f"{UPLOAD}/{{key}}", upload),
             web.get(r"/thumbs/{image_id:\d+}/{size}.jpg", thumbnail),

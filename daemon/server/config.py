@@ -30,7 +30,8 @@ class ServerConfig:
     ``max_image_bytes`` and at most ``max_zip_ratio`` times its compressed size. A request's
     headers must arrive within ``read_timeout`` s (an idle keep-alive connection is closed after
     it), and a body must bring at least ``min_body_rate`` bytes/s over each stretch of
-    ``read_timeout`` s spent waiting for it.
+    ``read_timeout`` s spent waiting for it. A finished sequence is processed (its cluster
+    gets a sequence id, its images ids to look up) ``processing_seconds`` after its finish.
     """
 
     host: str = "127.0.0.1"
@@ -51,6 +52,9 @@ class ServerConfig:
     max_zip_ratio: float = 100.0
     read_timeout: float = 30.0
     min_body_rate: float = 1024.0
+    # How long the service takes to process a finished sequence: until then the cluster has
+    # no sequence id and its images are not found (the real service takes minutes to hours).
+    processing_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("fail_rate", "drop_rate"):

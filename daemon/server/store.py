@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import threading
+import time
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -166,6 +167,8 @@ class Store:
         self.sequences: dict[str, SequenceInfo] = {}
         self.images: dict[str, ImageInfo] = {}
         self._by_handle: dict[str, str] = {}  # finished file handle -> sequence id
+        self._by_cluster: dict[str, str] = {}  # cluster id -> sequence id
+        self._finished_at: dict[str, float] = {}  # sequence id -> when (this run's finishes)
         self._md5_sequences: dict[str, set[str]] = {}
         self._signatures: set[tuple[str, ...]] = set()
         self._validated: dict[str, ObjectInfo] = {}
@@ -332,6 +335,7 @@ class Store:
         with self._lock, open(self.root / LOG_NAME, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(line, separators=(",", ":")) + "\n")
         self._remember(sequence, images)
+        self._finished_at[sequence.id] = time.monotonic()
         return sequence
 
     def seed_sequence(self, images: list[tuple[bytes, dict[str, Any]]]) -> SequenceInfo:
@@ -374,6 +378,7 @@ class Store:
         """Index a sequence in memory and count what it duplicates (on finish and on load)."""
         self.sequences[sequence.id] = sequence
         self._by_handle[sequence.file_handle] = sequence.id
+        self._by_cluster[sequence.cluster_id] = sequence.id
         for image in images:
             self.images[image.id] = image
             self._next_image = max(self._next_image, int(image.id) + 1)
@@ -437,6 +442,24 @@ class Store:
             if len(found) >= limit:
                 break
         return found
+
+    def cluster(self, cluster_id: str) -> tuple[SequenceInfo, bool] | None:
+        """The sequence a cluster became and whether it is processed yet (None: this server
+        never made that cluster)."""
+        sequence_id = self._by_cluster.get(cluster_id)
+        if sequence_id is None:
+            return None
+        since = self._finished_at.get(sequence_id)  # None: finished before this run
+        busy = since is not None and time.monotonic() - since < self.config.processing_seconds
+        return self.sequences[sequence_id], not busy
+
+    def sequence_images(self, sequence_id: str) -> list[str] | None:
+        """The image ids of a processed sequence in capture order; None if there is none."""
+        sequence = self.sequences.get(sequence_id)
+        found = self.cluster(sequence.cluster_id) if sequence is not None else None
+        if sequence is None or found is None or not found[1]:
+            return None
+        return list(sequence.image_ids)
 
     def image_path(self, image: ImageInfo) -> Path:
         return self.root / image.path

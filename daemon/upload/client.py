@@ -213,6 +213,17 @@ class UploadClient:
 
         return await self._retrying("finish_upload", attempt)
 
+    async def published_ids(self, cluster_id: str) -> tuple[str, list[str]] | None:
+        """The sequence id and image ids (capture order) a finished upload became, or None
+        while the service is still processing it. A refusal (an API that does not answer
+        this) raises ``RejectedError``, as any other."""
+        graph = self._graph()
+        sequence = await self._retrying("cluster", lambda: graph.cluster_sequence(cluster_id))
+        if sequence is None:
+            return None
+        images = await self._retrying("image_ids", lambda: graph.image_ids(sequence))
+        return sequence, images
+
     # -- retries, pacing, events ------------------------------------------------------------------
 
     async def _retrying(

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from daemon.journal.clusters import image_url
 from daemon.journal.meta import GPX_META
 from daemon.media.gpx import GpxError, load_gpx
 
@@ -57,10 +58,14 @@ def _gpx_line(path: str, mtime: float, size: int) -> list[list[float]]:
 
 def _sequences(conn: sqlite3.Connection) -> list[dict[str, Any]]:
     seqs: dict[str, dict[str, Any]] = {}
-    for uuid, state, reason, cluster in conn.execute(
-        "SELECT uuid, state, reason, cluster_id FROM sequences ORDER BY created_at, rowid"
+    for uuid, state, reason, cluster, first in conn.execute(
+        "SELECT s.uuid, s.state, s.reason, s.cluster_id, (SELECT f.image_id FROM cluster_files f "
+        "WHERE f.cluster_id = c.cluster_id ORDER BY f.position LIMIT 1) FROM sequences s "
+        "LEFT JOIN clusters c ON c.sequence_uuid = s.uuid AND c.mapillary_sequence IS NOT NULL "
+        "ORDER BY s.created_at, s.rowid"
     ):
         seqs[uuid] = {"uuid": uuid, "state": state, "reason": reason, "cluster_id": cluster}
+        seqs[uuid]["url"] = image_url(first)  # on the map: the viewer at its first photo
         seqs[uuid]["points"] = []
     for seq, state, name, lat, lon in conn.execute(
         "SELECT sequence_id, state, json_extract(metadata, '$.filename'), "

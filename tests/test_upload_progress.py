@@ -1,0 +1,148 @@
+"""`upload` on a terminal draws one progress bar (bytes, rate, ETA) up to 100 %; in a pipe or a
+cron job it draws none and says one summary line. Real subprocesses against our server, the
+terminal a real pty."""
+
+from __future__ import annotations
+
+import os
+import pty
+import re
+import select
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from daemon.core.progress import size_text
+from daemon.server import ServerThread
+from tests.jpegs import make_jpeg
+from tests.test_upload_cmd import ROOT, START, TOKEN, daemon, server  # noqa: F401 (fixture)
+
+BAR = re.compile(
+    r"upload \[[#.]+\] (\d+(?:\.\d)? [KMG]?B)/(\d+(?:\.\d)? [KMG]?B) (\d+)%"
+    r"(?: (\d+(?:\.\d)? [KMG]?B)/s)?(?: ETA (\d+ (?:s|min)))?"
+)
+SUMMARY = re.compile(r"^upload: (\d+(?:\.\d)? [KMG]?B) in [\d.]+ s \([\d.]+ [KMG]?B/s\)$", re.M)
+
+
+def big_photos(folder: Path, count: int) -> int:
+    """``count`` geotagged photos of about 1.2 MB each (noise compresses badly); their bytes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        make_jpeg(
+            folder / f"IMG_{i:04d}.jpg",
+            size=(1200, 900),
+            quality=95,
+            seed=40 + i,
+            capture_time=START + timedelta(seconds=2 * i),
+            offset="+00:00",
+            lat=48.1 + i * 0.0001,
+            lon=11.5,
+            direction=0.0,
+        )
+    return sum(p.stat().st_size for p in folder.glob("*.jpg"))
+
+
+def final_lines(screen: str) -> str:
+    """What the terminal shows in the end: each line as its last carriage return left it."""
+    lines = screen.replace("\x1b[K", "").replace("\r\n", "\n").split("\n")
+    return "\n".join(line.split("\r")[-1] for line in lines)
+
+
+def run_on_a_terminal(tmp_path: Path, srv: ServerThread, *args: str) -> tuple[int, str]:
+    """``mapillary-daemon ARGS`` with standard output and error on a pty; exit code, screen."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAPILLARY")}
+    env.update(
+        srv.environment(),
+        MAPILLARY_TOKEN=TOKEN,
+        PYTHONPATH=str(ROOT),
+        HOME=str(tmp_path / "home"),
+        XDG_CONFIG_HOME=str(tmp_path / "config"),
+        XDG_STATE_HOME=str(tmp_path / "state"),
+        XDG_DATA_HOME=str(tmp_path / "data"),
+        COLUMNS="120",
+    )
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daemon", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+        cwd=tmp_path,
+    )
+    os.close(slave)
+    chunks = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.5)
+        if ready:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # the child closed its side: all read
+                break
+            if not data:
+                break
+            chunks.append(data)
+        elif proc.poll() is not None:
+            break
+    os.close(master)
+    code = proc.wait(timeout=30)
+    return code, b"".join(chunks).decode(errors="replace")
+
+
+def test_upload_on_a_terminal_shows_bytes_rate_eta_and_ends_at_100_percent(
+    tmp_path: Path,
+    server: ServerThread,  # noqa: F811
+) -> None:
+    photos = tmp_path / "ride"
+    original = big_photos(photos, 4)
+    assert daemon(tmp_path, server, "process", str(photos)).returncode == 0
+    # Capped at 2 MB/s, the 5 MB take over two seconds: the bar is redrawn on the way.
+    code, screen = run_on_a_terminal(tmp_path, server, "upload", str(photos), "--max-rate", "2e6")
+    assert code == 0, screen
+    bars = [m.groups() for m in BAR.finditer(screen)]
+    assert len(bars) >= 3, screen
+    percents = [int(b[2]) for b in bars]
+    assert percents == sorted(percents) and percents[0] < 100 and percents[-1] == 100
+    # The total is the tagged bytes: the originals plus their descriptions, a few KB at most.
+    done, total = bars[-1][0], bars[-1][1]
+    assert done == total
+    assert total in {size_text(original + extra) for extra in range(0, 8192, 16)}
+    assert any(b[3] for b in bars) and any(b[4] for b in bars)  # a rate, and an ETA on the way
+    assert "upload: 1 sequence (4 images) finished" in screen
+    summary = SUMMARY.search(final_lines(screen))
+    assert summary is not None and summary.group(1) == total, repr(screen[-600:])
+    assert final_lines(screen).count("[#") == 0  # the bar is taken off the screen at the end
+
+
+def test_upload_without_a_terminal_draws_no_bar_and_prints_one_summary(
+    tmp_path: Path,
+    server: ServerThread,  # noqa: F811
+) -> None:
+    photos = tmp_path / "ride"
+    big_photos(photos, 2)
+    assert daemon(tmp_path, server, "process", str(photos)).returncode == 0
+    done = daemon(tmp_path, server, "upload", str(photos))
+    assert done.returncode == 0, done.stderr
+    assert "\r" not in done.stdout + done.stderr and "[#" not in done.stdout + done.stderr
+    assert done.stderr == ""
+    assert len(SUMMARY.findall(done.stdout)) == 1
+    assert "upload: 1 sequence (2 images) finished" in done.stdout
+
+
+def test_process_and_upload_on_a_terminal_shows_the_same_bar(
+    tmp_path: Path,
+    server: ServerThread,  # noqa: F811
+) -> None:
+    photos = tmp_path / "ride"
+    big_photos(photos, 2)
+    code, screen = run_on_a_terminal(
+        tmp_path, server, "process-and-upload", str(photos), "--max-rate", "2e6"
+    )
+    assert code == 0, screen
+    bars = [m.groups() for m in BAR.finditer(screen)]
+    assert bars and bars[-1][2] == "100" and bars[-1][0] == bars[-1][1]
+    assert "upload: 1 sequence (2 images) finished" in screen
+    assert SUMMARY.search(final_lines(screen)) is not None
