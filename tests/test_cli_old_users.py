@@ -3,6 +3,7 @@ duplicates that are no error, a mistyped flag, a closed pipe."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -25,14 +26,15 @@ def server(tmp_path: Path) -> Iterator[ServerThread]:
         yield srv
 
 
-def standing_still(folder: Path) -> None:
-    """Four photos along a street, then three taken at a red light (duplicates)."""
-    geotagged(folder, 4, 48.1, seed=10)
+def standing_still(folder: Path, seed: int = 0) -> None:
+    """Four photos along a street, then three taken at a red light (duplicates); another
+    ``seed``, other pictures (new content, not a photo uploaded before)."""
+    geotagged(folder, 4, 48.1, seed=10 + seed)
     for i in range(3):
         make_jpeg(
             folder / f"IMG_{4 + i:04d}.jpg",
             size=(160, 120),
-            seed=40 + i,
+            seed=40 + seed + i,
             capture_time=START + timedelta(seconds=8 + 2 * i),
             offset="+00:00",
             lat=48.1 + 3 * 0.0001,
@@ -151,3 +153,36 @@ def test_upload_subfolders_after_split_and_process_sends_all_and_complains_of_no
     assert done.returncode == 0, done.stdout + done.stderr
     assert "no Mapillary description" not in done.stdout + done.stderr
     assert server.stats()["images"] == 4
+
+
+PLURAL_OF_ONE = re.compile(r"\b1 (photos|images|sequences|duplicates|files)\b")
+
+
+def test_one_photo_is_counted_in_the_singular_by_the_old_scripts_commands(
+    tmp_path: Path, server: ServerThread
+) -> None:
+    one = tmp_path / "one"
+    geotagged(one, 1, 48.1, seed=90)
+    stop = tmp_path / "stop"
+    geotagged(stop, 5, 48.2, seed=91)
+    make_jpeg(  # a second photo where the last one was taken: one duplicate
+        stop / "IMG_0005.jpg",
+        size=(160, 120),
+        seed=96,
+        capture_time=START + timedelta(seconds=10),
+        offset="+00:00",
+        lat=48.2 + 4 * 0.0001,
+        lon=11.5,
+        direction=0.0,
+    )
+    runs = [
+        ("add-tags", str(one)),
+        ("interpolate-direction", str(one)),
+        ("remove-duplicates", str(stop), "--window", "0", "--dry-run"),
+        ("sequence-split", str(one), "100", "--dry-run"),
+    ]
+    for args in runs:
+        done = daemon(tmp_path, server, *args)
+        said = done.stdout + done.stderr
+        assert done.returncode == 0 and not PLURAL_OF_ONE.search(said), (args, said)
+        assert "(1 photo)" in said or "1 image" in said or "1 duplicate" in said, (args, said)

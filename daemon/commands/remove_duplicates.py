@@ -15,6 +15,7 @@ from daemon.commands import legacy
 from daemon.commands.common import add_command
 from daemon.commands.report import Summary
 from daemon.core.errors import UsageError
+from daemon.core.words import counted
 from daemon.pipeline.duplicates import mark_duplicates, mark_impossible_speeds
 from daemon.pipeline.records import BAD_FILE, NO_POSITION, ImageRecord
 from daemon.pipeline.sequences import cut_sequences
@@ -142,14 +143,18 @@ def run(args: argparse.Namespace) -> int:
         for record in duplicates:
             summary.file_line(f"{record.path}: would move to {dup_dir}: {record.reason}")
         summary.note(
-            f"dry run, nothing moved: {len(duplicates)} duplicates would go to {dup_dir}, "
-            f"{len(errors)} photos to {err_dir}"
+            f"dry run, nothing moved: {counted(len(duplicates), 'duplicate')} would go to "
+            f"{dup_dir}, {counted(len(errors), 'photo')} to {err_dir}"
         )
     else:
         moved = move_all(duplicates, dup_dir, DUPLICATES_LOG, summary, with_type=False)
         moved_errors = move_all(errors, err_dir, ERRORS_LOG, summary, with_type=True)
         if duplicates:
-            summary.note(f"{moved} duplicates moved to {dup_dir} (reasons in {DUPLICATES_LOG})")
+            summary.note(
+                f"{counted(moved, 'duplicate')} moved to {dup_dir} (reasons in {DUPLICATES_LOG})"
+            )
         if errors:
-            summary.note(f"{moved_errors} photos moved to {err_dir} (reasons in {ERRORS_LOG})")
+            summary.note(
+                f"{counted(moved_errors, 'photo')} moved to {err_dir} (reasons in {ERRORS_LOG})"
+            )
     return summary.finish()

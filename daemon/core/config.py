@@ -504,12 +504,20 @@ def environment_values(env: dict[str, str] | None = None) -> dict[str, str]:
         values["graph_endpoint"] = env["MAPILLARY_GRAPH_API_ENDPOINT"]
     if env.get("MAPILLARY_UPLOAD_ENDPOINT"):
         values["upload_endpoint"] = env["MAPILLARY_UPLOAD_ENDPOINT"]
-    # The old scripts' knobs.
-    if env.get("NUMBER_THREADS"):
-        values.setdefault("concurrency", env["NUMBER_THREADS"])
-    if env.get("MAX_ATTEMPTS"):
-        values.setdefault("max_attempts", env["MAX_ATTEMPTS"])
     return values
+
+
+# The old scripts' knobs, read as our settings; a MAPILLARY_DAEMON_ variable wins over them.
+OLD_SCRIPT_VARIABLES = {"NUMBER_THREADS": "concurrency", "MAX_ATTEMPTS": "max_attempts"}
+
+
+def _old_script_variables(settings: Settings, env: dict[str, str] | None) -> Settings:
+    """Each old variable applied alone, so that a bad value is refused under its own name."""
+    env = dict(os.environ if env is None else env)
+    for variable, name in OLD_SCRIPT_VARIABLES.items():
+        if env.get(variable):
+            settings = apply(settings, {name: env[variable]}, f"environment {variable}")
+    return settings
 
 
 def load(
@@ -525,6 +533,7 @@ def load(
     file_path = path or default_config_path()
     if file_path.exists() or path is not None:
         settings = apply(settings, read_file(file_path), str(file_path))
+    settings = _old_script_variables(settings, env)
     settings = apply(settings, environment_values(env), "environment")
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
     return apply(settings, given, "command line")
