@@ -3,6 +3,7 @@ duplicates that are no error, a mistyped flag, a closed pipe."""
 
 from __future__ import annotations
 
+import argparse
 import re
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from daemon.cli import build_parser
 from daemon.journal import Journal
 from daemon.server import ServerConfig, ServerThread
 from tests.jpegs import make_jpeg
@@ -177,6 +179,7 @@ def test_one_photo_is_counted_in_the_singular_by_the_old_scripts_commands(
     )
     runs = [
         ("add-tags", str(one)),
+        ("process", str(one), "--desc-path", str(tmp_path / "one.json")),
         ("interpolate-direction", str(one)),
         ("remove-duplicates", str(stop), "--window", "0", "--dry-run"),
         ("sequence-split", str(one), "100", "--dry-run"),
@@ -186,3 +189,25 @@ def test_one_photo_is_counted_in_the_singular_by_the_old_scripts_commands(
         said = done.stdout + done.stderr
         assert done.returncode == 0 and not PLURAL_OF_ONE.search(said), (args, said)
         assert "(1 photo)" in said or "1 image" in said or "1 duplicate" in said, (args, said)
+
+
+def test_every_argument_of_every_command_is_explained_and_run_names_its_defaults() -> None:
+    parser = build_parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    unexplained = []
+    for name, command in commands.choices.items():
+        for action in command._actions:
+            text = (action.help or "").strip()
+            if not isinstance(action, argparse._HelpAction) and (
+                not text or text.startswith("(") or text.startswith("default")
+            ):
+                unexplained.append((name, action.option_strings or action.dest))
+    assert unexplained == []
+    run = commands.choices["run"]
+    switches = (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse._HelpAction)
+    silent = [
+        a.option_strings
+        for a in run._actions
+        if not isinstance(a, switches) and not re.search(r"\(.*\)", a.help or "")
+    ]
+    assert silent == [], "run options that do not say their default"

@@ -29,4 +29,10 @@ def add_command(
 def add_config_flag(p: argparse.ArgumentParser) -> None:
     """``--config FILE`` (once, however many parts of a command ask for it)."""
     if not any(a.dest == "config" for a in p._actions):
-        p.add_argument("--config", type=Path, help="configuration file")
+        p.add_argument(
+            "--config",
+            type=Path,
+            metavar="FILE",
+            help="configuration file (default: $MAPILLARY_DAEMON_CONFIG, else the user's; "
+            "see `config path`)",
+        )

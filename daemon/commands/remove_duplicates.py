@@ -54,10 +54,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=Path,
         nargs="?",
         metavar="DUPLICATE_DIR",
-        help="default SRC/duplicates",
+        help="where duplicates go (default SRC/duplicates)",
     )
     p.add_argument(
-        "-d", "--distance", type=float, default=4.0, metavar="METERS", help="(%(default)s)"
+        "-d",
+        "--distance",
+        type=float,
+        default=4.0,
+        metavar="METERS",
+        help="where photos are too sparse to judge motion: closer than this to the last "
+        "photo kept is a duplicate (%(default)s)",
     )
     p.add_argument(
         "-p",
@@ -67,7 +73,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="DEGREES",
         help="a compass turn of more than this keeps a photo (%(default)s)",
     )
-    p.add_argument("-e", "--error-dir", type=Path, metavar="ERROR_DIR", help="default SRC/errors")
+    p.add_argument(
+        "-e",
+        "--error-dir",
+        type=Path,
+        metavar="ERROR_DIR",
+        help="where photos that cannot be judged go (default SRC/errors)",
+    )
     p.add_argument(
         "--max-speed",
         type=float,

@@ -134,7 +134,11 @@ class Settings:
     of `config init`)."""
 
     watch: list[Path] = _setting(
-        _SOURCES, factory=list, flag="--watch", metavar="DIR", help="folder to watch"
+        _SOURCES,
+        factory=list,
+        flag="--watch",
+        metavar="DIR",
+        help="folder to watch; repeat for more (default: none)",
     )
     mount_roots: list[Path] = _setting(
         _SOURCES,
@@ -144,7 +148,10 @@ class Settings:
         help="where cards get mounted (/media/$USER, /run/media/$USER, /Volumes)",
     )
     gpx_dir: Path | None = _setting(
-        _SOURCES, flag="--gpx-dir", metavar="DIR", help="folder a GPS logger writes to"
+        _SOURCES,
+        flag="--gpx-dir",
+        metavar="DIR",
+        help="folder a GPS logger writes to (default: none)",
     )
     settle_seconds: float = _setting(
         _SOURCES,
@@ -181,10 +188,16 @@ class Settings:
     # >0: polling observers (network mounts, which inotify cannot see)
     poll_interval: float = _setting(_SOURCES, 0.0, minimum=0)
     journal: Path | None = _setting(
-        _STORAGE, flag="--journal", metavar="FILE", help="journal (default: state dir)"
+        _STORAGE,
+        flag="--journal",
+        metavar="FILE",
+        help="journal (default: journal.sqlite3 in the user state folder)",
     )
     spool: Path | None = _setting(
-        _STORAGE, flag="--spool", metavar="DIR", help="where card photos are copied"
+        _STORAGE,
+        flag="--spool",
+        metavar="DIR",
+        help="where card photos are copied (default: spool in the user data folder)",
     )
     keep_days: float = _setting(
         _STORAGE,
@@ -216,17 +229,21 @@ class Settings:
         check=_zone,
         flag="--tz",
         metavar="ZONE",
-        help="zone of camera times: +02:00, Europe/Berlin",
+        help="zone of camera times without one: +02:00, Europe/Berlin (default: this machine's)",
     )
     time_offset: float = _setting(
         _PIPELINE,
         0.0,
         flag="--time-offset",
         metavar="S",
-        help="camera clock ahead of GPS, s",
+        help="seconds the camera clock is ahead of GPS time ({default})",
     )
     bearing_offset: float = _setting(
-        _PIPELINE, 0.0, flag="--bearing-offset", metavar="DEG", help="added to GPX bearings"
+        _PIPELINE,
+        0.0,
+        flag="--bearing-offset",
+        metavar="DEG",
+        help="degrees added to GPX bearings ({default})",
     )
     max_gap: float = _setting(
         _PIPELINE,
@@ -305,7 +322,11 @@ class Settings:
         help="positions by raw interpolation of the GPX, not from the smoothed track",
     )
     offset_angle: float = _setting(
-        _PIPELINE, 0.0, flag="--offset-angle", metavar="DEG", help="camera to travel angle"
+        _PIPELINE,
+        0.0,
+        flag="--offset-angle",
+        metavar="DEG",
+        help="angle of the camera to the direction of travel, degrees ({default})",
     )
     graph_endpoint: str = _setting(_UPLOAD, DEFAULT_GRAPH, check=_http_url)
     upload_endpoint: str = _setting(_UPLOAD, DEFAULT_UPLOAD, check=_http_url)
@@ -317,7 +338,10 @@ class Settings:
         help="stored token profile ({default})",
     )
     organization_id: str | None = _setting(
-        _UPLOAD, flag="--organization-id", metavar="ID", help="upload for this organization"
+        _UPLOAD,
+        flag="--organization-id",
+        metavar="ID",
+        help="upload for this organization (default: as yourself)",
     )
     concurrency: int = _setting(
         _UPLOAD,
@@ -334,7 +358,7 @@ class Settings:
         minimum=0,
         flag="--max-rate",
         metavar="BYTES_PER_S",
-        help="bandwidth cap (0: none)",
+        help="bandwidth cap ({default}: none)",
     )
     upload_hours: str = _setting(
         _UPLOAD,
@@ -358,7 +382,7 @@ class Settings:
         minimum=0,
         flag="--upload-delay",
         metavar="S",
-        help="hold sequences before upload (review time)",
+        help="seconds a new sequence waits before upload, time to review it ({default})",
     )
     log_format: str = _setting(
         _LOGS,
