@@ -93,6 +93,13 @@ def test_a_mistyped_flag_shows_the_command_usage_and_the_flag_it_meant(
     assert typo.returncode == 2
     assert "usage: mapillary-daemon geotag" in typo.stderr
     assert "did you mean --time-offset?" in typo.stderr
+    # Before the positional arguments, where argparse would take "2" for PATH and complain
+    # of a missing GPX instead.
+    first = daemon(tmp_path, server, "geotag", "--time-ofset", "2", str(tmp_path), "x.gpx")
+    assert first.returncode == 2 and "did you mean --time-offset?" in first.stderr, first.stderr
+    alone = daemon(tmp_path, server, "geotag", "--time-ofset", "2")
+    assert alone.returncode == 2 and "did you mean --time-offset?" in alone.stderr, alone.stderr
+    assert "usage: mapillary-daemon geotag" in alone.stderr
 
 
 def test_status_into_a_closed_pipe_prints_no_traceback(tmp_path: Path) -> None:
