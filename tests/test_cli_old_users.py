@@ -16,7 +16,7 @@ import pytest
 from daemon.cli import build_parser
 from daemon.journal import Journal
 from daemon.server import ServerConfig, ServerThread
-from tests.jpegs import make_jpeg
+from tests.jpegs import make_jpeg, write_gpx
 from tests.test_upload_cmd import START, TOKEN, daemon, geotagged
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,6 +141,24 @@ def test_process_names_reasons_in_words_and_counts_one_photo_singular(
     assert "Mapillary" not in done.stdout.replace("mapillary_image_description", "")
     split = daemon(tmp_path, server, "sequence-split", str(photos), "100000")
     assert "(1 photos)" not in split.stdout + split.stderr
+    # With a GPX track: the photo outside it is labelled as geotag labels it.
+    timed = tmp_path / "timed"
+    timed.mkdir()
+    for i, seconds in enumerate((0, 2, 4, 3600)):
+        make_jpeg(
+            timed / f"IMG_{i:04d}.jpg",
+            size=(160, 120),
+            seed=100 + i,
+            capture_time=START + timedelta(seconds=seconds),
+            offset="+00:00",
+        )
+    track = [(START + timedelta(seconds=t), 48.1 + t * 1e-5, 11.5, None) for t in range(10)]
+    gpx = write_gpx(tmp_path / "track.gpx", track)
+    outside = daemon(tmp_path, server, "process", str(timed), "--gpx", str(gpx))
+    assert "set aside, outside the GPX track: 1" in outside.stdout, outside.stdout
+    tagged = daemon(tmp_path, server, "geotag", str(timed), str(gpx))
+    assert "set aside, outside the GPX track: 1" in tagged.stdout, tagged.stdout
+    assert "Error" not in outside.stdout + tagged.stdout
 
 
 def test_help_pages_explain_every_argument(tmp_path: Path, server: ServerThread) -> None:
