@@ -378,8 +378,8 @@ def sequence_split(s: Story) -> None:
                 lat=48.1 + (3 + i) * 0.0001,
                 lon=11.5,
             )
-        s.run({"PATH": str(photos), "cutoff_distance": "100", "cutoff_time": "60"}, 0,
-              optional=optional)  # fmt: skip
+        cutoffs = {"cutoff_distance": "100", "cutoff_time": "60"}
+        s.run({"PATH": str(photos), **cutoffs}, 0, optional=optional)
         groups = sorted(sorted(p.name for p in d.glob("*.jpg")) for d in photos.iterdir())
         assert groups == [
             ["IMG_0000.jpg", "IMG_0001.jpg", "IMG_0002.jpg"],

@@ -81,10 +81,8 @@ def test_requests_left_while_the_journal_is_held_are_merged_and_taken_when_a_dae
         unknown = retry(path, "no-such-sequence")
         assert unknown.returncode == 2 and "not a failed sequence" in unknown.stderr
         assert pending_request(path) == sorted([first, second])
-    d = new_daemon(
-        daemons, work, server.environment(), "--watch", str(work / "inbox"),
-        "--retry-failed-after", "3600",
-    )  # fmt: skip
+    flags = ["--watch", str(work / "inbox"), "--retry-failed-after", "3600"]
+    d = new_daemon(daemons, work, server.environment(), *flags)
     d.start()
     for uuid in (first, second):
         wait_for(f"{uuid} to finish", lambda u=uuid: state(d, u) == "finished", 60, every=0.5)
