@@ -464,9 +464,13 @@ def download(s: Story) -> None:
     out = s.tmp / "mapillary_images"
     for p in out.rglob("*.jpg"):
         p.unlink()
-    done = s.run({**box, "N": "2", "S": "640"}, 0, optional=True)
-    assert done.stderr.count("image size 640 is not offered; using 1024") == 1, done.stderr
-    assert len(list(out.rglob("*.jpg"))) == 2
+    for size, said in (("640", True), ("320", True), ("2048", False)):
+        done = s.run({**box, "N": "2", "S": size}, 0, optional=True)
+        notice = f"image size {size} is not offered; using 1024"
+        assert done.stderr.count(notice) == (1 if said else 0), (size, done.stderr)
+        assert len(list(out.rglob("*.jpg"))) == 2
+        for p in out.rglob("*.jpg"):
+            p.unlink()
     s.run({**box, "N": "2", "S": "640"}, 2, optional=True, token=None)
 
 
