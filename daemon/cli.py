@@ -91,6 +91,21 @@ def old_spellings(command: argparse.ArgumentParser, argv: list[str]) -> list[str
     return out
 
 
+def unknown_flags(command: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """The ``--flags`` the command does not know (nor abbreviates), looked for before parsing:
+    argparse would take the value after a mistyped flag as a positional argument and complain
+    of a missing one instead of naming the typo."""
+    known = [o for a in command._actions for o in a.option_strings if o.startswith("--")]
+    unknown = []
+    for arg in argv:
+        if arg == "--":
+            break
+        name = arg.split("=", 1)[0]
+        if arg.startswith("--") and not any(k.startswith(name) for k in known):
+            unknown.append(arg)
+    return unknown
+
+
 def _unknown(command: argparse.ArgumentParser, extras: list[str]) -> None:
     """A mistyped flag: the command's own usage, and the flag it was probably meant to be."""
     known = [o for a in command._actions for o in a.option_strings if o.startswith("--")]
@@ -109,6 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = _subparser(parser, module.replace("_", "-")) if module else None
     if command is not None:
         argv = old_spellings(command, argv)
+        if typos := unknown_flags(command, argv):
+            _unknown(command, typos)
     args, extras = parser.parse_known_args(argv)
     if extras:
         if command is None:

@@ -207,7 +207,7 @@ def test_description_to_stdout_and_usage_errors(capture, tmp_path: Path) -> None
     assert proc.returncode == 0, proc.stderr
     entries = json.loads(proc.stdout)
     assert [e["MAPFilename"] for e in entries] == ["G0001.JPG", "G0002.JPG"]
-    assert "process: 2 images in 1 sequences" in proc.stderr
+    assert "process: 2 images in 1 sequence," in proc.stderr
     assert not (one / "mapillary_image_description.json").exists()
     bad = run_process(tmp_path, str(one), "--tz", "Nowhere/Land")
     assert bad.returncode == 2 and "Nowhere/Land" in bad.stderr

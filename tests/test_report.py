@@ -79,7 +79,7 @@ def test_summary_counts_prints_and_exit_code() -> None:
     ]
     summary.print()
     text = out.getvalue()
-    assert text.splitlines()[0] == "geotag: 5 images, 2 written, 1 duplicates, 3 set aside"
+    assert text.splitlines()[0] == "geotag: 5 images, 2 written, 1 duplicate, 3 set aside"
     assert "set aside, outside the GPX track: 2" in text
     assert "set aside, no capture time: 1" in text
     assert "zone of camera times: +02:00; time offset: 30 s (camera ahead)" in text
@@ -91,5 +91,5 @@ def test_summary_without_zone_or_sequences_says_neither() -> None:
     out = io.StringIO()
     summary = Summary("add-tags", done_verb="tagged", images=3, done=3, sequences=1, out=out)
     summary.print()
-    assert out.getvalue() == "add-tags: 3 images, 1 sequences, 3 tagged, 0 set aside\n"
+    assert out.getvalue() == "add-tags: 3 images, 1 sequence, 3 tagged, 0 set aside\n"
     assert summary.exit_code() == 0

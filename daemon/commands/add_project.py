@@ -14,6 +14,7 @@ from typing import Any
 from daemon.commands import legacy
 from daemon.commands.common import add_command
 from daemon.commands.report import NO_DESCRIPTION, Progress, Summary
+from daemon.core.words import counted
 from daemon.media import exif
 from daemon.pipeline.describe import description_json
 from daemon.pipeline.records import BAD_FILE, BAD_METADATA
@@ -91,5 +92,7 @@ def run(args: argparse.Namespace) -> int:
                 continue
         summary.done += 1
     if kept:
-        summary.note(f"{kept} photos kept the project they had (use --overwrite to replace it)")
+        summary.note(
+            f"{counted(kept, 'photo')} kept the project they had (use --overwrite to replace it)"
+        )
     return summary.finish()

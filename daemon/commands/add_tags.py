@@ -110,6 +110,12 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"SEQUENCE_UUID {args.sequence_uuid!r} is not a UUID") from None
     zone = legacy.zone(args.tz)
     summary = Summary("add-tags", done_verb="tagged")
+    if os.environ.get("MAPILLARY_PASSWORD"):
+        # The old script logged in with it to fetch the user key; uploads now take a token.
+        summary.note(
+            "MAPILLARY_PASSWORD is not used (nor written anywhere): "
+            "uploads take a token, see `mapillary-daemon authenticate`"
+        )
     records = correct_times(legacy.read(summary, args.path, zone, recursive=True), args.time_offset)
     summary.time_offset = args.time_offset
     descriptions: dict[Path, str] = {}

@@ -33,5 +33,6 @@ def add_config_flag(p: argparse.ArgumentParser) -> None:
             "--config",
             type=Path,
             metavar="FILE",
-            help="configuration file (default: the one 'mapillary-daemon config path' prints)",
+            help="configuration file (default: $MAPILLARY_DAEMON_CONFIG, else the user's; "
+            "see `config path`)",
         )

@@ -44,12 +44,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         "  MAPILLARY_DAEMON_WATCH=/srv/photos mapillary-daemon config show\n"
         "  mapillary-daemon config web-password   # before --web-listen 0.0.0.0:8764",
     )
-    p.add_argument("action", choices=["init", "show", "path", "web-password"])
+    p.add_argument(
+        "action",
+        choices=["init", "show", "path", "web-password"],
+        metavar="ACTION",
+        help="init: write every setting with its default; show: the settings in effect "
+        "(file, environment); path: where the file is; web-password: store the status "
+        "page's password (hashed)",
+    )
     p.add_argument(
         "--config",
         type=Path,
-        help="configuration file (default: the user's, see `config path`)",
-        default=None,
+        metavar="FILE",
+        help="configuration file (default: $MAPILLARY_DAEMON_CONFIG, else the user's; "
+        "see `config path`)",
     )
     p.add_argument("--force", action="store_true", help="init: overwrite an existing file")
     p.set_defaults(func=run)

@@ -61,10 +61,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         "their thumbnails in parallel, each with its position, time and heading in EXIF.",
         EPILOG,
     )
-    for name in ("min_lat", "max_lat", "min_lon", "max_lon"):
-        p.add_argument(name, type=float, nargs="?", metavar=name.upper())
-    p.add_argument("--bbox", metavar="W,S,E,N", help="the box as the API writes it, instead")
-    p.add_argument("--max-results", type=int, metavar="N", help="download at most N images")
+    edges = {
+        "min_lat": "southern edge of the box, degrees latitude",
+        "max_lat": "northern edge, degrees latitude",
+        "min_lon": "western edge, degrees longitude",
+        "max_lon": "eastern edge, degrees longitude",
+    }
+    for name, text in edges.items():
+        p.add_argument(name, type=float, nargs="?", metavar=name.upper(), help=text)
+    p.add_argument(
+        "--bbox", metavar="W,S,E,N", help="the box as the API writes it, instead of the four edges"
+    )
+    p.add_argument(
+        "--max-results", type=int, metavar="N", help="download at most N images (default: all)"
+    )
     p.add_argument(
         "--image-size",
         type=image_size,

@@ -14,6 +14,7 @@ import piexif
 from daemon.commands import legacy
 from daemon.commands.common import add_command
 from daemon.commands.report import Summary
+from daemon.core.words import counted
 from daemon.media import exif
 from daemon.pipeline.directions import interpolate_directions
 from daemon.pipeline.records import NO_POSITION, ImageRecord
@@ -88,5 +89,7 @@ def run(args: argparse.Namespace) -> int:
     unmoved = sum(1 for r in directed if r.ok and r.heading is None)
     legacy.write_each(usable, write_direction, summary)
     if unmoved:
-        summary.note(f"{unmoved} photos in folders where nothing moved were left without one")
+        summary.note(
+            f"{counted(unmoved, 'photo')} in folders where nothing moved were left without one"
+        )
     return summary.finish()

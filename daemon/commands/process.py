@@ -20,6 +20,7 @@ from daemon.commands.report import REASONS, clock_offset_text
 from daemon.core import config, flags
 from daemon.core.durable import put_in_place, temp_beside
 from daemon.core.errors import EXIT_OK, EXIT_SET_ASIDE, UsageError
+from daemon.core.words import counted
 from daemon.media import exif
 from daemon.media.load import find_jpegs, load_records
 from daemon.pipeline import PipelineOptions, PipelineResult, run_pipeline
@@ -71,7 +72,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--gpx", action="append", type=Path, default=[], metavar="FILE", help="GPX track(s)"
     )
-    p.add_argument("--desc-path", metavar="FILE|-", help=f"default: PATH/{DESCRIPTION_FILE}")
+    p.add_argument(
+        "--desc-path",
+        metavar="FILE|-",
+        help=f"where the descriptions go, - for standard output (default: PATH/{DESCRIPTION_FILE})",
+    )
     p.add_argument("--write-exif", action="store_true", help="write position into the photos")
     add_config_flag(p)
     flags.add_sections(p, ["pipeline"])
@@ -137,8 +142,8 @@ def print_summary(
     for r in set_aside:
         print(f"{r.path}: {r.error.message if r.error else ''}", file=sys.stderr)
     print(
-        f"process: {result.images} images in {len(result.sequences)} sequences, "
-        f"{len(result.duplicates)} duplicates, {len(set_aside)} set aside",
+        f"process: {counted(result.images, 'image')} in {counted(len(result.sequences), 'sequence')}"
+        f", {counted(len(result.duplicates), 'duplicate')}, {len(set_aside)} set aside",
         file=out,
     )
     for reason, n in sorted(Counter(r.error.type for r in set_aside if r.error).items()):

@@ -15,6 +15,7 @@ from daemon.commands import legacy
 from daemon.commands.common import add_command
 from daemon.commands.report import Summary
 from daemon.core.errors import UsageError
+from daemon.core.words import counted
 from daemon.pipeline.duplicates import mark_duplicates, mark_impossible_speeds
 from daemon.pipeline.records import BAD_FILE, NO_POSITION, ImageRecord
 from daemon.pipeline.sequences import cut_sequences
@@ -53,10 +54,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=Path,
         nargs="?",
         metavar="DUPLICATE_DIR",
-        help="default SRC/duplicates",
+        help="where duplicates go (default SRC/duplicates)",
     )
     p.add_argument(
-        "-d", "--distance", type=float, default=4.0, metavar="METERS", help="(%(default)s)"
+        "-d",
+        "--distance",
+        type=float,
+        default=4.0,
+        metavar="METERS",
+        help="where photos are too sparse to judge motion: closer than this to the last "
+        "photo kept is a duplicate (%(default)s)",
     )
     p.add_argument(
         "-p",
@@ -66,7 +73,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="DEGREES",
         help="a compass turn of more than this keeps a photo (%(default)s)",
     )
-    p.add_argument("-e", "--error-dir", type=Path, metavar="ERROR_DIR", help="default SRC/errors")
+    p.add_argument(
+        "-e",
+        "--error-dir",
+        type=Path,
+        metavar="ERROR_DIR",
+        help="where photos that cannot be judged go (default SRC/errors)",
+    )
     p.add_argument(
         "--max-speed",
         type=float,
@@ -142,14 +155,18 @@ def run(args: argparse.Namespace) -> int:
         for record in duplicates:
             summary.file_line(f"{record.path}: would move to {dup_dir}: {record.reason}")
         summary.note(
-            f"dry run, nothing moved: {len(duplicates)} duplicates would go to {dup_dir}, "
-            f"{len(errors)} photos to {err_dir}"
+            f"dry run, nothing moved: {counted(len(duplicates), 'duplicate')} would go to "
+            f"{dup_dir}, {counted(len(errors), 'photo')} to {err_dir}"
         )
     else:
         moved = move_all(duplicates, dup_dir, DUPLICATES_LOG, summary, with_type=False)
         moved_errors = move_all(errors, err_dir, ERRORS_LOG, summary, with_type=True)
         if duplicates:
-            summary.note(f"{moved} duplicates moved to {dup_dir} (reasons in {DUPLICATES_LOG})")
+            summary.note(
+                f"{counted(moved, 'duplicate')} moved to {dup_dir} (reasons in {DUPLICATES_LOG})"
+            )
         if errors:
-            summary.note(f"{moved_errors} photos moved to {err_dir} (reasons in {ERRORS_LOG})")
+            summary.note(
+                f"{counted(moved_errors, 'photo')} moved to {err_dir} (reasons in {ERRORS_LOG})"
+            )
     return summary.finish()

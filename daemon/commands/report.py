@@ -17,6 +17,7 @@ from typing import TextIO
 
 from daemon.core.errors import EXIT_OK, EXIT_SET_ASIDE
 from daemon.core.progress import Progress
+from daemon.core.words import counted
 from daemon.pipeline.records import (
     BAD_FILE,
     BAD_METADATA,
@@ -101,12 +102,12 @@ class Summary:
         return EXIT_SET_ASIDE if self.set_aside_total else EXIT_OK
 
     def lines(self) -> list[str]:
-        head = [f"{self.images} images"]
+        head = [counted(self.images, "image")]
         if self.sequences is not None:
-            head.append(f"{self.sequences} sequences")
+            head.append(counted(self.sequences, "sequence"))
         head.append(f"{self.done} {self.done_verb}")
         if self.duplicates:
-            head.append(f"{self.duplicates} duplicates")
+            head.append(counted(self.duplicates, "duplicate"))
         head.append(f"{self.set_aside_total} set aside")
         out = [f"{self.command}: " + ", ".join(head)]
         for type_, n in sorted(self.set_aside.items()):

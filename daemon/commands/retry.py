@@ -1,13 +1,34 @@
-"""`retry`: queue failed sequences again, also while the daemon runs."""
+"""`retry`: queue failed sequences again, also while the daemon runs.
+
+With no daemon running, `retry` opens the journal as its one writer and queues them itself.
+While a daemon holds the journal, `retry` only leaves a request in it
+(``journal.sequences.request_retry``) which the daemon's upload stage takes on its next
+periodic check and applies with its own writer, as the status page's Retry is.
+
+That request is the one write a second process makes to a journal a daemon holds, against the
+one-writer rule of DESIGN.md; it is safe, and cheaper than a side channel (a request file the
+daemon would have to poll, clean up after a crash and keep private), because:
+- the journal is in WAL mode: SQLite itself serialises writers; the request is one
+  ``BEGIN IMMEDIATE`` transaction (one upsert, milliseconds), so the daemon's next write waits
+  at most that long, well inside its busy timeout, and readers are never blocked;
+- it touches one settings row that nothing else writes and only ``take_retry_requests``
+  reads and clears, in the daemon's own transaction: no row the daemon caches or the state
+  machines guard is changed behind its back, and a request merged into one still pending
+  (uuids, or "all") loses neither;
+- it is committed with ``synchronous=FULL`` like every journal write: once `retry` has said
+  so, the request survives a power cut, and a daemon that stops before taking it takes it when
+  it starts again.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sqlite3
 from pathlib import Path
 
 from daemon.commands.common import add_command, add_config_flag
 from daemon.core import config
-from daemon.core.errors import EXIT_OK, UsageError
+from daemon.core.errors import EXIT_IO, EXIT_OK, DaemonError, UsageError
 from daemon.journal import Journal, JournalError, SequenceState
 from daemon.journal.sequences import request_retry
 
@@ -50,7 +71,10 @@ def run(args: argparse.Namespace) -> int:
         if "locked by another process" not in str(exc):
             raise UsageError(str(exc)) from None
         _check_known(path, wanted)
-        request_retry(path, wanted)
+        try:
+            request_retry(path, wanted)
+        except sqlite3.Error as exc:
+            raise JournalUnwritable(f"{path}: cannot leave the retry request: {exc}") from None
         print("asked the running daemon to retry " + _what(wanted))
         return EXIT_OK
     with journal:
@@ -58,6 +82,10 @@ def run(args: argparse.Namespace) -> int:
         done = journal.retry_sequences(wanted)
     print(f"queued {len(done)} failed sequence{'' if len(done) == 1 else 's'} again")
     return EXIT_OK
+
+
+class JournalUnwritable(DaemonError):
+    exit_code = EXIT_IO
 
 
 def _what(wanted: list[str] | None) -> str:

@@ -39,19 +39,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         EPILOG,
     )
     add_config_flag(p)
-    p.add_argument("--once", action="store_true", help="do what is pending and possible, exit")
+    p.add_argument(
+        "--once", action="store_true", help="do what is pending and possible, then exit (for cron)"
+    )
     p.add_argument(
         "--gpx",
         type=Path,
         action="append",
         default=[],
         metavar="FILE",
-        help="GPX file(s) to use for every photo",
+        help="a GPX file for every photo; repeat for more (default: only those in gpx_dir)",
     )
     p.add_argument(
         "--server",
         metavar="URL",
-        help="shorthand: graph and upload endpoints of one embedded server",
+        help="graph and upload endpoints of one `mapillary-daemon server` (default: Mapillary's)",
     )
     flags.add_sections(p, config.SECTIONS)
     p.set_defaults(func=run)

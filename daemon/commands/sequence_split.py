@@ -14,6 +14,7 @@ from daemon.commands import legacy
 from daemon.commands.common import add_command
 from daemon.commands.report import Summary
 from daemon.core.errors import UsageError
+from daemon.core.words import counted
 from daemon.pipeline.records import BAD_FILE, ImageRecord
 from daemon.pipeline.sequences import split_sequences
 
@@ -97,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     start = first_free_index(root)
     for n, seq in enumerate(sequences, start=start):
         target = root / str(n)
-        line = f"{seq[0].filename} .. {seq[-1].filename} ({len(seq)} photo{'' if len(seq) == 1 else 's'}) -> {target}"
+        line = f"{seq[0].filename} .. {seq[-1].filename} ({counted(len(seq), 'photo')}) -> {target}"
         if args.dry_run:
             summary.file_line(f"would move {line}")
         else:

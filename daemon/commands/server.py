@@ -72,20 +72,47 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="S",
         help="how long a finished sequence takes to get its sequence and image ids (0)",
     )
-    p.add_argument("--fail-rate", type=float, default=0.0, help="share of requests answered 5xx")
+    p.add_argument(
+        "--fail-rate",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="share of requests answered 5xx, 0 to 1 (0: none)",
+    )
     p.add_argument(
         "--drop-rate",
         type=float,
         default=0.0,
-        help="share of uploads and thumbnail downloads cut mid-body",
+        metavar="P",
+        help="share of uploads and thumbnail downloads cut mid-body, 0 to 1 (0: none)",
     )
-    p.add_argument("--latency", type=float, default=0.0, metavar="MS", help="added per request")
     p.add_argument(
-        "--max-rate", type=float, default=0.0, metavar="BYTES_PER_S", help="upload bandwidth cap"
+        "--latency", type=float, default=0.0, metavar="MS", help="added to every request (0)"
     )
-    p.add_argument("--outage", metavar="START_S:DURATION_S", help="window of refused requests")
-    p.add_argument("--rate-limit", type=float, default=0.0, metavar="N_PER_S", help="then 429")
-    p.add_argument("--seed", type=int, help="seed of the fault RNG (reproducible faults)")
+    p.add_argument(
+        "--max-rate",
+        type=float,
+        default=0.0,
+        metavar="BYTES_PER_S",
+        help="upload bandwidth cap (0: none)",
+    )
+    p.add_argument(
+        "--outage",
+        metavar="START_S:DURATION_S",
+        help="refuse every request (503, or a reset connection) for DURATION_S seconds, "
+        "START_S seconds after start (default: no outage)",
+    )
+    p.add_argument(
+        "--rate-limit",
+        type=float,
+        default=0.0,
+        metavar="N_PER_S",
+        help="requests per second, all clients together; more are answered 429 with "
+        "Retry-After (0: no limit)",
+    )
+    p.add_argument(
+        "--seed", type=int, help="seed of the fault RNG, for reproducible faults (default: random)"
+    )
     p.set_defaults(func=run)
 
 

@@ -71,7 +71,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "`mapillary-daemon run` from this installation, and print the commands that enable it.",
         EPILOG,
     )
-    p.add_argument("action", choices=["install", "uninstall"])
+    p.add_argument(
+        "action",
+        choices=["install", "uninstall"],
+        metavar="ACTION",
+        help="install: write the unit and print the commands that enable it; uninstall: "
+        "remove what install wrote (never configuration or data)",
+    )
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--user", action="store_true", help="a user service (default unless root)")
     mode.add_argument("--system", action="store_true", help="a system service (default as root)")
@@ -88,7 +94,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=Path("/"),
         help="--system: install below this folder instead of / (preparing an image)",
     )
-    p.add_argument("--config", type=Path, help="--system: configuration to take watch roots from")
+    p.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="--system: configuration to take watch roots from (default: the system one)",
+    )
     p.add_argument(
         "--service-user",
         default=SERVICE_USER,

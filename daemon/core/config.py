@@ -188,13 +188,16 @@ class Settings:
     # >0: polling observers (network mounts, which inotify cannot see)
     poll_interval: float = _setting(_SOURCES, 0.0, minimum=0)
     journal: Path | None = _setting(
-        _STORAGE, flag="--journal", metavar="FILE", help="journal (default: state dir)"
+        _STORAGE,
+        flag="--journal",
+        metavar="FILE",
+        help="journal (default: journal.sqlite3 in the user state folder)",
     )
     spool: Path | None = _setting(
         _STORAGE,
         flag="--spool",
         metavar="DIR",
-        help="where card photos are copied (default: data dir/spool)",
+        help="where card photos are copied (default: spool in the user data folder)",
     )
     keep_days: float = _setting(
         _STORAGE,
@@ -226,7 +229,7 @@ class Settings:
         check=_zone,
         flag="--tz",
         metavar="ZONE",
-        help="zone of camera times: +02:00, Europe/Berlin (default: this machine's zone)",
+        help="zone of camera times without one: +02:00, Europe/Berlin (default: this machine's)",
     )
     time_offset: float = _setting(
         _PIPELINE,
@@ -240,7 +243,7 @@ class Settings:
         0.0,
         flag="--bearing-offset",
         metavar="DEG",
-        help="added to GPX bearings ({default})",
+        help="degrees added to GPX bearings ({default})",
     )
     max_gap: float = _setting(
         _PIPELINE,
@@ -323,7 +326,7 @@ class Settings:
         0.0,
         flag="--offset-angle",
         metavar="DEG",
-        help="camera to travel angle ({default})",
+        help="angle of the camera to the direction of travel, degrees ({default})",
     )
     graph_endpoint: str = _setting(_UPLOAD, DEFAULT_GRAPH, check=_http_url)
     upload_endpoint: str = _setting(_UPLOAD, DEFAULT_UPLOAD, check=_http_url)
@@ -338,7 +341,7 @@ class Settings:
         _UPLOAD,
         flag="--organization-id",
         metavar="ID",
-        help="upload for this organization (default: your own account)",
+        help="upload for this organization (default: as yourself)",
     )
     concurrency: int = _setting(
         _UPLOAD,
@@ -355,7 +358,7 @@ class Settings:
         minimum=0,
         flag="--max-rate",
         metavar="BYTES_PER_S",
-        help="bandwidth cap (0: none)",
+        help="bandwidth cap ({default}: none)",
     )
     upload_hours: str = _setting(
         _UPLOAD,
@@ -379,7 +382,7 @@ class Settings:
         minimum=0,
         flag="--upload-delay",
         metavar="S",
-        help="seconds sequences are held before upload, to review them ({default})",
+        help="seconds a new sequence waits before upload, time to review it ({default})",
     )
     log_format: str = _setting(
         _LOGS,
@@ -526,12 +529,20 @@ def environment_values(env: dict[str, str] | None = None) -> dict[str, str]:
         values["graph_endpoint"] = env["MAPILLARY_GRAPH_API_ENDPOINT"]
     if env.get("MAPILLARY_UPLOAD_ENDPOINT"):
         values["upload_endpoint"] = env["MAPILLARY_UPLOAD_ENDPOINT"]
-    # The old scripts' knobs.
-    if env.get("NUMBER_THREADS"):
-        values.setdefault("concurrency", env["NUMBER_THREADS"])
-    if env.get("MAX_ATTEMPTS"):
-        values.setdefault("max_attempts", env["MAX_ATTEMPTS"])
     return values
+
+
+# The old scripts' knobs, read as our settings; a MAPILLARY_DAEMON_ variable wins over them.
+OLD_SCRIPT_VARIABLES = {"NUMBER_THREADS": "concurrency", "MAX_ATTEMPTS": "max_attempts"}
+
+
+def _old_script_variables(settings: Settings, env: dict[str, str] | None) -> Settings:
+    """Each old variable applied alone, so that a bad value is refused under its own name."""
+    env = dict(os.environ if env is None else env)
+    for variable, name in OLD_SCRIPT_VARIABLES.items():
+        if env.get(variable):
+            settings = apply(settings, {name: env[variable]}, f"environment {variable}")
+    return settings
 
 
 def load(
@@ -547,6 +558,7 @@ def load(
     file_path = path or default_config_path()
     if file_path.exists() or path is not None:
         settings = apply(settings, read_file(file_path), str(file_path))
+    settings = _old_script_variables(settings, env)
     settings = apply(settings, environment_values(env), "environment")
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
     return apply(settings, given, "command line")

@@ -265,9 +265,20 @@ class SequenceStore(FileStore, ClusterStore):
 def request_retry(path: Path, uuids: Sequence[str] | None, busy_timeout: float = 10.0) -> None:
     """Leave a retry request in the journal a running daemon writes (it holds the writer lock):
     one small transaction of SQLite's own, which the daemon's upload stage takes on its next
-    periodic check. ``uuids`` None asks for every failed sequence."""
-    conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
+    periodic check. ``uuids`` None asks for every failed sequence.
+
+    The one place where a second process writes a journal a daemon holds (see
+    ``daemon/commands/retry.py`` for why it is safe): it only merges uuids into one settings
+    row that only ``take_retry_requests`` reads and clears; every state change is still the
+    daemon's own. Opened read-write, never created (a journal gone meanwhile is an error, not
+    a new empty file), on the real file as ``Journal.open`` does, committed with a full sync.
+    """
+    real = Path(os.path.realpath(path))
+    conn = sqlite3.connect(
+        f"{real.as_uri()}?mode=rw", timeout=busy_timeout, isolation_level=None, uri=True
+    )
     try:
+        conn.execute("PRAGMA synchronous=FULL")
         conn.execute("BEGIN IMMEDIATE")
         row = conn.execute(
             "SELECT value FROM settings WHERE key = ?", (RETRY_REQUESTS_META,)
