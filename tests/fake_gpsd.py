@@ -167,8 +167,8 @@ class FakeGpsd:
             await writer.drain()
             await watching.wait()
             await self._replay(writer, send, closed)
-        except (ConnectionError, OSError):
-            pass
+        except (ConnectionError, OSError, asyncio.CancelledError):
+            pass  # the client went, or the fake is stopping (asyncio would report a cancel)
         finally:
             reading.cancel()
             self._writers.discard(writer)
