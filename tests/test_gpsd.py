@@ -31,7 +31,7 @@ from daemon.intake.gpsd import (
     Satellites,
     parse_report,
 )
-from daemon.intake.gpslog import BATCH_SECONDS, FOOTER, TrackWriter
+from daemon.intake.gpslog import BATCH_SECONDS, FOOTER, TrackWriter, finish_left_open
 from daemon.media.gpx import merge, parse_time
 from daemon.media.nmea import load_track
 from daemon.server.config import ServerConfig
@@ -245,6 +245,24 @@ def test_a_power_cut_mid_line_loses_only_the_cut_fix(tmp_path: Path) -> None:
     assert "line 28" in track.notes[0], track.notes
 
 
+def test_a_log_left_open_by_a_cut_is_finished_after_its_last_whole_line(tmp_path: Path) -> None:
+    writer = TrackWriter(tmp_path)
+    feed(writer, [fix_at(T0 + i, i) for i in range(25)])
+    writer.flush()
+    assert writer.path is not None
+    data = writer.path.read_bytes()
+    writer.path.write_bytes(data[:-40] + b"\x00" * 300)
+    assert finish_left_open(writer.path)
+    assert gpxpy.parse(writer.path.read_text()).get_track_points_no() == 24  # others read it too
+    assert len(load_track(writer.path)) == 24 and not load_track(writer.path).notes
+    assert not finish_left_open(writer.path)  # once
+    # another program's file with one of our names is never changed
+    theirs = tmp_path / "gps-2024-06-02.gpx"
+    theirs.write_bytes(b'<?xml version="1.0"?><gpx creator="someone"><trk><trkseg><trkpt')
+    assert not finish_left_open(theirs)
+    assert theirs.read_bytes().endswith(b"<trkpt")
+
+
 def test_fixes_wait_in_memory_while_the_folder_cannot_be_written(tmp_path: Path) -> None:
     blocked = tmp_path / "gps"
     blocked.write_text("a file where the folder should be")
@@ -398,5 +416,8 @@ def test_photos_of_a_drive_are_placed_from_the_own_log_across_a_gpsd_restart_and
     assert status["track"] == "gps-2024-06-01-2.gpx" and status["fixes"] > 50
     assert "GPS: " in text and "own log gps-2024-06-01-2.gpx" in text, text
     assert d.stop() == 0
-    assert (logs / "gps-2024-06-01-2.gpx").read_text().endswith(FOOTER)  # a clean stop closes it
-    assert not (logs / "gps-2024-06-01.gpx").read_text().endswith(FOOTER)  # SIGKILL did not
+    # a clean stop closes its file; the one the SIGKILL left open was closed at the restart
+    for name in names:
+        assert (logs / name).read_text().endswith(FOOTER), name
+        assert gpxpy.parse((logs / name).read_text()).get_track_points_no() > 50
+    assert d.events("gps_log_finished", run=2)[0]["file"] == str(logs / "gps-2024-06-01.gpx")

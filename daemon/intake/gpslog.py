@@ -15,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,12 +38,21 @@ HEADER = (
     "<trk><name>{name}</name><trkseg>\n"
 )
 FOOTER = "</trkseg></trk></gpx>\n"
+LINE_END = b"</trkpt>\n"
+_OURS = HEADER.split("{name}")[0].encode("ascii")  # how every file of ours begins
+TAIL_BYTES = 1 << 16  # where the last whole line of a log cut off is looked for
+
+
+_NAME = re.compile(rf"{PREFIX}\d{{4}}-\d\d-\d\d(-\d+)?{re.escape(SUFFIX)}")
 
 
 def own_log_name(path: str | os.PathLike[str]) -> bool:
-    """Is this a file name the writer gives its logs?"""
-    name = os.path.basename(path)
-    return name.startswith(PREFIX) and name.endswith(SUFFIX)
+    """Is this a file name the writer gives its logs?
+
+    >>> [own_log_name(n) for n in ("gps-2024-06-01.gpx", "gps-2024-06-01-2.gpx", "gps-x.gpx")]
+    [True, True, False]
+    """
+    return _NAME.fullmatch(os.path.basename(path)) is not None
 
 
 def stamp(t: float) -> str:
@@ -66,6 +77,38 @@ def trkpt(fix: Fix, satellites: int | None = None) -> str:
         f'<trkpt lat="{fix.lat:.7f}" lon="{fix.lon:.7f}">{ele}<time>{stamp(fix.time)}</time>'
         f"<fix>{kind}</fix>{sat}</trkpt>\n"
     )
+
+
+def finish_left_open(path: Path) -> bool:
+    """Give a log left open by a power cut (or SIGKILL) its closing tags, after its last whole
+    line (a line cut short, or zeros a file system left, are cut off first); True if it was
+    open. Our reader does not need it; other programs do. Only the writer's own files."""
+    footer = FOOTER.encode("ascii")
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        return False  # a FIFO would block the open
+    with open(path, "r+b") as fh:
+        if fh.read(len(_OURS)) != _OURS:
+            return False  # another program's file of that name: never ours to change
+        size = fh.seek(0, os.SEEK_END)
+        fh.seek(max(0, size - TAIL_BYTES))
+        tail = fh.read()
+        if tail.endswith(footer):
+            return False
+        start = size - len(tail)
+        end = tail.rfind(LINE_END)
+        if end >= 0:
+            keep = start + end + len(LINE_END)
+        else:  # no fix made it: keep the header only
+            head = tail.find(b"<trkseg>\n")
+            if head < 0 or start:
+                return False  # not a file as we write them: leave it alone
+            keep = head + len(b"<trkseg>\n")
+        fh.truncate(keep)
+        fh.seek(keep)
+        fh.write(footer)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return True
 
 
 @dataclass

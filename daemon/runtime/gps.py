@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.core import config, log
+from daemon.core.aio import wait_event
 from daemon.intake.gpsd import (
     MAX_BACKOFF,
     Connected,
@@ -32,8 +33,14 @@ from daemon.intake.gpsd import (
     Satellites,
     parse_address,
 )
-from daemon.intake.gpslog import BATCH_SECONDS, TrackWriter, Written, own_log_name
-from daemon.journal import GPX_META, AsyncJournal
+from daemon.intake.gpslog import (
+    BATCH_SECONDS,
+    TrackWriter,
+    Written,
+    finish_left_open,
+    own_log_name,
+)
+from daemon.journal import GPX_META, AsyncJournal, journal_trouble
 from daemon.runtime.process import GpxLibrary
 from daemon.runtime.state import Runtime, StatusBoard, Wakeups
 
@@ -91,6 +98,19 @@ class GpsLogging:
         self._lock = asyncio.Lock()  # one flush at a time (the loop's and shutdown's)
 
     async def run(self) -> None:
+        """Log until stopped. Anything unexpected (a bug) is said and the stage starts again
+        after a pause: the GPS must not stop the photos; the journal failing does stop it."""
+        while not self.wake.stopping.is_set():
+            try:
+                await self._run()
+            except Exception as exc:
+                if journal_trouble(exc):
+                    raise
+                self.log.error("gps_failed", reason=f"{type(exc).__name__}: {exc}")
+                self.log.debug("gps_failed_traceback", exc_info=exc)
+                await wait_event(self.wake.stopping, MAX_BACKOFF)
+
+    async def _run(self) -> None:
         await self._register_existing()
         queue: asyncio.Queue[GpsEvent] = asyncio.Queue()
         client = asyncio.create_task(self.client.run(queue), name="gpsd_client")
@@ -254,12 +274,19 @@ class GpsLogging:
         self.wake.process.set()
 
     async def _register_existing(self) -> None:
-        """The own logs already there (a restart, maybe after a power cut) are tracks too."""
+        """The own logs already there (a restart, maybe after a power cut) are tracks too;
+        one left open by a cut is finished first, so other programs can read it as well."""
         try:
             names = sorted(n for n in os.listdir(self.folder) if own_log_name(n))
         except OSError:
             return  # not made yet: the first fix makes it
         paths = [str(self.folder / n) for n in names]
+        for path in paths:
+            try:
+                if await asyncio.to_thread(finish_left_open, Path(path)):
+                    self.log.info("gps_log_finished", file=path, reason="left open by a stop")
+            except OSError as exc:
+                self.log.warning("gps_log_unfinished", file=path, reason=exc.strerror or str(exc))
         known = set(self.gpx.known.values())
         for path in paths:
             self.gpx.add(f"gpsd:{path}:{_size(path)}", path)
