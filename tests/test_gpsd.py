@@ -19,6 +19,8 @@ from typing import Any
 import gpxpy
 import pytest
 
+from daemon.commands.status import gps_line
+from daemon.core import config
 from daemon.core.geo import distance_m
 from daemon.demo.drive import plan_drive, write_drive
 from daemon.intake.gpsd import (
@@ -32,8 +34,12 @@ from daemon.intake.gpsd import (
     parse_report,
 )
 from daemon.intake.gpslog import BATCH_SECONDS, FOOTER, TrackWriter, finish_left_open
+from daemon.journal import RUNTIME_META, AsyncJournal
 from daemon.media.gpx import merge, parse_time
 from daemon.media.nmea import load_track
+from daemon.runtime.gps import GpsLogging
+from daemon.runtime.process import GpxLibrary
+from daemon.runtime.state import Runtime, StatusBoard, Wakeups
 from daemon.server.config import ServerConfig
 from daemon.server.runner import ServerThread
 from tests.daemon_proc import REPO, TOKEN, DaemonProc, free_port, new_daemon, wait_for
@@ -282,6 +288,66 @@ def test_repeated_reports_of_one_cycle_are_written_once(tmp_path: Path) -> None:
     for fix in [fix_at(T0), fix_at(T0), fix_at(T0 + 1), fix_at(T0 + 0.5)]:
         writer.add(fix)
     assert writer.flush().fixes == 2
+
+
+# -- the stage ------------------------------------------------------------------------------------
+
+
+def test_the_stage_shows_no_gpsd_no_fix_and_fix_and_hands_the_log_to_the_library(
+    tmp_path: Path,
+) -> None:
+    """The runtime stage over a real journal and GPX library, gpsd starting late."""
+    port = free_port()
+    drive = plan_drive(START, seed=5, stop_s=5.0, break_s=0.0)
+    reports = drive_reports(drive)[:150]  # 125 fixes, then the receiver reports no fix
+    settings = config.load(None, {"gpx_dir": tmp_path / "gps", "gpsd": f"127.0.0.1:{port}"}, env={})
+
+    async def story() -> tuple[list[str], GpsLogging, GpxLibrary, bool]:
+        journal = await AsyncJournal.open(tmp_path / "journal.sqlite3")
+        runtime, wake, gpx = Runtime(), Wakeups(), GpxLibrary()
+        board = StatusBoard(runtime, journal, dict)
+        stage = GpsLogging(
+            settings=settings, journal=journal, gpx=gpx, wake=wake, runtime=runtime, board=board
+        )
+        seen = [gps_line(runtime.gps or {}, True)]
+        task = asyncio.create_task(stage.run())
+        fake = None
+        try:
+            await asyncio.sleep(0.3)
+            seen.append(gps_line(runtime.gps or {}, True))
+            fake = FakeGpsdThread(reports, port=port, rate=400.0).__enter__()
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:  # every state, in order, each once
+                line = gps_line(runtime.gps or {}, True)
+                if line.split(",")[0] != seen[-1].split(",")[0]:
+                    seen.append(line)
+                if fake.fake.done and "no fix" in line and (runtime.gps or {})["fixes"]:
+                    break
+                await asyncio.sleep(0.02)
+            woken = wake.process.is_set()
+            wake.stopping.set()
+            await asyncio.wait_for(task, 10)
+            await stage.close()
+            saved = await journal.get_meta(RUNTIME_META)
+            assert saved["gps"]["server"] == f"127.0.0.1:{port}"
+        finally:
+            task.cancel()
+            if fake is not None:
+                fake.__exit__()
+            await journal.aclose()
+        return seen, stage, gpx, woken
+
+    seen, stage, gpx, woken = asyncio.run(story())
+    states = [line.split(",")[0] for line in seen]
+    assert states[:2] == [f"GPS: no gpsd at 127.0.0.1:{port}"] * 2, seen
+    # (the "no fix" between the greeting and the first fix lasts milliseconds: maybe unseen)
+    assert states[2:] in (["GPS: no fix", "GPS: fix", "GPS: no fix"], ["GPS: fix", "GPS: no fix"])
+    assert "9 satellites" in seen[-2] and "own log gps-2024-06-01.gpx" in seen[-1], seen
+    path = str(tmp_path / "gps" / "gps-2024-06-01.gpx")
+    assert path in gpx.known.values() and woken
+    version, paths = gpx.snapshot()
+    track = gpx.build(version, paths)
+    assert track is not None and len(track) == 125 == stage.writer.written
 
 
 # -- the daemon story ------------------------------------------------------------------------------
