@@ -80,10 +80,7 @@ async def collect(
         while sum(isinstance(e, Fix) for e in got) < want:
             left = deadline - time.monotonic()
             assert left > 0, f"timed out; got {got[-5:]}"
-            done, _ = await asyncio.wait({asyncio.ensure_future(queue.get())}, timeout=left)
-            if not done:
-                continue
-            event = done.pop().result()
+            event = await asyncio.wait_for(queue.get(), left)  # a test: 3.11's quirk is moot
             got.append(event)
             if stop_after is not None and isinstance(event, stop_after):
                 break
@@ -163,6 +160,51 @@ def test_the_client_comes_back_when_gpsd_does_with_a_growing_capped_pause() -> N
     final = after[-1]
     # it was a gpsd that went away: the next pause starts short again
     assert isinstance(final, Lost) and final.retry_in == 0.05, final
+
+
+def test_a_silent_gpsd_is_asked_and_a_dead_one_left_for_a_new_connection() -> None:
+    """gpsd without a receiver says nothing after its greeting: asked with ?VERSION; a peer
+    that does not answer either (a network gone without a FIN) is given up."""
+
+    async def story(answers: bool) -> tuple[list[GpsEvent], int]:
+        probes = 0
+
+        async def peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal probes
+            writer.write(b'{"class":"VERSION","release":"3.22"}\n')
+            while line := await reader.readline():
+                if line.startswith(b"?VERSION"):
+                    probes += 1
+                    if answers:
+                        writer.write(b'{"class":"VERSION","release":"3.22"}\n')
+            writer.close()
+
+        server = await asyncio.start_server(peer, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = GpsdClient("127.0.0.1", port, silence=0.2)
+        queue: asyncio.Queue[GpsEvent] = asyncio.Queue()
+        task = asyncio.create_task(client.run(queue))
+        got: list[GpsEvent] = []
+        getter = asyncio.ensure_future(queue.get())
+        try:
+            deadline = time.monotonic() + 1.5
+            while time.monotonic() < deadline and not any(isinstance(e, Lost) for e in got):
+                done, _ = await asyncio.wait({getter}, timeout=0.1)
+                if done:
+                    got.append(getter.result())
+                    getter = asyncio.ensure_future(queue.get())
+        finally:
+            getter.cancel()
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            server.close()
+        return got, probes
+
+    alive, probes = asyncio.run(story(answers=True))
+    assert [type(e) for e in alive] == [Connected] and probes >= 3  # 1.5 s: asked, answered
+    dead, probes = asyncio.run(story(answers=False))
+    assert [type(e) for e in dead] == [Connected, Lost] and probes == 1
+    assert isinstance(dead[1], Lost) and "no answer from gpsd for 0.4 s" in dead[1].reason
 
 
 # -- the writer ----------------------------------------------------------------------------------

@@ -238,6 +238,7 @@ class TrackWriter:
             os.fsync(fd)
         except OSError:
             os.close(fd)
+            path.unlink(missing_ok=True)  # a full disk must not leave an empty file a try
             raise
         self.fsyncs += 1
         self.bytes += len(head)

@@ -108,7 +108,7 @@ class GpsLogging:
                     raise
                 self.log.error("gps_failed", reason=f"{type(exc).__name__}: {exc}")
                 self.log.debug("gps_failed_traceback", exc_info=exc)
-                await wait_event(self.wake.stopping, MAX_BACKOFF)
+                await wait_event(self.wake.stopping, MAX_BACKOFF)  # a repeating bug: no spin
 
     async def _run(self) -> None:
         await self._register_existing()
@@ -122,9 +122,9 @@ class GpsLogging:
                 done, _ = await asyncio.wait(
                     waiting, timeout=TICK_SECONDS, return_when=asyncio.FIRST_COMPLETED
                 )
-                if client in done:  # the client never ends by itself: a bug, said, not fatal
-                    self.log.error("gpsd_client_failed", reason=repr(client.exception()))
-                    client = asyncio.create_task(self._restart(queue), name="gpsd_client")
+                if client in done:  # it never ends by itself: a bug, for the fence in run()
+                    client.result()
+                    raise RuntimeError("the gpsd client ended")
                 if getter in done:
                     event, getter = getter.result(), None
                     await self._take(event)
@@ -134,10 +134,6 @@ class GpsLogging:
             if getter is not None:
                 getter.cancel()
             await asyncio.gather(client, return_exceptions=True)
-
-    async def _restart(self, queue: asyncio.Queue[GpsEvent]) -> None:
-        await asyncio.sleep(MAX_BACKOFF)  # a bug that repeats must not spin the loop
-        await self.client.run(queue)
 
     # -- events --------------------------------------------------------------------------------
 
@@ -235,6 +231,7 @@ class GpsLogging:
                 )
             except OSError as exc:
                 self._write_failed(exc)
+                self._first_pending = time.monotonic()  # tried again in BATCH_SECONDS
                 return
             if self._failing is not None:
                 self.log.info("gps_log_resumed", folder=str(self.folder))
@@ -282,6 +279,8 @@ class GpsLogging:
             return  # not made yet: the first fix makes it
         paths = [str(self.folder / n) for n in names]
         for path in paths:
+            if self.writer.path is not None and path == str(self.writer.path):
+                continue  # being written (the stage started again after a failure)
             try:
                 if await asyncio.to_thread(finish_left_open, Path(path)):
                     self.log.info("gps_log_finished", file=path, reason="left open by a stop")
