@@ -447,9 +447,9 @@ def test_photos_of_a_drive_are_placed_from_the_own_log_across_a_gpsd_restart_and
     drive = plan_drive(START, seed=11, stop_s=10.0, break_s=0.0)
     reports = drive_reports(drive)
     replayed = tpv_fixes(reports)
-    gpsd = GpsdProc(tmp_path, reports, rate=40.0)
+    gpsd = GpsdProc(tmp_path, reports, rate=60.0)
     inbox, logs = tmp_path / "in", tmp_path / "gps"
-    photos = write_drive(drive, inbox, gpx_name=None)  # no GPS in their EXIF: the log must do
+    inbox.mkdir()
     d = new_daemon(
         daemons,
         tmp_path / "work",
@@ -474,6 +474,12 @@ def test_photos_of_a_drive_are_placed_from_the_own_log_across_a_gpsd_restart_and
         d.start()
         d.wait_event("gps_connected", 20)
         wait_for("the whole drive replayed", lambda: gpsd.sent() >= gpsd.total, 30)
+        end = parse_time(replayed[-1]["time"])
+        wait_for("the drive's last fix in the log", lambda: own_log(logs)[-1][0] == end, 30)
+        # Parked: the card's photos (no GPS in their EXIF: the log must place them)
+        photos = write_drive(drive, tmp_path / "card", gpx_name=None)
+        for path in photos:
+            os.replace(path, inbox / path.name)
 
         def accounted() -> bool:  # every photo uploaded, or one of a stop's duplicates
             dup = d.query("SELECT count(*) FROM files WHERE state = 'duplicate'")[0][0]

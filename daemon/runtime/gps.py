@@ -8,7 +8,7 @@ tried again. The log goes into ``gpx_dir`` (or ``<data dir>/gps`` without one).
 
 While fixes stream, the library is told of the log's growth at most every REGISTER_SECONDS
 (each time, the photos waiting for a position are read again, which costs on a Pi); a new
-file, a pause in the fixes, a lost gpsd and a stop are told at once.
+file, a pause in the fixes, the fix lost, a lost gpsd and a stop are told at once.
 """
 
 from __future__ import annotations
@@ -148,6 +148,9 @@ class GpsLogging:
                 self.state["mode"] = event.mode
                 if self.state["state"] == "fix":
                     await self._set_state("no fix", mode=event.mode)
+                    # Parked (a garage) or a tunnel: the log is complete for now, so it is
+                    # written and handed on at once, for the card about to come in.
+                    await self.flush(quiet=True)
             case Satellites():
                 self._satellites = event.used
                 self.state["satellites"] = event.used
