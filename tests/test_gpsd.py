@@ -155,7 +155,7 @@ def test_the_client_comes_back_when_gpsd_does_with_a_growing_capped_pause() -> N
     assert all(isinstance(e, Lost) for e in lost)
     assert [e.retry_in for e in lost if isinstance(e, Lost)] == [0.05, 0.1, 0.2, 0.4, 0.4, 0.4]
     assert "refused" in lost[0].reason.lower(), lost[0]
-    assert took < 0.4 + 0.5  # within one (capped) pause of gpsd coming back
+    assert took < 0.4 + 1.0  # within one (capped) pause of gpsd coming back, and a start
     assert isinstance(after[0], Connected)
     final = after[-1]
     # it was a gpsd that went away: the next pause starts short again
@@ -478,7 +478,9 @@ def test_photos_of_a_drive_are_placed_from_the_own_log_across_a_gpsd_restart_and
         back = time.monotonic()
         d.wait_event("gps_connected", 10, count=2)
         reconnect = time.monotonic() - back
-        assert reconnect < 1.0 + 1.0, reconnect  # the first pause after a gpsd is 1 s
+        # within the pause in effect: 1 s after a gpsd, 2 s (then 4) if a try came before the
+        # fake was listening again (its start takes a while on a loaded machine)
+        assert reconnect < 4.0 + 0.5, reconnect
         wait_for("two thirds of the drive", lambda: gpsd.sent() > gpsd.total * 2 / 3, 30)
         d.kill()  # SIGKILL mid-log: the batch not yet written is lost, nothing else
         d.start()
