@@ -392,16 +392,6 @@ def test_the_stage_shows_no_gpsd_no_fix_and_fix_and_hands_the_log_to_the_library
     assert track is not None and len(track) == 125 == stage.writer.written
 
 
-def test_the_system_service_may_write_the_own_log_into_the_gpx_folder(tmp_path: Path) -> None:
-    from daemon.commands.service import writable_paths
-
-    logger = tmp_path / "gpxlogger"
-    plain = config.load(None, {"watch": [tmp_path], "gpx_dir": logger}, env={})
-    assert logger not in writable_paths(plain)  # only read: another logger writes it
-    with_gpsd = config.load(None, {"gpx_dir": logger, "gpsd": "127.0.0.1:2947"}, env={})
-    assert logger in writable_paths(with_gpsd)
-
-
 # -- the daemon story ------------------------------------------------------------------------------
 
 

@@ -214,8 +214,6 @@ def writable_paths(settings: config.Settings) -> list[Path]:
         paths.append(settings.spool)
     if settings.journal:
         paths.append(settings.journal.parent)
-    if settings.gpsd and settings.gpx_dir:  # the daemon's own GPS log is written there
-        paths.append(settings.gpx_dir)
     return sorted({p.absolute() for p in paths})
 
 
