@@ -342,14 +342,20 @@ def test_the_stage_shows_no_gpsd_no_fix_and_fix_and_hands_the_log_to_the_library
     port = free_port()
     drive = plan_drive(START, seed=5, stop_s=5.0, break_s=0.0)
     reports = drive_reports(drive)[:150]  # 125 fixes, then the receiver reports no fix
-    settings = config.load(None, {"gpx_dir": tmp_path / "gps", "gpsd": f"127.0.0.1:{port}"}, env={})
+    settings = config.load(None, {"gpsd": f"127.0.0.1:{port}"}, env={})
 
     async def story() -> tuple[list[str], GpsLogging, GpxLibrary, bool]:
         journal = await AsyncJournal.open(tmp_path / "journal.sqlite3")
         runtime, wake, gpx = Runtime(), Wakeups(), GpxLibrary()
         board = StatusBoard(runtime, journal, dict)
         stage = GpsLogging(
-            settings=settings, journal=journal, gpx=gpx, wake=wake, runtime=runtime, board=board
+            settings=settings,
+            journal=journal,
+            gpx=gpx,
+            wake=wake,
+            runtime=runtime,
+            board=board,
+            folder=tmp_path / "gps",
         )
         seen = [gps_line(runtime.gps or {}, True)]
         task = asyncio.create_task(stage.run())
@@ -448,15 +454,16 @@ def test_photos_of_a_drive_are_placed_from_the_own_log_across_a_gpsd_restart_and
     reports = drive_reports(drive)
     replayed = tpv_fixes(reports)
     gpsd = GpsdProc(tmp_path, reports, rate=60.0)
-    inbox, logs = tmp_path / "in", tmp_path / "gps"
+    inbox, logs = tmp_path / "in", tmp_path / "data" / "mapillary-daemon" / "gps"
     inbox.mkdir()
     d = new_daemon(
         daemons,
         tmp_path / "work",
         server.environment(),
-        *("--watch", str(inbox), "--gpx-dir", str(logs), "--gpsd", f"127.0.0.1:{gpsd.port}"),
+        *("--watch", str(inbox), "--gpsd", f"127.0.0.1:{gpsd.port}"),  # no other GPS logger
         *("--position-wait", "7200", "--no-smoothing", "--web-listen", "off"),
     )
+    d.env["XDG_DATA_HOME"] = str(tmp_path / "data")  # the log goes into <data dir>/gps
     try:
         gpsd.start()
         d.start()

@@ -163,7 +163,7 @@ class Settings:
         check=_gpsd,
         flag="--gpsd",
         metavar="HOST:PORT",
-        help="log the fixes of this gpsd (127.0.0.1:2947) into our own track in gpx_dir "
+        help="log the fixes of this gpsd (127.0.0.1:2947) into our own track, used as a GPX "
         "(default: off)",
     )
     settle_seconds: float = _setting(

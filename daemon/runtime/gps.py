@@ -4,7 +4,9 @@ The client (:mod:`daemon.intake.gpsd`) puts gpsd's reports on a queue; this stag
 writes them with the :class:`~daemon.intake.gpslog.TrackWriter` (in a worker thread, a batch at
 a time), keeps ``Runtime.gps`` for `status` and the page, and hands each track file to the GPX
 library like any other GPX, waking the processing so that photos waiting for a position are
-tried again. The log goes into ``gpx_dir`` (or ``<data dir>/gps`` without one).
+tried again. The log goes into ``<data dir>/gps`` (``/var/lib/mapillary-daemon/gps`` for the
+system service), not into ``gpx_dir``: the sources would take each batch there for a new GPX
+(hashed again, journaled, waiting photos planned again every 10 s while driving).
 
 While fixes stream, the library is told of the log's growth at most every REGISTER_SECONDS
 (each time, the photos waiting for a position are read again, which costs on a Pi); a new
@@ -49,9 +51,9 @@ STALE_SECONDS = 5.0  # no fix reported for this long: "no fix" (a receiver gone 
 REGISTER_SECONDS = 60.0
 
 
-def own_log_folder(settings: config.Settings) -> Path:
-    """Where the daemon writes its own track: the GPX folder, else ``<data dir>/gps``."""
-    return settings.gpx_dir or config.data_dir() / "gps"
+def own_log_folder() -> Path:
+    """Where the daemon writes its own track."""
+    return config.data_dir() / "gps"
 
 
 def initial_state(server: str) -> dict[str, Any]:
@@ -76,11 +78,12 @@ class GpsLogging:
         wake: Wakeups,
         runtime: Runtime,
         board: StatusBoard,
+        folder: Path | None = None,
     ) -> None:
         assert settings.gpsd is not None
         self.host, self.port = parse_address(settings.gpsd)
         self.client = GpsdClient(self.host, self.port)
-        self.folder = own_log_folder(settings)
+        self.folder = folder or own_log_folder()
         self.writer = TrackWriter(self.folder)
         self.journal = journal
         self.gpx = gpx
