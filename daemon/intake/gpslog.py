@@ -90,10 +90,11 @@ def finish_left_open(path: Path) -> bool:
         if fh.read(len(_OURS)) != _OURS:
             return False  # another program's file of that name: never ours to change
         size = fh.seek(0, os.SEEK_END)
+        fh.seek(max(0, size - len(footer)))
+        if fh.read() == footer:
+            return False  # finished (every start looks at every log: a few bytes each)
         fh.seek(max(0, size - TAIL_BYTES))
         tail = fh.read()
-        if tail.endswith(footer):
-            return False
         start = size - len(tail)
         end = tail.rfind(LINE_END)
         if end >= 0:
