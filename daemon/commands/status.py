@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,29 @@ def _duration(s: float) -> str:
     return f"{s // 3600} h {s % 3600 // 60} min"
 
 
+def gps_line(gps: dict[str, Any], running: bool) -> str:
+    """The receiver as gpsd reports it, and the daemon's own log.
+
+    >>> gps_line({"state": "fix", "satellites": 9, "last_fix": "2026-12-02T12:00:03+00:00",
+    ...           "track": "gps-2026-12-02.gpx", "fixes": 3600, "server": "127.0.0.1:2947"}, True)
+    'GPS: fix, 9 satellites, last fix 12:00:03 UTC (own log gps-2026-12-02.gpx, 3,600 fixes)'
+    """
+    state = gps.get("state") or "no gpsd"
+    parts = [f"{state} at {gps.get('server')}" if state == "no gpsd" else state]
+    if state == "fix" and gps.get("satellites") is not None:
+        parts.append(f"{gps['satellites']} satellites")
+    if gps.get("last_fix"):
+        try:
+            when = datetime.fromisoformat(gps["last_fix"]).astimezone(UTC)
+            parts.append(f"last fix {when:%H:%M:%S} UTC")
+        except ValueError:
+            parts.append(f"last fix {gps['last_fix']}")
+    line = ("GPS: " if running else "GPS (last run): ") + ", ".join(parts)
+    if gps.get("track"):
+        line += f" (own log {gps['track']}, {gps.get('fixes', 0):,} fixes)"
+    return line
+
+
 def render(st: dict[str, Any]) -> str:
     d = st["daemon"]
     lines = []
@@ -85,6 +109,8 @@ def render(st: dict[str, Any]) -> str:
         lines.append(f"server: {server}" if d.get("running") else f"server (last run): {server}")
     if d.get("paused"):
         lines.append(f"paused: {d['paused']}")
+    if d.get("gps"):
+        lines.append(gps_line(d["gps"], bool(d.get("running"))))
     images = {k: v for k, v in st["images"].items() if v}
     lines.append("images: " + (", ".join(f"{v} {k}" for k, v in images.items()) or "none yet"))
     seqs = {k: v for k, v in st["sequences"].items() if v}

@@ -98,6 +98,18 @@ def _listen(value: str) -> str | None:
     return " must be HOST:PORT (127.0.0.1:8764) or off"
 
 
+def _gpsd(value: str | None) -> str | None:
+    from daemon.intake.gpsd import GpsdAddressError, parse_address
+
+    if value is None:
+        return None
+    try:
+        parse_address(value)
+    except GpsdAddressError:
+        return " must be HOST:PORT (127.0.0.1:2947)"
+    return None
+
+
 def _hours(value: str) -> str | None:
     from daemon.upload.throttle import parse_hours
 
@@ -152,6 +164,14 @@ class Settings:
         flag="--gpx-dir",
         metavar="DIR",
         help="folder a GPS logger writes to (default: none)",
+    )
+    gpsd: str | None = _setting(
+        _SOURCES,
+        check=_gpsd,
+        flag="--gpsd",
+        metavar="HOST:PORT",
+        help="log the fixes of this gpsd (127.0.0.1:2947) into our own track, used as a GPX "
+        "(default: off)",
     )
     settle_seconds: float = _setting(
         _SOURCES,

@@ -25,6 +25,7 @@ from daemon.core.errors import EXIT_IO, EXIT_OK, EXIT_SET_ASIDE, EXIT_USAGE
 from daemon.intake import Sources, clean_spool_temps
 from daemon.journal import ASIDE_META, GPX_META, AsyncJournal, FileFailures, JournalGone
 from daemon.pipeline.dates import zones_used
+from daemon.runtime.gps import GpsLogging
 from daemon.runtime.housekeeping import Housekeeping
 from daemon.runtime.intake import Intake
 from daemon.runtime.once import until_done
@@ -45,6 +46,7 @@ class Stages:
     uploading: Uploading
     housekeeping: Housekeeping
     board: StatusBoard
+    gps: GpsLogging | None = None  # only with `gpsd` set (a change of it needs a restart)
 
     def take(self, settings: config.Settings) -> None:
         for stage in (self.intake, self.processing, self.uploading, self.housekeeping):
@@ -164,6 +166,16 @@ class Daemon:
             ),
             housekeeping=Housekeeping(settings=settings, journal=journal, wake=wake, board=board),
             board=board,
+            gps=None
+            if settings.gpsd is None or self.once
+            else GpsLogging(
+                settings=settings,
+                journal=journal,
+                gpx=self.gpx,
+                wake=wake,
+                runtime=self.runtime,
+                board=board,
+            ),
         )
         self._explain_waiting(stages, journal, sources)
         return stages
@@ -198,6 +210,8 @@ class Daemon:
             self.runtime.activity = "stopped"
             try:
                 await self._stages.intake.flush()
+                if self._stages.gps is not None:
+                    await self._stages.gps.close()
                 await self._stages.board.save(force=True)
             except JournalGone as exc:  # nothing can be recorded any more
                 gone = None if said else exc
@@ -240,6 +254,8 @@ class Daemon:
             work["upload"] = s.uploading.run()
             if self.settings.web_listen != "off":  # not for a one-shot run from cron
                 work["web"] = self._web()
+            if s.gps is not None:
+                work["gps"] = s.gps.run()
         tasks = {asyncio.create_task(coro, name=name) for name, coro in work.items()}
         stop = asyncio.create_task(self.wake.stopping.wait(), name="stop")
         done, _ = await asyncio.wait(tasks | {stop}, return_when=asyncio.FIRST_COMPLETED)
