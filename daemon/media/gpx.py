@@ -51,6 +51,13 @@ class Track:
     eles: array = field(default_factory=lambda: array("d"))
     truncated: bool = False  # the file ended mid-write; the points are those before the cut
     notes: list[str] = field(default_factory=list)  # per file: what was dropped and why
+    # Its file has no end marker (an NMEA log, a GPX without its closing tags): a logger may
+    # still be appending to it.
+    can_grow: bool = False
+    # Last fixes of logs still being written: positions are never taken past one (by
+    # extrapolation, or interpolation to another file's next point), as the log's next fixes
+    # will say where the vehicle went; see ``growing_past``.
+    open_ends: frozenset[float] = frozenset()
 
     @classmethod
     def from_points(
@@ -97,6 +104,8 @@ class Track:
         i = bisect_left(self.times, t)
         if i < n and self.times[i] == t:
             return self._at_index(i, max_gap)
+        if i and self.times[i - 1] in self.open_ends:
+            return None
         if i == 0 or i == n:  # just past an end, within the extrapolation limit
             j = 0 if i == 0 else n - 1
             return self._at_index(j, max_gap)
@@ -114,6 +123,15 @@ class Track:
         ea, eb = self.eles[a], self.eles[b]
         ele = None if math.isnan(ea) or math.isnan(eb) else ea + (eb - ea) * f
         return TrackPosition(lat, lon, ele, self._bearing(a, b, max_gap))
+
+    def growing_past(self, t: float) -> float | None:
+        """The last fix of a log still being written that POSIX time ``t`` lies just past
+        (so the log's next fixes will place it), or None."""
+        i = bisect_left(self.times, t)
+        if i and (i == len(self.times) or self.times[i] != t):
+            end = self.times[i - 1]
+            return end if end in self.open_ends else None
+        return None
 
     def _at_index(self, i: int, max_gap: float) -> TrackPosition:
         ele = None if math.isnan(self.eles[i]) else self.eles[i]
@@ -400,8 +418,8 @@ def _sorted(track: Track) -> Track:
             continue
         last = times[i]
         out.append(times[i], track.lats[i], track.lons[i], track.eles[i])
-    out.truncated = track.truncated
-    out.notes = track.notes
+    out.truncated, out.notes = track.truncated, track.notes
+    out.can_grow, out.open_ends = track.can_grow, track.open_ends
     return out
 
 
@@ -420,7 +438,7 @@ def load_gpx(path: str | os.PathLike[str]) -> Track:
         if reading.dropped:
             raise GpxError(f"no usable GPX points ({_dropped_text(reading)})")
         raise GpxError("GPX points have no time" if reading.untimed else "GPX has no track points")
-    track.truncated = truncated
+    track.truncated = track.can_grow = truncated
     track.notes = _notes(str(path), reading, truncated)
     return _sorted(track)
 
@@ -445,7 +463,10 @@ def _notes(name: str, reading: _Reading, truncated: bool) -> list[str]:
 def merge(tracks: Sequence[Track]) -> Track:
     """One track from several (equal timestamps keep the first track's point)."""
     joined = Track(
-        truncated=any(tr.truncated for tr in tracks), notes=[n for tr in tracks for n in tr.notes]
+        truncated=any(tr.truncated for tr in tracks),
+        notes=[n for tr in tracks for n in tr.notes],
+        can_grow=any(tr.can_grow for tr in tracks),
+        open_ends=frozenset().union(*(tr.open_ends for tr in tracks)),
     )
     for tr in tracks:
         joined.times.extend(tr.times)

@@ -230,6 +230,7 @@ def load_nmea(path: str | os.PathLike[str]) -> Track:
     if log.dropped:
         what = ", ".join(f"{n} {why}" for why, n in sorted(log.dropped.items()))
         track.notes = [f"{path}: sentences dropped: {what}"]
+    track.can_grow = True  # NMEA has no end marker: only its age tells a finished log
     return _sorted(track)
 
 

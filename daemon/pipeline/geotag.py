@@ -64,6 +64,19 @@ def correct_times(records: Sequence[ImageRecord], time_offset_s: float) -> list[
     ]
 
 
+def _no_position(t: float, track: TrackLike, shifted: str, outside: str) -> str:
+    """Why a photo at POSIX time ``t`` has no position: past a log still being written (which
+    will place it), or ``outside`` what the track covers."""
+    growing_past = getattr(track, "growing_past", None)
+    last = growing_past(t) if growing_past is not None else None
+    if last is None:
+        return f"no track position at {_fmt(t)}{shifted}; {outside}"
+    return (
+        f"no track position at {_fmt(t)}{shifted} yet: the GPS log is still being written, "
+        f"its last fix so far at {_fmt(last)}"
+    )
+
+
 def geotag(
     records: Sequence[ImageRecord],
     track: TrackLike,
@@ -84,6 +97,7 @@ def geotag(
     span = track_span(track)
     covers = f"the track covers {_fmt(span[0])} to {_fmt(span[1])}" if span else "no track time"
     shifted = f" (camera time minus {time_offset_s:g} s)" if time_offset_s else ""
+    outside = f"{covers}, with gaps of more than {max_gap:g} s left out"
     out = []
     for record in correct_times(records, time_offset_s):
         if not record.ok:
@@ -100,13 +114,8 @@ def geotag(
             if record.has_position and record.position_source in ("exif", "xmp"):
                 out.append(record)
                 continue
-            out.append(
-                record.set_aside(
-                    OUTSIDE_TRACK,
-                    f"no track position at {_fmt(record.capture_time.timestamp())}{shifted}; "
-                    f"{covers}, with gaps of more than {max_gap:g} s left out",
-                )
-            )
+            why = _no_position(record.capture_time.timestamp(), track, shifted, outside)
+            out.append(record.set_aside(OUTSIDE_TRACK, why))
             continue
         heading, heading_source = record.heading, record.heading_source
         if pos.bearing is not None:

@@ -9,9 +9,11 @@ to the journal in one transaction per piece of a batch.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -40,6 +42,9 @@ WAITING_RECHECK_SECONDS = 60.0  # photos waiting for a GPX: is their wait over?
 # Photos of one root planned at once: a 50,000-photo card goes through in pieces, so memory
 # stays bounded (the whole card at once took ~180 MB).
 PROCESS_CHUNK = 5000
+# A log without an end marker (NMEA, a GPX without its closing tags) written to less than this
+# long ago is still being written: no photo is placed past its last fix, the next fixes will.
+GROWING_SECONDS = 120.0
 
 
 def zone_label(tz: str | None) -> str:
@@ -55,6 +60,9 @@ class GpxLibrary:
     from a ``snapshot`` taken on the loop, so the two never share a dict being changed, and a
     file added during a build makes a new ``version`` that the next build picks up. Each file
     is parsed once per change (keyed by size, mtime and inode), not once per file per build.
+
+    The logs still being written (see GROWING_SECONDS) mark their last fix as an open end of
+    the track; ``note_finished_logs`` makes a new version once one of them stops growing.
     """
 
     def __init__(self) -> None:
@@ -62,6 +70,7 @@ class GpxLibrary:
         self.version = 0
         self._built: tuple[int, Track | None] = (-1, None)
         self._parsed: dict[str, tuple[tuple[int, int, int], Track | None]] = {}
+        self._growing: set[str] = set()  # the logs built as still being written
 
     def load_known(self, known: dict[str, str]) -> None:
         self._paths.update(known)
@@ -114,12 +123,39 @@ class GpxLibrary:
         out."""
         if self._built[0] == version:
             return self._built[1]
-        tracks = [t for t in map(self._load, paths) if t is not None]
+        loaded = [(p, t) for p in paths if (t := self._load(p)) is not None]
         for gone in set(self._parsed) - set(paths):
             del self._parsed[gone]
+        tracks = [t for _p, t in loaded]
         track = (tracks[0] if len(tracks) == 1 else merge(tracks)) if tracks else None
+        now = time.time()
+        growing = {
+            path
+            for path, t in loaded
+            if t.can_grow and now - self._parsed[path][0][1] / 1e9 < GROWING_SECONDS
+        }
+        if track is not None and growing:
+            ends = frozenset(t.end for p, t in loaded if p in growing)
+            track = replace(track, open_ends=ends)  # the cached per-file tracks stay as read
+        self._growing = growing
         self._built = (version, track)
         return track
+
+    def note_finished_logs(self) -> bool:
+        """A new version when a log built as still being written has not grown for
+        GROWING_SECONDS (the photos waiting just past its end then get the usual rules).
+        One stat per such log, on the loop: there are one or two."""
+        now = time.time()
+        for path in self._growing:
+            try:
+                mtime = os.stat(path).st_mtime
+            except OSError:
+                mtime = -math.inf  # gone: the build says so
+            if now - mtime >= GROWING_SECONDS:
+                self._growing = set()
+                self.version += 1
+                return True
+        return False
 
 
 def read_rows(
@@ -236,6 +272,7 @@ class Processing:
             lambda j: j.roots_in_states([FileState.WAITING_FOR_POSITION])
         )
         options = PipelineOptions.from_settings(self.settings)
+        self.gpx.note_finished_logs()
         self._maybe_due = False
         for root in sorted({*fresh, *waiting}):
             if not self._batch_ready(root):
