@@ -46,7 +46,7 @@ class Stages:
     uploading: Uploading
     housekeeping: Housekeeping
     board: StatusBoard
-    gps: GpsLogging | None = None  # only with `gpsd` set (a change of it needs a restart)
+    gps: GpsLogging | None = None  # only with `gpsd` set (a reload starts, stops, re-points it)
 
     def take(self, settings: config.Settings) -> None:
         for stage in (self.intake, self.processing, self.uploading, self.housekeeping):
@@ -68,6 +68,7 @@ class Daemon:
         self.sources: Sources | None = None
         self._stages: Stages | None = None
         self._said_gone = False
+        self._gpsd_changed = asyncio.Event()  # a reload changed `gpsd`: the GPS stage follows
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -166,19 +167,24 @@ class Daemon:
             ),
             housekeeping=Housekeeping(settings=settings, journal=journal, wake=wake, board=board),
             board=board,
-            gps=None
-            if settings.gpsd is None or self.once
-            else GpsLogging(
-                settings=settings,
-                journal=journal,
-                gpx=self.gpx,
-                wake=wake,
-                runtime=self.runtime,
-                board=board,
-            ),
+            gps=self._gps_stage(settings, journal, board),
         )
         self._explain_waiting(stages, journal, sources)
         return stages
+
+    def _gps_stage(
+        self, settings: config.Settings, journal: AsyncJournal, board: StatusBoard
+    ) -> GpsLogging | None:
+        if settings.gpsd is None or self.once:
+            return None
+        return GpsLogging(
+            settings=settings,
+            journal=journal,
+            gpx=self.gpx,
+            wake=self.wake,
+            runtime=self.runtime,
+            board=board,
+        )
 
     def _explain_waiting(self, s: Stages, journal: AsyncJournal, sources: Sources) -> None:
         """Why photos wait, read from the stages into the status board before each save."""
@@ -254,8 +260,7 @@ class Daemon:
             work["upload"] = s.uploading.run()
             if self.settings.web_listen != "off":  # not for a one-shot run from cron
                 work["web"] = self._web()
-            if s.gps is not None:
-                work["gps"] = s.gps.run()
+            work["gps"] = self._gps()
         tasks = {asyncio.create_task(coro, name=name) for name, coro in work.items()}
         stop = asyncio.create_task(self.wake.stopping.wait(), name="stop")
         done, _ = await asyncio.wait(tasks | {stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -279,6 +284,43 @@ class Daemon:
         if self.once and (self.stats.rejected or self.stats.failed or any(self.stats.left)):
             return EXIT_SET_ASIDE
         return EXIT_OK
+
+    async def _gps(self) -> None:
+        """Run the GPS stage while `gpsd` is set; a reload that changes it stops the stage
+        (its log written and finished) and starts the one it now names, if any."""
+        while not self.stopping.is_set():
+            stage = self.stages.gps
+            run = asyncio.create_task(stage.run(), name="gps_stage") if stage else None
+            changed = asyncio.create_task(self._gpsd_changed.wait(), name="gpsd_changed")
+            pending = {changed} if run is None else {run, changed}
+            try:
+                await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+            error = None if run is None or run.cancelled() else run.exception()
+            if error is not None:
+                raise error  # the journal failing (the stage fences all else): a stop
+            if self._gpsd_changed.is_set():
+                self._gpsd_changed.clear()
+                await self._switch_gps()
+
+    async def _switch_gps(self) -> None:
+        """The GPS stage of the settings now in force, in place of the one that ran."""
+        assert self.journal is not None
+        old = self.stages.gps
+        if old is not None:
+            await old.close()
+        self.stages.gps = new = self._gps_stage(self.settings, self.journal, self.stages.board)
+        if new is None:
+            self.runtime.gps = None
+        self.log.info(
+            "gps_switched",
+            before=old.client.server if old else "off",
+            now=new.client.server if new else "off",
+        )
+        await self.stages.board.save()
 
     async def _web(self) -> None:
         """Serve the status page until stopped. A page that cannot be served is said once and
@@ -331,8 +373,11 @@ class Daemon:
             await self.sources.add_root(root, card_root=root in new.mount_roots)
         for root in old_roots - new_roots:
             await self.sources.remove_root(root)
+        gpsd_changed = new.gpsd != self.settings.gpsd
         self.settings = new
         self.stages.take(new)
+        if gpsd_changed and not self.once:
+            self._gpsd_changed.set()  # the GPS stage switches over (a reload answers at once)
         self.log.info(
             "config_reloaded",
             added=[str(r) for r in new_roots - old_roots],
