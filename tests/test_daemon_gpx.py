@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from daemon.core.geo import distance_m
 from daemon.demo.drive import Drive, plan_drive, write_drive
 from daemon.server.config import ServerConfig
 from daemon.server.runner import ServerThread
@@ -164,4 +165,59 @@ def test_the_zone_label_is_the_offset_of_the_photos_date_and_the_repeated_hour_i
     assert batch["zone"] == f"Europe/Berlin (+02:00 for {photos} photos)", batch
     hint = d.wait_event("ambiguous_hour", 5)[0]
     assert hint["photos"] > 0 and "summer time" in hint["hint"]
+    assert d.stop() == 0
+
+
+def state_of(d: DaemonProc, path: Path) -> tuple[str, str] | None:
+    rows = d.query(
+        "SELECT f.state, f.reason FROM files f JOIN file_paths p ON p.hash = f.hash "
+        "WHERE p.path = ?",
+        str(path),
+    )
+    return (rows[0][0], rows[0][1] or "") if rows else None
+
+
+def test_photos_just_past_the_end_of_a_growing_log_wait_for_its_next_fixes(
+    tmp_path: Path, server: ServerThread, daemons: list[DaemonProc]
+) -> None:
+    inbox, logger = tmp_path / "in", tmp_path / "gps"
+    logger.mkdir()
+    d = new_daemon(
+        daemons,
+        tmp_path / "work",
+        server.environment(),
+        *("--watch", str(inbox), "--gpx-dir", str(logger), "--position-wait", "7200"),
+        "--no-smoothing",
+    )
+    drive = plan_drive(START, seed=7, stop_s=10.0, break_s=0.0)
+    times = [p.time for p in drive.track]
+    # A moving photo half a second or more after a fix halfway: the log is cut after that fix.
+    photo = next(
+        p
+        for p in drive.photos[len(drive.photos) // 2 :]
+        if p.flag is None and any(0.5 <= (p.time - t).total_seconds() < 1.0 for t in times)
+    )
+    k = max(i for i, t in enumerate(times) if t < photo.time)
+    lines = drive.gpx_text().splitlines(keepends=True)
+    head = next(i for i, line in enumerate(lines) if "<trkpt" in line)
+    paths = write_drive(drive, inbox, gpx_name=None)
+    shot = next(p for p in paths if p.name == f"G{photo.index:07d}.JPG")
+    log = logger / "gpxlogger.gpx"
+    log.write_text("".join(lines[: head + k + 1]), encoding="utf-8")  # no closing tags yet
+    d.start()
+    wait_for(
+        "the photo past the log's last fix waiting for a position",
+        lambda: d.journal.exists() and (state_of(d, shot) or ("",))[0] == "waiting_for_position",
+        60,
+    )
+    state = state_of(d, shot)
+    assert state is not None and "the GPS log is still being written" in state[1], state
+    assert f"G{photo.index:07d}.JPG" not in uploaded(server)
+    with log.open("a", encoding="utf-8") as fh:  # the logger writes on, and closes the file
+        fh.write("".join(lines[head + k + 1 :]))
+    wait_for("the photo uploaded", lambda: f"G{photo.index:07d}.JPG" in uploaded(server), 60)
+    lat, lon = uploaded(server)[f"G{photo.index:07d}.JPG"]
+    last = drive.track[k]
+    assert distance_m(lat, lon, photo.gps_lat, photo.gps_lon) < 0.5
+    assert distance_m(last.lat, last.lon, photo.gps_lat, photo.gps_lon) > 2.0  # not the last fix
     assert d.stop() == 0
