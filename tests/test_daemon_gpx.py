@@ -129,7 +129,7 @@ def test_photos_are_placed_from_an_nmea_log(
     d.start()
 
     def accounted() -> bool:  # every photo uploaded, or one of a stop's duplicates
-        if not d.journal.exists():
+        if not journal_made(d):
             return False  # not started yet
         dup = d.query("SELECT count(*) FROM files WHERE state = 'duplicate'")[0][0]
         return len(uploaded(server)) + dup == len(paths)
@@ -168,7 +168,16 @@ def test_the_zone_label_is_the_offset_of_the_photos_date_and_the_repeated_hour_i
     assert d.stop() == 0
 
 
+def journal_made(d: DaemonProc) -> bool:
+    """The journal there with its tables (the file exists a moment before they do)."""
+    if not d.journal.exists():
+        return False
+    return bool(d.query("SELECT count(*) FROM sqlite_master WHERE name = 'files'")[0][0])
+
+
 def state_of(d: DaemonProc, path: Path) -> tuple[str, str] | None:
+    if not journal_made(d):
+        return None
     rows = d.query(
         "SELECT f.state, f.reason FROM files f JOIN file_paths p ON p.hash = f.hash "
         "WHERE p.path = ?",
@@ -207,7 +216,7 @@ def test_photos_just_past_the_end_of_a_growing_log_wait_for_its_next_fixes(
     d.start()
     wait_for(
         "the photo past the log's last fix waiting for a position",
-        lambda: d.journal.exists() and (state_of(d, shot) or ("",))[0] == "waiting_for_position",
+        lambda: (state_of(d, shot) or ("",))[0] == "waiting_for_position",
         60,
     )
     state = state_of(d, shot)
