@@ -10,6 +10,8 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from daemon.core.geo import distance_m
 from daemon.intake.gpsd import Fix
 from daemon.intake.gpslog import TrackWriter
@@ -97,7 +99,7 @@ def register(library: GpxLibrary, log: Path) -> None:
 
 
 def test_photos_past_the_end_of_the_own_log_wait_and_are_placed_when_it_grows(
-    tmp_path: Path,
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -119,6 +121,7 @@ def test_photos_past_the_end_of_the_own_log_wait_and_are_placed_when_it_grows(
     assert set(held) == {r.hash for r in past}
     assert all("the GPS log is still being written" in why for why in held.values()), held
     assert "07:00:20 UTC" in held[past[0].hash]
+    assert "gpx_points_left_out" not in capsys.readouterr().out  # no end yet: no news
 
     # The next batch of fixes: the library hears of the growth, the waiting photos come again.
     log_fixes(writer, 21, 40)
@@ -140,6 +143,8 @@ def test_photos_past_the_end_of_the_own_log_wait_and_are_placed_when_it_grows(
     version = library.version
     assert library.note_finished_logs() and library.version == version + 1
     fourth, track = plan(library, parked)
+    said = capsys.readouterr().out  # no longer written: its missing end is said
+    assert "gpx_points_left_out" in said and "ends mid-write" in said, said
     assert track is not None and track.open_ends == frozenset()
     edge = placed(fourth)
     assert set(edge) == {parked[0].hash}

@@ -447,6 +447,9 @@ def _dropped_text(reading: _Reading) -> str:
     return ", ".join(f"{n} {why}" for why, n in sorted(reading.dropped.items()))
 
 
+MID_WRITE = "ends mid-write; its points up to the cut were used"
+
+
 def _notes(name: str, reading: _Reading, truncated: bool) -> list[str]:
     """One line per file for the summary and the log: what was left out of it, and why."""
     parts = []
@@ -456,7 +459,7 @@ def _notes(name: str, reading: _Reading, truncated: bool) -> list[str]:
     if reading.dropped:
         parts.append(f"points dropped: {_dropped_text(reading)}")
     if truncated:
-        parts.append("ends mid-write; its points up to the cut were used")
+        parts.append(MID_WRITE)
     return [f"{name}: {'; '.join(parts)}"] if parts else []
 
 

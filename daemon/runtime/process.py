@@ -27,7 +27,7 @@ from daemon.journal import (
     Journal,
     journal_trouble,
 )
-from daemon.media.gpx import GpxError, Track, merge
+from daemon.media.gpx import MID_WRITE, GpxError, Track, merge
 from daemon.media.load import load_record
 from daemon.media.nmea import load_track
 from daemon.pipeline import PipelineOptions, clear_caches, run_pipeline
@@ -45,6 +45,7 @@ PROCESS_CHUNK = 5000
 # A log without an end marker (NMEA, a GPX without its closing tags) written to less than this
 # long ago is still being written: no photo is placed past its last fix, the next fixes will.
 GROWING_SECONDS = 120.0
+STILL_WRITTEN = "still being written; its points so far were used"
 
 
 def zone_label(tz: str | None) -> str:
@@ -111,12 +112,22 @@ class GpxLibrary:
         track: Track | None = None
         try:
             track = load_track(path)
+            growing = track.can_grow and time.time() - st.st_mtime < GROWING_SECONDS
             for note in track.notes:
-                log.get("gpx").warning("gpx_points_left_out", file=path, reason=note)
+                self._say(path, note.replace(MID_WRITE, STILL_WRITTEN) if growing else note)
         except (GpxError, OSError) as exc:
             log.get("gpx").warning("gpx_unusable", file=path, reason=str(exc))
         self._parsed[path] = (key, track)
         return track
+
+    @staticmethod
+    def _say(path: str, note: str) -> None:
+        """What a file's reading left out: a log still being written lacking its end is no
+        news (the own log would say so every minute while driving)."""
+        if note == f"{path}: {STILL_WRITTEN}":
+            log.get("gpx").debug("gpx_still_written", file=path)
+        else:
+            log.get("gpx").warning("gpx_points_left_out", file=path, reason=note)
 
     def build(self, version: int, paths: list[str]) -> Track | None:
         """The merged track of a snapshot (worker thread); unreadable files are logged and left
