@@ -5,6 +5,7 @@ library and the batch planning as the processing stage runs them."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from datetime import UTC, datetime
@@ -16,7 +17,7 @@ from daemon.core.geo import distance_m
 from daemon.intake.gpsd import Fix
 from daemon.intake.gpslog import TrackWriter
 from daemon.journal import FileRow, FileState
-from daemon.media.gpx import Track
+from daemon.media.gpx import Track, merge
 from daemon.media.nmea import load_track
 from daemon.pipeline import PipelineOptions
 from daemon.pipeline.plan import BatchPlan
@@ -195,3 +196,17 @@ def test_an_nmea_log_has_no_end_marker_so_only_its_age_finishes_it(tmp_path: Pat
     assert library.note_finished_logs()
     result, _ = plan(library, rows)
     assert set(placed(result)) == {rows[0].hash}
+
+
+def test_no_position_is_taken_past_an_open_end_by_extrapolation_or_across_to_another_log() -> None:
+    own = Track.from_points((T0 + s, *truth(T0 + s), None) for s in range(11))
+    phone = Track.from_points((T0 + s, *truth(T0 + s), None) for s in (14, 18, 22))
+    live = merge([own, phone])
+    growing = dataclasses.replace(live, open_ends=frozenset({T0 + 10}))
+    assert live.position_at(T0 + 10.5) is not None  # finished: the 1 s edge rule
+    for t in (T0 + 10.5, T0 + 12.0):  # past the own log's last fix, before the phone's next
+        assert growing.position_at(t) is None and growing.growing_past(t) == T0 + 10
+    at = growing.position_at(T0 + 10)
+    assert at is not None and distance_m(at.lat, at.lon, *truth(T0 + 10)) < 0.01
+    assert growing.position_at(T0 + 16) is not None and growing.growing_past(T0 + 16) is None
+    assert growing.position_at(T0 + 5.5) is not None and growing.growing_past(T0 + 5.5) is None
