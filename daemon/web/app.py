@@ -26,6 +26,8 @@ from daemon.core import log
 from daemon.journal.status import status_json
 from daemon.web.page import PAGE
 from daemon.web.password import valid_hash, verify_password
+from daemon.web.photos import sequence_photos
+from daemon.web.thumbnails import NoThumbnail, Thumbnails
 from daemon.web.tracks import read_tracks
 
 STATUS_ERRORS = 10  # as `status`'s --errors default: the two must print the same
@@ -96,6 +98,7 @@ class WebPage:
         self.log = log.get("web")
         self._runner: web.AppRunner | None = None
         self._allowed: set[str] = set()  # digests of Authorization headers already checked
+        self.thumbnails = Thumbnails(journal_path)
 
     @property
     def url(self) -> str:
@@ -107,6 +110,8 @@ class WebPage:
         app.router.add_get("/", self._page)
         app.router.add_get("/api/status", self._status)
         app.router.add_get("/api/map", self._map)
+        app.router.add_get("/api/sequence/{uuid}", self._sequence)
+        app.router.add_get("/api/photo/{id}/thumbnail", self._thumbnail)
         app.router.add_post("/api/retry", self._retry)
         return app
 
@@ -135,7 +140,8 @@ class WebPage:
                 headers={"WWW-Authenticate": 'Basic realm="mapillary-daemon", charset="UTF-8"'},
             )
         response: web.StreamResponse = await handler(request)
-        response.headers.update(_HEADERS)
+        for name, value in _HEADERS.items():
+            response.headers.setdefault(name, value)
         return response
 
     async def _authorised(self, request: web.Request) -> bool:
@@ -189,6 +195,24 @@ class WebPage:
 
     async def _map(self, request: web.Request) -> web.Response:
         return _json(await asyncio.to_thread(read_tracks, self.journal_path))
+
+    async def _sequence(self, request: web.Request) -> web.Response:
+        uuid = request.match_info["uuid"]
+        found = await asyncio.to_thread(sequence_photos, self.journal_path, uuid)
+        return _json({"error": "no such sequence"}, 404) if found is None else _json(found)
+
+    async def _thumbnail(self, request: web.Request) -> web.Response:
+        """A photo's thumbnail by its file id: the file is the one the journal names."""
+        try:
+            thumb = await asyncio.to_thread(self.thumbnails.get, request.match_info["id"])
+        except NoThumbnail as exc:
+            return web.Response(status=404, text=str(exc))
+        # The id is the photo's content hash: the same id is always the same picture.
+        return web.Response(
+            body=thumb.data,
+            content_type=thumb.content_type,
+            headers={"Cache-Control": "private, max-age=86400", "X-Thumbnail": thumb.source},
+        )
 
 
 def _json(value: Any, status: int = 200) -> web.Response:
