@@ -82,7 +82,7 @@ class Browser:
             raise AssertionError(f"{expression}: {got['exceptionDetails']}")
         return got["result"].get("value")
 
-    def wait(self, what: str, expression: str, timeout: float = 20.0) -> Any:
+    def wait(self, what: str, expression: str, timeout: float = 20.0, every: float = 0.1) -> Any:
         """Poll ``expression`` until it is truthy; its value."""
         deadline = time.monotonic() + timeout
         while True:
@@ -94,7 +94,7 @@ class Browser:
                 return value
             if time.monotonic() > deadline:
                 raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-            time.sleep(0.1)
+            time.sleep(every)
 
     def call(self, method: str, **params: Any) -> dict[str, Any]:
         return self.loop.run_until_complete(self._call(method, params))

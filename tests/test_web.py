@@ -93,8 +93,11 @@ def test_the_page_shows_what_status_json_says_and_the_map_has_each_sequence(
                            "GROUP BY sequence_id"))  # fmt: skip
     assert {s["uuid"]: len(s["points"]) for s in tracks["sequences"]} == journal
     assert len(journal) >= 2 and all(s["state"] == "finished" for s in tracks["sequences"])
-    names = [p["name"] for s in tracks["sequences"] for p in s["points"]]
-    names += [p["name"] for p in tracks["photos"]]
+    names = [p["name"] for p in tracks["photos"]]
+    for s in tracks["sequences"]:
+        names += [
+            p["name"] for p in json.loads(get(base + f"api/sequence/{s['uuid']}")[1])["photos"]
+        ]
     assert XSS in names  # as data, for the page to show as text
 
     status, html, headers = get(base)
@@ -456,3 +459,63 @@ def test_sighup_with_a_new_web_listen_moves_the_page(
         urlopen(new, timeout=2)
     wait_for("status to say no page", lambda: d.status()["daemon"].get("web") is None, 10)
     assert d.running() and d.stop() == 0
+
+
+def test_answers_are_read_again_exactly_when_the_journal_changed(tmp_path: Path) -> None:
+    from daemon.journal import Journal
+    from daemon.journal.status import status_json
+    from daemon.web.answers import JournalAnswers
+
+    path = tmp_path / "journal.sqlite3"
+    Journal.open(path).close()
+    answers = JournalAnswers(path)
+    reads: list[str] = []
+
+    def read() -> str:
+        reads.append(json.dumps(status_json(path, 10)))
+        return reads[-1]
+
+    first = answers.get("status", read)
+    assert answers.get("status", read) == first and len(reads) == 1  # nothing changed
+    with Journal.open(path) as j:  # the daemon's connection commits
+        j.set_meta("web_test", {"n": 1})
+        j.record_event("set_aside", "IMG_1.JPG: cut off")
+    second = answers.get("status", read)
+    assert len(reads) == 2 and second != first and "IMG_1.JPG" in second
+    assert answers.get("status", read) == second and len(reads) == 2
+    answers.close()
+
+
+def test_the_map_says_which_sequence_is_uploading_while_it_goes_up(
+    tmp_path: Path, daemons: list[DaemonProc]
+) -> None:
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    port = free_port()
+    # A slow line: the drive takes seconds to go up, long enough to be seen going.
+    with ServerThread(ServerConfig(tokens=(TOKEN,), bandwidth=60_000)) as server:
+        d = new_daemon(
+            daemons, tmp_path / "work", server.environment(), "--watch", str(inbox),
+            "--web-listen", f"127.0.0.1:{port}",
+        )  # fmt: skip
+        d.start().wait_event("web_page", 15)
+        paths = write_drive(plan_drive(START, seed=9, stop_s=10.0, break_s=300.0), inbox / "d")
+        base = f"http://127.0.0.1:{port}/"
+        seen: set[str] = set()
+
+        def states() -> list[str]:
+            got = [s["state"] for s in json.loads(get(base + "api/map")[1])["sequences"]]
+            seen.update(got)
+            return got
+
+        wait_for("a sequence uploading", lambda: "uploading" in states(), 60, every=0.2)
+        going = [s for s in json.loads(get(base + "api/map")[1])["sequences"]
+                 if s["state"] == "uploading"]  # fmt: skip
+        for s in going:  # the journal: waiting, some of its photos sent or being sent
+            assert d.query("SELECT state FROM sequences WHERE uuid = ?", s["uuid"]) in (
+                [("pending",)],
+                [("finished",)],  # done between the two reads
+            )
+        wait_for("the drive uploaded", lambda: finished(d, len(paths)), 90)
+        assert states() == ["finished"] * len(states()) and "uploading" in seen
+    assert d.stop() == 0

@@ -24,6 +24,7 @@ from aiohttp import web
 
 from daemon.core import log
 from daemon.journal.status import status_json
+from daemon.web.answers import JournalAnswers
 from daemon.web.page import PAGE
 from daemon.web.password import valid_hash, verify_password
 from daemon.web.photos import sequence_photos
@@ -99,6 +100,7 @@ class WebPage:
         self._runner: web.AppRunner | None = None
         self._allowed: set[str] = set()  # digests of Authorization headers already checked
         self.thumbnails = Thumbnails(journal_path)
+        self.answers = JournalAnswers(journal_path)
 
     @property
     def url(self) -> str:
@@ -130,6 +132,7 @@ class WebPage:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        await asyncio.to_thread(self.answers.close)
 
     @web.middleware
     async def _guard(self, request: web.Request, handler: Any) -> web.StreamResponse:
@@ -190,11 +193,17 @@ class WebPage:
         )
 
     async def _status(self, request: web.Request) -> web.Response:
-        st = await asyncio.to_thread(status_json, self.journal_path, STATUS_ERRORS)
-        return _json(st)
+        return _json_text(await asyncio.to_thread(self.answers.get, "status", self._read_status))
+
+    def _read_status(self) -> str:
+        return _dumps(status_json(self.journal_path, STATUS_ERRORS))
 
     async def _map(self, request: web.Request) -> web.Response:
-        return _json(await asyncio.to_thread(read_tracks, self.journal_path))
+        # A GPX file changed on disk is taken in by the daemon, which changes the journal.
+        return _json_text(await asyncio.to_thread(self.answers.get, "map", self._read_map))
+
+    def _read_map(self) -> str:
+        return _dumps(read_tracks(self.journal_path))
 
     async def _sequence(self, request: web.Request) -> web.Response:
         uuid = request.match_info["uuid"]
@@ -215,8 +224,13 @@ class WebPage:
         )
 
 
+def _dumps(value: Any) -> str:
+    return json.dumps(value, default=str)  # as `status --json` prints it
+
+
 def _json(value: Any, status: int = 200) -> web.Response:
-    # As `status --json` prints it (default=str for anything not JSON by itself).
-    return web.Response(
-        text=json.dumps(value, default=str), content_type="application/json", status=status
-    )
+    return _json_text(_dumps(value), status)
+
+
+def _json_text(text: str, status: int = 200) -> web.Response:
+    return web.Response(text=text, content_type="application/json", status=status)

@@ -124,7 +124,8 @@ const SVG="http://www.w3.org/2000/svg";
 function svg(tag,attrs){const e=document.createElementNS(SVG,tag);
  for(const[k,v]of Object.entries(attrs))e.setAttribute(k,String(v));return e}
 function showMap(m){
- const map=clear("map");const pts=[...m.sequences.flatMap(s=>s.points),...m.photos];
+ const map=clear("map");/* points are [lat, lon] */
+ const pts=[...m.sequences.flatMap(s=>s.points),...m.photos.map(p=>[p.lat,p.lon])];
  const key=clear("key");for(const[k,v]of Object.entries(LABELS)){const s=el("span");
   const i=el("i");i.style.background=COLOURS[k];s.append(i,v);key.append(s)}
  const s2=el("span","\u00d7 duplicate (grey) / set aside (red)");const s3=el("span");const gi=el("i");
@@ -132,15 +133,14 @@ function showMap(m){
  if(!pts.length){const t=svg("text",{x:20,y:40});t.textContent="no positions yet";map.append(t);
   return}
  let la0=Infinity,la1=-Infinity,lo0=Infinity,lo1=-Infinity;
- for(const p of pts){la0=Math.min(la0,p.lat);la1=Math.max(la1,p.lat);lo0=Math.min(lo0,p.lon);
-  lo1=Math.max(lo1,p.lon)}
+ for(const[la,lo]of pts){la0=Math.min(la0,la);la1=Math.max(la1,la);lo0=Math.min(lo0,lo);
+  lo1=Math.max(lo1,lo)}
  const k=Math.cos((la0+la1)/2*Math.PI/180);const w=Math.max((lo1-lo0)*k,1e-6),h=Math.max(la1-la0,1e-6);
  const sc=Math.min(960/w,560/h);
- const xy=p=>[(20+((p.lon-lo0)*k)*sc).toFixed(1),(580-(p.lat-la0)*sc).toFixed(1)];
- for(const g of m.gpx||[])map.append(svg("polyline",{points:g.map(p=>xy({lat:p[0],lon:p[1]})
-  .join(",")).join(" "),fill:"none",stroke:"#c8c8c8","stroke-width":12,class:"gpx"}));
+ const xy=p=>(20+(p[1]-lo0)*k*sc).toFixed(1)+","+(580-(p[0]-la0)*sc).toFixed(1);
+ for(const g of m.gpx||[])map.append(svg("polyline",{points:g.map(xy).join(" "),fill:"none",stroke:"#c8c8c8","stroke-width":12,class:"gpx"}));
  for(const s of m.sequences){if(!s.points.length)continue;
-  const line=svg("polyline",{points:s.points.map(p=>xy(p).join(",")).join(" "),fill:"none",
+  const line=svg("polyline",{points:s.points.map(xy).join(" "),fill:"none",
    stroke:COLOURS[s.state]||"#555","stroke-width":4,"stroke-linejoin":"round",
    "data-uuid":s.uuid,"data-points":s.points.length,class:"track"});
   const title=svg("title",{});title.textContent=(LABELS[s.state]||s.state)+": "+s.uuid;
@@ -148,7 +148,7 @@ function showMap(m){
   map.append(line)}
  const want=/^#sequence=([0-9a-f-]+)$/.exec(location.hash);
  const open=want&&m.sequences.find(x=>x.uuid===want[1]);if(open&&shown!==open.uuid)photos(open);
- for(const p of m.photos){const[x,y]=xy(p);const t=svg("text",{x:x,y:y,"text-anchor":"middle",
+ for(const p of m.photos){const[x,y]=xy([p.lat,p.lon]).split(",");const t=svg("text",{x:x,y:y,"text-anchor":"middle",
   "dominant-baseline":"middle",fill:MARKS[p.state]||"#a01818",class:"mark","data-state":p.state});
   t.textContent="\u00d7";const title=svg("title",{});
   title.textContent=p.name+": "+(SAID[p.state]||p.state)+(p.reason?": "+p.reason:"");
@@ -176,9 +176,12 @@ async function poll(url,show){try{const r=await fetch(url,{cache:"no-store"});
  "the daemon does not answer ("+e+")"}}
 let drawn="";
 function counts(st){return JSON.stringify([st.images,st.sequences])}
-async function tick(){let st=null;await poll("api/status",s=>{st=s;showStatus(s)});
- /* the map is big (50,000 photos: 4 MB): fetched again only when the counts moved */
- if(st&&counts(st)!==drawn){drawn=counts(st);await poll("api/map",showMap)}
+async function tick(){let st=null;const first=drawn===""?poll("api/map",showMap):null;
+ await poll("api/status",s=>{st=s;showStatus(s)});
+ /* the map is big (50,000 photos: 1 MB): asked with the status the first time, then again
+    only when the counts moved */
+ if(first){await first;drawn=st?counts(st):""}
+ else if(st&&counts(st)!==drawn){drawn=counts(st);await poll("api/map",showMap)}
  setTimeout(tick,2000)}
 tick();
 </script></body></html>
