@@ -519,3 +519,36 @@ def test_the_map_says_which_sequence_is_uploading_while_it_goes_up(
         wait_for("the drive uploaded", lambda: finished(d, len(paths)), 90)
         assert states() == ["finished"] * len(states()) and "uploading" in seen
     assert d.stop() == 0
+
+
+def test_the_maps_positions_are_read_again_only_for_sequences_that_changed(
+    tmp_path: Path,
+) -> None:
+    import hashlib
+
+    from daemon.journal import FileState, Journal, NewFile
+    from daemon.web.tracks import KeptPoints, read_tracks
+
+    path = tmp_path / "journal.sqlite3"
+    j = Journal.open(path)
+    seqs: dict[str, list[str]] = {"a" * 8: [], "b" * 8: []}
+    for s, (uuid, hashes) in enumerate(seqs.items()):
+        for n in range(5):
+            file_id = hashlib.sha256(f"{uuid}{n}".encode()).hexdigest()
+            meta = {"filename": f"P{n}.JPG", "lat": 52.5 + s + n * 1e-4, "lon": 13.4}
+            j.add_file(NewFile(hash=file_id, path=f"/card/{uuid}/P{n}.JPG", source_kind="card",
+                               source_root="/card", size=1, mtime=0.0))  # fmt: skip
+            j.set_file_state(file_id, FileState.DESCRIBED, metadata=meta)
+            hashes.append(file_id)
+        j.create_sequence(uuid, hashes, source_root="/card")
+    kept: KeptPoints = {}
+    first = read_tracks(path, kept)
+    assert first == read_tracks(path) and len(kept) == 2
+    untouched = kept["b" * 8][1]
+    # One photo of the first sequence moves on (and its position is corrected on the way).
+    j.set_file_state(seqs["a" * 8][2], FileState.UPLOADED, metadata={"lat": 10.0, "lon": 20.0})
+    again = read_tracks(path, kept)
+    assert again == read_tracks(path)  # as a read from nothing
+    points = {s["uuid"]: s["points"] for s in again["sequences"]}
+    assert points["a" * 8][2] == (10.0, 20.0) and kept["b" * 8][1] is untouched
+    j.close()

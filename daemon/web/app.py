@@ -29,7 +29,7 @@ from daemon.web.page import PAGE
 from daemon.web.password import valid_hash, verify_password
 from daemon.web.photos import sequence_photos
 from daemon.web.thumbnails import NoThumbnail, Thumbnails
-from daemon.web.tracks import read_tracks
+from daemon.web.tracks import KeptPoints, read_tracks
 
 STATUS_ERRORS = 10  # as `status`'s --errors default: the two must print the same
 _HEADERS = {
@@ -101,6 +101,7 @@ class WebPage:
         self._allowed: set[str] = set()  # digests of Authorization headers already checked
         self.thumbnails = Thumbnails(journal_path)
         self.answers = JournalAnswers(journal_path)
+        self._points: KeptPoints = {}  # the map's positions, per sequence, between reads
 
     @property
     def url(self) -> str:
@@ -203,7 +204,7 @@ class WebPage:
         return _json_text(await asyncio.to_thread(self.answers.get, "map", self._read_map))
 
     def _read_map(self) -> str:
-        return _dumps(read_tracks(self.journal_path))
+        return _dumps(read_tracks(self.journal_path, self._points))
 
     async def _sequence(self, request: web.Request) -> web.Response:
         uuid = request.match_info["uuid"]
