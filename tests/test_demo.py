@@ -84,9 +84,13 @@ def test_demo_uploads_every_photo_once_and_keeps_its_page_up_until_ctrl_c(tmp_pa
         assert time.monotonic() - asked < 15
         out, err = output.rest(), proc.stderr.read() if proc.stderr else ""
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+        if proc.poll() is None:  # a failed check: Ctrl-C still ends it, else it is killed
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
     assert proc.returncode == 0, out + err
     with pytest.raises(OSError):
         urlopen(url, timeout=2)  # gone with Ctrl-C
