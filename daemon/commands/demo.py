@@ -32,7 +32,7 @@ from daemon.server import ServerConfig, running_server
 EPILOG = """\
 examples:
   mapillary-daemon demo              # about 185 photos, done in ~15 s
-  mapillary-daemon demo --keep       # keep the workspace (camera folder, journal, server data)
+  mapillary-daemon demo --keep       # then keep the page up (Ctrl-C ends) and the workspace
   mapillary-daemon demo --laps 3     # a longer drive
 
 Nothing leaves this machine: the server listens on 127.0.0.1 and the workspace is temporary.
@@ -55,7 +55,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "folder, wait until everything is uploaded, and print what happened.",
         EPILOG,
     )
-    p.add_argument("--keep", action="store_true", help="keep the workspace and print where")
+    p.add_argument(
+        "--keep",
+        action="store_true",
+        help="once done, keep the page and the server up until Ctrl-C, and keep the workspace",
+    )
     p.add_argument("--laps", type=int, default=1, help="laps of the route (1 ≈ 185 photos)")
     p.add_argument("--seed", type=int, default=7, help="GPS noise seed (%(default)s)")
     p.add_argument("--verbose", action="store_true", help="show the daemon's log lines")
@@ -78,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     log.register_secret(TOKEN)
     workspace = Path(tempfile.mkdtemp(prefix="mapillary-demo-"))
     try:
-        return asyncio.run(_demo(workspace, args.laps, args.seed))
+        return asyncio.run(_demo(workspace, args.laps, args.seed, args.keep))
     finally:
         if args.keep:
             print(f"workspace kept: {workspace}")
@@ -86,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
             shutil.rmtree(workspace, ignore_errors=True)
 
 
-async def _demo(workspace: Path, laps: int, seed: int) -> int:
+async def _demo(workspace: Path, laps: int, seed: int, keep: bool = False) -> int:
     from daemon.runtime.daemon import (  # the daemon's imports are heavy; only for this command
         Daemon,
         install_signal_handlers,
@@ -110,7 +114,9 @@ async def _demo(workspace: Path, laps: int, seed: int) -> int:
                 break
             await asyncio.sleep(0.05)
         if daemon.runtime.web:
-            print(f"page     {daemon.runtime.web} (status and map, while the demo runs)")
+            print(
+                f"page     {daemon.runtime.web} (status and map, while the demo runs)", flush=True
+            )
         try:
             scene = await _act_drive(drive, camera)
             print(
@@ -119,24 +125,35 @@ async def _demo(workspace: Path, laps: int, seed: int) -> int:
                 f"in {scene.seconds:.1f} s"
             )
             settled = await _until_done(daemon, scene, worker)
+            code = await _report(scene, settled, settings.journal_path, server, drive, workspace)
+            print(f"done     in {time.monotonic() - began:.1f} s: {_verdict(code)}", flush=True)
+            if keep and daemon.runtime.web and not worker.done():
+                print(f"page     {daemon.runtime.web} stays up: Ctrl-C to stop", flush=True)
+                await daemon.stopping.wait()  # SIGINT or SIGTERM
         finally:
             daemon.request_stop()
             await asyncio.gather(worker, return_exceptions=True)
             await daemon.shutdown()
-        report = _read_journal(settings.journal_path)
-        stats = server.stats()
-        sequences = server.sequences()
-        code = _print_report(scene, report, stats, sequences, settled)
-        fetched = await _download_back(drive, server.graph_url, workspace / "downloaded")
+    return code
+
+
+def _verdict(code: int) -> str:
+    return "every photo arrived once" if code == EXIT_OK else "NOT everything went as it should"
+
+
+async def _report(
+    scene: Scene, settled: bool, journal: Path, server: Any, drive: Drive, workspace: Path
+) -> int:
+    """Print what the journal and the server say, and fetch the drive back; the exit code."""
+    report = await asyncio.to_thread(_read_journal, journal)
+    stats = server.stats()
+    code = _print_report(scene, report, stats, server.sequences(), settled)
+    fetched = await _download_back(drive, server.graph_url, workspace / "downloaded")
     print(
         f"download {fetched} images of the drive's box back from the server "
         f"(thumbnails with position, time and heading in EXIF, plus images.geojson)"
     )
-    if fetched != stats["images"]:
-        code = EXIT_SET_ASIDE
-    verdict = "every photo arrived once" if code == EXIT_OK else "NOT everything went as it should"
-    print(f"done     in {time.monotonic() - began:.1f} s: {verdict}")
-    return code
+    return code if fetched == stats["images"] else EXIT_SET_ASIDE
 
 
 async def _download_back(drive: Drive, graph: str, out: Path) -> int:
