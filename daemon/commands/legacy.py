@@ -26,11 +26,13 @@ from daemon.pipeline.records import BAD_FILE, ImageRecord
 SKIP_DIRS = ("duplicates", "errors")
 
 
-def add_tz_argument(p: argparse.ArgumentParser) -> None:
+def add_tz_argument(p: argparse.ArgumentParser, auto: bool = False) -> None:
+    found = ", or auto: found from the photos" if auto else ""
     p.add_argument(
         "--tz",
         metavar="ZONE",
-        help="zone of camera times without one: +02:00 or Europe/Berlin (default: this machine's)",
+        help="zone of camera times without one: +02:00 or Europe/Berlin (default: this "
+        f"machine's){found}",
     )
 
 
@@ -100,14 +102,18 @@ def load(paths: Sequence[Path], tz: tzinfo, summary: Summary) -> list[ImageRecor
         records = load_records(progress.iter(paths), tz)
     finally:
         progress.close()
+    summary.zone = zone_text(records) or summary.zone
+    return records
+
+
+def zone_text(records: Iterable[ImageRecord]) -> str | None:
+    """The zones the photos' times were read in, for the summary (None: no photo had one)."""
     zones = Counter(r.zone for r in records if r.zone)
     if len(zones) == 1:
-        summary.zone = next(iter(zones))
-    elif zones:
-        summary.zone = ", ".join(
-            f"{z} ({n} photo{'' if n == 1 else 's'})" for z, n in zones.most_common()
-        )
-    return records
+        return next(iter(zones))
+    if zones:
+        return ", ".join(f"{z} ({n} photo{'' if n == 1 else 's'})" for z, n in zones.most_common())
+    return None
 
 
 def write_each(
