@@ -23,18 +23,18 @@ from daemon.core.errors import EXIT_OK, EXIT_SET_ASIDE, DaemonError, UsageError
 from daemon.media import gpx
 from daemon.media.gpx import Track
 from daemon.media.load import find_jpegs, load_records
-from daemon.media.tiny import tiny_picture
+from daemon.media.tiny import photo_clues
 from daemon.pipeline.clock import (
     CONFIDENT,
     ClockAnswer,
     FinderInput,
-    PhotoClue,
     behind_text,
-    camera_reading,
     find_clock,
+    is_auto,
     read_again,
     zone_seconds,
 )
+from daemon.pipeline.clock import reading_zone as finder_zone
 from daemon.pipeline.dates import parse_zone
 from daemon.pipeline.records import ImageRecord
 
@@ -114,16 +114,6 @@ def load_track(paths: Sequence[Path]) -> Track:
         raise UsageError(f"GPX: {exc.filename}: {exc.strerror or exc}") from None
 
 
-def clues_of(records: Sequence[ImageRecord], read_in: tzinfo) -> list[PhotoClue]:
-    """Each usable photo's camera reading with its tiny picture (read from the file)."""
-    clues = []
-    for record in records:
-        clue = camera_reading(record, read_in)
-        if clue is not None:
-            clues.append(PhotoClue(clue.seconds, tiny_picture(record.path), clue.from_file))
-    return clues
-
-
 def find_for(
     records: Sequence[ImageRecord],
     read_in: tzinfo,
@@ -135,7 +125,7 @@ def find_for(
 ) -> ClockAnswer:
     """The finder's answer for loaded records (naive times read in ``read_in``); ``tz`` and
     ``time_offset`` are what is already known (None: to be found)."""
-    clues = clues_of(records, read_in)
+    clues = photo_clues(records, read_in)
     zone_s = zone_seconds(parse_zone(tz)[0], clues) if tz is not None else None
     job = FinderInput(clues, zone_s=zone_s, offset_s=time_offset, max_gap=max_gap)
     return find_clock(job, track)
@@ -159,16 +149,11 @@ class Settled:
     answer: ClockAnswer | None = None
 
 
-def is_auto(value: object) -> bool:
-    return isinstance(value, str) and value.strip().lower() == AUTO
-
-
 def reading_zone(tz: str | None) -> tzinfo:
-    """The zone to read the photos in first: UTC while the zone is yet to be found."""
-    if is_auto(tz):
-        return UTC
+    """The zone to read the photos in first (UTC while the zone is yet to be found); a bad zone
+    is a usage error."""
     try:
-        return parse_zone(tz)[0]
+        return finder_zone(tz)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 

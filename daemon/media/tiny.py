@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Iterable
+from datetime import tzinfo
 
 from PIL import ExifTags, Image
+
+from daemon.pipeline.clock import PhotoClue, camera_reading
+from daemon.pipeline.records import ImageRecord
 
 SIDE = 16
 _IFD1 = 0x0201, 0x0202  # JPEGInterchangeFormat (offset from the TIFF header), its length
@@ -51,3 +56,14 @@ def tiny_picture(path: str | os.PathLike[str]) -> bytes | None:
             return _squeeze(image)
     except Exception:  # Pillow raises many kinds for a bad file; the photo is just left out
         return None
+
+
+def photo_clues(records: Iterable[ImageRecord], read_in: tzinfo) -> list[PhotoClue]:
+    """What the clock finder needs of each usable photo (loaded with its naive times read in
+    ``read_in``): its camera reading and its tiny picture, read from the file."""
+    clues = []
+    for record in records:
+        clue = camera_reading(record, read_in)
+        if clue is not None:
+            clues.append(PhotoClue(clue.seconds, tiny_picture(record.path), clue.from_file))
+    return clues

@@ -30,17 +30,21 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
+from daemon.core.config import AUTO
 from daemon.media.gpx import Track
-from daemon.pipeline.dates import format_offset, resolve_capture_time, zone_label
+from daemon.pipeline.dates import format_offset, parse_zone, resolve_capture_time, zone_label
 from daemon.pipeline.records import ImageRecord
 
 CONFIDENT = 0.8  # `--tz auto`/`--time-offset auto` use an answer this sure, or none at all
 STANDING_SPEED = 0.5  # m/s: the track stands still below this (smoothed over a few seconds)
 MOVING_SPEED = 1.5  # m/s: and surely moves above it
+EDGE_SPEED = 1.0  # m/s: where a stop begins and ends
+BLIP_S = 4.0  # a standing receiver's drift can look like motion for this long
 MIN_TRACK_STOP_S = 10.0
 MIN_PHOTO_STOP_S = 6.0  # a run of alike photos this long (at least 3) is a stop
 ALIKE = 6.0  # mean gray-level difference (of 255) below which two tiny pictures are alike
 MATCH_TOLERANCE_S = 4.0  # stop middles this close agree
+BREAK_TOLERANCE_S = 15.0  # a logger and a camera switched off together, give or take
 NULL_SHIFTS = 50  # the shifts no stop votes for, each as likely as a shift of score 0
 ZONE_STEP_S = 900  # zones come in quarter hours
 SHIFT_RANGE_S = (-13 * 3600, 15 * 3600)  # zones -12:00..+14:00, give or take a clock hour
@@ -131,10 +135,16 @@ class Candidate:
     contradictions: int
     inside: float  # share of photos inside the track
     spread: float  # standard deviation of the matched stops' residuals, s
+    breaks: int = 0  # breaks in the photos that line up with gaps in the track
+
+    @property
+    def weight(self) -> float:
+        """The matched evidence: a break seen by both (to BREAK_TOLERANCE_S) is half a stop."""
+        return self.matched + 0.5 * self.breaks
 
     @property
     def score(self) -> float:
-        return self.matched - self.contradictions + 2.0 * self.inside
+        return self.weight - self.contradictions + 2.0 * self.inside
 
 
 @dataclass(frozen=True)
@@ -184,6 +194,21 @@ class ClockAnswer:
 
 
 # -- photos ---------------------------------------------------------------------------------
+
+
+def is_auto(value: object) -> bool:
+    """Whether a --tz or --time-offset value asks for the finder.
+
+    >>> is_auto("auto"), is_auto(" AUTO "), is_auto("+02:00"), is_auto(3.0)
+    (True, True, False, False)
+    """
+    return isinstance(value, str) and value.strip().lower() == AUTO
+
+
+def reading_zone(tz: str | None) -> tzinfo:
+    """The zone to read the photos in first: UTC while the zone is yet to be found (ValueError
+    for a zone that is no zone)."""
+    return UTC if is_auto(tz) else parse_zone(tz)[0]
 
 
 def _from_file(record: ImageRecord) -> bool:
@@ -341,9 +366,43 @@ def _speeds(xs: list[float], ys: list[float], half: int = 2) -> list[float]:
     return out
 
 
+def _runs(flags: list[bool]) -> list[tuple[int, int]]:
+    """Index ranges [a, b] where ``flags`` holds."""
+    out, k = [], 0
+    while k < len(flags):
+        if not flags[k]:
+            k += 1
+            continue
+        m = k
+        while m + 1 < len(flags) and flags[m + 1]:
+            m += 1
+        out.append((k, m))
+        k = m + 1
+    return out
+
+
+def _standing(ts: list[float], vs: list[float]) -> list[Stop]:
+    """Standing periods of one segment: below EDGE_SPEED (where both braking and pulling away
+    cross it alike), blips of BLIP_S or less merged (a receiver drifting while standing), at
+    least MIN_TRACK_STOP_S long and mostly below STANDING_SPEED."""
+    runs = _runs([v < EDGE_SPEED for v in vs])
+    merged: list[tuple[int, int]] = []
+    for a, b in runs:
+        if merged and ts[a] - ts[merged[-1][1]] <= BLIP_S + 1:
+            merged[-1] = (merged[-1][0], b)
+        else:
+            merged.append((a, b))
+    stops = []
+    for a, b in merged:
+        slow = sum(1 for v in vs[a : b + 1] if v < STANDING_SPEED)
+        if ts[b] - ts[a] >= MIN_TRACK_STOP_S and slow * 2 >= b - a + 1:
+            stops.append(Stop(ts[a], ts[b], a == 0, b == len(ts) - 1))
+    return stops
+
+
 def track_motion(track: Track, max_gap: float = 60.0) -> TrackMotion:
-    """The track's covered spans, smoothed speed and standing periods (MIN_TRACK_STOP_S or
-    more below STANDING_SPEED); a stop at a segment's end has that edge open."""
+    """The track's covered spans, smoothed speed and standing periods (see :func:`_standing`);
+    a stop at a segment's end has that edge open."""
     segments, grid, speed, stops = [], [], [], []
     for a, b in _segments(track, max_gap):
         segments.append((track.times[a], track.times[b]))
@@ -351,17 +410,7 @@ def track_motion(track: Track, max_gap: float = 60.0) -> TrackMotion:
         vs = _speeds(xs, ys)
         grid += ts
         speed += vs
-        k = 0
-        while k < len(ts):
-            if vs[k] >= STANDING_SPEED:
-                k += 1
-                continue
-            m = k
-            while m + 1 < len(ts) and vs[m + 1] < STANDING_SPEED:
-                m += 1
-            if ts[m] - ts[k] >= MIN_TRACK_STOP_S:
-                stops.append(Stop(ts[k], ts[m], k == 0, m == len(ts) - 1))
-            k = m + 1
+        stops += _standing(ts, vs)
     lon = sum(track.lons) / len(track.lons) if len(track.lons) else 0.0
     return TrackMotion(segments, grid, speed, stops, lon)
 
@@ -463,6 +512,27 @@ def _inside(shift: float, clues: Sequence[PhotoClue], motion: TrackMotion) -> fl
     return inside / len(times) if times else 0.0
 
 
+def photo_breaks(clues: Sequence[PhotoClue]) -> list[tuple[float, float]]:
+    """(last photo before, first photo after) of every break in the photos."""
+    times = [c.seconds for c in clues]
+    pause = _break_gap(times)
+    return [(a, b) for a, b in zip(times, times[1:], strict=False) if b - a > pause]
+
+
+def _breaks(shift: float, breaks: list[tuple[float, float]], motion: TrackMotion) -> int:
+    """Breaks in the photos whose both ends line up with a gap in the track."""
+    gaps = [(a[1], b[0]) for a, b in zip(motion.segments, motion.segments[1:], strict=False)]
+    n = 0
+    for last, first in breaks:
+        if any(
+            abs(last - shift - end) <= BREAK_TOLERANCE_S
+            and abs(first - shift - start) <= BREAK_TOLERANCE_S
+            for end, start in gaps
+        ):
+            n += 1
+    return n
+
+
 def _evaluate(
     shift: float, clues: Sequence[PhotoClue], photos: list[Stop], motion: TrackMotion
 ) -> Candidate:
@@ -485,6 +555,7 @@ def _evaluate(
         _contradictions(shift, clues, photos, motion),
         _inside(shift, clues, motion),
         spread,
+        _breaks(shift, photo_breaks(clues), motion),
     )
 
 
@@ -637,9 +708,10 @@ def find_clock(job: FinderInput, track: Track | None) -> ClockAnswer:
     confidence = _confidence(best, others)
     zone, offset = split_shift(best.shift, motion.lon, zone_given, job.offset_s)
     offset = round(offset, 1)
+    breaks = f", {best.breaks} break(s) in both" if best.breaks else ""
     evidence = (
         f"{best.matched} of {len(stops)} photo stops line up with the track's "
-        f"{len(motion.stops)} (spread {best.spread:.1f} s), {best.contradictions} "
+        f"{len(motion.stops)} (spread {best.spread:.1f} s){breaks}, {best.contradictions} "
         f"contradiction(s), {best.inside:.0%} of the photos inside the track"
     )
     answer: dict[str, Any] = {
@@ -661,7 +733,7 @@ def find_clock(job: FinderInput, track: Track | None) -> ClockAnswer:
             **{k: v for k, v in answer.items() if k != "photos"},
         )
     if confidence < CONFIDENT:
-        weak = "only one stop lines up" if best.matched < 2 else "the evidence is weak"
+        weak = "only one stop lines up" if best.weight < 2 else "the evidence is weak"
         return _cannot(
             n,
             f"{weak} (confidence {confidence:.2f} < {CONFIDENT}): {evidence}",
@@ -702,8 +774,8 @@ def _confidence(best: Candidate, others: Sequence[Candidate]) -> float:
     rests on: more matched stops, no contradictions, a tight fit, photos inside the track."""
     weights = sum(math.exp(2.0 * (c.score - best.score)) for c in others)
     share = 1.0 / (1.0 + weights + NULL_SHIFTS * math.exp(-2.0 * best.score))
-    evidence = 1.0 - 0.2**best.matched
-    consistency = best.matched / (best.matched + best.contradictions)
+    evidence = 1.0 - 0.2**best.weight
+    consistency = best.weight / (best.weight + best.contradictions)
     tight = 1.0 if best.spread <= 1.5 else 1.5 / best.spread
     inside = min(1.0, best.inside / 0.5)
     return max(0.0, min(1.0, share * evidence * consistency * tight * inside))

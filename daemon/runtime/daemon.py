@@ -24,6 +24,7 @@ from daemon.core.durable import make_private_folders
 from daemon.core.errors import EXIT_IO, EXIT_OK, EXIT_SET_ASIDE, EXIT_USAGE
 from daemon.intake import Sources, clean_spool_temps
 from daemon.journal import ASIDE_META, GPX_META, AsyncJournal, FileFailures, JournalGone
+from daemon.runtime.clock import initial_state, offset_text
 from daemon.runtime.housekeeping import Housekeeping
 from daemon.runtime.intake import Intake
 from daemon.runtime.once import until_done
@@ -103,6 +104,7 @@ class Daemon:
             ignore=[spool],
         )
         self._stages = self._build(journal, sources, aside, failures)
+        self.runtime.clock = initial_state(self.settings.tz, self.settings.time_offset)
         await sources.start()
         self.runtime.activity = "scanning"
         self.log.info(
@@ -300,6 +302,7 @@ class Daemon:
             await self.sources.remove_root(root)
         self.settings = new
         self.stages.take(new)
+        self.runtime.clock = initial_state(new.tz, new.time_offset)
         self.log.info(
             "config_reloaded",
             added=[str(r) for r in new_roots - old_roots],
@@ -380,6 +383,6 @@ async def run_daemon(
     if once:
         print(
             f"{daemon.stats.line()}\ncamera times without a zone read in {daemon.zone_label}, "
-            f"camera clock offset {daemon.settings.time_offset:g} s"
+            f"camera clock offset {offset_text(daemon.settings.time_offset)}"
         )
     return code

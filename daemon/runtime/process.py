@@ -13,8 +13,10 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from daemon.core import config, log
@@ -30,10 +32,12 @@ from daemon.journal import (
 from daemon.media.gpx import GpxError, Track, merge
 from daemon.media.load import load_record
 from daemon.media.nmea import load_track
-from daemon.pipeline import PipelineOptions, clear_caches, run_pipeline
+from daemon.pipeline import PipelineOptions, clear_caches, dates, run_pipeline
+from daemon.pipeline.clock import is_auto, reading_zone
 from daemon.pipeline.dates import parse_zone
 from daemon.pipeline.plan import BatchOutcome, BatchPlan, plan_batch, tail_from_last_sequence
 from daemon.pipeline.records import BAD_FILE, ImageRecord
+from daemon.runtime.clock import BatchClock, settle_batch
 from daemon.runtime.roots import RootActivity, RootState
 from daemon.runtime.state import RunStats, StatusBoard, Wakeups
 
@@ -46,6 +50,8 @@ PROCESS_CHUNK = 5000
 
 def zone_label(tz: str | None) -> str:
     """The zone naive camera times are read in, named (a wrong one shifts every position)."""
+    if is_auto(tz):
+        return "auto (found from the photos)"
     label = parse_zone(tz)[1]
     return label if tz else f"{label} (this machine's zone)"
 
@@ -129,7 +135,8 @@ def read_rows(
 ) -> tuple[list[ImageRecord], list[tuple[FileRow, Exception]]]:
     """The photos of ``rows`` as records, and the rows whose reading failed unexpectedly
     (blocking I/O: call it from a worker thread)."""
-    zone, label = parse_zone(tz)
+    zone = reading_zone(tz)
+    label = dates.zone_label(zone)
     records, failed = [], []
     for row in rows:
         try:
@@ -201,6 +208,7 @@ class Processing:
         self._failed_until: dict[str, float] = {}  # root → when to try a batch that failed again
         self._zones: Counter[str] = Counter()  # zone labels of this pass's photos (their dates)
         self._ambiguous: list[str] = []  # photos in the repeated hour at the end of summer time
+        self._clock_said: dict[str, tuple[Any, ...]] = {}  # root → the clock news last logged
 
     async def run(self) -> None:
         while not self.wake.stopping.is_set():
@@ -323,6 +331,12 @@ class Processing:
     ) -> BatchPlan:
         try:
             records, failed = await asyncio.to_thread(read_rows, rows, options.tz)
+            clock = await asyncio.to_thread(
+                settle_batch, records, options.tz, options.time_offset, track, options.max_gap
+            )
+            self._note_clock(root, clock)
+            records = clock.records
+            options = replace(options, tz=clock.tz or "UTC", time_offset=clock.time_offset)
             self._note_zones(records, options.tz)
             await self.failures.cleared(*(r.content_hash for r in records if r.content_hash))
             records += await self._fenced(failed, counted)
@@ -353,6 +367,21 @@ class Processing:
             else:
                 self._maybe_due = True  # read again at the next look
         return quarantined
+
+    def _note_clock(self, root: str, clock: BatchClock) -> None:
+        """The clock in use (and what the photos say) for `status`; its news logged once."""
+        self.board.runtime.clock = clock.state
+        if clock.event is None:
+            return
+        name, fields = clock.event
+        said = (name, fields.get("tz"), fields.get("time_offset"), fields.get("reason"))
+        if self._clock_said.get(root) == said:
+            return
+        self._clock_said[root] = said
+        if name == "camera_clock_found":
+            self.log.info(name, root=root, **fields)
+        else:
+            self.log.warning(name, root=root, **fields)
 
     def _note_zones(self, records: list[ImageRecord], tz: str | None) -> None:
         """Each photo's zone label is the offset at its own date (June: +02:00 in Berlin);
