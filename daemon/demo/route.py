@@ -216,6 +216,7 @@ def plan_drive(
     gps_noise_m: float = 1.5,
     first_photo_s: float = 0.5,
     stop_spread_s: float = 0.0,
+    lap: list[Phase] | None = None,
 ) -> Drive:
     """Plan a drive starting at ``start`` (aware) from ``origin``, going ``heading`` first.
 
@@ -226,7 +227,8 @@ def plan_drive(
     second, off during breaks; its noise is a random walk pulled back to the truth (sigma
     ``gps_noise_m``, correlation 20 s) plus jitter, the same for a seed. ``stop_spread_s`` makes
     each lap's red light last ``stop_s`` give or take up to that much (drawn from the seed), as
-    real lights do; 0 repeats the lap exactly.
+    real lights do; 0 repeats the lap exactly. ``lap`` replaces :func:`route` (a walk, a drive
+    that never stops).
     """
     if start.tzinfo is None:
         raise ValueError("plan_drive needs an aware start time")
@@ -236,7 +238,7 @@ def plan_drive(
     phases = [
         p
         for _ in range(laps)
-        for p in route(max(1.0, stop_s + lights.uniform(-1, 1) * stop_spread_s), break_s)
+        for p in (lap or route(max(1.0, stop_s + lights.uniform(-1, 1) * stop_spread_s), break_s))
     ]
     planner = _Planner(phases, heading)
     track, measured = _gps_log(planner, origin, start, seed, gps_noise_m)

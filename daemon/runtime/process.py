@@ -334,7 +334,8 @@ class Processing:
             clock = await asyncio.to_thread(
                 settle_batch, records, options.tz, options.time_offset, track, options.max_gap
             )
-            self._note_clock(root, clock)
+            if self._note_clock(root, clock):
+                await self.board.save()  # `status` shows the clock news at once
             records = clock.records
             options = replace(options, tz=clock.tz or "UTC", time_offset=clock.time_offset)
             self._note_zones(records, options.tz)
@@ -368,20 +369,23 @@ class Processing:
                 self._maybe_due = True  # read again at the next look
         return quarantined
 
-    def _note_clock(self, root: str, clock: BatchClock) -> None:
-        """The clock in use (and what the photos say) for `status`; its news logged once."""
+    def _note_clock(self, root: str, clock: BatchClock) -> bool:
+        """The clock in use (and what the photos say) for `status`; its news logged once.
+        True when it changed."""
+        changed = self.board.runtime.clock != clock.state
         self.board.runtime.clock = clock.state
         if clock.event is None:
-            return
+            return changed
         name, fields = clock.event
         said = (name, fields.get("tz"), fields.get("time_offset"), fields.get("reason"))
         if self._clock_said.get(root) == said:
-            return
+            return changed
         self._clock_said[root] = said
         if name == "camera_clock_found":
             self.log.info(name, root=root, **fields)
         else:
             self.log.warning(name, root=root, **fields)
+        return changed
 
     def _note_zones(self, records: list[ImageRecord], tz: str | None) -> None:
         """Each photo's zone label is the offset at its own date (June: +02:00 in Berlin);
