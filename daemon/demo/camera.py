@@ -116,6 +116,13 @@ def _picture(size: tuple[int, int], quality: int) -> tuple[bytes, bytes]:
     A 64×64 noise tile repeated over the frame compresses as badly as pure noise (JPEG codes each
     8×8 block on its own), so 2400×1800 at quality 85 makes a 3 MB file for milliseconds of work.
     """
+    buf = io.BytesIO()
+    _noise_image(size).save(buf, "JPEG", quality=quality)
+    return _split(buf.getvalue())
+
+
+@lru_cache(maxsize=16)
+def _noise_image(size: tuple[int, int]) -> Image.Image:
     tile = Image.frombytes(
         "RGB", (64, 64), random.Random(size[0] * 7919 + size[1]).randbytes(12288)
     )
@@ -123,9 +130,7 @@ def _picture(size: tuple[int, int], quality: int) -> tuple[bytes, bytes]:
     for x in range(0, size[0], 64):
         for y in range(0, size[1], 64):
             image.paste(tile, (x, y))
-    buf = io.BytesIO()
-    image.save(buf, "JPEG", quality=quality)
-    return _split(buf.getvalue())
+    return image
 
 
 def _split(data: bytes) -> tuple[bytes, bytes]:
@@ -187,6 +192,7 @@ def camera_local_time(photo: Photo, camera_tz: Zone, camera_offset_s: float = 0.
 
 SCENE_SIZE = (16, 12)  # samples of the scene per photo; Pillow scales them up
 _BIG = 640 * 480  # above this many pixels, the scene goes into the EXIF thumbnail only
+GRAIN = 0.5  # share of the fixed noise in a small photo: its file as big as before the scene
 
 
 def _hash01(ix: int, iy: int, salt: int) -> float:
@@ -236,9 +242,16 @@ def scene(photo: Photo, size: tuple[int, int] = SCENE_SIZE) -> bytes:
     return bytes(out)
 
 
-def _scene_jpeg(photo: Photo, size: tuple[int, int], quality: int) -> bytes:
+def _scene_jpeg(photo: Photo, size: tuple[int, int], quality: int, grain: bool = True) -> bytes:
+    """The scene at ``size``; with ``grain``, over the same fine noise in every photo (it
+    weighs as much as a real photo's detail, and a small decode averages it away)."""
     small = Image.frombytes("L", SCENE_SIZE, scene(photo))
     picture = small.resize(size, Image.Resampling.BILINEAR).convert("RGB")
+    if grain:  # the scene's contrast raised first, so that it shows as much through the noise
+        stretch = 1.0 / (1.0 - GRAIN)
+        small = small.point(lambda v: round(128 + (v - 128) * stretch))
+        picture = small.resize(size, Image.Resampling.BILINEAR).convert("RGB")
+        picture = Image.blend(picture, _noise_image(size), GRAIN)
     buf = io.BytesIO()
     picture.save(buf, "JPEG", quality=quality)
     return buf.getvalue()
@@ -271,7 +284,7 @@ class Camera:
         big = size[0] * size[1] > _BIG
         if big:
             head, body = _picture(size, self.quality)
-            thumbnail: bytes | None = _scene_jpeg(photo, (160, 120), 75)
+            thumbnail: bytes | None = _scene_jpeg(photo, (160, 120), 75, grain=False)
         else:
             head, body = _split(_scene_jpeg(photo, size, self.quality))
             thumbnail = None

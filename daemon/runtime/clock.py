@@ -26,11 +26,14 @@ from daemon.pipeline.clock import (
     reading_zone,
     zone_seconds,
 )
-from daemon.pipeline.dates import parse_zone
+from daemon.pipeline.dates import capture_order, parse_zone
 from daemon.pipeline.records import NO_POSITION, ImageRecord
 
 AGREE_S = 2.0  # given values within this of what the photos say agree with them
 MIN_PHOTOS = 20  # fewer photos than this are not worth a check of given values
+# A check of given values reads this many photos' tiny pictures at most (about an hour of
+# shooting, plenty of stops): a 50,000-photo card is not read twice to confirm what it uses.
+CHECK_PHOTOS = 2000
 
 
 @dataclass
@@ -148,7 +151,8 @@ def _check(
     state: dict[str, Any],
 ) -> BatchClock:
     """Given values, checked: a confident answer that places the photos elsewhere is said."""
-    clues = [c for c in photo_clues(records, read_in) if not c.from_file]
+    timed = capture_order(records)
+    clues = [c for c in photo_clues(timed[:CHECK_PHOTOS], read_in) if not c.from_file]
     if len(clues) < MIN_PHOTOS:
         return BatchClock(records, tz, time_offset, state)
     given_zone = zone_seconds(read_in, clues)
