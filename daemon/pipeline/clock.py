@@ -28,6 +28,8 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
+from itertools import repeat
+from operator import sub
 from typing import Any
 
 from daemon.core.config import AUTO
@@ -264,7 +266,21 @@ def picture_difference(a: bytes, b: bytes) -> float:
     if len(a) != len(b) or not a:
         return math.inf
     dm = (sum(a) - sum(b)) / len(a)
-    return sum(abs(x - y - dm) for x, y in zip(a, b, strict=True)) / len(a)
+    # All in C (map over operator functions): the finder compares every pair of neighbours.
+    return sum(map(abs, map(sub, map(sub, a, b), repeat(dm)))) / len(a)
+
+
+def neighbours_alike(clues: Sequence[PhotoClue]) -> list[bool | None]:
+    """For each pair of consecutive photos: alike, not alike, or None when they cannot be
+    compared (a break between them, or a picture missing)."""
+    pause = _break_gap([c.seconds for c in clues])
+    out: list[bool | None] = []
+    for a, b in zip(clues, clues[1:], strict=False):
+        if b.seconds - a.seconds > pause or a.picture is None or b.picture is None:
+            out.append(None)
+        else:
+            out.append(picture_difference(a.picture, b.picture) <= ALIKE)
+    return out
 
 
 def _break_gap(times: Sequence[float]) -> float:
@@ -274,16 +290,15 @@ def _break_gap(times: Sequence[float]) -> float:
     return max(4 * median, 10.0)
 
 
-def photo_stops(clues: Sequence[PhotoClue]) -> list[Stop]:
+def photo_stops(
+    clues: Sequence[PhotoClue], alike: Sequence[bool | None] | None = None
+) -> list[Stop]:
     """Runs of alike consecutive photos lasting MIN_PHOTO_STOP_S, in camera seconds. An edge is
     halfway between the last moving photo and the first alike one; open next to a break."""
     times = [c.seconds for c in clues]
     pause = _break_gap(times)
-    alike = []
-    for a, b in zip(clues, clues[1:], strict=False):
-        near = b.seconds - a.seconds <= pause
-        same = near and a.picture is not None and b.picture is not None
-        alike.append(same and picture_difference(a.picture or b"", b.picture or b"") <= ALIKE)
+    if alike is None:
+        alike = neighbours_alike(clues)
     stops = []
     i = 0
     while i < len(alike):
@@ -478,7 +493,11 @@ def _matches(shift: float, photos: list[Stop], motion: TrackMotion) -> list[floa
 
 
 def _contradictions(
-    shift: float, clues: Sequence[PhotoClue], photos: list[Stop], motion: TrackMotion
+    shift: float,
+    clues: Sequence[PhotoClue],
+    alike: Sequence[bool | None],
+    photos: list[Stop],
+    motion: TrackMotion,
 ) -> int:
     """Photo stops where the track surely moves, and track stops where the photos all move."""
     n = 0
@@ -492,15 +511,9 @@ def _contradictions(
         if q.length < 12.0:
             continue
         i, j = bisect_left(times, q.start + 2), bisect_right(times, q.end - 2)
-        pairs = [
-            (clues[k].picture, clues[k + 1].picture)
-            for k in range(i, j - 1)
-            if clues[k].picture is not None and clues[k + 1].picture is not None
-        ]
-        if len(pairs) >= 2:
-            differ = sum(1 for a, b in pairs if picture_difference(a or b"", b or b"") > ALIKE)
-            if differ > len(pairs) / 2:
-                n += 1
+        pairs = [alike[k] for k in range(i, j - 1) if alike[k] is not None]
+        if len(pairs) >= 2 and pairs.count(False) > len(pairs) / 2:
+            n += 1
     return n
 
 
@@ -534,7 +547,11 @@ def _breaks(shift: float, breaks: list[tuple[float, float]], motion: TrackMotion
 
 
 def _evaluate(
-    shift: float, clues: Sequence[PhotoClue], photos: list[Stop], motion: TrackMotion
+    shift: float,
+    clues: Sequence[PhotoClue],
+    alike: Sequence[bool | None],
+    photos: list[Stop],
+    motion: TrackMotion,
 ) -> Candidate:
     """A candidate shift refined to the mean of its matched stops, and scored there."""
     for _ in range(3):
@@ -552,7 +569,7 @@ def _evaluate(
     return Candidate(
         shift,
         len(residuals),
-        _contradictions(shift, clues, photos, motion),
+        _contradictions(shift, clues, alike, photos, motion),
         _inside(shift, clues, motion),
         spread,
         _breaks(shift, photo_breaks(clues), motion),
@@ -665,7 +682,8 @@ def find_clock(job: FinderInput, track: Track | None) -> ClockAnswer:
     if with_picture < 3:
         return _cannot(n, "no picture could be read from the photos, so no stop can be seen")
     motion = track_motion(track, job.max_gap)
-    stops = photo_stops(clues)
+    alike = neighbours_alike(clues)
+    stops = photo_stops(clues, alike)
     counts = {"photo_stops": len(stops), "track_stops": len(motion.stops)}
     span = f"photos {_when(clues[0].seconds)} to {_when(clues[-1].seconds)} camera time"
     if not any(s.closed for s in stops):
@@ -683,7 +701,9 @@ def find_clock(job: FinderInput, track: Track | None) -> ClockAnswer:
         )
     low, high = _shift_range(job)
     peaks = _peaks(_votes(stops, motion.stops, low, high))
-    candidates = sorted((_evaluate(s, clues, stops, motion) for s in peaks), key=lambda c: -c.score)
+    candidates = sorted(
+        (_evaluate(s, clues, alike, stops, motion) for s in peaks), key=lambda c: -c.score
+    )
     candidates = [c for c in candidates if low <= c.shift <= high]
     zone_given = None if from_file else job.zone_s
     if not candidates or candidates[0].matched == 0:
