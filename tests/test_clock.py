@@ -92,6 +92,32 @@ def test_with_the_zone_given_only_the_clock_is_found_even_an_hour_off() -> None:
     assert answer.time_offset is not None and abs(answer.time_offset + 3600) <= 1.0
 
 
+WALK = [  # 1 m/s with a photo every 2 s, three pauses of 20-45 s, two corners
+    Phase(2, 0, 1),
+    Phase(120, 1, 1),
+    Phase(1, 1, 0),
+    Phase(30, 0, 0),
+    Phase(1, 0, 1),
+    Phase(200, 1, 1, turn=90),
+    Phase(1, 1, 0),
+    Phase(45, 0, 0),
+    Phase(1, 0, 1),
+    Phase(100, 1, 1, turn=-60),
+    Phase(1, 1, 0),
+    Phase(20, 0, 0),
+    Phase(1, 0, 1),
+    Phase(60, 1, 1),
+]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_on_a_walk_with_pauses_the_clock_is_found_within_a_second(seed: int) -> None:
+    d = plan_drive(START, seed=seed, lap=WALK, gps_noise_m=1.0)
+    answer = find_clock(FinderInput(clues(d, 2.0, -4.0)), track_of(d))
+    assert answer.found and answer.tz == "+02:00", answer
+    assert answer.time_offset is not None and abs(answer.time_offset + 4.0) <= 1.0, answer
+
+
 def test_a_drive_that_never_stops_cannot_tell_and_says_why() -> None:
     d = plan_drive(START, seed=3, lap=NO_STOP)
     answer = find_clock(FinderInput(clues(d, 2.0, -3.0)), track_of(d))

@@ -396,11 +396,21 @@ def _runs(flags: list[bool]) -> list[tuple[int, int]]:
     return out
 
 
+def _edge_speed(vs: list[float]) -> float:
+    """Where a stop begins and ends: EDGE_SPEED, or half the usual speed of the moving parts
+    when that is slower (a walk at 1 m/s would be standing below EDGE_SPEED)."""
+    moving = sorted(v for v in vs if v >= STANDING_SPEED)
+    if not moving:
+        return EDGE_SPEED
+    return max(STANDING_SPEED, min(EDGE_SPEED, moving[len(moving) // 2] / 2))
+
+
 def _standing(ts: list[float], vs: list[float]) -> list[Stop]:
-    """Standing periods of one segment: below EDGE_SPEED (where both braking and pulling away
-    cross it alike), blips of BLIP_S or less merged (a receiver drifting while standing), at
-    least MIN_TRACK_STOP_S long and mostly below STANDING_SPEED."""
-    runs = _runs([v < EDGE_SPEED for v in vs])
+    """Standing periods of one segment: below the edge speed (where both braking and pulling
+    away cross it alike), blips of BLIP_S or less merged (a receiver drifting while standing),
+    at least MIN_TRACK_STOP_S long and mostly below STANDING_SPEED."""
+    edge = _edge_speed(vs)
+    runs = _runs([v < edge for v in vs])
     merged: list[tuple[int, int]] = []
     for a, b in runs:
         if merged and ts[a] - ts[merged[-1][1]] <= BLIP_S + 1:
