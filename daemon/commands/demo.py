@@ -134,8 +134,12 @@ async def _demo(workspace: Path, laps: int, seed: int) -> int:
         stats = server.stats()
         sequences = server.sequences()
         code = _print_report(scene, report, stats, sequences, settled)
+        off = (clock.get("time_offset") or 0.0) - CAMERA_OFFSET_S
         print(f"clock    {_clock_text(clock)}")
-        if clock.get("source") != "auto" or clock.get("tz") != CAMERA_ZONE:
+        print(
+            f"         (the camera: zone {CAMERA_ZONE}, {-CAMERA_OFFSET_S:g} s behind; {off:+.1f} s off)"
+        )
+        if clock.get("source") != "auto" or clock.get("tz") != CAMERA_ZONE or abs(off) > 1.0:
             code = EXIT_SET_ASIDE
         fetched = await _download_back(drive, server.graph_url, workspace / "downloaded")
     print(

@@ -437,12 +437,14 @@ class Processing:
             time_offset=self.settings.time_offset,
         )
         if o.waiting:
+            hint = (self.board.runtime.clock or {}).get("suggestion") or {}
             self.log.warning(
                 "waiting_for_position",
                 root=o.root,
                 photos=o.waiting,
                 zone=zone,
                 time_offset=self.settings.time_offset,
+                photos_say=hint.get("reason"),
                 hint="no GPS position and no GPX covering their time yet; if a GPX should "
                 "cover them, check tz and time_offset",
             )
