@@ -28,6 +28,7 @@ from daemon.pipeline.clock import (
 )
 from daemon.server.config import ServerConfig
 from daemon.server.runner import ServerThread
+from tests.corpus import CORPUS
 from tests.daemon_proc import TOKEN, DaemonProc, new_daemon, wait_for
 
 START = datetime(2024, 6, 1, 7, 30, tzinfo=UTC)
@@ -126,6 +127,17 @@ def test_a_drive_that_never_stops_cannot_tell_and_says_why() -> None:
     assert "no stop in the photos" in answer.reason, answer.reason
 
 
+def test_identical_laps_seen_for_one_stop_only_are_two_equal_fits_not_a_guess() -> None:
+    d = plan_drive(START, seed=2, laps=3)  # three laps alike to the second
+    lap = d.duration / 3
+    middle = [p for p in d.photos if lap <= p.t < lap + 400]
+    shift = timedelta(hours=2)
+    seen = [PhotoClue((p.time + shift).timestamp(), scene(p)) for p in middle]
+    answer = find_clock(FinderInput(seen), track_of(d))
+    assert not answer.found
+    assert answer.reason.startswith("two candidates fit equally well"), answer.reason
+
+
 def test_photos_from_another_day_cannot_tell() -> None:
     d = drive(2, 8)
     answer = find_clock(FinderInput(clues(d, 2.0, 86400.0 * 3)), track_of(d))
@@ -150,6 +162,60 @@ def test_standing_photos_look_alike_and_moving_ones_do_not(tmp_path: Path) -> No
         assert max(standing) < 3.0 < 10.0 < min(moving), (max(standing), min(moving))
     # A big photo's EXIF thumbnail is what its camera saw.
     assert piexif.load(str(big[0]))["thumbnail"]
+
+
+def test_tiny_pictures_of_real_cameras_photos_or_none_never_an_error() -> None:
+    folder = CORPUS / "exif"
+    if not folder.is_dir():
+        pytest.skip(f"no corpus at {folder}")
+    photos = sorted(folder.glob("*.jp*g")) + sorted(folder.glob("*.JPG"))
+    pictures = {p.name: tiny_picture(p) for p in photos}
+    read = [v for v in pictures.values() if v is not None]
+    assert len(read) >= len(photos) - 3, [k for k, v in pictures.items() if v is None]
+    assert all(len(v) == 16 * 16 for v in read)
+    assert tiny_picture(CORPUS / "exif" / "heic_IMG_5195.HEIC") is None  # not a JPEG: none
+    assert tiny_picture(CORPUS / "exif" / "no-such-photo.jpg") is None
+    # A camera's own thumbnail and its full picture show the same scene.
+    canon = CORPUS / "exif" / "Canon_40D.jpg"
+    if piexif.load(str(canon)).get("thumbnail"):
+        from PIL import Image
+
+        with Image.open(canon) as whole:
+            full = whole.convert("L").resize((16, 16)).tobytes()
+        assert picture_difference(pictures[canon.name] or b"", full) < 25.0
+
+
+def _nmea(d: Drive, path: Path) -> None:
+    """The drive's GPS log as NMEA RMC sentences, as a receiver logs them."""
+
+    def ddmm(value: float, width: int) -> str:
+        deg = int(abs(value))
+        return f"{deg:0{width}d}{(abs(value) - deg) * 60:07.4f}"
+
+    lines = []
+    for p in d.track:
+        t = p.time.astimezone(UTC)
+        body = (
+            f"GPRMC,{t:%H%M%S}.{t.microsecond // 10000:02d},A,{ddmm(p.lat, 2)},N,"
+            f"{ddmm(p.lon, 3)},E,0.0,0.0,{t:%d%m%y},,,A"
+        )
+        check = 0
+        for ch in body:
+            check ^= ord(ch)
+        lines.append(f"${body}*{check:02X}\r\n")
+    path.write_text("".join(lines), encoding="ascii")
+
+
+def test_clock_reads_an_nmea_log_as_well(tmp_path: Path) -> None:
+    d = drive(2, 16)
+    photos = tmp_path / "photos"
+    write_drive(d, photos, camera_tz="+02:00", camera_offset_s=5.0, gpx_name=None)
+    log = tmp_path / "gps.nmea"
+    _nmea(d, log)
+    done = _cli("clock", str(photos), "--gpx", str(log), "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    answer = json.loads(done.stdout)
+    assert answer["tz"] == "+02:00" and abs(answer["time_offset"] - 5.0) <= 1.0, answer
 
 
 def _camera(tmp_path: Path, d: Drive, zone: str, offset: float) -> tuple[Path, Path]:
