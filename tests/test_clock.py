@@ -84,6 +84,17 @@ def test_the_clock_is_found_within_a_second_and_the_zone_right_on_drives_with_st
     assert answer.stops_matched >= 2, answer.evidence
 
 
+def test_a_truck_passing_in_front_of_a_standing_camera_does_not_split_the_stop() -> None:
+    d = drive(2, 17)
+    seen = clues(d, 2.0, -3.0)
+    standing = [i for i, p in enumerate(d.photos) if p.speed == 0 and p.flag == "at_light"]
+    for i in standing[3::6]:  # every sixth photo at a light shows a truck instead
+        seen[i] = PhotoClue(seen[i].seconds, bytes(255 - v for v in seen[i].picture or b""))
+    answer = find_clock(FinderInput(seen), track_of(d))
+    assert answer.found and answer.tz == "+02:00", answer
+    assert answer.time_offset is not None and abs(answer.time_offset + 3.0) <= 1.0, answer
+
+
 def test_with_the_zone_given_only_the_clock_is_found_even_an_hour_off() -> None:
     d = drive(2, 7)
     # The camera says +01:00 but the user knows the place is +02:00: the clock is then 1 h

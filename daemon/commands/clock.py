@@ -23,7 +23,6 @@ from daemon.core.errors import EXIT_OK, EXIT_SET_ASIDE, DaemonError, UsageError
 from daemon.media import gpx
 from daemon.media.gpx import Track
 from daemon.media.load import find_jpegs, load_records
-from daemon.media.tiny import photo_clues
 from daemon.pipeline.clock import (
     CONFIDENT,
     ClockAnswer,
@@ -125,6 +124,8 @@ def find_for(
 ) -> ClockAnswer:
     """The finder's answer for loaded records (naive times read in ``read_in``); ``tz`` and
     ``time_offset`` are what is already known (None: to be found)."""
+    from daemon.media.tiny import photo_clues  # Pillow: only when the clock is looked for
+
     clues = photo_clues(records, read_in)
     zone_s = zone_seconds(parse_zone(tz)[0], clues) if tz is not None else None
     job = FinderInput(clues, zone_s=zone_s, offset_s=time_offset, max_gap=max_gap)

@@ -280,6 +280,14 @@ def neighbours_alike(clues: Sequence[PhotoClue]) -> list[bool | None]:
             out.append(None)
         else:
             out.append(picture_difference(a.picture, b.picture) <= ALIKE)
+    # One photo unlike both neighbours in a stop is something passing in front (a truck, a
+    # wiper): its neighbours alike to each other keep the stop whole.
+    for i in range(1, len(out)):
+        beside = (i >= 2 and out[i - 2]) or (i + 1 < len(out) and out[i + 1])
+        if beside and out[i - 1] is False and out[i] is False:
+            before, after = clues[i - 1].picture, clues[i + 1].picture
+            if before and after and picture_difference(before, after) <= ALIKE:
+                out[i - 1] = out[i] = True
     return out
 
 
