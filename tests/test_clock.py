@@ -19,13 +19,8 @@ from daemon.demo.camera import scene, write_drive
 from daemon.demo.route import Drive, Phase, plan_drive
 from daemon.media.gpx import Track
 from daemon.media.tiny import tiny_picture
-from daemon.pipeline.clock import (
-    CONFIDENT,
-    FinderInput,
-    PhotoClue,
-    find_clock,
-    picture_difference,
-)
+from daemon.pipeline.clock import CONFIDENT, FinderInput, find_clock
+from daemon.pipeline.standing import PhotoClue, picture_difference
 from daemon.server.config import ServerConfig
 from daemon.server.runner import ServerThread
 from tests.corpus import CORPUS

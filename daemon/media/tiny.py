@@ -14,8 +14,9 @@ from datetime import tzinfo
 
 from PIL import ExifTags, Image
 
-from daemon.pipeline.clock import PhotoClue, camera_reading
+from daemon.pipeline.clock import camera_reading
 from daemon.pipeline.records import ImageRecord
+from daemon.pipeline.standing import PhotoClue
 
 SIDE = 16
 _IFD1 = 0x0201, 0x0202  # JPEGInterchangeFormat (offset from the TIFF header), its length

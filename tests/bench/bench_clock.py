@@ -27,9 +27,10 @@ from daemon.demo.route import plan_drive
 from daemon.media.exif import read_exif
 from daemon.media.gpx import Track
 from daemon.media.tiny import tiny_picture
-from daemon.pipeline.clock import FinderInput, PhotoClue, find_clock
+from daemon.pipeline.clock import FinderInput, find_clock
 from daemon.pipeline.geotag import geotag
 from daemon.pipeline.records import ImageRecord
+from daemon.pipeline.standing import PhotoClue
 
 START = datetime(2024, 6, 1, 7, 30, tzinfo=UTC)
 CASES = [("+02:00", 7200, -3.0), ("+01:00", 3600, 7.0)]  # (zone, its seconds, clock offset)
