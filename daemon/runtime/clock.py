@@ -68,6 +68,27 @@ def offset_text(time_offset: float | str) -> str:
     return "auto (found from the photos)" if is_auto(time_offset) else f"{float(time_offset):g} s"
 
 
+def clock_news(state: dict[str, Any] | None) -> str | None:
+    """What `run --once` adds to its summary: the clock found, or what the photos say.
+
+    >>> clock_news({"tz": "+02:00", "time_offset": -3.0, "source": "auto", "confidence": 0.95})
+    'camera clock found from the photos: zone +02:00, camera 3 s behind (confidence 0.95)'
+    >>> clock_news({"tz": None, "time_offset": 0.0, "source": "default", "suggestion": None})
+    """
+    if not state:
+        return None
+    hint = state.get("suggestion")
+    if hint:
+        return f"camera clock: {hint.get('reason')}"
+    if state.get("source") == "auto" and state.get("tz") is not None:
+        offset = behind_text(state.get("time_offset") or 0.0)
+        return (
+            f"camera clock found from the photos: zone {state['tz']}, {offset} "
+            f"(confidence {state.get('confidence', 0.0):.2f})"
+        )
+    return None
+
+
 def _shown(answer: ClockAnswer, photos: int, reason: str) -> dict[str, Any]:
     return {
         "tz": answer.tz,

@@ -24,7 +24,7 @@ from daemon.core.durable import make_private_folders
 from daemon.core.errors import EXIT_IO, EXIT_OK, EXIT_SET_ASIDE, EXIT_USAGE
 from daemon.intake import Sources, clean_spool_temps
 from daemon.journal import ASIDE_META, GPX_META, AsyncJournal, FileFailures, JournalGone
-from daemon.runtime.clock import initial_state, offset_text
+from daemon.runtime.clock import clock_news, initial_state, offset_text
 from daemon.runtime.housekeeping import Housekeeping
 from daemon.runtime.intake import Intake
 from daemon.runtime.once import until_done
@@ -385,4 +385,7 @@ async def run_daemon(
             f"{daemon.stats.line()}\ncamera times without a zone read in {daemon.zone_label}, "
             f"camera clock offset {offset_text(daemon.settings.time_offset)}"
         )
+        found = clock_news(daemon.runtime.clock)
+        if found:
+            print(found)
     return code
