@@ -408,3 +408,22 @@ def test_the_daemon_with_tz_auto_places_the_photos_and_shows_the_clock_found(
     for image in placed:
         p = truth[image.filename]
         assert distance_m(image.lat, image.lon, p.gps_lat, p.gps_lon) < 15.0, image.filename
+
+
+@pytest.mark.timeout(120)
+def test_run_once_with_tz_auto_says_the_clock_it_found(
+    tmp_path: Path, server: ServerThread, daemons: list[DaemonProc]
+) -> None:
+    d = drive(2, 18)
+    inbox = tmp_path / "in"
+    write_drive(d, inbox, camera_tz="+03:00", camera_offset_s=20.0)
+    daemon = new_daemon(
+        daemons,
+        tmp_path / "work",
+        server.environment(),
+        *("--watch", str(inbox), "--tz", "auto", "--time-offset", "auto"),
+    )
+    done = daemon.once()
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert abs(_said_offset(done.stdout, "+03:00") - 20.0) <= 1.0, done.stdout
+    assert "camera clock found from the photos" in done.stdout
