@@ -427,3 +427,41 @@ def test_run_once_with_tz_auto_says_the_clock_it_found(
     assert done.returncode == 0, done.stdout + done.stderr
     assert abs(_said_offset(done.stdout, "+03:00") - 20.0) <= 1.0, done.stdout
     assert "camera clock found from the photos" in done.stdout
+
+
+async def test_a_card_planned_in_pieces_uses_the_clock_its_first_piece_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from daemon.core import config
+    from daemon.journal import Journal
+    from daemon.runtime import process as service
+    from daemon.runtime.daemon import Daemon
+
+    d = drive(2, 19)
+    folder = tmp_path / "in"
+    write_drive(d, folder, camera_tz="+01:00", camera_offset_s=-7.0)
+    # The last piece: the photos after the last red light, no stop of their own to go on.
+    monkeypatch.setattr(service, "PROCESS_CHUNK", len(d.photos) - 30)
+    settings = config.Settings(
+        watch=[folder],
+        journal=tmp_path / "journal.sqlite3",
+        spool=tmp_path / "spool",
+        settle_seconds=0.2,
+        batch_quiet_seconds=0.2,
+        tz="auto",
+        time_offset="auto",
+        min_free_mb=1,
+        upload_delay=1e9,  # only the planning matters here
+    )
+    daemon = Daemon(settings, once=True)
+    await daemon.startup()
+    try:
+        await daemon.main()
+    finally:
+        await daemon.shutdown()
+    with Journal.open_readonly(settings.journal_path) as j:
+        counts = j.count_by_state()
+    assert not counts.get("waiting_for_position"), counts
+    assert daemon.stats.images + daemon.stats.duplicates == len(d.photos), daemon.stats
+    clock = daemon.runtime.clock or {}
+    assert clock.get("tz") == "+01:00" and abs(clock["time_offset"] + 7.0) <= 1.0, clock

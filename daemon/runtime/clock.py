@@ -201,3 +201,18 @@ def _check(
         "hint": "set tz and time_offset to these (or to auto) to place the photos",
     }
     return BatchClock(records, tz, time_offset, state, ("camera_clock_disagrees", fields))
+
+
+def found_before(
+    records: list[ImageRecord], tz: str | None, time_offset: float | str, earlier: BatchClock
+) -> BatchClock:
+    """A batch whose photos cannot tell (a card's last few photos, planned apart) takes the
+    clock found for the earlier photos of its source, saying so (never a guess: found once)."""
+    read_in = reading_zone(tz)
+    zone_auto = is_auto(tz)
+    new_tz = earlier.tz if zone_auto else tz
+    offset = earlier.time_offset if is_auto(time_offset) else float(time_offset)
+    if zone_auto:
+        records = read_again(records, read_in, parse_zone(new_tz)[0])
+    state = earlier.state | {"found_for": "the earlier photos of this source"}
+    return BatchClock(records, new_tz, offset, state)

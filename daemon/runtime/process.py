@@ -37,7 +37,7 @@ from daemon.pipeline.clock import is_auto, reading_zone
 from daemon.pipeline.dates import parse_zone
 from daemon.pipeline.plan import BatchOutcome, BatchPlan, plan_batch, tail_from_last_sequence
 from daemon.pipeline.records import BAD_FILE, ImageRecord
-from daemon.runtime.clock import BatchClock, settle_batch
+from daemon.runtime.clock import BatchClock, found_before, settle_batch
 from daemon.runtime.roots import RootActivity, RootState
 from daemon.runtime.state import RunStats, StatusBoard, Wakeups
 
@@ -209,6 +209,7 @@ class Processing:
         self._zones: Counter[str] = Counter()  # zone labels of this pass's photos (their dates)
         self._ambiguous: list[str] = []  # photos in the repeated hour at the end of summer time
         self._clock_said: dict[str, tuple[Any, ...]] = {}  # root → the clock news last logged
+        self._clock_found: dict[str, BatchClock] = {}  # root → the clock its photos told
 
     async def run(self) -> None:
         while not self.wake.stopping.is_set():
@@ -334,6 +335,12 @@ class Processing:
             clock = await asyncio.to_thread(
                 settle_batch, records, options.tz, options.time_offset, track, options.max_gap
             )
+            if clock.event and clock.event[0] == "camera_clock_found":
+                self._clock_found[root] = replace(clock, records=[])  # not its photos
+            elif clock.tz is None and root in self._clock_found:
+                clock = found_before(
+                    records, options.tz, options.time_offset, self._clock_found[root]
+                )
             if self._note_clock(root, clock):
                 await self.board.save()  # `status` shows the clock news at once
             records = clock.records
