@@ -115,6 +115,11 @@ def test_demo_uploads_every_photo_once_and_keeps_its_page_up_until_ctrl_c(tmp_pa
     assert dup_images == dup_sequences == 0
     assert "set aside G_BROKEN.JPG: no capture time" in out
     assert "every photo arrived once" in out
+    # The camera is an hour and 7 s off; the daemon, told neither, found both from the photos.
+    found = re.search(
+        r"clock\s+zone \+01:00, camera ([\d.]+) s behind \(found from the photos", out
+    )
+    assert found and abs(float(found[1]) - 7.0) <= 1.0, out
     # The round trip: what went up comes back down from the same box.
     assert int(re.search(r"download\s+(\d+) images", out).group(1)) == images
     listed = re.findall(r"^\s+[0-9a-f-]{36}\s+(\d+) images\s+cluster (\d+)$", out, re.M)

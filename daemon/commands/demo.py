@@ -39,7 +39,10 @@ Nothing leaves this machine: the server listens on 127.0.0.1 and the workspace i
 Exit codes: 0 everything arrived on the server exactly once, 1 something did not."""
 
 TOKEN = "demo-access-token"  # the only token the demo's own server accepts
-CAMERA_ZONE = "+02:00"  # the camera writes local summer time in Berlin, with no offset tag
+# Berlin in June is +02:00, but this camera was never put on summer time, and its clock runs
+# 7 s behind; it writes no zone. The daemon is told neither: it finds both from the photos.
+CAMERA_ZONE = "+01:00"
+CAMERA_OFFSET_S = -7.0
 PHOTOS_PER_SECOND = 40.0
 SLOW_EVERY = 25  # every n-th photo is written in pieces, as a slow card would
 TIMEOUT_S = 120.0
@@ -106,7 +109,10 @@ async def _demo(workspace: Path, laps: int, seed: int, keep: bool = False) -> in
         daemon = Daemon(settings, token=TOKEN)
         install_signal_handlers(daemon)
         print(f"server   {server.base_url} (local, accepts only the demo token)")
-        print(f"watching {camera}  (camera zone assumed {CAMERA_ZONE}, clock offset 0 s)")
+        print(
+            f"watching {camera}  (camera zone and clock: auto; the camera is set to "
+            f"{CAMERA_ZONE} and runs {-CAMERA_OFFSET_S:g} s behind)"
+        )
         await daemon.startup()
         worker = asyncio.create_task(daemon.main(), name="daemon")
         for _ in range(20):  # the page comes up within a moment, or not at all (port taken)
@@ -125,7 +131,10 @@ async def _demo(workspace: Path, laps: int, seed: int, keep: bool = False) -> in
                 f"in {scene.seconds:.1f} s"
             )
             settled = await _until_done(daemon, scene, worker)
-            code = await _report(scene, settled, settings.journal_path, server, drive, workspace)
+            clock = daemon.runtime.clock or {}
+            code = await _report(
+                scene, settled, settings.journal_path, server, drive, workspace, clock
+            )
             print(f"done     in {time.monotonic() - began:.1f} s: {_verdict(code)}", flush=True)
             if keep and daemon.runtime.web and not worker.done():
                 print(f"page     {daemon.runtime.web} stays up: Ctrl-C to stop", flush=True)
@@ -142,12 +151,25 @@ def _verdict(code: int) -> str:
 
 
 async def _report(
-    scene: Scene, settled: bool, journal: Path, server: Any, drive: Drive, workspace: Path
+    scene: Scene,
+    settled: bool,
+    journal: Path,
+    server: Any,
+    drive: Drive,
+    workspace: Path,
+    clock: dict[str, Any],
 ) -> int:
     """Print what the journal and the server say, and fetch the drive back; the exit code."""
     report = await asyncio.to_thread(_read_journal, journal)
     stats = server.stats()
     code = _print_report(scene, report, stats, server.sequences(), settled)
+    off = (clock.get("time_offset") or 0.0) - CAMERA_OFFSET_S
+    print(f"clock    {_clock_text(clock)}")
+    print(
+        f"         (the camera: zone {CAMERA_ZONE}, {-CAMERA_OFFSET_S:g} s behind; {off:+.1f} s off)"
+    )
+    if clock.get("source") != "auto" or clock.get("tz") != CAMERA_ZONE or abs(off) > 1.0:
+        code = EXIT_SET_ASIDE  # the demo's camera is set wrong on purpose: clock must find it
     fetched = await _download_back(drive, server.graph_url, workspace / "downloaded")
     print(
         f"download {fetched} images of the drive's box back from the server "
@@ -169,6 +191,12 @@ async def _download_back(drive: Drive, graph: str, out: Path) -> int:
     return len(outcome.fetched) + len(outcome.already)
 
 
+def _clock_text(clock: dict[str, Any]) -> str:
+    from daemon.commands.status import clock_line
+
+    return clock_line(clock).removeprefix("clock: ")
+
+
 def _settings(workspace: Path, camera: Path, graph: str, upload: str) -> config.Settings:
     return config.Settings(
         watch=[camera],
@@ -176,7 +204,8 @@ def _settings(workspace: Path, camera: Path, graph: str, upload: str) -> config.
         spool=workspace / "spool",
         settle_seconds=1.0,
         batch_quiet_seconds=3.0,
-        tz=CAMERA_ZONE,
+        tz="auto",
+        time_offset="auto",
         graph_endpoint=graph,
         upload_endpoint=upload,
         min_free_mb=0.0,
@@ -195,7 +224,9 @@ async def _act_drive(drive: Drive, camera: Path) -> Scene:
     folder.mkdir(parents=True)
     slow_writes = []
     for photo in drive.photos:
-        data = write_jpeg_bytes(photo, camera_tz=CAMERA_ZONE, jpeg_size=(320, 240))
+        data = write_jpeg_bytes(
+            photo, camera_tz=CAMERA_ZONE, camera_offset_s=CAMERA_OFFSET_S, jpeg_size=(320, 240)
+        )
         path = folder / f"G{photo.index:07d}.JPG"
         if photo.index % SLOW_EVERY == 0:
             slow_writes.append(asyncio.create_task(_write_slowly(path, data)))

@@ -25,6 +25,7 @@ from daemon.core.errors import EXIT_IO, EXIT_OK, EXIT_SET_ASIDE, EXIT_USAGE
 from daemon.intake import Sources, clean_spool_temps
 from daemon.journal import ASIDE_META, GPX_META, AsyncJournal, FileFailures, JournalGone
 from daemon.pipeline.dates import zones_used
+from daemon.runtime.clock import clock_news, initial_state, offset_text
 from daemon.runtime.gps import GpsLogging
 from daemon.runtime.housekeeping import Housekeeping
 from daemon.runtime.intake import Intake
@@ -108,6 +109,7 @@ class Daemon:
             ignore=[spool],
         )
         self._stages = self._build(journal, sources, aside, failures)
+        self.runtime.clock = initial_state(self.settings.tz, self.settings.time_offset)
         await sources.start()
         self.runtime.activity = "scanning"
         self.log.info(
@@ -361,6 +363,7 @@ class Daemon:
         self.stages.take(new)
         if web_moved:
             self._web_moved.set()
+        self.runtime.clock = initial_state(new.tz, new.time_offset)
         self.log.info(
             "config_reloaded",
             added=[str(r) for r in new_roots - old_roots],
@@ -443,8 +446,11 @@ async def run_daemon(
     if once:
         print(
             f"{stats.line()}\ncamera times without a zone read in {zone}, "
-            f"camera clock offset {daemon.settings.time_offset:g} s"
+            f"camera clock offset {offset_text(daemon.settings.time_offset)}"
         )
         for line in stats.details():
             print(line)
+        found = clock_news(daemon.runtime.clock)
+        if found:
+            print(found)
     return code

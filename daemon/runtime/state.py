@@ -52,7 +52,8 @@ class Runtime:
     gps: dict[str, Any] | None = None
     # The zone and camera clock offset in use and what the photos say about them. Keys: tz
     # (the --tz meaning), time_offset (seconds), source ("config" | "auto" | "default"),
-    # suggestion ({"tz", "time_offset", "confidence", "photos", "reason"} | None).
+    # suggestion ({"tz", "time_offset", "confidence", "photos", "reason"} | None); with source
+    # "auto" also confidence once found (daemon.runtime.clock fills it).
     clock: dict[str, Any] | None = None
     # Why photos wait, reason → how many (settling, card copying, batch_quiet, position, ...).
     waiting: dict[str, int] = field(default_factory=dict)
