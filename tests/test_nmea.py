@@ -58,6 +58,23 @@ def test_gga_past_midnight_takes_the_next_day(tmp_path: Path) -> None:
     assert list(track.times) == [at(2024, 12, 31, 23, 59, 59), at(2025, 1, 1, 0, 0, 1)]
 
 
+def test_gga_before_the_first_date_takes_the_date_that_follows(tmp_path: Path) -> None:
+    """A receiver that sends GGA first in each cycle: the first fix (and its altitude) waits for
+    the date of the RMC after it, the day before when that RMC is past midnight."""
+    p = tmp_path / "sirf.log"
+    p.write_text(gga("GP", "235958", alt="20.0") + gga("GP", "235959", alt="21.0"))
+    with pytest.raises(GpxError, match="no fix with a date"):
+        load_nmea(p)  # GGA alone gives no date
+    p.write_text(p.read_text() + rmc("GP", "000000", "010125") + gga("GP", "000000", alt="22.0"))
+    track = load_nmea(p)
+    assert list(track.times) == [
+        at(2024, 12, 31, 23, 59, 58),
+        at(2024, 12, 31, 23, 59, 59),
+        at(2025, 1, 1),
+    ]
+    assert list(track.eles) == [20.0, 21.0, 22.0] and track.notes == []
+
+
 def test_bad_checksums_and_noise_are_skipped_and_counted(tmp_path: Path) -> None:
     good = [rmc("GP", f"1200{s:02d}", "010624", lat=f"5230.{s:04d}") for s in range(10)]
     broken = good[3].replace("5230.0003", "5230.0009")  # a flipped digit, old checksum

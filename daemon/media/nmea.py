@@ -2,8 +2,8 @@
 
 A small parser of our own rather than pynmea2 (not a dependency): RMC gives time, date and
 position; GGA or GNS adds altitude and fix quality (and a position for a time RMC did not
-cover, on the date RMC or ZDA last gave); any talker (GP, GN, GL, GA, GB, BD, ...). Each sentence's checksum is
-verified: a bad one is dropped and counted, as is a sentence without one. Bytes between
+cover, on the date RMC or ZDA last gave, or the first one to come); any talker (GP, GN, GL,
+GA, GB, BD, ...). Each sentence's checksum is verified: a bad one is dropped and counted, as is a sentence without one. Bytes between
 sentences (binary protocols on the same port, line noise) are skipped.
 """
 
@@ -47,6 +47,7 @@ def _xor(body: bytes) -> int:
     return functools.reduce(operator.xor, body, 0)
 
 
+UNDATED = 3600  # GGA fixes held until a date comes: an hour at 1 Hz
 RECENT = 16  # times of the last cycles, whose sentences (RMC, GGA, GNS) merge into one fix
 _CHUNK = 1 << 16
 _MAX_LINE = 1 << 16  # a "line" longer than this is noise, cut where no sentence is split
@@ -63,9 +64,23 @@ class _Log:
     dropped: dict[str, int] = field(default_factory=dict)
     day: date | None = None  # the date of the last RMC
     day_seconds: float = 0.0  # and its time of day
+    # GGA/GNS fixes before the first date (a receiver sending GGA first in each cycle), as
+    # (time of day, position, altitude): dated by the first RMC or ZDA
+    undated: list[tuple[float, tuple[float, float], float]] = field(default_factory=list)
 
     def drop(self, why: str) -> None:
         self.dropped[why] = self.dropped.get(why, 0) + 1
+
+    def dated(self, day: date, clock: float) -> None:
+        """An RMC or ZDA's date and time of day; the fixes waiting for a date get it."""
+        self.day, self.day_seconds = day, clock
+        undated, self.undated = self.undated, []
+        for seconds, pos, ele in undated:
+            before_midnight = seconds > clock + 43200
+            self.place(day - timedelta(days=1) if before_midnight else day, seconds, pos, ele)
+
+    def place(self, day: date, clock: float, pos: tuple[float, float], ele: float) -> None:
+        self.track.eles[self.at(_stamp(day, clock), pos)] = ele
 
     def at(self, t: float, pos: tuple[float, float]) -> int:
         """The index of the fix at time ``t`` (a new one if no recent sentence gave it), with
@@ -135,7 +150,7 @@ def _rmc(log: _Log, f: list[str]) -> None:
     if pos is None:
         log.drop("bad coordinates")
         return
-    log.day, log.day_seconds = day, clock
+    log.dated(day, clock)
     log.at(_stamp(day, clock), pos)
 
 
@@ -147,7 +162,7 @@ def _zda(log: _Log, f: list[str]) -> None:
     except (ValueError, IndexError):
         return
     if clock is not None:
-        log.day, log.day_seconds = day, clock
+        log.dated(day, clock)
 
 
 def _gga(log: _Log, f: list[str], gns: bool = False) -> None:
@@ -161,12 +176,8 @@ def _gga(log: _Log, f: list[str], gns: bool = False) -> None:
         valid = any(c in "ADPRF" for c in f[5])
     else:
         valid = f[5].isdigit() and f[5] not in ("0", "6", "7", "8")
-    if clock is None or not valid or log.day is None:
-        return  # no fix, an estimated or simulated one, or no date yet
-    day = log.day
-    if clock < log.day_seconds - 43200:  # past midnight since the last RMC
-        day += timedelta(days=1)
-    t = _stamp(day, clock)
+    if clock is None or not valid:
+        return  # no fix, an estimated or simulated one
     try:
         ele = float(f[8]) if f[8] else math.nan
     except ValueError:
@@ -175,7 +186,17 @@ def _gga(log: _Log, f: list[str], gns: bool = False) -> None:
     if pos is None:
         log.drop("bad coordinates")
         return
-    log.track.eles[log.at(t, pos)] = ele if math.isfinite(ele) else math.nan
+    ele = ele if math.isfinite(ele) else math.nan
+    if log.day is None:
+        if len(log.undated) < UNDATED:
+            log.undated.append((clock, pos, ele))
+        else:
+            log.drop("no date")
+        return
+    day = log.day
+    if clock < log.day_seconds - 43200:  # past midnight since the last RMC
+        day += timedelta(days=1)
+    log.place(day, clock, pos, ele)
 
 
 def _lines(path: str | os.PathLike[str]) -> Iterator[bytes]:
