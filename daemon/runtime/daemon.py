@@ -441,7 +441,7 @@ async def run_daemon(
         await asyncio.gather(pinger, return_exceptions=True)
         await daemon.shutdown()
     stats = daemon.stats
-    zone = zones_used(stats.zones.values()) or daemon.zone_label  # the offsets photos got
+    zone = zones_used(stats.provenance.zones.elements()) or daemon.zone_label  # offsets used
     daemon.log.info("run_summary", zone=zone, sources=stats.provenance.as_dict(), **stats.figures())
     if once:
         print(

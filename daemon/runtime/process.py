@@ -412,7 +412,6 @@ class Processing:
         self.stats.waiting += o.waiting
         self.stats.rejected += sum(o.rejected.values())
         zone = self._zone_text()
-        self.stats.zones.update(self._zones)
         self.stats.provenance.merge(o.provenance)
         self.stats.repeated_hour.update(self._ambiguous)
         ambiguous = list(self._ambiguous.values())

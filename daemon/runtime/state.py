@@ -80,8 +80,8 @@ class RunStats:
     no_token: bool = False  # --once: no token, or a refused one (exit 2, as `upload`)
     results: list[SequenceResult] = field(default_factory=list)
     left: dict[str, int] = field(default_factory=dict)  # what --once could not do → how many
-    zones: dict[str, str] = field(default_factory=dict)  # photo (hash) → zone label it got
-    provenance: Provenance = field(default_factory=Provenance)  # where values came from
+    # where the described photos' values came from, and the zone labels their times got
+    provenance: Provenance = field(default_factory=Provenance)
     # photo (hash) → its name, for those in the hour repeated when summer time ends
     repeated_hour: dict[str, str] = field(default_factory=dict)
 
