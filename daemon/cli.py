@@ -26,6 +26,7 @@ COMMANDS = [
     "process",
     "fix_dates",
     "geotag",
+    "clock",
     "interpolate_direction",
     "remove_duplicates",
     "sequence_split",

@@ -130,10 +130,8 @@ def test_photos_are_placed_from_an_nmea_log(
     d.start()
 
     def accounted() -> bool:  # every photo uploaded, or one of a stop's duplicates
-        if not journal_made(d):
-            return False  # not started yet
-        dup = d.query("SELECT count(*) FROM files WHERE state = 'duplicate'")[0][0]
-        return len(uploaded(server)) + dup == len(paths)
+        states = d.images()  # {} until the daemon has made its tables
+        return bool(states) and len(uploaded(server)) + states.get("duplicate", 0) == len(paths)
 
     wait_for("the drive uploaded", accounted, 60)
     truth = {f"G{p.index:07d}.JPG": p for p in drive.photos}

@@ -71,8 +71,10 @@ def _xml_error_cases() -> dict[str, tuple[bytes, int]]:
         "latin-1"
     ) + "".join(lines[9:]).encode()
     second = gpx_text([(t + timedelta(hours=1), la, lo, e) for t, la, lo, e in points(10)])
+    in_tag = "".join(lines[:8]) + lines[8].replace("<trkpt ", "<trkpt & ") + "".join(lines[9:])
     return {
         "nbsp": (nbsp.encode(), 9),
+        "a point's start tag": (in_tag.encode(), 9),
         "latin-1 byte": (latin, 9),
         "two logs joined with cat": ((text + second).encode(), 15),
     }
@@ -90,6 +92,10 @@ def test_an_xml_error_mid_file_keeps_the_points_around_it_and_names_file_and_lin
     assert len(track.notes) == 1
     note = track.notes[0]
     assert note.startswith(f"{tmp_path / 't.gpx'}: XML error at line {line}: "), note
+    if case.startswith("two"):  # the error is the second log's <?xml>, in no point
+        assert "dropped" not in note, note
+    else:  # the point the error is in, counted (its start tag too)
+        assert note.endswith("; points dropped: 1 XML error"), note
 
 
 def test_times_per_the_gpx_schema() -> None:

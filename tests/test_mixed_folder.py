@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from daemon.media.exif import read_exif
 from daemon.media.load import load_record
 from daemon.pipeline.records import BAD_FILE, BAD_METADATA
 from daemon.server.config import ServerConfig
@@ -108,9 +109,12 @@ def _named_once(lines: list[str], bad: dict[Path, bytes], key: str = "path") -> 
     for path in bad:
         about = [ln for ln in lines if path.name in ln]
         assert len(about) == 1, (path.name, about)
-        name = str(path) if key == "path" else path.name
-        reason = about[0].split(f"{name}: ", 1)[1] if f"{name}: " in about[0] else about[0]
-        assert reason.strip(), about
+        if key == "path":  # the commands: "PATH: reason"
+            assert about[0].startswith(f"{path}: ") and about[0][len(f"{path}: ") :].strip()
+        else:  # the daemon: a JSON log entry naming the file, with its reason
+            entry = json.loads(about[0])
+            assert entry["event"] in ("file_set_aside", "photo_set_aside"), entry
+            assert str(entry.get("reason", "")).strip(), entry
     for name in GOOD:
         assert not [ln for ln in lines if name in ln], name
 
@@ -152,6 +156,11 @@ def test_geotag_tags_or_keeps_every_good_photo_and_names_every_bad_one(
     assert f"{len(GOOD) - 1} outside the track kept the position" in done.stdout
     _named_once(done.stderr.splitlines(), bad)
     _untouched(bad)
+    placed = read_exif(tmp_path / "p" / "gps_DSCN0010.jpg")  # from the track, 30 s in
+    assert placed.lat == pytest.approx(43.4670 + 30e-5, abs=1e-6), placed
+    for name in GOOD:
+        if name != "gps_DSCN0010.jpg":  # kept as the camera wrote it
+            assert (tmp_path / "p" / name).read_bytes() == (EXIF_CORPUS / name).read_bytes()
 
 
 @pytest.fixture

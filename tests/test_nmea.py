@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 from datetime import UTC, datetime
 from functools import reduce
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 
 from daemon.intake.complete import verdict
 from daemon.media.gpx import GpxError, load_gpx_files
-from daemon.media.nmea import load_nmea
+from daemon.media.nmea import _CHUNK, load_nmea
 from tests.corpus import CORPUS
 
 SHARED = CORPUS
@@ -57,6 +58,23 @@ def test_gga_past_midnight_takes_the_next_day(tmp_path: Path) -> None:
     assert list(track.times) == [at(2024, 12, 31, 23, 59, 59), at(2025, 1, 1, 0, 0, 1)]
 
 
+def test_gga_before_the_first_date_takes_the_date_that_follows(tmp_path: Path) -> None:
+    """A receiver that sends GGA first in each cycle: the first fix (and its altitude) waits for
+    the date of the RMC after it, the day before when that RMC is past midnight."""
+    p = tmp_path / "sirf.log"
+    p.write_text(gga("GP", "235958", alt="20.0") + gga("GP", "235959", alt="21.0"))
+    with pytest.raises(GpxError, match="no fix with a date"):
+        load_nmea(p)  # GGA alone gives no date
+    p.write_text(p.read_text() + rmc("GP", "000000", "010125") + gga("GP", "000000", alt="22.0"))
+    track = load_nmea(p)
+    assert list(track.times) == [
+        at(2024, 12, 31, 23, 59, 58),
+        at(2024, 12, 31, 23, 59, 59),
+        at(2025, 1, 1),
+    ]
+    assert list(track.eles) == [20.0, 21.0, 22.0] and track.notes == []
+
+
 def test_bad_checksums_and_noise_are_skipped_and_counted(tmp_path: Path) -> None:
     good = [rmc("GP", f"1200{s:02d}", "010624", lat=f"5230.{s:04d}") for s in range(10)]
     broken = good[3].replace("5230.0003", "5230.0009")  # a flipped digit, old checksum
@@ -75,6 +93,49 @@ def test_bad_checksums_and_noise_are_skipped_and_counted(tmp_path: Path) -> None
     assert len(track) == 9
     assert at(2024, 6, 1, 12, 0, 3) not in track.times
     assert track.notes == [f"{p}: sentences dropped: 1 bad checksum, 1 no checksum"]
+
+
+def _drive(n: int) -> str:
+    """n seconds of a u-blox log (RMC then GGA), the fixes 11 cm apart."""
+    out = []
+    for s in range(n):
+        hms, lat = f"12{s // 60:02d}{s % 60:02d}.00", f"5230.{s:04d}"
+        out.append(rmc("GN", hms, "010624", lat=lat) + gga("GN", hms, f"{s}.5", lat=lat))
+    return "".join(out)
+
+
+def test_a_sentence_across_a_chunk_boundary_is_read_whole(tmp_path: Path) -> None:
+    """The log is read a chunk at a time: wherever a chunk ends (mid-sentence, between CR and
+    LF), every fix is there with its altitude, and nothing is counted as dropped."""
+    drive = _drive(40).encode()
+    pair = len(drive) // 40
+    p = tmp_path / "gps.log"
+    for shift in range(pair + 2):  # the boundary at each byte of one RMC+GGA pair
+        pad = b"# " + b"x" * (_CHUNK - 1200 + shift) + b"\r\n"
+        p.write_bytes(pad + drive)
+        track = load_nmea(p)
+        assert [t - at(2024, 6, 1, 12) for t in track.times] == list(range(40)), shift
+        assert list(track.eles) == [s + 0.5 for s in range(40)], shift
+        assert track.lats[-1] == pytest.approx(52.5 + 0.0039 / 60) and track.notes == [], shift
+
+
+def test_a_sentence_in_a_long_run_of_binary_noise_is_found_wherever_it_sits(
+    tmp_path: Path,
+) -> None:
+    """Noise without a line end (a binary protocol on the port) is cut into pieces to bound the
+    memory held; a sentence is never split by a cut, wherever in the run it sits."""
+    rng = random.Random(7)
+    noise = bytearray(
+        rng.choice([b for b in range(256) if b not in b"\r\n"]) for _ in range(140_000)
+    )
+    one = rmc("GP", "120000", "010624").strip().encode()
+    p = tmp_path / "noise.log"
+    for where in range(2 * _CHUNK - 400, 2 * _CHUNK + 20, 3):
+        data = bytearray(noise)
+        data[where : where + len(one)] = one
+        p.write_bytes(bytes(data))
+        track = load_nmea(p)
+        assert list(track.times) == [at(2024, 6, 1, 12)], where
 
 
 def test_a_log_without_fix_or_sentences_is_a_clear_error(tmp_path: Path) -> None:
@@ -117,7 +178,7 @@ def _gpsd_fixes(chk: Path) -> dict[float, list[tuple[float, float]]]:
 def test_every_corpus_log_gives_gpsds_fixes() -> None:
     logs = sorted(NMEA_CORPUS.glob("*.log"))
     assert logs
-    compared = 0
+    compared = missed = total = 0
     for log in logs:
         theirs = _gpsd_fixes(log.with_name(log.name + ".chk"))
         try:
@@ -133,5 +194,9 @@ def test_every_corpus_log_gives_gpsds_fixes() -> None:
                     t,
                 )
                 compared += 1
-        assert set(theirs) - set(track.times) <= set(theirs), log.name
+        missed += len(set(theirs) - set(track.times))
+        total += len(theirs)
     assert compared > 600
+    # gpsd also reads GLL (a Garmin 48 gives a fix by GLL alone every other second); RMC, GGA
+    # and GNS give all the others
+    assert missed <= total // 50, (missed, total)

@@ -93,8 +93,11 @@ def test_the_page_shows_what_status_json_says_and_the_map_has_each_sequence(
                            "GROUP BY sequence_id"))  # fmt: skip
     assert {s["uuid"]: len(s["points"]) for s in tracks["sequences"]} == journal
     assert len(journal) >= 2 and all(s["state"] == "finished" for s in tracks["sequences"])
-    names = [p["name"] for s in tracks["sequences"] for p in s["points"]]
-    names += [p["name"] for p in tracks["photos"]]
+    names = [p["name"] for p in tracks["photos"]]
+    for s in tracks["sequences"]:
+        names += [
+            p["name"] for p in json.loads(get(base + f"api/sequence/{s['uuid']}")[1])["photos"]
+        ]
     assert XSS in names  # as data, for the page to show as text
 
     status, html, headers = get(base)
@@ -282,3 +285,270 @@ def test_a_taken_port_is_said_and_the_daemon_runs_on(
         assert "cannot listen" in refused["reason"]
         d.wait_event("root_watched", 15)
         assert d.running() and d.stop() == 0
+
+
+def add_exif_thumbnail(path: Path, colour: tuple[int, int, int]) -> bytes:
+    """Give a photo a camera-made EXIF thumbnail; the thumbnail's bytes as the file holds them
+    (read back with exiftool where there is one: another reader than the daemon's)."""
+    import io
+    import shutil
+
+    import piexif
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (160, 120), colour).save(out, "JPEG")
+    exif = piexif.load(str(path))
+    exif["thumbnail"], exif["1st"] = out.getvalue(), {piexif.ImageIFD.Compression: 6}
+    piexif.insert(piexif.dump(exif), str(path))
+    if shutil.which("exiftool"):
+        cmd = ["exiftool", "-b", "-ThumbnailImage", str(path)]
+        return subprocess.run(cmd, capture_output=True, check=True, timeout=30).stdout
+    return bytes(piexif.load(str(path))["thumbnail"])
+
+
+def get_bytes(url: str) -> tuple[int, bytes, dict[str, str]]:
+    try:
+        with urlopen(url, timeout=10) as r:
+            return r.status, r.read(), dict(r.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read(), dict(exc.headers)
+
+
+def test_a_sequence_lists_its_photos_and_their_thumbnails_come_from_the_journals_files(
+    tmp_path: Path, server: ServerThread, daemons: list[DaemonProc]
+) -> None:
+    import hashlib
+    import io
+
+    from PIL import Image
+
+    inbox, staged = tmp_path / "in", tmp_path / "staged" / "2024-06-01"
+    inbox.mkdir()
+    paths = write_drive(plan_drive(START, seed=8, stop_s=30.0, break_s=300.0), staged)
+    embedded = {p.name: add_exif_thumbnail(p, (200, 40, 40)) for p in paths[:3]}
+    port = free_port()
+    d = new_daemon(
+        daemons, tmp_path / "work", server.environment(), "--watch", str(inbox),
+        "--web-listen", f"127.0.0.1:{port}",
+    )  # fmt: skip
+    d.start().wait_event("web_page", 15)
+    staged.rename(inbox / staged.name)
+    wait_for("the drive uploaded", lambda: finished(d, len(paths)), 60)
+    base = f"http://127.0.0.1:{port}/"
+    rows = d.query(
+        "SELECT sequence_id, hash, json_extract(metadata, '$.filename'), state FROM files "
+        "WHERE sequence_id IS NOT NULL ORDER BY sequence_id, seq_index"
+    )
+    by_seq: dict[str, list[tuple[str, str]]] = {}
+    for seq, file_id, name, _ in rows:
+        by_seq.setdefault(seq, []).append((file_id, name))
+    duplicates = {r[0] for r in d.query("SELECT hash FROM files WHERE state = 'duplicate'")}
+    assert len(by_seq) >= 2 and duplicates  # a stop of 30 s: photos standing still
+    left_out: set[str] = set()
+    for seq, photos in by_seq.items():
+        _, body, _ = get(base + f"api/sequence/{seq}")
+        shown = json.loads(body)
+        assert [(p["id"], p["name"]) for p in shown["photos"]] == photos
+        left_out |= {p["id"] for p in shown["left_out"] if p["state"] == "duplicate"}
+    assert left_out and left_out <= duplicates  # the stop's duplicates, beside their sequence
+    assert get(base + "api/sequence/no-such-sequence")[0] == 404
+    names = {name: file_id for _, file_id, name, _ in rows}
+    for name, thumb in embedded.items():  # the camera's own thumbnail, as it is in the file
+        status, data, headers = get_bytes(base + f"api/photo/{names[name]}/thumbnail")
+        assert status == 200 and headers["Content-Type"] == "image/jpeg"
+        assert data == thumb and headers["X-Thumbnail"] == "exif"
+    plain = names[paths[10].name]
+    status, data, headers = get_bytes(base + f"api/photo/{plain}/thumbnail")
+    assert status == 200 and headers["Content-Type"] == "image/jpeg"
+    assert headers["X-Thumbnail"] == "decoded"
+    moved = inbox / staged.name / paths[10].name
+    with Image.open(io.BytesIO(data)) as small, Image.open(moved) as big:
+        assert small.format == "JPEG" and small.width <= 240
+        assert small.width / small.height == pytest.approx(big.width / big.height, rel=0.05)
+    # Only the journal's files: an unknown id, a path, a name; never read from the URL.
+    unknown = hashlib.sha256(b"a photo the journal never saw").hexdigest()
+    for ident in (unknown, "..%2F..%2Fetc%2Fpasswd", "%2Fetc%2Fpasswd", "G0000001.JPG"):
+        assert get_bytes(base + f"api/photo/{ident}/thumbnail")[0] == 404
+    assert d.stop() == 0
+
+
+def test_thumbnails_are_kept_in_a_bounded_cache_and_read_where_the_journal_says(
+    tmp_path: Path,
+) -> None:
+    import hashlib
+
+    from PIL import Image
+
+    from daemon.journal import Journal, NewFile
+    from daemon.web.thumbnails import NoThumbnail, Thumbnails
+
+    card, spool = tmp_path / "card", tmp_path / "spool"
+    card.mkdir()
+    spool.mkdir()
+    ids = []
+    j = Journal.open(tmp_path / "journal.sqlite3")
+    for n in range(12):
+        photo = card / f"P{n:03d}.JPG"
+        # Noise: each thumbnail is a few KB, as a real one is.
+        Image.effect_noise((1200, 900), 40 + n).convert("RGB").save(photo, "JPEG", quality=90)
+        data = photo.read_bytes()
+        file_id = hashlib.sha256(data).hexdigest()
+        copy = spool / file_id
+        copy.write_bytes(data)
+        j.add_file(NewFile(hash=file_id, path=photo, source_kind="card", source_root=card,
+                           size=len(data), mtime=0.0, spool_path=copy))  # fmt: skip
+        ids.append(file_id)
+    j.close()
+    thumbs = Thumbnails(tmp_path / "journal.sqlite3", limit=60_000)
+    first = thumbs.get(ids[0])
+    assert first.source == "decoded" and len(first.data) < 60_000
+    with Image.open(spool / ids[0]) as big:
+        assert big.size == (1200, 900)
+    assert thumbs.get(ids[0]) is first  # from the cache: not read again
+    for file_id in ids:
+        thumbs.get(file_id)
+    assert thumbs.held <= 60_000 and 1 <= len(thumbs) < len(ids)
+    again = thumbs.get(ids[0])  # pushed out by the later ones, made again: the same picture
+    assert again is not first and again.data == first.data
+    # The spool copy gone (uploaded, cleaned up): the card's original, where it was seen.
+    (spool / ids[5]).unlink()
+    assert thumbs.get(ids[5]).content_type == "image/jpeg"
+    (card / "P005.JPG").unlink()
+    fresh = Thumbnails(tmp_path / "journal.sqlite3")
+    with pytest.raises(NoThumbnail, match="no copy of the photo is readable"):
+        fresh.get(ids[5])
+    with pytest.raises(NoThumbnail, match="no such photo"):
+        fresh.get(hashlib.sha256(b"unknown").hexdigest())
+    with pytest.raises(NoThumbnail):
+        fresh.get(str(card / "P001.JPG"))  # a path is no file id
+
+
+def test_sighup_with_a_new_web_listen_moves_the_page(
+    tmp_path: Path, server: ServerThread, daemons: list[DaemonProc]
+) -> None:
+    import signal
+
+    inbox, conf = tmp_path / "in", tmp_path / "config.toml"
+    inbox.mkdir()
+    first, second = free_port(), free_port()
+
+    def configure(listen: str) -> None:
+        tmp = conf.with_suffix(".tmp")
+        tmp.write_text(f'watch = ["{inbox}"]\nweb_listen = "{listen}"\n')
+        tmp.replace(conf)
+
+    configure(f"127.0.0.1:{first}")
+    d = new_daemon(daemons, tmp_path / "work", server.environment(), "--config", str(conf))
+    d.start().wait_event("web_page", 15)
+    old, new = f"http://127.0.0.1:{first}/", f"http://127.0.0.1:{second}/"
+    assert get(old)[0] == 200
+    configure(f"127.0.0.1:{second}")
+    d.signal(signal.SIGHUP)
+    d.wait_event("config_reloaded", 15)
+    moved = d.wait_event("web_page", 15, count=2)[-1]
+    assert moved["url"] == new and d.events("web_page_closed")[0]["url"] == old
+    assert get(new)[0] == 200 and json.loads(get(new + "api/status")[1])["daemon"]["web"] == new
+    with pytest.raises(OSError):
+        urlopen(old, timeout=2)
+    wait_for("status to say the new address", lambda: d.status()["daemon"]["web"] == new, 10)
+    configure("off")  # and off: nothing served, status says no page
+    d.signal(signal.SIGHUP)
+    d.wait_event("web_page_closed", 15, count=2)
+    with pytest.raises(OSError):
+        urlopen(new, timeout=2)
+    wait_for("status to say no page", lambda: d.status()["daemon"].get("web") is None, 10)
+    assert d.running() and d.stop() == 0
+
+
+def test_answers_are_read_again_exactly_when_the_journal_changed(tmp_path: Path) -> None:
+    from daemon.journal import Journal
+    from daemon.journal.status import status_json
+    from daemon.web.answers import JournalAnswers
+
+    path = tmp_path / "journal.sqlite3"
+    Journal.open(path).close()
+    answers = JournalAnswers(path)
+    reads: list[str] = []
+
+    def read() -> str:
+        reads.append(json.dumps(status_json(path, 10)))
+        return reads[-1]
+
+    first = answers.get("status", read)
+    assert answers.get("status", read) == first and len(reads) == 1  # nothing changed
+    with Journal.open(path) as j:  # the daemon's connection commits
+        j.set_meta("web_test", {"n": 1})
+        j.record_event("set_aside", "IMG_1.JPG: cut off")
+    second = answers.get("status", read)
+    assert len(reads) == 2 and second != first and "IMG_1.JPG" in second
+    assert answers.get("status", read) == second and len(reads) == 2
+    answers.close()
+
+
+def test_the_map_says_which_sequence_is_uploading_while_it_goes_up(
+    tmp_path: Path, daemons: list[DaemonProc]
+) -> None:
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    port = free_port()
+    # A slow line: the drive takes seconds to go up, long enough to be seen going.
+    with ServerThread(ServerConfig(tokens=(TOKEN,), bandwidth=60_000)) as server:
+        d = new_daemon(
+            daemons, tmp_path / "work", server.environment(), "--watch", str(inbox),
+            "--web-listen", f"127.0.0.1:{port}",
+        )  # fmt: skip
+        d.start().wait_event("web_page", 15)
+        paths = write_drive(plan_drive(START, seed=9, stop_s=10.0, break_s=300.0), inbox / "d")
+        base = f"http://127.0.0.1:{port}/"
+        seen: set[str] = set()
+
+        def states() -> list[str]:
+            got = [s["state"] for s in json.loads(get(base + "api/map")[1])["sequences"]]
+            seen.update(got)
+            return got
+
+        wait_for("a sequence uploading", lambda: "uploading" in states(), 60, every=0.2)
+        going = [s for s in json.loads(get(base + "api/map")[1])["sequences"]
+                 if s["state"] == "uploading"]  # fmt: skip
+        for s in going:  # the journal: waiting, some of its photos sent or being sent
+            assert d.query("SELECT state FROM sequences WHERE uuid = ?", s["uuid"]) in (
+                [("pending",)],
+                [("finished",)],  # done between the two reads
+            )
+        wait_for("the drive uploaded", lambda: finished(d, len(paths)), 90)
+        assert states() == ["finished"] * len(states()) and "uploading" in seen
+    assert d.stop() == 0
+
+
+def test_the_maps_positions_are_read_again_only_for_sequences_that_changed(
+    tmp_path: Path,
+) -> None:
+    import hashlib
+
+    from daemon.journal import FileState, Journal, NewFile
+    from daemon.web.tracks import KeptPoints, read_tracks
+
+    path = tmp_path / "journal.sqlite3"
+    j = Journal.open(path)
+    seqs: dict[str, list[str]] = {"a" * 8: [], "b" * 8: []}
+    for s, (uuid, hashes) in enumerate(seqs.items()):
+        for n in range(5):
+            file_id = hashlib.sha256(f"{uuid}{n}".encode()).hexdigest()
+            meta = {"filename": f"P{n}.JPG", "lat": 52.5 + s + n * 1e-4, "lon": 13.4}
+            j.add_file(NewFile(hash=file_id, path=f"/card/{uuid}/P{n}.JPG", source_kind="card",
+                               source_root="/card", size=1, mtime=0.0))  # fmt: skip
+            j.set_file_state(file_id, FileState.DESCRIBED, metadata=meta)
+            hashes.append(file_id)
+        j.create_sequence(uuid, hashes, source_root="/card")
+    kept: KeptPoints = {}
+    first = read_tracks(path, kept)
+    assert first == read_tracks(path) and len(kept) == 2
+    untouched = kept["b" * 8][1]
+    # One photo of the first sequence moves on (and its position is corrected on the way).
+    j.set_file_state(seqs["a" * 8][2], FileState.UPLOADED, metadata={"lat": 10.0, "lon": 20.0})
+    again = read_tracks(path, kept)
+    assert again == read_tracks(path)  # as a read from nothing
+    points = {s["uuid"]: s["points"] for s in again["sequences"]}
+    assert points["a" * 8][2] == (10.0, 20.0) and kept["b" * 8][1] is untouched
+    j.close()

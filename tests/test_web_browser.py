@@ -1,44 +1,43 @@
 """The status page in a real headless browser (Debian's ``chromium``; skipped where it is not
-installed): the script runs, fills the page from ``/api/status`` and draws the map, and a name a
-card brings is shown as text. ``--dump-dom`` gives the page as the script left it."""
+installed), against the running daemon and the embedded server: the script fills the page from
+``/api/status`` with the counts `status --json` gives, draws one track per sequence, shows a
+clicked sequence's photos, re-queues a failed sequence when Retry is clicked, and shows a name
+a card brings as text. Driven over chromium's DevTools protocol (tests/browser.py);
+``--dump-dom`` and ``--screenshot`` give the page as the script left it."""
 
 from __future__ import annotations
 
-import re
-import shutil
-import subprocess
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from daemon.demo.drive import plan_drive, write_drive
 from daemon.server.config import ServerConfig
 from daemon.server.runner import ServerThread
+from tests.browser import CHROMIUM, Browser, dump_dom, screenshot
 from tests.daemon_proc import TOKEN, DaemonProc, free_port, new_daemon, wait_for
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [
-    pytest.mark.timeout(180),
+    pytest.mark.timeout(240),
     pytest.mark.skipif(CHROMIUM is None, reason="no chromium (apt-get install chromium)"),
 ]
 START = datetime(2024, 6, 1, 7, 0, 0, tzinfo=UTC)
 XSS = "<img src=x onerror=alert(1)>.jpg"
+# An alert() would be the XSS going off: counted in the page's title, which the tests read.
+NO_ALERTS = "window.alert=()=>{document.title='ALERTED'};"
+LABELS = {"pending": "waiting", "uploading": "uploading", "finished": "on Mapillary",
+          "failed": "failed"}  # fmt: skip
 
 
 @pytest.fixture
 def server() -> Iterator[ServerThread]:
     with ServerThread(ServerConfig(tokens=(TOKEN,))) as srv:
         yield srv
-
-
-def browser(url: str, *extra: str) -> str:
-    assert CHROMIUM is not None
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-           "--window-size=412,915", "--virtual-time-budget=6000", *extra, url]  # fmt: skip
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=90).stdout
 
 
 class Dom(HTMLParser):
@@ -62,11 +61,29 @@ class Dom(HTMLParser):
         for ident in self._open:
             self.text[ident] += data + " "
 
-    def handle_endtag(self, tag: str) -> None:
-        pass  # ids stay open to the end: text of sections in document order is enough here
+
+# What the page shows, read in the browser.
+QUEUE = """(()=>{const out={};let part="images";
+ for(const tr of document.querySelectorAll("#queue tr")){const [k,v]=[...tr.children]
+  .map(c=>c.textContent);if(k==="sequences"){part=k;continue}
+  if(v&&v!=="count")out[part+":"+k]=Number(v)}
+ return document.getElementById("updated").textContent?out:null})()"""
+TRACKS = """[...document.querySelectorAll("#map polyline.track")].map(p=>
+ [p.dataset.uuid,p.getAttribute("points").trim().split(/\\s+/).length])"""
+THUMBS = """(()=>{const li=[...document.querySelectorAll("#photos li.photo")];
+ return li.length?li.map(l=>[l.dataset.id,l.className,l.textContent]):null})()"""
+# Each thumbnail as the browser decodes it (they load lazily, as they scroll into view).
+DECODED = """Promise.all([...document.querySelectorAll("#photos li.photo img")].map(i=>
+ fetch(i.src).then(r=>r.blob()).then(createImageBitmap).then(b=>[b.width,b.height])))"""
 
 
-def test_the_page_in_a_browser_shows_the_counts_the_map_and_names_as_text(
+def shown_counts(st: dict[str, Any]) -> dict[str, int]:
+    counts = {f"images:{k}": v for k, v in st["images"].items() if v}
+    counts.update({f"sequences:{LABELS[k]}": v for k, v in st["sequences"].items() if v})
+    return counts
+
+
+def test_the_page_shows_the_counts_the_map_a_sequences_photos_and_names_as_text(
     tmp_path: Path, server: ServerThread, daemons: list[DaemonProc]
 ) -> None:
     inbox = tmp_path / "in"
@@ -75,39 +92,76 @@ def test_the_page_in_a_browser_shows_the_counts_the_map_and_names_as_text(
     d = new_daemon(daemons, tmp_path / "work", server.environment(), "--watch", str(inbox),
                    "--web-listen", f"127.0.0.1:{port}")  # fmt: skip
     d.start().wait_event("web_page", 15)
-    drive = plan_drive(START, seed=5, stop_s=10.0, break_s=300.0)
-    paths = write_drive(drive, inbox / "d")
-    (inbox / "d" / "log.gpx").write_text(drive.gpx_text())  # drawn behind the photos
-    (inbox / "d" / XSS).write_bytes(b"not a photo at all" * 100)  # set aside, with its name
+    drive = plan_drive(START, seed=5, stop_s=30.0, break_s=300.0)
+    staged = tmp_path / "staged" / "d"
+    paths = write_drive(drive, staged, gpx_name="log.gpx")  # the GPX drawn behind the photos
+    paths[5] = paths[5].rename(paths[5].with_name(XSS))  # a photo with a name a card could bring
+    (staged / "bad").mkdir()
+    (staged / "bad" / XSS).write_bytes(b"not a photo at all" * 100)  # set aside, with its name
+    staged.rename(inbox / "d")
 
     def settled() -> bool:
         images = d.images()
         done = images.get("finished", 0) + images.get("duplicate", 0)
-        aside = sum(images.values()) + len(d.status()["recent_events"]) > done
         gpx = d.query("SELECT count(*) FROM settings WHERE key = 'gpx_files'")[0][0]
-        return done == len(paths) and aside and gpx
+        aside = d.status()["recent_events"]  # the bad file, set aside before the journal
+        return done == len(paths) and any(XSS in e["message"] for e in aside) and gpx
 
-    wait_for("the drive uploaded and the bad file set aside", settled, 60)
+    wait_for("the drive uploaded and the bad file set aside", settled, 90)
     st = d.status()
     base = f"http://127.0.0.1:{port}/"
-    html = browser(base, "--dump-dom")
-    dom = Dom(html)
-    assert not any(tag == "img" for tag, _ in dom.tags), "a file name became markup"
-    shown = " ".join(dom.text.values())
-    assert XSS in shown  # as text (the parser unescaped &lt;img ...&gt;)
-    queue = dom.text["queue"].split()
-    assert queue[queue.index("finished") + 1] == str(st["images"]["finished"])
-    lines = [a for tag, a in dom.tags if tag == "polyline" and a.get("class") == "track"]
     seqs = dict(d.query("SELECT sequence_id, count(*) FROM files WHERE sequence_id IS NOT NULL "
                         "GROUP BY sequence_id"))  # fmt: skip
-    assert {a["data-uuid"]: len(re.findall(r"\S+", a["points"] or "")) for a in lines} == seqs
-    assert sum(1 for tag, a in dom.tags if tag == "polyline" and a.get("class") == "gpx") == 1
-    shot = tmp_path / "page.png"
-    browser(base, f"--screenshot={shot}")
-    assert shot.exists() and shot.stat().st_size > 5000
+    duplicates = d.query("SELECT count(*) FROM files WHERE state = 'duplicate'")[0][0]
+    xss_seq = d.query("SELECT sequence_id, hash FROM files "
+                      "WHERE json_extract(metadata, '$.filename') = ?", XSS)  # fmt: skip
+    assert len(seqs) >= 2 and duplicates and len(xss_seq) == 1
+    with Browser(tmp_path / "profile") as b:
+        b.call("Page.addScriptToEvaluateOnNewDocument", source=NO_ALERTS)
+        b.open(base)
+        # The counts on the page equal `status --json` (the daemon is idle: nothing moves).
+        assert b.wait("the queue", QUEUE) == shown_counts(st)
+        # The map: one path per sequence, one point per photo; duplicates marked; GPX behind.
+        assert dict(b.wait("the map", TRACKS)) == seqs
+        assert b.eval("document.querySelectorAll('#map text.mark[data-state=duplicate]').length")
+        assert b.eval("document.querySelectorAll('#map polyline.gpx').length") == 1
+        # Clicking a track shows its photos' thumbnails (loaded) and the left-out duplicates.
+        uuid, xss_id = xss_seq[0]
+        b.eval(f"document.querySelector('polyline.track[data-uuid=\"{uuid}\"]')"
+               ".dispatchEvent(new MouseEvent('click'))")  # fmt: skip
+        thumbs = b.wait("the sequence's thumbnails", THUMBS)
+        ordered = d.query("SELECT hash FROM files WHERE sequence_id = ? ORDER BY seq_index", uuid)
+        in_seq = [t for t in thumbs if "duplicate" not in t[1]]
+        assert [t[0] for t in in_seq] == [h for (h,) in ordered]
+        marked = [t for t in thumbs if t[1] == "photo duplicate"]
+        all_dups = {h for (h,) in d.query("SELECT hash FROM files WHERE state = 'duplicate'")}
+        assert {t[0] for t in marked} <= all_dups
+        assert all("duplicate" in text for _, _, text in marked)
+        assert any(t[0] == xss_id and XSS in t[2] for t in in_seq)  # the name, as text
+        sizes = b.eval(DECODED)
+        assert len(sizes) == len(thumbs) and all(0 < w <= 240 and h > 0 for w, h in sizes)
+        first = "document.querySelector('#photos li.photo img')"
+        assert b.wait("the first thumbnail shown", f"{first}.complete&&{first}.naturalWidth")
+        # Its link on Mapillary, once the map data has one; nothing when not.
+        url = next(s.get("url") for s in b.eval("fetch('api/map').then(r=>r.json())")["sequences"]
+                   if s["uuid"] == uuid)  # fmt: skip
+        links = b.eval("[...document.querySelectorAll('#photos a.mly')].map(a=>a.href)")
+        assert links == ([url] if url else [])
+        assert XSS in b.eval("document.getElementById('aside').textContent")
+        assert b.eval("document.querySelectorAll('img[src=x],[onerror]').length") == 0
+        assert b.eval("document.title") == "mapillary-daemon"  # no alert() ran
+    dom = Dom(dump_dom(base + f"#sequence={uuid}", tmp_path / "profile2"))
+    assert not any(tag == "img" and a.get("src") == "x" for tag, a in dom.tags)
+    assert XSS in dom.text["photos"] and XSS in dom.text["aside"]
+    shot = screenshot(base + f"#sequence={uuid}", tmp_path / "profile3", tmp_path / "page.png")
+    from PIL import Image
+
+    with Image.open(shot) as png:
+        assert png.format == "PNG" and png.size == (412, 915)
+        assert len(png.getcolors(1 << 16) or range(1 << 16)) > 20  # drawn, not a blank page
 
 
-def test_a_card_is_marked_safe_to_remove_on_the_page_once_it_is(
+def test_a_card_is_marked_safe_to_remove_on_the_page_only_once_it_is(
     tmp_path: Path, server: ServerThread, daemons: list[DaemonProc]
 ) -> None:
     media = tmp_path / "media"
@@ -119,16 +173,137 @@ def test_a_card_is_marked_safe_to_remove_on_the_page_once_it_is(
     base = f"http://127.0.0.1:{port}/"
     staged = tmp_path / "staging" / "CARD1"
     write_drive(plan_drive(START, seed=6, stop_s=10.0, break_s=300.0), staged / "DCIM" / "100X")
-    assert not [a for tag, a in Dom(browser(base, "--dump-dom")).tags if a.get("class") == "safe"]
-    (media / "CARD1").parent.mkdir(exist_ok=True)
-    staged.rename(media / "CARD1")  # mounted
-    d.wait_event("card_imported", 60)
     root = str((media / "CARD1").resolve())
+    safe_shown = "[...document.querySelectorAll('#roots .safe')].map(e=>e.parentNode.textContent)"
+    with Browser(tmp_path / "profile") as b:
+        b.open(base)
+        b.wait("the page filled", "document.getElementById('updated').textContent")
+        assert b.eval(safe_shown) == []
+        staged.rename(media / "CARD1")  # mounted
+        # Each look at the page, then at `status --json`: safe on the page means safe already.
+        looks = 0
+        while True:
+            on_page = b.eval(safe_shown)
+            cards = d.status()["daemon"].get("cards") or {}
+            if on_page:
+                assert cards[root]["safe_to_remove"] is True, (on_page, cards)
+                break
+            looks += 1
+            assert looks < 600, "the page never said the card may go"
+            b.eval("new Promise(r=>setTimeout(r,100))")
+        assert "you may remove it" in b.eval("document.getElementById('roots').textContent")
+        assert root in b.eval("document.getElementById('roots').textContent")
 
-    def said() -> bool:
-        return "may remove" in d.status()["daemon"]["roots"].get(root, "")
 
-    wait_for("status to say the card may go", said, 30)
-    dom = Dom(browser(base, "--dump-dom"))
-    assert [a for tag, a in dom.tags if a.get("class") == "safe"]
-    assert "you may remove it" in dom.text["roots"] and root in dom.text["roots"]
+def test_retry_on_the_page_re_queues_a_failed_sequence(
+    tmp_path: Path, daemons: list[DaemonProc]
+) -> None:
+    data, port = tmp_path / "server", free_port()
+    # The server refuses every manifest: each sequence fails at its finish, photos already up.
+    strict = ServerConfig(port=port, data_dir=data, tokens=(TOKEN,), max_manifest_bytes=10)
+    inbox, web_port = tmp_path / "in", free_port()
+    inbox.mkdir()
+    with ServerThread(strict) as server:
+        d = new_daemon(daemons, tmp_path / "work", server.environment(), "--watch", str(inbox),
+                       "--web-listen", f"127.0.0.1:{web_port}")  # fmt: skip
+        d.start().wait_event("web_page", 15)
+        write_drive(plan_drive(START, seed=4, stop_s=10.0, break_s=300.0), inbox / "d")
+        failed = wait_for("a failed sequence", lambda: d.status()["failed_sequences"], 60)
+    uuid = failed[0]["uuid"]
+    base = f"http://127.0.0.1:{web_port}/"
+    button = f"document.querySelector('button.retry[data-uuid=\"{uuid}\"]')"
+    with (
+        ServerThread(ServerConfig(port=port, data_dir=data, tokens=(TOKEN,))) as server,
+        Browser(tmp_path / "profile") as b,
+    ):
+        b.open(base)
+        b.wait("the Retry button", f"!!{button}")
+        assert failed[0]["reason"] in b.eval("document.getElementById('failed').textContent")
+        b.eval(f"{button}.click()")
+        assert b.wait("the answer", f"{button}.textContent!=='Retry'&&{button}.textContent") == (
+            "queued again"
+        )
+        d.wait_event("sequence_retry", 10)
+        state = "SELECT state FROM sequences WHERE uuid = ?"
+        wait_for("the sequence up", lambda: d.query(state, uuid) == [("finished",)], 60)
+        # The page follows: the sequence leaves the failed list, and the counts are those of
+        # `status --json` (the other sequence may fail, or be retried, meanwhile: re-read).
+        b.wait("the retried sequence off the failed list", f"!{button}")
+
+        def same() -> bool:
+            shown = b.eval(QUEUE)
+            mapillary = bool(shown) and shown.get("sequences:on Mapillary", 0) >= 1
+            return mapillary and shown == shown_counts(d.status())
+
+        wait_for("the page's counts to follow status --json", same, 30, every=0.5)
+        stats = server.stats()
+        assert stats["duplicate_images"] == 0 and stats["duplicate_sequences"] == 0
+
+
+class PageThread:
+    """The page's server (the daemon's own WebPage) on a loop in a thread, over a journal."""
+
+    def __init__(self, journal: Path) -> None:
+        import asyncio
+
+        from daemon.web import WebPage
+
+        self.loop = asyncio.new_event_loop()
+        self.page = WebPage(journal, "127.0.0.1:0")
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.url = asyncio.run_coroutine_threadsafe(self.page.start(), self.loop).result(10)
+
+    def close(self) -> None:
+        import asyncio
+
+        asyncio.run_coroutine_threadsafe(self.page.stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+def test_gps_zone_clock_offset_a_suggestion_and_why_photos_wait_are_shown(
+    tmp_path: Path,
+) -> None:
+    from daemon.journal import RUNTIME_META, Journal
+    from daemon.runtime.state import Runtime
+
+    runtime = Runtime()  # this process stands for the running daemon (its pid is alive)
+    runtime.activity = "processing"
+    runtime.gps = {"state": "fix", "server": "127.0.0.1:2947", "satellites": 9, "mode": 3,
+                   "last_fix": "2024-06-01T07:31:00+00:00", "track": "gpsd-2024-06-01.gpx",
+                   "fixes": 412}  # fmt: skip
+    runtime.clock = {"tz": "Europe/Berlin", "time_offset": -3.0, "source": "config",
+                     "suggestion": {"tz": "+01:00", "time_offset": 3597.0, "confidence": 0.9,
+                                    "photos": 120, "reason": "the GPX fits an hour later"}}  # fmt: skip
+    runtime.waiting = {"settling": 3, "card_copying": 0, "position": 7}
+    journal = tmp_path / "journal.sqlite3"
+    with Journal.open(journal) as j:
+        j.set_meta(RUNTIME_META, runtime.as_dict())
+    page = PageThread(journal)
+    try:
+        with Browser(tmp_path / "profile") as b:
+            b.open(page.url)
+            clock = b.wait("the clock table", "document.getElementById('clock').textContent")
+            for said in ("fix (3D), 9 satellites, 412 fixes logged", "127.0.0.1:2947",
+                         "gpsd-2024-06-01.gpx", "Europe/Berlin (config)", "-3 s",
+                         "the photos suggest zone +01:00 and clock offset +3597 s (90% sure, "
+                         "120 photos): the GPX fits an hour later"):  # fmt: skip
+                assert said in clock
+            assert b.eval("document.querySelectorAll('#clock .warn').length") == 1
+            rows = b.eval("[...document.querySelectorAll('#waiting tr')].map(t=>t.textContent)")
+            assert rows == ["position7", "settling3"]  # most first; nothing of a reason with none
+            # None of it known (no gpsd, a daemon from before): said so, nothing broken.
+            runtime.gps = runtime.clock = None
+            runtime.waiting = {}
+            with Journal.open(journal) as j:
+                j.set_meta(RUNTIME_META, runtime.as_dict())
+            b.wait("the page to follow", "document.getElementById('clock').textContent"
+                   ".includes('no gpsd')")  # fmt: skip
+            clock = b.eval("document.getElementById('clock').textContent")
+            assert "not said by this daemon" in clock and "suggest" not in clock
+            assert b.eval("document.getElementById('waiting').textContent") == "nothing waits"
+            assert b.eval("document.getElementById('daemon').textContent").startswith("running")
+    finally:
+        page.close()

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+from datetime import UTC
 from pathlib import Path
 
-from daemon.commands import legacy
+from daemon.commands import clock, legacy
 from daemon.commands.common import add_command
 from daemon.commands.report import Progress, Summary
 from daemon.core.durable import fsync_dirs, sync_files
 from daemon.core.errors import UsageError
-from daemon.media import exif, gpx
+from daemon.media import exif
 from daemon.pipeline.geotag import geotag
 from daemon.pipeline.records import BAD_FILE, ImageRecord
 
@@ -28,6 +29,8 @@ example:
 --time-offset is positive when the camera clock is ahead of the GPS: true time = camera
 time - offset. Camera times without a zone are read in --tz (default: this machine's zone);
 the summary says which zone was used, since a wrong zone shifts every position.
+--tz auto and/or --time-offset auto find them from the photos (see `mapillary-daemon clock`):
+used when sure, else nothing is written and the reason is printed (exit 1).
 Exit codes: 0 all photos tagged, 1 some left untouched (reasons printed), 2 bad arguments."""
 
 
@@ -43,7 +46,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("path", type=Path, metavar="PATH", help="folder of JPEGs (or one JPEG)")
     p.add_argument("gpx", type=Path, nargs="+", metavar="GPX", help="GPX track file(s)")
     p.add_argument(
-        "--time-offset", type=float, default=0.0, metavar="S", help="camera clock ahead of GPS, s"
+        "--time-offset",
+        type=clock.offset_or_auto,
+        default=0.0,
+        metavar="S",
+        help="camera clock ahead of GPS, s, or auto: found from the photos",
     )
     p.add_argument(
         "--bearing-offset",
@@ -52,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="DEG",
         help="added to the direction of travel (90: camera looking right)",
     )
-    legacy.add_tz_argument(p)
+    legacy.add_tz_argument(p, auto=True)
     p.add_argument(
         "--max-gap",
         type=float,
@@ -135,21 +142,21 @@ def write_positions(records: list[ImageRecord], summary: Summary) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    zone = legacy.zone(args.tz)
+    zone = (UTC, "UTC") if clock.is_auto(args.tz) else legacy.zone(args.tz)
     if args.max_gap <= 0:
         raise UsageError("--max-gap must be positive")
-    try:
-        track = gpx.load_gpx_files(args.gpx)
-    except gpx.GpxError as exc:
-        raise UsageError(f"GPX: {exc}") from None
-    except OSError as exc:
-        raise UsageError(f"GPX: {exc.filename}: {exc.strerror or exc}") from None
-    summary = Summary("geotag", done_verb="tagged", time_offset=args.time_offset)
+    track = clock.load_track(args.gpx)
+    summary = Summary("geotag", done_verb="tagged")
     records = legacy.read(summary, args.path, zone, recursive=True)
+    settled = clock.settle(records, zone[0], args.tz, args.time_offset, track, args.max_gap)
+    records, summary.time_offset = settled.records, settled.time_offset
+    if settled.note:
+        summary.zone = legacy.zone_text(records) or summary.zone
+        summary.note(settled.note)
     tagged = geotag(
         records,
         track,
-        time_offset_s=args.time_offset,
+        time_offset_s=settled.time_offset,
         bearing_offset=args.bearing_offset,
         max_gap=args.max_gap,
     )

@@ -32,11 +32,13 @@ from daemon.pipeline.records import BAD_FILE, ImageRecord
 SKIP_DIRS = ("duplicates", "errors")
 
 
-def add_tz_argument(p: argparse.ArgumentParser) -> None:
+def add_tz_argument(p: argparse.ArgumentParser, auto: bool = False) -> None:
+    found = ", or auto: found from the photos" if auto else ""
     p.add_argument(
         "--tz",
         metavar="ZONE",
-        help="zone of camera times without one: +02:00 or Europe/Berlin (default: this machine's)",
+        help="zone of camera times without one: +02:00 or Europe/Berlin (default: this "
+        f"machine's){found}",
     )
 
 
@@ -106,8 +108,14 @@ def load(paths: Sequence[Path], tz: tzinfo, summary: Summary) -> list[ImageRecor
         records = load_records(progress.iter(paths), tz)
     finally:
         progress.close()
-    summary.zone = zones_used(r.zone for r in records if r.zone) or summary.zone
+    summary.zone = zone_text(records) or summary.zone
     return records
+
+
+def zone_text(records: Iterable[ImageRecord]) -> str | None:
+    """The zones the photos' times were read in, with the offsets they got (None: no photo
+    had one)."""
+    return zones_used(r.zone for r in records if r.zone)
 
 
 def note_sources(summary: Summary, records: Sequence[ImageRecord], tz: tzinfo) -> None:

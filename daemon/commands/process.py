@@ -15,6 +15,7 @@ from datetime import tzinfo
 from pathlib import Path
 from typing import TextIO
 
+from daemon.commands import clock
 from daemon.commands.common import add_command, add_config_flag
 from daemon.commands.report import REASONS, clock_offset_text
 from daemon.core import config, flags
@@ -45,6 +46,8 @@ examples:
 
 --time-offset is positive when the camera clock is ahead of the GPS: true time = camera
 time - offset. Camera times without a zone are read in --tz (default: this machine's zone).
+--tz auto and/or --time-offset auto find them from the photos and the GPX (see `clock`):
+used when sure and said in the summary, else nothing is written and the reason printed (exit 1).
 Photos taken while standing still count as duplicates (not an error for the exit code).
 Exit codes: 0 all photos usable, 1 some set aside (reasons printed), 2 bad arguments."""
 
@@ -165,10 +168,8 @@ def run(args: argparse.Namespace) -> int:
     if not root.exists():
         raise UsageError(f"{root} does not exist")
     options = options_from_args(args)
-    try:
-        tz, label = parse_zone(options.tz)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    tz = clock.reading_zone(options.tz)
+    label = "UTC" if clock.is_auto(options.tz) else parse_zone(options.tz)[1]
     track = None
     if args.gpx:
         from daemon.media import gpx
@@ -180,6 +181,8 @@ def run(args: argparse.Namespace) -> int:
         for note in track.notes:  # what each GPX file lost (a cut, bad fixes, an XML error)
             print(f"GPX: {note}", file=sys.stderr)
     records = load_records(find_jpegs(root, SKIP_DIRS), tz)
+    settled = clock.settle(records, tz, options.tz, options.time_offset, track, options.max_gap)
+    records, options.tz, options.time_offset = settled.records, settled.tz, settled.time_offset
     result = run_pipeline(records, track, options)
     failed = write_exif(result) if args.write_exif else []
     chunks = description_chunks(result.records)
@@ -196,4 +199,6 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"cannot write {desc_path}: {exc.strerror or exc}") from None
         desc = str(desc_path)
     print_summary(out, result, label, options.time_offset, desc, failed, tz)
+    if settled.note:
+        print(f"  {settled.note}", file=out)
     return EXIT_SET_ASIDE if result.set_aside or failed else EXIT_OK

@@ -94,6 +94,35 @@ def gps_line(gps: dict[str, Any], running: bool) -> str:
     return line
 
 
+def clock_line(clock: dict[str, Any]) -> str:
+    """The camera clock in use and, when they differ, what the photos say.
+
+    >>> clock_line({"tz": "+02:00", "time_offset": -3.0, "source": "auto", "confidence": 0.95})
+    'clock: zone +02:00, camera 3 s behind (found from the photos, confidence 0.95)'
+    >>> clock_line({"tz": None, "time_offset": 0.0, "source": "default", "suggestion": None})
+    'clock: zone of this machine, camera clock right (default)'
+    """
+    from daemon.pipeline.clock import behind_text
+
+    source = str(clock.get("source"))
+    if clock.get("time_offset") is None and clock.get("tz") is None and source == "auto":
+        used = "auto, not found yet"
+    else:
+        zone = f"zone {clock['tz']}" if clock.get("tz") else "zone of this machine"
+        offset = clock.get("time_offset")
+        used = f"{zone}, {behind_text(offset) if offset is not None else 'offset to be found'}"
+    how = {"auto": "found from the photos", "config": "as configured"}.get(source, str(source))
+    if source == "auto" and clock.get("confidence") is not None:
+        how += f", confidence {clock['confidence']:.2f}"
+    line = f"clock: {used} ({how})"
+    hint = clock.get("suggestion")
+    if hint:
+        line += f"; the photos ({hint.get('photos')}): {hint.get('reason')}"
+        if hint.get("tz") or hint.get("time_offset") is not None:
+            line += f" — would be placed with tz {hint.get('tz')}, time_offset {hint.get('time_offset')}"
+    return line
+
+
 def render(st: dict[str, Any]) -> str:
     d = st["daemon"]
     lines = []
@@ -111,6 +140,9 @@ def render(st: dict[str, Any]) -> str:
         lines.append(f"paused: {d['paused']}")
     if d.get("gps"):
         lines.append(gps_line(d["gps"], bool(d.get("running"))))
+
+    if d.get("clock"):
+        lines.append(clock_line(d["clock"]))
     images = {k: v for k, v in st["images"].items() if v}
     lines.append("images: " + (", ".join(f"{v} {k}" for k, v in images.items()) or "none yet"))
     seqs = {k: v for k, v in st["sequences"].items() if v}

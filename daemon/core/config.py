@@ -17,7 +17,7 @@ import typing
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import platformdirs
 
@@ -76,6 +76,7 @@ class Spec:
     minimum: float | None = None
     choices: tuple[str, ...] = ()
     check: Callable[[Any], str | None] | None = None
+    auto: bool = False  # "auto" is a value too: found from the photos (see daemon.pipeline.clock)
 
 
 def _setting(section: str, default: Any = None, *, factory: Any = None, **spec: Any) -> Any:
@@ -122,7 +123,7 @@ def _hours(value: str) -> str | None:
 
 def _zone(value: str | None) -> str | None:
     """A zone the pipeline cannot read would stop every batch later; refuse it now."""
-    if value is None:
+    if value is None or value == AUTO:
         return None
     # The pipeline owns zone parsing; imported here only, when a zone is actually given.
     from daemon.pipeline.dates import parse_zone
@@ -134,6 +135,7 @@ def _zone(value: str | None) -> str | None:
     return None
 
 
+AUTO = "auto"  # --tz auto, --time-offset auto: the camera clock found from the photos
 _SOURCES, _STORAGE, _PIPELINE, _UPLOAD, _LOGS = "sources", "storage", "pipeline", "upload", "logs"
 _WEB = "web"
 LOG_FORMATS = ("auto", "console", "json")
@@ -249,14 +251,15 @@ class Settings:
         check=_zone,
         flag="--tz",
         metavar="ZONE",
-        help="zone of camera times without one: +02:00, Europe/Berlin (default: this machine's)",
+        help="zone of camera times: +02:00, Europe/Berlin, or auto (found from the photos)",
     )
-    time_offset: float = _setting(
+    time_offset: float | Literal["auto"] = _setting(
         _PIPELINE,
         0.0,
         flag="--time-offset",
         metavar="S",
-        help="seconds the camera clock is ahead of GPS time ({default})",
+        auto=True,
+        help="camera clock ahead of GPS, s, or auto (found from the photos)",
     )
     bearing_offset: float = _setting(
         _PIPELINE,
@@ -506,7 +509,11 @@ def apply(settings: Settings, values: dict[str, Any], source: str) -> Settings:
         name = key.replace("-", "_")
         if name not in FIELDS:
             raise ConfigError(f"{source}: unknown key '{key}'")
-        changes[name] = coerce(name, value, FIELDS[name].hint, source)
+        row = FIELDS[name]
+        if row.spec.auto and isinstance(value, str) and value.strip().lower() == AUTO:
+            changes[name] = AUTO
+        else:  # a setting that may be "auto" is otherwise of its plain type
+            changes[name] = coerce(name, value, row.kind if row.spec.auto else row.hint, source)
     updated = dataclasses.replace(settings, **changes)
     _validate(updated, source)
     return updated

@@ -31,6 +31,16 @@ def _shown(default: Any) -> str:
     return f"{default:g}" if isinstance(default, float) else str(default)
 
 
+def _or_auto(kind: Any) -> Any:
+    """A flag's type that also takes the word ``auto``."""
+
+    def convert(text: str) -> Any:
+        return config.AUTO if text.strip().lower() == config.AUTO else kind(text)
+
+    convert.__name__ = getattr(kind, "__name__", "value")  # argparse names it in its errors
+    return convert
+
+
 def add(parser: argparse._ActionsContainer, names: Iterable[str]) -> None:
     """One flag per setting of ``names``, as the table spells and explains it."""
     for name in names:
@@ -45,7 +55,7 @@ def add(parser: argparse._ActionsContainer, names: Iterable[str]) -> None:
             kwargs["action"] = "store_false" if row.default else "store_true"  # --no-...
         else:
             kwargs["action"] = "append" if row.many else "store"
-            kwargs["type"] = row.kind
+            kwargs["type"] = _or_auto(row.kind) if spec.auto else row.kind
             kwargs["metavar"] = spec.metavar
             kwargs["choices"] = spec.choices or None
         parser.add_argument(spec.flag, **kwargs)

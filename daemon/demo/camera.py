@@ -1,7 +1,12 @@
 """Writing drives to disk as a camera and a GPS logger would: real JPEGs and GPX files.
 
-:class:`Camera` writes the photos of a planned drive (:mod:`daemon.demo.route`): EXIF spliced
-into a picture encoded once per size, so tens of thousands of photos take seconds.
+:class:`Camera` writes the photos of a planned drive (:mod:`daemon.demo.route`). Each picture
+shows what the camera sees where it truly is (:func:`scene`: a made-up street of ground and
+facades, looked at along the heading), so photos taken standing still look alike and photos
+taken on the move do not, as the clock finder (:mod:`daemon.pipeline.clock`) expects of a real
+camera. Small pictures (up to 640×480) are the scene itself, encoded per photo in well under a
+millisecond; bigger ones keep a noise picture encoded once per size (a 3 MB file for no work)
+and carry the scene as their EXIF thumbnail, as a camera's thumbnail shows its picture.
 :func:`write_jpeg`, :func:`jpeg_bytes` and :func:`write_gpx` make the small files of the fixed
 timeline (:mod:`daemon.demo.timeline`).
 """
@@ -9,6 +14,7 @@ timeline (:mod:`daemon.demo.timeline`).
 from __future__ import annotations
 
 import io
+import math
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone, tzinfo
@@ -110,6 +116,13 @@ def _picture(size: tuple[int, int], quality: int) -> tuple[bytes, bytes]:
     A 64×64 noise tile repeated over the frame compresses as badly as pure noise (JPEG codes each
     8×8 block on its own), so 2400×1800 at quality 85 makes a 3 MB file for milliseconds of work.
     """
+    buf = io.BytesIO()
+    _noise_image(size).save(buf, "JPEG", quality=quality)
+    return _split(buf.getvalue())
+
+
+@lru_cache(maxsize=16)
+def _noise_image(size: tuple[int, int]) -> Image.Image:
     tile = Image.frombytes(
         "RGB", (64, 64), random.Random(size[0] * 7919 + size[1]).randbytes(12288)
     )
@@ -117,10 +130,12 @@ def _picture(size: tuple[int, int], quality: int) -> tuple[bytes, bytes]:
     for x in range(0, size[0], 64):
         for y in range(0, size[1], 64):
             image.paste(tile, (x, y))
-    buf = io.BytesIO()
-    image.save(buf, "JPEG", quality=quality)
-    data = buf.getvalue()
-    at = 2  # after SOI, and after the JFIF APP0 Pillow writes first
+    return image
+
+
+def _split(data: bytes) -> tuple[bytes, bytes]:
+    """A JPEG split where the EXIF segment goes: after SOI and the JFIF APP0 Pillow writes."""
+    at = 2
     if data[2:4] == b"\xff\xe0":
         at = 4 + int.from_bytes(data[4:6], "big")
     return data[:at], data[at:]
@@ -133,6 +148,7 @@ def _exif(
     with_gps: bool,
     make: str,
     model: str,
+    thumbnail: bytes | None = None,
 ) -> bytes:
     local = (photo.time + timedelta(seconds=camera_offset_s)).astimezone(zone).replace(tzinfo=None)
     exif_ifd = {
@@ -161,7 +177,10 @@ def _exif(
                 (t.second * 1000 + t.microsecond // 1000, 1000),
             ),
         }
-    payload = piexif.dump({"0th": zeroth, "Exif": exif_ifd, "GPS": gps_ifd})
+    parts: dict[str, Any] = {"0th": zeroth, "Exif": exif_ifd, "GPS": gps_ifd}
+    if thumbnail is not None:
+        parts.update({"1st": {piexif.ImageIFD.Compression: 6}, "thumbnail": thumbnail})
+    payload = piexif.dump(parts)
     return b"\xff\xe1" + (len(payload) + 2).to_bytes(2, "big") + payload
 
 
@@ -169,6 +188,73 @@ def camera_local_time(photo: Photo, camera_tz: Zone, camera_offset_s: float = 0.
     """The naive time the camera writes for ``photo`` (its clock ``camera_offset_s`` ahead)."""
     moment = photo.time + timedelta(seconds=camera_offset_s)
     return moment.astimezone(_zone(camera_tz)).replace(tzinfo=None)
+
+
+SCENE_SIZE = (16, 12)  # samples of the scene per photo; Pillow scales them up
+_BIG = 640 * 480  # above this many pixels, the scene goes into the EXIF thumbnail only
+GRAIN = 0.5  # share of the fixed noise in a small photo: its file as big as before the scene
+
+
+def _hash01(ix: int, iy: int, salt: int) -> float:
+    h = (ix * 374761393 + iy * 668265263 + salt * 2147483647) & 0xFFFFFFFF
+    h = ((h ^ (h >> 13)) * 1274126177) & 0xFFFFFFFF
+    return ((h ^ (h >> 16)) & 0xFFFF) / 65535.0
+
+
+def _noise(x: float, y: float, cell: float, salt: int) -> float:
+    """Smooth value noise in [0, 1] over the world's metres (the same street for every drive)."""
+    gx, gy = x / cell, y / cell
+    ix, iy = math.floor(gx), math.floor(gy)
+    fx, fy = gx - ix, gy - iy
+    a, b = _hash01(ix, iy, salt), _hash01(ix + 1, iy, salt)
+    c, d = _hash01(ix, iy + 1, salt), _hash01(ix + 1, iy + 1, salt)
+    top, bottom = a + (b - a) * fx, c + (d - c) * fx
+    return top + (bottom - top) * fy
+
+
+def scene(photo: Photo, size: tuple[int, int] = SCENE_SIZE) -> bytes:
+    """Gray levels of what the camera sees at ``photo``'s true place and heading: facades 25 m
+    ahead (their outline and shade), the ground between 3 and 25 m, a little sensor noise.
+    Standing still it sees the same; a few metres on, the near ground changes; 20 m on, all."""
+    w, h = size
+    x = photo.lon * 111_320.0 * math.cos(math.radians(photo.lat))
+    y = photo.lat * 110_540.0
+    rng = random.Random(photo.index)
+    horizon = h // 2
+    out = bytearray()
+    columns = []
+    for c in range(w):
+        az = math.radians(photo.heading + (c / (w - 1) - 0.5) * 60.0)
+        dx, dy = math.sin(az), math.cos(az)
+        fx, fy = x + 25.0 * dx, y + 25.0 * dy
+        top = horizon * (0.2 + 0.8 * _noise(fx, fy, 9.0, 1))
+        columns.append((dx, dy, top, 60 + 150 * _noise(fx, fy, 4.0, 2)))
+    for r in range(h):
+        for dx, dy, top, facade in columns:
+            if r < top:
+                level = 215.0
+            elif r < horizon:
+                level = facade
+            else:
+                d = 3.0 + 22.0 * (h - 1 - r) / max(1, h - 1 - horizon)
+                level = 40 + 170 * _noise(x + d * dx, y + d * dy, 2.5, 3)
+            out.append(max(0, min(255, round(level + rng.gauss(0, 1.5)))))
+    return bytes(out)
+
+
+def _scene_jpeg(photo: Photo, size: tuple[int, int], quality: int, grain: bool = True) -> bytes:
+    """The scene at ``size``; with ``grain``, over the same fine noise in every photo (it
+    weighs as much as a real photo's detail, and a small decode averages it away)."""
+    small = Image.frombytes("L", SCENE_SIZE, scene(photo))
+    picture = small.resize(size, Image.Resampling.BILINEAR).convert("RGB")
+    if grain:  # the scene's contrast raised first, so that it shows as much through the noise
+        stretch = 1.0 / (1.0 - GRAIN)
+        small = small.point(lambda v: round(128 + (v - 128) * stretch))
+        picture = small.resize(size, Image.Resampling.BILINEAR).convert("RGB")
+        picture = Image.blend(picture, _noise_image(size), GRAIN)
+    buf = io.BytesIO()
+    picture.save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
 
 
 @dataclass(frozen=True)
@@ -194,9 +280,22 @@ class Camera:
         return _zone(self.camera_tz)  # once per camera: a named zone is slow to parse
 
     def jpeg(self, photo: Photo) -> bytes:
-        head, body = _picture((self.jpeg_size[0], self.jpeg_size[1]), self.quality)
+        size = (self.jpeg_size[0], self.jpeg_size[1])
+        big = size[0] * size[1] > _BIG
+        if big:
+            head, body = _picture(size, self.quality)
+            thumbnail: bytes | None = _scene_jpeg(photo, (160, 120), 75, grain=False)
+        else:
+            head, body = _split(_scene_jpeg(photo, size, self.quality))
+            thumbnail = None
         segment = _exif(
-            photo, self.zone, self.camera_offset_s, self.with_gps_in_exif, self.make, self.model
+            photo,
+            self.zone,
+            self.camera_offset_s,
+            self.with_gps_in_exif,
+            self.make,
+            self.model,
+            thumbnail,
         )
         return b"".join((head, segment, body))
 

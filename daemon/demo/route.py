@@ -215,6 +215,8 @@ def plan_drive(
     break_s: float = 720.0,
     gps_noise_m: float = 1.5,
     first_photo_s: float = 0.5,
+    stop_spread_s: float = 0.0,
+    lap: list[Phase] | None = None,
 ) -> Drive:
     """Plan a drive starting at ``start`` (aware) from ``origin``, going ``heading`` first.
 
@@ -223,13 +225,21 @@ def plan_drive(
     thousands of photos). Photos come every ``interval_s`` from ``first_photo_s`` (off the GPS
     second ticks), also while standing, but not during breaks. The GPS log has a fix every
     second, off during breaks; its noise is a random walk pulled back to the truth (sigma
-    ``gps_noise_m``, correlation 20 s) plus jitter, the same for a seed.
+    ``gps_noise_m``, correlation 20 s) plus jitter, the same for a seed. ``stop_spread_s`` makes
+    each lap's red light last ``stop_s`` give or take up to that much (drawn from the seed), as
+    real lights do; 0 repeats the lap exactly. ``lap`` replaces :func:`route` (a walk, a drive
+    that never stops).
     """
     if start.tzinfo is None:
         raise ValueError("plan_drive needs an aware start time")
     if interval_s <= 0 or laps < 1:
         raise ValueError("interval_s must be positive and laps at least 1")
-    phases = [p for _ in range(laps) for p in route(stop_s, break_s)]
+    lights = random.Random(seed * 7919 + 1)
+    phases = [
+        p
+        for _ in range(laps)
+        for p in (lap or route(max(1.0, stop_s + lights.uniform(-1, 1) * stop_spread_s), break_s))
+    ]
     planner = _Planner(phases, heading)
     track, measured = _gps_log(planner, origin, start, seed, gps_noise_m)
     photos: list[Photo] = []

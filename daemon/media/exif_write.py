@@ -183,7 +183,8 @@ def write_capture_time(
     """Write DateTimeOriginal (+ SubSecTimeOriginal, + OffsetTimeOriginal) as given.
 
     A sub-second or offset not given is removed rather than left from the old time, so the
-    file says exactly the time written.
+    file says exactly the time written; so is a GPS time stamp, which would win over it (see
+    :func:`capture_time_update`).
     """
     write_exif(path, capture_time_update(dt, subsec, offset))
 

@@ -308,10 +308,11 @@ class _Recovery:
     Fed chunk by chunk, it holds only what follows the last complete point (at most
     :data:`MAX_POINT_BYTES`), never the rest of the file; each byte is scanned once or twice."""
 
-    def __init__(self, points: _Points, line: int) -> None:
+    def __init__(self, points: _Points, line: int, in_point: bool) -> None:
         self.points = points
         self.line = line  # line number of the first byte of ``buf``
         self.buf = bytearray()
+        self.in_point = in_point  # the error is inside a point (counted): its end comes first
 
     def feed(self, data: bytes) -> None:
         self.buf += data
@@ -322,7 +323,10 @@ class _Recovery:
                 self.points.r.drop("XML error")
             if starts:
                 self._parse(starts[-1], close.end())
-            pos = close.end()  # a close without a start: the end of the point the error is in
+            elif not self.in_point:  # a point whose start tag held the error
+                self.points.r.drop("XML error")
+            self.in_point = False
+            pos = close.end()
         start = _POINT_START.search(self.buf, pos)
         while start is not None and len(self.buf) - start.start() > MAX_POINT_BYTES:
             self.points.r.drop("XML error")  # a point that never closes
@@ -386,10 +390,11 @@ def _read_points(path: str | os.PathLike[str]) -> tuple[_Reading, bool]:
                         raise GpxError(f"not a GPX/XML file ({exc})") from None
                     message, at = _error(parser, exc)
                     reading.errors.append(message)
-                    if points.point is not None:  # the point the error is in
+                    in_point = points.point is not None
+                    if in_point:  # the point the error is in
                         reading.drop("XML error")
                     points.point = points.text = None
-                    recovery = _Recovery(points, int(message.split()[1].rstrip(":")))
+                    recovery = _Recovery(points, int(message.split()[1].rstrip(":")), in_point)
                     recovery.feed(chunk[max(0, at - offset) :])
                 offset += len(chunk)
             if recovery is not None:

@@ -2,20 +2,21 @@
 
 A small parser of our own rather than pynmea2 (not a dependency): RMC gives time, date and
 position; GGA or GNS adds altitude and fix quality (and a position for a time RMC did not
-cover, on the date RMC or ZDA last gave); any talker (GP, GN, GL, GA, GB, BD, ...). Each sentence's checksum is
-verified: a bad one is dropped and counted, as is a sentence without one. Bytes between
+cover, on the date RMC or ZDA last gave, or the first one to come); any talker (GP, GN, GL,
+GA, GB, BD, ...). Each sentence's checksum is verified: a bad one is dropped and counted, as is a sentence without one. Bytes between
 sentences (binary protocols on the same port, line noise) are skipped.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import operator
 import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from functools import lru_cache
 
 from daemon.core.files import open_regular
 from daemon.media.gpx import GpxError, Track, _sorted, load_gpx
@@ -42,20 +43,15 @@ def _valid(m: re.Match[bytes]) -> bool:
 
 
 def _xor(body: bytes) -> int:
-    """The XOR of all bytes (NMEA's checksum), folded in halves as one big integer: a few
-    C-level operations instead of a Python step per byte (the parse's costliest part)."""
-    value, width = int.from_bytes(body, "little"), len(body)
-    while width > 1:
-        half = (width + 1) // 2
-        value = (value >> (8 * half)) ^ (value & ((1 << (8 * half)) - 1))
-        width = half
-    return value
+    """The XOR of all bytes, NMEA's checksum (reduce steps through the bytes in C)."""
+    return functools.reduce(operator.xor, body, 0)
 
 
+UNDATED = 3600  # GGA fixes held until a date comes: an hour at 1 Hz
 RECENT = 16  # times of the last cycles, whose sentences (RMC, GGA, GNS) merge into one fix
 _CHUNK = 1 << 16
-_MAX_LINE = 1 << 16  # a "line" longer than this is noise: cut, keeping a sentence's length
-_EOL = re.compile(rb"[\r\n]")
+_MAX_LINE = 1 << 16  # a "line" longer than this is noise, cut where no sentence is split
+_LONGEST = 256  # bytes of a sentence, far more than NMEA's 82
 
 
 @dataclass
@@ -68,9 +64,23 @@ class _Log:
     dropped: dict[str, int] = field(default_factory=dict)
     day: date | None = None  # the date of the last RMC
     day_seconds: float = 0.0  # and its time of day
+    # GGA/GNS fixes before the first date (a receiver sending GGA first in each cycle), as
+    # (time of day, position, altitude): dated by the first RMC or ZDA
+    undated: list[tuple[float, tuple[float, float], float]] = field(default_factory=list)
 
     def drop(self, why: str) -> None:
         self.dropped[why] = self.dropped.get(why, 0) + 1
+
+    def dated(self, day: date, clock: float) -> None:
+        """An RMC or ZDA's date and time of day; the fixes waiting for a date get it."""
+        self.day, self.day_seconds = day, clock
+        undated, self.undated = self.undated, []
+        for seconds, pos, ele in undated:
+            before_midnight = seconds > clock + 43200
+            self.place(day - timedelta(days=1) if before_midnight else day, seconds, pos, ele)
+
+    def place(self, day: date, clock: float, pos: tuple[float, float], ele: float) -> None:
+        self.track.eles[self.at(_stamp(day, clock), pos)] = ele
 
     def at(self, t: float, pos: tuple[float, float]) -> int:
         """The index of the fix at time ``t`` (a new one if no recent sentence gave it), with
@@ -118,7 +128,7 @@ def _stamp(day: date, seconds: float) -> float:
     return _midnight(day) + seconds
 
 
-@lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=64)
 def _midnight(day: date) -> float:
     return datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()
 
@@ -140,7 +150,7 @@ def _rmc(log: _Log, f: list[str]) -> None:
     if pos is None:
         log.drop("bad coordinates")
         return
-    log.day, log.day_seconds = day, clock
+    log.dated(day, clock)
     log.at(_stamp(day, clock), pos)
 
 
@@ -152,7 +162,7 @@ def _zda(log: _Log, f: list[str]) -> None:
     except (ValueError, IndexError):
         return
     if clock is not None:
-        log.day, log.day_seconds = day, clock
+        log.dated(day, clock)
 
 
 def _gga(log: _Log, f: list[str], gns: bool = False) -> None:
@@ -166,12 +176,8 @@ def _gga(log: _Log, f: list[str], gns: bool = False) -> None:
         valid = any(c in "ADPRF" for c in f[5])
     else:
         valid = f[5].isdigit() and f[5] not in ("0", "6", "7", "8")
-    if clock is None or not valid or log.day is None:
-        return  # no fix, an estimated or simulated one, or no date yet
-    day = log.day
-    if clock < log.day_seconds - 43200:  # past midnight since the last RMC
-        day += timedelta(days=1)
-    t = _stamp(day, clock)
+    if clock is None or not valid:
+        return  # no fix, an estimated or simulated one
     try:
         ele = float(f[8]) if f[8] else math.nan
     except ValueError:
@@ -180,7 +186,17 @@ def _gga(log: _Log, f: list[str], gns: bool = False) -> None:
     if pos is None:
         log.drop("bad coordinates")
         return
-    log.track.eles[log.at(t, pos)] = ele if math.isfinite(ele) else math.nan
+    ele = ele if math.isfinite(ele) else math.nan
+    if log.day is None:
+        if len(log.undated) < UNDATED:
+            log.undated.append((clock, pos, ele))
+        else:
+            log.drop("no date")
+        return
+    day = log.day
+    if clock < log.day_seconds - 43200:  # past midnight since the last RMC
+        day += timedelta(days=1)
+    log.place(day, clock, pos, ele)
 
 
 def _lines(path: str | os.PathLike[str]) -> Iterator[bytes]:
@@ -189,13 +205,21 @@ def _lines(path: str | os.PathLike[str]) -> Iterator[bytes]:
     with open_regular(path) as fh:
         rest = b""
         while chunk := fh.read(_CHUNK):
-            lines = _EOL.split(rest + chunk)
-            rest = lines.pop()
+            data = rest + chunk
+            lines = data.splitlines()  # CR, LF or CRLF; 4-5x faster than a regex split
+            rest = b"" if data.endswith((b"\r", b"\n")) else lines.pop()
             if len(rest) > _MAX_LINE:  # binary noise without a line end
-                lines.append(rest[:-128])
-                rest = rest[-128:]
+                lines.append(rest[: _cut(rest)])
+                rest = rest[len(lines[-1]) :]
             yield from lines
         yield rest
+
+
+def _cut(noise: bytes) -> int:
+    """Where a run of bytes without a line end may be cut without splitting a sentence: at the
+    last "$" near its end (fields hold no "$", so a sentence crossing the end starts there)."""
+    start = noise.rfind(b"$", len(noise) - _LONGEST)
+    return len(noise) if start < 0 else start
 
 
 def load_nmea(path: str | os.PathLike[str]) -> Track:

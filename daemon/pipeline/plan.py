@@ -99,7 +99,13 @@ def plan_changes(
             outcome.images += len(hashes)
     for r in result.duplicates:
         assert r.content_hash is not None and r.error is not None
-        meta = {"filename": names.get(r.content_hash) or r.filename}
+        # Where and when it was taken, so the status page can mark it on the map.
+        meta = {
+            "filename": names.get(r.content_hash) or r.filename,
+            "capture_time": r.capture_time.isoformat() if r.capture_time else None,
+            "lat": r.lat,
+            "lon": r.lon,
+        }
         changes.append(StateChange(r.content_hash, FileState.DESCRIBED, None, {"metadata": meta}))
         changes.append(StateChange(r.content_hash, FileState.DUPLICATE, r.error.message))
         outcome.duplicates += 1

@@ -64,11 +64,13 @@ def _counts(counter: Counter[str]) -> str:
 
 @dataclass
 class Provenance:
-    """Photos counted by the source of each value."""
+    """Photos counted by the source of each value, and by the zone label their time got (a
+    long-running daemon keeps these counts, never a photo's own entry)."""
 
     time: Counter[str] = field(default_factory=Counter)
     position: Counter[str] = field(default_factory=Counter)
     heading: Counter[str] = field(default_factory=Counter)
+    zones: Counter[str] = field(default_factory=Counter)
 
     @classmethod
     def of(cls, records: Iterable[ImageRecord]) -> Provenance:
@@ -80,6 +82,8 @@ class Provenance:
     def add(self, record: ImageRecord) -> None:
         if record.capture_time is not None:
             self.time[time_source(record)] += 1
+        if record.zone:
+            self.zones[record.zone] += 1
         if record.has_position:
             self.position[position_source(record)] += 1
             self.heading[heading_source(record)] += 1
@@ -88,6 +92,7 @@ class Provenance:
         self.time.update(other.time)
         self.position.update(other.position)
         self.heading.update(other.heading)
+        self.zones.update(other.zones)
 
     def line(self) -> str | None:
         """``capture time: GPS time 40, ...; position: EXIF GPS 50, ...; heading: ...``, or None

@@ -25,6 +25,7 @@ from daemon.core.errors import EXIT_IO, EXIT_OK, EXIT_SET_ASIDE, EXIT_USAGE
 from daemon.intake import Sources, clean_spool_temps
 from daemon.journal import ASIDE_META, GPX_META, AsyncJournal, FileFailures, JournalGone
 from daemon.pipeline.dates import zones_used
+from daemon.runtime.clock import clock_news, initial_state, offset_text
 from daemon.runtime.gps import GpsLogging
 from daemon.runtime.housekeeping import Housekeeping
 from daemon.runtime.intake import Intake
@@ -68,6 +69,7 @@ class Daemon:
         self.sources: Sources | None = None
         self._stages: Stages | None = None
         self._said_gone = False
+        self._web_moved = asyncio.Event()  # a reload changed where (or how) the page is served
         self._gpsd_changed = asyncio.Event()  # a reload changed `gpsd`: the GPS stage follows
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -108,6 +110,7 @@ class Daemon:
             ignore=[spool],
         )
         self._stages = self._build(journal, sources, aside, failures)
+        self.runtime.clock = initial_state(self.settings.tz, self.settings.time_offset)
         await sources.start()
         self.runtime.activity = "scanning"
         self.log.info(
@@ -258,8 +261,7 @@ class Daemon:
         else:
             work["process"] = s.processing.run()
             work["upload"] = s.uploading.run()
-            if self.settings.web_listen != "off":  # not for a one-shot run from cron
-                work["web"] = self._web()
+            work["web"] = self._web()  # not for a one-shot run from cron
             work["gps"] = self._gps()
         tasks = {asyncio.create_task(coro, name=name) for name, coro in work.items()}
         stop = asyncio.create_task(self.wake.stopping.wait(), name="stop")
@@ -323,28 +325,50 @@ class Daemon:
         await self.stages.board.save()
 
     async def _web(self) -> None:
-        """Serve the status page until stopped. A page that cannot be served is said once and
-        the daemon goes on without it: photos matter more than their view."""
+        """Serve the status page until stopped, where the settings say; a reload that changes
+        them serves it anew (the old address closed first). A page that cannot be served is
+        said once and the daemon goes on without it: photos matter more than their view."""
+        while not self.stopping.is_set():
+            self._web_moved.clear()
+            page = await self._serve_page()
+            moved = asyncio.create_task(self._web_moved.wait())
+            stop = asyncio.create_task(self.stopping.wait())
+            try:
+                await asyncio.wait({moved, stop}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                moved.cancel()
+                stop.cancel()
+                if page is not None:
+                    self.runtime.web = None
+                    await page.stop()
+                    self.log.info("web_page_closed", url=page.url)
+
+    async def _serve_page(self) -> WebPage | None:
+        """The page started as the settings say, or None (off, refused, address taken)."""
         listen, secret = self.settings.web_listen, self.settings.web_password_hash
+        if listen == "off":
+            await self._save_web(None)
+            return None
         refused = refusal(listen, secret)
         page = WebPage(self.settings.journal_path, listen, secret, retry=self._retry)
         if refused is None:
             try:
-                self.runtime.web = await page.start()
+                url = await page.start()
             except OSError as exc:
                 await page.stop()
                 refused = f"cannot listen on {listen}: {exc.strerror or exc}"
         if refused is not None:
             self.log.error("web_page_refused", listen=listen, reason=refused)
-            await self.wake.stopping.wait()
-            return
-        self.log.info("web_page", url=self.runtime.web, protected=page.password_hash is not None)
-        await self.stages.board.save()  # so that `status` says where the page is
-        try:
-            await self.wake.stopping.wait()
-        finally:
-            self.runtime.web = None
-            await page.stop()
+            await self._save_web(None)
+            return None
+        self.log.info("web_page", url=url, protected=page.password_hash is not None)
+        await self._save_web(url)  # so that `status` says where the page is
+        return page
+
+    async def _save_web(self, url: str | None) -> None:
+        if self.runtime.web != url:
+            self.runtime.web = url
+            await self.stages.board.save()
 
     async def _retry(self, uuid: str) -> str | None:
         """The page's Retry: a failed sequence pending again, the uploader woken for it."""
@@ -373,11 +397,18 @@ class Daemon:
             await self.sources.add_root(root, card_root=root in new.mount_roots)
         for root in old_roots - new_roots:
             await self.sources.remove_root(root)
+        web_moved = (self.settings.web_listen, self.settings.web_password_hash) != (
+            new.web_listen,
+            new.web_password_hash,
+        )
         gpsd_changed = new.gpsd != self.settings.gpsd
         self.settings = new
         self.stages.take(new)
+        if web_moved:
+            self._web_moved.set()
         if gpsd_changed and not self.once:
             self._gpsd_changed.set()  # the GPS stage switches over (a reload answers at once)
+        self.runtime.clock = initial_state(new.tz, new.time_offset)
         self.log.info(
             "config_reloaded",
             added=[str(r) for r in new_roots - old_roots],
@@ -455,13 +486,16 @@ async def run_daemon(
         await asyncio.gather(pinger, return_exceptions=True)
         await daemon.shutdown()
     stats = daemon.stats
-    zone = zones_used(stats.zones.values()) or daemon.zone_label  # the offsets photos got
+    zone = zones_used(stats.provenance.zones.elements()) or daemon.zone_label  # offsets used
     daemon.log.info("run_summary", zone=zone, sources=stats.provenance.as_dict(), **stats.figures())
     if once:
         print(
             f"{stats.line()}\ncamera times without a zone read in {zone}, "
-            f"camera clock offset {daemon.settings.time_offset:g} s"
+            f"camera clock offset {offset_text(daemon.settings.time_offset)}"
         )
         for line in stats.details():
             print(line)
+        found = clock_news(daemon.runtime.clock)
+        if found:
+            print(found)
     return code

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from daemon.core import config, log
 from daemon.core.aio import wait_event
@@ -30,10 +31,12 @@ from daemon.journal import (
 from daemon.media.gpx import MID_WRITE, GpxError, Track, merge
 from daemon.media.load import load_record
 from daemon.media.nmea import load_track
-from daemon.pipeline import PipelineOptions, clear_caches, run_pipeline
+from daemon.pipeline import PipelineOptions, clear_caches, dates, run_pipeline
+from daemon.pipeline.clock import is_auto, reading_zone
 from daemon.pipeline.dates import in_repeated_hour, parse_zone, zones_used
 from daemon.pipeline.plan import BatchOutcome, BatchPlan, plan_batch, tail_from_last_sequence
 from daemon.pipeline.records import BAD_FILE, ImageRecord
+from daemon.runtime.clock import BatchClock, found_before, settle_batch
 from daemon.runtime.roots import RootActivity, RootState
 from daemon.runtime.state import RunStats, StatusBoard, Wakeups
 
@@ -50,6 +53,8 @@ STILL_WRITTEN = "still being written; its points so far were used"
 
 def zone_label(tz: str | None) -> str:
     """The zone naive camera times are read in, named (a wrong one shifts every position)."""
+    if is_auto(tz):
+        return "auto (found from the photos)"
     label = parse_zone(tz)[1]
     return label if tz else f"{label} (this machine's zone)"
 
@@ -174,7 +179,8 @@ def read_rows(
 ) -> tuple[list[ImageRecord], list[tuple[FileRow, Exception]]]:
     """The photos of ``rows`` as records, and the rows whose reading failed unexpectedly
     (blocking I/O: call it from a worker thread)."""
-    zone, label = parse_zone(tz)
+    zone = reading_zone(tz)
+    label = dates.zone_label(zone)
     records, failed = [], []
     for row in rows:
         try:
@@ -249,6 +255,8 @@ class Processing:
         # summer time ends.
         self._zones: dict[str, str] = {}
         self._ambiguous: dict[str, str] = {}
+        self._clock_said: dict[str, tuple[Any, ...]] = {}  # root → the clock news last logged
+        self._clock_found: dict[str, BatchClock] = {}  # root → the clock its photos told
 
     async def run(self) -> None:
         while not self.wake.stopping.is_set():
@@ -372,6 +380,19 @@ class Processing:
     ) -> BatchPlan:
         try:
             records, failed = await asyncio.to_thread(read_rows, rows, options.tz)
+            clock = await asyncio.to_thread(
+                settle_batch, records, options.tz, options.time_offset, track, options.max_gap
+            )
+            if clock.event and clock.event[0] == "camera_clock_found":
+                self._clock_found[root] = replace(clock, records=[])  # not its photos
+            elif clock.tz is None and root in self._clock_found:
+                clock = found_before(
+                    records, options.tz, options.time_offset, self._clock_found[root]
+                )
+            if self._note_clock(root, clock):
+                await self.board.save()  # `status` shows the clock news at once
+            records = clock.records
+            options = replace(options, tz=clock.tz or "UTC", time_offset=clock.time_offset)
             self._note_zones(records, options.tz)
             await self.failures.cleared(*(r.content_hash for r in records if r.content_hash))
             records += await self._fenced(failed, counted)
@@ -403,6 +424,24 @@ class Processing:
                 self._maybe_due = True  # read again at the next look
         return quarantined
 
+    def _note_clock(self, root: str, clock: BatchClock) -> bool:
+        """The clock in use (and what the photos say) for `status`; its news logged once.
+        True when it changed."""
+        changed = self.board.runtime.clock != clock.state
+        self.board.runtime.clock = clock.state
+        if clock.event is None:
+            return changed
+        name, fields = clock.event
+        said = (name, fields.get("tz"), fields.get("time_offset"), fields.get("reason"))
+        if self._clock_said.get(root) == said:
+            return changed
+        self._clock_said[root] = said
+        if name == "camera_clock_found":
+            self.log.info(name, root=root, **fields)
+        else:
+            self.log.warning(name, root=root, **fields)
+        return changed
+
     def _note_zones(self, records: list[ImageRecord], tz: str | None) -> None:
         """Each photo's zone label is the offset at its own date (June: +02:00 in Berlin);
         naive times in the hour a zone repeats when summer time ends are noted."""
@@ -420,7 +459,6 @@ class Processing:
         self.stats.waiting += o.waiting
         self.stats.rejected += sum(o.rejected.values())
         zone = self._zone_text()
-        self.stats.zones.update(self._zones)
         self.stats.provenance.merge(o.provenance)
         self.stats.repeated_hour.update(self._ambiguous)
         ambiguous = list(self._ambiguous.values())
@@ -448,12 +486,14 @@ class Processing:
             sources=o.provenance.as_dict(),
         )
         if o.waiting:
+            hint = (self.board.runtime.clock or {}).get("suggestion") or {}
             self.log.warning(
                 "waiting_for_position",
                 root=o.root,
                 photos=o.waiting,
                 zone=zone,
                 time_offset=self.settings.time_offset,
+                photos_say=hint.get("reason"),
                 hint="no GPS position and no GPX covering their time yet; if a GPX should "
                 "cover them, check tz and time_offset",
             )

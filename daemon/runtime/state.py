@@ -52,7 +52,8 @@ class Runtime:
     gps: dict[str, Any] | None = None
     # The zone and camera clock offset in use and what the photos say about them. Keys: tz
     # (the --tz meaning), time_offset (seconds), source ("config" | "auto" | "default"),
-    # suggestion ({"tz", "time_offset", "confidence", "photos", "reason"} | None).
+    # suggestion ({"tz", "time_offset", "confidence", "photos", "reason"} | None); with source
+    # "auto" also confidence once found (daemon.runtime.clock fills it).
     clock: dict[str, Any] | None = None
     # Why photos wait, reason → how many (settling, card copying, batch_quiet, position, ...).
     waiting: dict[str, int] = field(default_factory=dict)
@@ -79,8 +80,8 @@ class RunStats:
     no_token: bool = False  # --once: no token, or a refused one (exit 2, as `upload`)
     results: list[SequenceResult] = field(default_factory=list)
     left: dict[str, int] = field(default_factory=dict)  # what --once could not do → how many
-    zones: dict[str, str] = field(default_factory=dict)  # photo (hash) → zone label it got
-    provenance: Provenance = field(default_factory=Provenance)  # where values came from
+    # where the described photos' values came from, and the zone labels their times got
+    provenance: Provenance = field(default_factory=Provenance)
     # photo (hash) → its name, for those in the hour repeated when summer time ends
     repeated_hour: dict[str, str] = field(default_factory=dict)
 

@@ -24,9 +24,12 @@ from aiohttp import web
 
 from daemon.core import log
 from daemon.journal.status import status_json
+from daemon.web.answers import JournalAnswers
 from daemon.web.page import PAGE
 from daemon.web.password import valid_hash, verify_password
-from daemon.web.tracks import read_tracks
+from daemon.web.photos import sequence_photos
+from daemon.web.thumbnails import NoThumbnail, Thumbnails
+from daemon.web.tracks import KeptPoints, read_tracks
 
 STATUS_ERRORS = 10  # as `status`'s --errors default: the two must print the same
 _HEADERS = {
@@ -96,6 +99,9 @@ class WebPage:
         self.log = log.get("web")
         self._runner: web.AppRunner | None = None
         self._allowed: set[str] = set()  # digests of Authorization headers already checked
+        self.thumbnails = Thumbnails(journal_path)
+        self.answers = JournalAnswers(journal_path)
+        self._points: KeptPoints = {}  # the map's positions, per sequence, between reads
 
     @property
     def url(self) -> str:
@@ -107,6 +113,8 @@ class WebPage:
         app.router.add_get("/", self._page)
         app.router.add_get("/api/status", self._status)
         app.router.add_get("/api/map", self._map)
+        app.router.add_get("/api/sequence/{uuid}", self._sequence)
+        app.router.add_get("/api/photo/{id}/thumbnail", self._thumbnail)
         app.router.add_post("/api/retry", self._retry)
         return app
 
@@ -125,6 +133,7 @@ class WebPage:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        await asyncio.to_thread(self.answers.close)
 
     @web.middleware
     async def _guard(self, request: web.Request, handler: Any) -> web.StreamResponse:
@@ -135,7 +144,8 @@ class WebPage:
                 headers={"WWW-Authenticate": 'Basic realm="mapillary-daemon", charset="UTF-8"'},
             )
         response: web.StreamResponse = await handler(request)
-        response.headers.update(_HEADERS)
+        for name, value in _HEADERS.items():
+            response.headers.setdefault(name, value)
         return response
 
     async def _authorised(self, request: web.Request) -> bool:
@@ -184,15 +194,44 @@ class WebPage:
         )
 
     async def _status(self, request: web.Request) -> web.Response:
-        st = await asyncio.to_thread(status_json, self.journal_path, STATUS_ERRORS)
-        return _json(st)
+        return _json_text(await asyncio.to_thread(self.answers.get, "status", self._read_status))
+
+    def _read_status(self) -> str:
+        return _dumps(status_json(self.journal_path, STATUS_ERRORS))
 
     async def _map(self, request: web.Request) -> web.Response:
-        return _json(await asyncio.to_thread(read_tracks, self.journal_path))
+        # A GPX file changed on disk is taken in by the daemon, which changes the journal.
+        return _json_text(await asyncio.to_thread(self.answers.get, "map", self._read_map))
+
+    def _read_map(self) -> str:
+        return _dumps(read_tracks(self.journal_path, self._points))
+
+    async def _sequence(self, request: web.Request) -> web.Response:
+        uuid = request.match_info["uuid"]
+        found = await asyncio.to_thread(sequence_photos, self.journal_path, uuid)
+        return _json({"error": "no such sequence"}, 404) if found is None else _json(found)
+
+    async def _thumbnail(self, request: web.Request) -> web.Response:
+        """A photo's thumbnail by its file id: the file is the one the journal names."""
+        try:
+            thumb = await asyncio.to_thread(self.thumbnails.get, request.match_info["id"])
+        except NoThumbnail as exc:
+            return web.Response(status=404, text=str(exc))
+        # The id is the photo's content hash: the same id is always the same picture.
+        return web.Response(
+            body=thumb.data,
+            content_type=thumb.content_type,
+            headers={"Cache-Control": "private, max-age=86400", "X-Thumbnail": thumb.source},
+        )
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, default=str)  # as `status --json` prints it
 
 
 def _json(value: Any, status: int = 200) -> web.Response:
-    # As `status --json` prints it (default=str for anything not JSON by itself).
-    return web.Response(
-        text=json.dumps(value, default=str), content_type="application/json", status=status
-    )
+    return _json_text(_dumps(value), status)
+
+
+def _json_text(text: str, status: int = 200) -> web.Response:
+    return web.Response(text=text, content_type="application/json", status=status)

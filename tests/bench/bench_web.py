@@ -3,8 +3,11 @@
 Starts the real daemon (watching an empty folder) twice, with the page off and on, lets it go
 idle, and prints its RSS (VmRSS, Linux) and the CPU it uses over an idle window; then times
 ``GET /``, ``/api/status`` and ``/api/map`` over a journal of ``--photos`` photos (default 50,000,
-in sequences of 500, written straight into the journal). Targets (issue 17): < 10 MB more RSS,
-no measurable idle CPU, a page load under 1 s with 50,000 photos.
+in sequences of 500, written straight into the journal), and the page's load in chromium (from
+navigation to every track drawn, over the DevTools protocol); last, one thumbnail of a 12 MP
+photo: the camera's EXIF one, a draft-mode decode against a full decode, and a cached one.
+Targets (issue 17): < 10 MB more RSS, no measurable idle CPU, a page load under 1 s with 50,000
+photos.
 
     python tests/bench/bench_web.py
     python tests/bench/bench_web.py --photos 5000 --idle 5
@@ -30,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from daemon.journal import Journal, NewFile  # noqa: E402
 from daemon.server.config import ServerConfig  # noqa: E402
 from daemon.server.runner import ServerThread  # noqa: E402
+from tests.browser import CHROMIUM, Browser  # noqa: E402
 from tests.daemon_proc import TOKEN, DaemonProc, free_port, new_daemon  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -82,14 +86,16 @@ def fill(journal: Path, photos: int, per_sequence: int = 500) -> None:
     db.close()
 
 
-def timed_get(url: str, times: int = 5) -> tuple[float, int]:
+def timed_get(url: str, times: int = 5) -> tuple[float, float, int]:
+    """The first answer's time, the median of the next ones' (nothing changed in between: the
+    page's kept answer) and the size."""
     took, size = [], 0
     for _ in range(times):
         began = time.perf_counter()
         with urlopen(url, timeout=60) as r:
             size = len(r.read())
         took.append(time.perf_counter() - began)
-    return statistics.median(took), size
+    return took[0], statistics.median(took[1:]) if times > 1 else took[0], size
 
 
 def idle_figures(work: Path, server: ServerThread, listen: str, idle: float) -> dict[str, float]:
@@ -143,13 +149,86 @@ def main() -> int:
             d.start().wait_event("web_page", 60)
             base = f"http://127.0.0.1:{port}/"
             for name in ("", "api/status", "api/map"):
-                took, size = timed_get(base + name)
-                print(f"GET /{name:<10} {took * 1000:7.1f} ms  {size / 1024:8.1f} KB")
+                first, kept, size = timed_get(base + name)
+                print(f"GET /{name:<10} {first * 1000:7.1f} ms read, {kept * 1000:6.1f} ms kept  "
+                      f"{size / 1024:8.1f} KB")  # fmt: skip
             page = json.loads(urlopen(base + "api/status", timeout=60).read())
             print(f"           images {page['images']}")
+            tracks = -(-args.photos // 500)
+            if CHROMIUM is None:
+                print("page load  skipped: no chromium (apt-get install chromium)")
+            else:
+                for fresh in (True, False):
+                    loads, empty = [], []
+                    for n in range(3):
+                        if fresh:  # nothing kept: every answer read from the journal
+                            d.stop()
+                            d.start().wait_event("web_page", 60)
+                            time.sleep(3)  # the daemon's own start (its scan) over, as idle
+                        took, baseline = page_load(base, tracks, work / f"profile{fresh}{n}")
+                        loads.append(took)
+                        empty.append(baseline)
+                    said = "daemon just started" if fresh else "answers kept"
+                    print(
+                        f"page load  {statistics.median(loads) * 1000:7.1f} ms in chromium, "
+                        f"{said} (navigation to {tracks} tracks drawn, median of 3; "
+                        f"target < 1000); an empty page {statistics.median(empty) * 1000:.0f} ms"
+                    )
         finally:
             d.stop()
+        thumbnail_figures(work)
     return 0
+
+
+def page_load(base: str, tracks: int, profile: Path) -> tuple[float, float]:
+    """Seconds from navigating to the page until all ``tracks`` are on the map (a fresh
+    browser profile each time: nothing cached), and, as the baseline, to load a page of the
+    same address that reads nothing (a 404): chromium's own start is not the page's load."""
+    with Browser(profile) as b:
+        b.open(base + "favicon.ico")
+        b.wait("the first page", "document.readyState === 'complete'", timeout=60)
+        began = time.perf_counter()
+        b.open(base + "favicon.ico?again")
+        b.wait("the empty page", "document.readyState === 'complete'", timeout=60, every=0.01)
+        empty = time.perf_counter() - began
+        began = time.perf_counter()
+        b.open(base)
+        drawn = f"document.querySelectorAll('#map polyline.track').length === {tracks}"
+        b.wait("the tracks drawn", drawn, timeout=60, every=0.01)
+        return time.perf_counter() - began, empty
+
+
+def thumbnail_figures(work: Path) -> None:
+    import io
+
+    import piexif
+    from PIL import Image
+
+    from daemon.web.thumbnails import make_thumbnail
+
+    photo = work / "12mp.jpg"
+    Image.effect_noise((4000, 3000), 60).convert("RGB").save(photo, "JPEG", quality=90)
+    began = time.perf_counter()
+    with Image.open(photo) as img:
+        img.convert("RGB").thumbnail((240, 480))  # the baseline: a full decode, then shrunk
+    full = time.perf_counter() - began
+    draft = min(_timed(lambda: make_thumbnail(str(photo))) for _ in range(3))
+    out = io.BytesIO()
+    Image.new("RGB", (160, 120), (90, 90, 90)).save(out, "JPEG")
+    exif = piexif.load(str(photo))
+    exif["thumbnail"], exif["1st"] = out.getvalue(), {piexif.ImageIFD.Compression: 6}
+    piexif.insert(piexif.dump(exif), str(photo))
+    own = min(_timed(lambda: make_thumbnail(str(photo))) for _ in range(3))
+    print(f"thumbnail  12 MP photo: full decode {full * 1000:.0f} ms, draft mode "
+          f"{draft * 1000:.0f} ms ({full / draft:.1f}x faster), EXIF thumbnail "
+          f"{own * 1000:.1f} ms ({full / own:.0f}x)")  # fmt: skip
+
+
+def _timed(work: object) -> float:
+    assert callable(work)
+    began = time.perf_counter()
+    work()
+    return time.perf_counter() - began
 
 
 if __name__ == "__main__":
