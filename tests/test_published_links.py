@@ -132,6 +132,10 @@ def test_finished_sequences_of_an_older_journal_get_their_cluster_and_files(
         (due,) = j.clusters_due(now=10.0)
         assert (due.cluster_id, due.sequence_uuid, due.checks) == ("777", uuid, 0)
         assert j.cluster_files("777") == [first, third]  # the set-aside photo is not covered
+        positions = j._conn.execute(
+            "SELECT file_hash, position FROM cluster_files ORDER BY position"
+        ).fetchall()
+        assert positions == [(first, 0), (third, 1)]  # manifest places, as a finish records
         j.record_ids("777", "seq-abc", ["11", "33"])
         assert [p["image_id"] for p in j.published(uuid)] == ["11", "33"]
         assert j.get_file(second).state == FileState.REJECTED  # type: ignore[union-attr]
