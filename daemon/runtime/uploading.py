@@ -279,3 +279,5 @@ class Uploading:
             span = max(now - self._bytes_window[0][0], 1.0)
             self.runtime.upload_rate = sum(n for _, n in self._bytes_window) / span
             self.runtime.server = "reachable"
+            if self.blocked is not None and self.blocked[0] == "server unreachable":
+                self.blocked = None  # back: not "waiting for the server" for the whole pass
