@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from daemon.journal import MIGRATIONS, AsyncJournal, FileState, Journal
+from daemon.mapillary import RetryPolicy
 from daemon.server import ServerConfig
 from daemon.server.runner import ServerThread
 from daemon.upload.client import UploadClient
@@ -102,6 +103,38 @@ async def test_a_graph_api_that_does_not_answer_is_asked_again_later_with_the_re
     assert cluster.mapillary_sequence is None and cluster.checks == 1
     assert cluster.note is not None and "graph API does not tell" in cluster.note
     assert "404" in cluster.note and cluster.next_check is not None
+
+
+async def test_a_graph_api_in_an_outage_costs_one_request_a_pass_and_no_wait(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "ride"
+    described_folder(folder, 2, seed=55)
+    with ServerThread(ServerConfig(tokens=(TOKEN,))) as server:
+        with Journal.open(tmp_path / "journal.sqlite3") as j:
+            (uuid,) = queue_folder(j, folder)
+        journal = await AsyncJournal.open(tmp_path / "journal.sqlite3")
+        try:
+            (result,) = await upload(journal, server)
+            assert result.cluster_id
+            down = ServerConfig(tokens=(TOKEN,), outage=(0.0, 3600.0))  # 503s and resets
+            with ServerThread(down) as other:
+                # The daemon's own policy (10 attempts, backoff to 16 s): a lookup does not
+                # spend it, the follow-up's schedule is its retry.
+                async with UploadClient(
+                    TOKEN, other.graph_url, other.upload_url, policy=RetryPolicy()
+                ) as client:
+                    started = time.monotonic()
+                    assert await PublishedIds(journal).check_due(client) == 0
+                    took = time.monotonic() - started
+                asked = other.stats()["requests"]
+            cluster = await journal.run(lambda j: j.get_cluster(uuid))
+        finally:
+            await journal.aclose()
+    assert asked == 1 and took < 5.0
+    # Not counted as a check: still due, asked again at the next pass.
+    assert cluster is not None and cluster.checks == 0 and cluster.mapillary_sequence is None
+    assert cluster.next_check is not None and cluster.next_check <= time.time()
 
 
 def test_finished_sequences_of_an_older_journal_get_their_cluster_and_files(
