@@ -5,6 +5,8 @@ processing delay where the story needs one), the daemon as a subprocess."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import sqlite3
 import subprocess
@@ -12,8 +14,11 @@ import sys
 import time
 from pathlib import Path
 
-from daemon.journal import MIGRATIONS, AsyncJournal, FileState, Journal
+from daemon.core import config
+from daemon.journal import MIGRATIONS, AsyncJournal, FileState, Journal, SequenceState
 from daemon.mapillary import RetryPolicy
+from daemon.runtime.state import RunStats, Runtime, Wakeups
+from daemon.runtime.uploading import Uploading
 from daemon.server import ServerConfig
 from daemon.server.runner import ServerThread
 from daemon.upload.client import UploadClient
@@ -135,6 +140,51 @@ async def test_a_graph_api_in_an_outage_costs_one_request_a_pass_and_no_wait(
     # Not counted as a check: still due, asked again at the next pass.
     assert cluster is not None and cluster.checks == 0 and cluster.mapillary_sequence is None
     assert cluster.next_check is not None and cluster.next_check <= time.time()
+
+
+async def test_the_follow_up_after_a_reload_leaves_the_uploads_session_alone(
+    tmp_path: Path,
+) -> None:
+    done, busy = tmp_path / "done", tmp_path / "busy"
+    described_folder(done, 2, seed=57)
+    described_folder(busy, 6, seed=58, size=(900, 700), quality=95)
+    with ServerThread(ServerConfig(tokens=(TOKEN,), bandwidth=400_000)) as server:
+        with Journal.open(tmp_path / "journal.sqlite3") as j:
+            (finished,) = queue_folder(j, done)
+            (sending,) = queue_folder(j, busy)
+        journal = await AsyncJournal.open(tmp_path / "journal.sqlite3")
+        settings = config.Settings(
+            graph_endpoint=server.graph_url, upload_endpoint=server.upload_url
+        )
+        stage = Uploading(
+            settings=settings,
+            token=TOKEN,
+            journal=journal,
+            missing_roots=set,
+            wake=Wakeups(),
+            stats=RunStats(),
+            runtime=Runtime(),
+        )
+        try:
+            (first,) = await upload(journal, server, [finished])  # its cluster is due now
+            assert first.cluster_id
+            received = server.stats()["bytes_received"]
+            task = asyncio.create_task(stage.upload(TOKEN, [sending]))
+            deadline = time.monotonic() + 30
+            while server.stats()["bytes_received"] == received:  # bodies under way
+                assert time.monotonic() < deadline and not task.done()
+                await asyncio.sleep(0.02)
+            stage.settings = dataclasses.replace(settings, concurrency=2)  # SIGHUP's reload
+            assert await stage.check_published()
+            await asyncio.wait_for(task, 60)  # the pass in flight was not cut
+            asked = await journal.run(lambda j: j.get_cluster(finished))
+            state = await journal.run(lambda j: j.get_sequence(sending))
+        finally:
+            await stage.close()
+            await journal.aclose()
+    assert state is not None and state.state == SequenceState.FINISHED
+    assert stage.stats.finished == 1 and stage.stats.failed == 0
+    assert asked is not None and asked.checks == 1  # and the follow-up did ask
 
 
 def test_finished_sequences_of_an_older_journal_get_their_cluster_and_files(

@@ -98,7 +98,10 @@ class Uploading:
         if not token or not self.in_upload_hours(quiet=True):
             return True
         try:
-            await self.published.check_due(await self.client(token))
+            # The uploads' session as it is: replacing it (a reload, a new token) is the
+            # upload stage's, between its passes, never under an upload in flight.
+            client = self._client if self._client is not None else await self.client(token)
+            await self.published.check_due(client)
         except AuthError:
             pass  # the upload stage says so
         except Exception as exc:
