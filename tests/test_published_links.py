@@ -136,7 +136,8 @@ async def test_a_graph_api_in_an_outage_costs_one_request_a_pass_and_no_wait(
             cluster = await journal.run(lambda j: j.get_cluster(uuid))
         finally:
             await journal.aclose()
-    assert asked == 1 and took < 5.0
+    # One attempt (aiohttp itself resends a GET once on a reset connection); 16 before.
+    assert asked <= 2 and took < 5.0
     # Not counted as a check: still due, asked again at the next pass.
     assert cluster is not None and cluster.checks == 0 and cluster.mapillary_sequence is None
     assert cluster.next_check is not None and cluster.next_check <= time.time()
