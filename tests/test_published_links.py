@@ -5,6 +5,8 @@ processing delay where the story needs one), the daemon as a subprocess."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import sqlite3
 import subprocess
@@ -12,7 +14,11 @@ import sys
 import time
 from pathlib import Path
 
-from daemon.journal import MIGRATIONS, AsyncJournal, FileState, Journal
+from daemon.core import config
+from daemon.journal import MIGRATIONS, AsyncJournal, FileState, Journal, SequenceState
+from daemon.mapillary import RetryPolicy
+from daemon.runtime.state import RunStats, Runtime, Wakeups
+from daemon.runtime.uploading import Uploading
 from daemon.server import ServerConfig
 from daemon.server.runner import ServerThread
 from daemon.upload.client import UploadClient
@@ -104,6 +110,84 @@ async def test_a_graph_api_that_does_not_answer_is_asked_again_later_with_the_re
     assert "404" in cluster.note and cluster.next_check is not None
 
 
+async def test_a_graph_api_in_an_outage_costs_one_request_a_pass_and_no_wait(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "ride"
+    described_folder(folder, 2, seed=55)
+    with ServerThread(ServerConfig(tokens=(TOKEN,))) as server:
+        with Journal.open(tmp_path / "journal.sqlite3") as j:
+            (uuid,) = queue_folder(j, folder)
+        journal = await AsyncJournal.open(tmp_path / "journal.sqlite3")
+        try:
+            (result,) = await upload(journal, server)
+            assert result.cluster_id
+            down = ServerConfig(tokens=(TOKEN,), outage=(0.0, 3600.0))  # 503s and resets
+            with ServerThread(down) as other:
+                # The daemon's own policy (10 attempts, backoff to 16 s): a lookup does not
+                # spend it, the follow-up's schedule is its retry.
+                async with UploadClient(
+                    TOKEN, other.graph_url, other.upload_url, policy=RetryPolicy()
+                ) as client:
+                    started = time.monotonic()
+                    assert await PublishedIds(journal).check_due(client) == 0
+                    took = time.monotonic() - started
+                asked = other.stats()["requests"]
+            cluster = await journal.run(lambda j: j.get_cluster(uuid))
+        finally:
+            await journal.aclose()
+    # One attempt (aiohttp itself resends a GET once on a reset connection); 16 before.
+    assert asked <= 2 and took < 5.0
+    # Not counted as a check: still due, asked again at the next pass.
+    assert cluster is not None and cluster.checks == 0 and cluster.mapillary_sequence is None
+    assert cluster.next_check is not None and cluster.next_check <= time.time()
+
+
+async def test_the_follow_up_after_a_reload_leaves_the_uploads_session_alone(
+    tmp_path: Path,
+) -> None:
+    done, busy = tmp_path / "done", tmp_path / "busy"
+    described_folder(done, 2, seed=57)
+    described_folder(busy, 6, seed=58, size=(900, 700), quality=95)
+    with ServerThread(ServerConfig(tokens=(TOKEN,), bandwidth=400_000)) as server:
+        with Journal.open(tmp_path / "journal.sqlite3") as j:
+            (finished,) = queue_folder(j, done)
+            (sending,) = queue_folder(j, busy)
+        journal = await AsyncJournal.open(tmp_path / "journal.sqlite3")
+        settings = config.Settings(
+            graph_endpoint=server.graph_url, upload_endpoint=server.upload_url
+        )
+        stage = Uploading(
+            settings=settings,
+            token=TOKEN,
+            journal=journal,
+            missing_roots=set,
+            wake=Wakeups(),
+            stats=RunStats(),
+            runtime=Runtime(),
+        )
+        try:
+            (first,) = await upload(journal, server, [finished])  # its cluster is due now
+            assert first.cluster_id
+            received = server.stats()["bytes_received"]
+            task = asyncio.create_task(stage.upload(TOKEN, [sending]))
+            deadline = time.monotonic() + 30
+            while server.stats()["bytes_received"] == received:  # bodies under way
+                assert time.monotonic() < deadline and not task.done()
+                await asyncio.sleep(0.02)
+            stage.settings = dataclasses.replace(settings, concurrency=2)  # SIGHUP's reload
+            assert await stage.check_published()
+            await asyncio.wait_for(task, 60)  # the pass in flight was not cut
+            asked = await journal.run(lambda j: j.get_cluster(finished))
+            state = await journal.run(lambda j: j.get_sequence(sending))
+        finally:
+            await stage.close()
+            await journal.aclose()
+    assert state is not None and state.state == SequenceState.FINISHED
+    assert stage.stats.finished == 1 and stage.stats.failed == 0
+    assert asked is not None and asked.checks == 1  # and the follow-up did ask
+
+
 def test_finished_sequences_of_an_older_journal_get_their_cluster_and_files(
     tmp_path: Path,
 ) -> None:
@@ -132,6 +216,10 @@ def test_finished_sequences_of_an_older_journal_get_their_cluster_and_files(
         (due,) = j.clusters_due(now=10.0)
         assert (due.cluster_id, due.sequence_uuid, due.checks) == ("777", uuid, 0)
         assert j.cluster_files("777") == [first, third]  # the set-aside photo is not covered
+        positions = j._conn.execute(
+            "SELECT file_hash, position FROM cluster_files ORDER BY position"
+        ).fetchall()
+        assert positions == [(first, 0), (third, 1)]  # manifest places, as a finish records
         j.record_ids("777", "seq-abc", ["11", "33"])
         assert [p["image_id"] for p in j.published(uuid)] == ["11", "33"]
         assert j.get_file(second).state == FileState.REJECTED  # type: ignore[union-attr]

@@ -148,3 +148,35 @@ def test_status_says_photos_wait_for_an_unreachable_server(
     assert shown["waiting"]["server unreachable"] == 2
     assert "connection error" in shown["waiting_why"]["server unreachable"]
     assert "waiting: 2 for the server (" in status_text(d)
+
+
+def test_photos_no_longer_wait_for_the_server_once_it_takes_them(
+    tmp_path: Path, daemons: list[DaemonProc]
+) -> None:
+    work = tmp_path / "work"
+    inbox = work / "inbox"
+    inbox.mkdir(parents=True)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"  # nothing listens there yet
+    endpoints = {
+        "MAPILLARY_GRAPH_API_ENDPOINT": f"{base}/graph",
+        "MAPILLARY_UPLOAD_ENDPOINT": f"{base}/mapillary_public_uploads",
+        "MAPILLARY_DAEMON_MAX_ATTEMPTS": "1",
+    }
+    d = new_daemon(daemons, work, endpoints, "--watch", str(inbox))
+    d.start().wait_event("root_watched", 15)
+    geotagged(inbox / "ride", 8, 48.5, seed=80)
+    wait_for("server unreachable", lambda: waiting(d, "server unreachable"), 60, 0.5)
+    # The server comes up, slow enough that the pass lasts well beyond a status save.
+    config = ServerConfig(host="127.0.0.1", port=port, tokens=(TOKEN,), bandwidth=2500)
+    with ServerThread(config):
+
+        def sending() -> dict[str, Any] | None:
+            st = d.status()
+            shown = st["daemon"]
+            if shown.get("server") != "reachable" or not st["sequences"].get("pending"):
+                return None
+            return shown if "server unreachable" not in (shown.get("waiting") or {}) else None
+
+        shown = wait_for("the pass under way said as such", sending, 60, 0.5)
+    assert "server unreachable" not in shown.get("waiting_why", {})

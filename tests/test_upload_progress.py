@@ -8,6 +8,7 @@ import os
 import pty
 import re
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -146,3 +147,59 @@ def test_process_and_upload_on_a_terminal_shows_the_same_bar(
     assert bars and bars[-1][2] == "100" and bars[-1][0] == bars[-1][1]
     assert "upload: 1 sequence (2 images) finished" in screen
     assert SUMMARY.search(final_lines(screen)) is not None
+
+
+def test_ctrl_c_takes_the_bar_off_before_saying_interrupted(
+    tmp_path: Path,
+    server: ServerThread,  # noqa: F811
+) -> None:
+    photos = tmp_path / "ride"
+    big_photos(photos, 4)
+    assert daemon(tmp_path, server, "process", str(photos)).returncode == 0
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAPILLARY")}
+    env.update(
+        server.environment(),
+        MAPILLARY_TOKEN=TOKEN,
+        PYTHONPATH=str(ROOT),
+        HOME=str(tmp_path / "home"),
+        XDG_CONFIG_HOME=str(tmp_path / "config"),
+        XDG_STATE_HOME=str(tmp_path / "state"),
+        XDG_DATA_HOME=str(tmp_path / "data"),
+        COLUMNS="120",
+    )
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daemon", "upload", str(photos), "--max-rate", "5e5"],
+        stdin=subprocess.DEVNULL,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+        cwd=tmp_path,
+    )
+    os.close(slave)
+    screen = b""
+    interrupted = False
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.2)
+        if ready:
+            try:
+                data = os.read(master, 65536)
+            except OSError:
+                break
+            if not data:
+                break
+            screen += data
+        elif proc.poll() is not None:
+            break
+        if not interrupted and BAR.search(screen.decode(errors="replace")):
+            proc.send_signal(signal.SIGINT)  # the user's Ctrl-C while the bar is up
+            interrupted = True
+    os.close(master)
+    assert proc.wait(timeout=30) != 0
+    assert interrupted
+    shown = final_lines(screen.decode(errors="replace"))
+    assert "interrupted" in shown, shown
+    # A line of its own: not written onto the end of the bar.
+    assert all("interrupted" not in line or "upload [" not in line for line in shown.split("\n"))
+    assert "upload [" not in shown, shown  # and taken off the screen

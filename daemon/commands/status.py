@@ -13,6 +13,7 @@ from daemon.commands.common import add_command, add_config_flag
 from daemon.core import config
 from daemon.core.errors import EXIT_OK, EXIT_USAGE, UsageError
 from daemon.core.files import valid_text
+from daemon.core.progress import duration_text, size_text
 from daemon.journal import JournalError
 from daemon.journal.status import sequence_json, status_json
 
@@ -52,23 +53,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="one sequence: its state, cluster and Mapillary links, photo by photo",
     )
     p.set_defaults(func=run)
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"
-
-
-def _duration(s: float) -> str:
-    s = int(s)
-    if s < 90:
-        return f"{s} s"
-    if s < 5400:
-        return f"{s // 60} min"
-    return f"{s // 3600} h {s % 3600 // 60} min"
 
 
 def gps_line(gps: dict[str, Any], running: bool) -> str:
@@ -127,7 +111,7 @@ def render(st: dict[str, Any]) -> str:
     d = st["daemon"]
     lines = []
     if d.get("running"):
-        since = _duration(time.time() - d.get("started", time.time()))
+        since = duration_text(time.time() - d.get("started", time.time()))
         lines.append(f"daemon: running (pid {d.get('pid')}, up {since}) — {d.get('activity', '')}")
     else:
         lines.append("daemon: not running")
@@ -177,7 +161,9 @@ def render(st: dict[str, Any]) -> str:
         for s in st["failed_sequences"]:
             when = s.get("next_try")
             nxt = (
-                f"next try in {_duration(max(when - time.time(), 0))}" if when else "to be retried"
+                f"next try in {duration_text(max(when - time.time(), 0))}"
+                if when
+                else "to be retried"
             )
             lines.append(f"  {s['uuid']} ({s['images']} images): {s['reason']} ({nxt})")
         lines.append("  ('mapillary-daemon retry --all' tries them now)")
@@ -201,7 +187,7 @@ def on_map_text(s: dict[str, Any]) -> str:
         return f"on the map as sequence {s['mapillary_sequence']}"
     why = s.get("note") or "not asked yet"
     when = s.get("next_check")
-    later = f", asked again in {_duration(max(when - time.time(), 0))}" if when else ""
+    later = f", asked again in {duration_text(max(when - time.time(), 0))}" if when else ""
     return f"not on the map yet ({why}{later})"
 
 
@@ -235,12 +221,12 @@ def upload_line(st: dict[str, Any]) -> str:
     left = st["bytes_to_upload"]
     if not left:
         return "to upload: nothing"
-    text = f"to upload: {_size(left)}"
+    text = f"to upload: {size_text(left)}"
     held = HELD.intersection(d.get("waiting") or {}) if d.get("running") else set()
     if d.get("upload_rate") and d.get("running") and not held:
-        text += f" at {_size(d['upload_rate'])}/s"
+        text += f" at {size_text(d['upload_rate'])}/s"
         if st.get("eta_seconds"):
-            text += f", about {_duration(st['eta_seconds'])} left"
+            text += f", about {duration_text(st['eta_seconds'])} left"
     return text
 
 

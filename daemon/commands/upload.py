@@ -156,16 +156,17 @@ async def _upload(
             )
             results = await worker.upload_all(uuids)
     except AuthError as exc:
-        bar.progress.close()
         print(f"upload: {exc}", file=sys.stderr)  # says what to do; nothing was lost
         return EXIT_USAGE
     except UploadError as exc:
-        bar.progress.close()
         print(
             f"upload: stopped: {exc}; what is left stays queued and a rerun resumes it",
             file=sys.stderr,
         )
         return EXIT_SET_ASIDE
+    finally:
+        # Off the screen whatever ends the run (Ctrl-C's "interrupted" on a line of its own).
+        bar.progress.close()
     bar.finish()
     done = [r for r in results if r.cluster_id]
     failed = [r for r in results if r.error]

@@ -98,7 +98,10 @@ class Uploading:
         if not token or not self.in_upload_hours(quiet=True):
             return True
         try:
-            await self.published.check_due(await self.client(token))
+            # The uploads' session as it is: replacing it (a reload, a new token) is the
+            # upload stage's, between its passes, never under an upload in flight.
+            client = self._client if self._client is not None else await self.client(token)
+            await self.published.check_due(client)
         except AuthError:
             pass  # the upload stage says so
         except Exception as exc:
@@ -279,3 +282,5 @@ class Uploading:
             span = max(now - self._bytes_window[0][0], 1.0)
             self.runtime.upload_rate = sum(n for _, n in self._bytes_window) / span
             self.runtime.server = "reachable"
+            if self.blocked is not None and self.blocked[0] == "server unreachable":
+                self.blocked = None  # back: not "waiting for the server" for the whole pass

@@ -9,7 +9,9 @@ MD5 that names the upload is computed by a first pass over the same bytes (:meth
 The body holds its file open from the first pass to the end of the upload (so a retry reads
 the file that was measured, even if it was renamed meanwhile) and checks at every block that
 it is still that file unchanged (size and mtime): bytes other than those the MD5 promises are
-never sent.
+never sent. :meth:`FileBody.close` never waits: called during a read in a thread (an upload
+cancelled mid-read), the file is closed by that read as it ends, so a ``finally`` on the loop
+closes it for certain, with no await a second cancel could cut short.
 """
 
 from __future__ import annotations
@@ -54,7 +56,9 @@ class FileBody:
         self.end = end
         self._fh = fh
         self._seen = seen
-        self._lock = threading.Lock()  # a read in a thread never overlaps the close
+        self._lock = threading.Lock()  # guards the two below, never held during a read
+        self._reading = 0  # reads in flight (in threads)
+        self._closing = False
 
     @classmethod
     def open(
@@ -76,7 +80,11 @@ class FileBody:
         return len(self.head) + self.end - self.start
 
     def close(self) -> None:
+        """Close the file now, or (a read in flight) as soon as that read ends."""
         with self._lock:
+            self._closing = True
+            idle = self._reading == 0
+        if idle:
             self._fh.close()
 
     def __enter__(self) -> FileBody:
@@ -94,9 +102,19 @@ class FileBody:
     def _block(self, pos: int, count: int) -> bytes:
         """``count`` bytes of the file from ``pos``, from the file measured (blocking)."""
         with self._lock:
+            if self._closing:
+                raise ValueError(f"upload body of {self.path} read after its close")
+            self._reading += 1
+        try:
             data = os.pread(self._fh.fileno(), count, pos)
             # After the read: a write during it changed the mtime, so these bytes are suspect.
             self._check()
+        finally:
+            with self._lock:
+                self._reading -= 1
+                last = self._closing and self._reading == 0
+            if last:  # closed while we read: ours to close
+                self._fh.close()
         if len(data) != count:
             raise Changed(self.path)
         return data

@@ -15,6 +15,7 @@ and ``RetriesExhausted`` (still retriable: the network or the server is down; ke
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import aiohttp
@@ -216,12 +217,17 @@ class UploadClient:
     async def published_ids(self, cluster_id: str) -> tuple[str, list[str]] | None:
         """The sequence id and image ids (capture order) a finished upload became, or None
         while the service is still processing it. A refusal (an API that does not answer
-        this) raises ``RejectedError``, as any other."""
+        this) raises ``RejectedError``, as any other. One attempt each: the follow-up's own
+        schedule is its retry, so an outage or a rate limit costs one request a pass, and
+        `run --once` does not wait out the policy's backoff for a lookup at its end."""
         graph = self._graph()
-        sequence = await self._retrying("cluster", lambda: graph.cluster_sequence(cluster_id))
+        once = replace(self.policy, max_attempts=1)
+        sequence = await self._retrying(
+            "cluster", lambda: graph.cluster_sequence(cluster_id), policy=once
+        )
         if sequence is None:
             return None
-        images = await self._retrying("image_ids", lambda: graph.image_ids(sequence))
+        images = await self._retrying("image_ids", lambda: graph.image_ids(sequence), policy=once)
         return sequence, images
 
     # -- retries, pacing, events ------------------------------------------------------------------
@@ -234,9 +240,10 @@ class UploadClient:
         key: str | None = None,
         total: int = 0,
         name: str | None = None,
+        policy: RetryPolicy | None = None,
     ) -> T:
-        """``attempt`` under the policy; retries are logged and announced under ``key``
-        (default: ``what``), and so is giving up."""
+        """``attempt`` under the policy (``policy``, default the client's); retries are logged
+        and announced under ``key`` (default: ``what``), and so is giving up."""
         key = key or what
 
         def on_retry(failure: Failure, delay: float, n: int) -> None:
@@ -249,7 +256,7 @@ class UploadClient:
 
         return await retrying(
             attempt,
-            self.policy,
+            policy or self.policy,
             what,
             on_retry=on_retry,
             on_give_up=on_give_up,

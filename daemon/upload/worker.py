@@ -238,6 +238,23 @@ def read_tagged(row: FileRow, seen: Seen, source_away: bool = False) -> _Tagged:
     raise Unreadable(f"changed since import: {changed}")
 
 
+async def _read_off_the_loop(row: FileRow, seen: Seen, source_away: bool) -> _Tagged:
+    """``read_tagged`` in a thread (it reads the whole file once, for its MD5). Cancelled
+    meanwhile, the thread still opens the body it was making: closed as soon as it comes, not
+    left to the garbage collector."""
+    job = asyncio.get_running_loop().run_in_executor(None, read_tagged, row, seen, source_away)
+    try:
+        return await asyncio.shield(job)
+    except asyncio.CancelledError:
+        job.add_done_callback(_close_unwanted)
+        raise
+
+
+def _close_unwanted(job: asyncio.Future[_Tagged]) -> None:
+    if not job.cancelled() and job.exception() is None:
+        job.result().body.close()
+
+
 def _io_error(exc: BaseException) -> bool:
     """An error reading the file (gone, drive away, permissions), not in its content; a FIFO
     where the photo was is content (never waited for)."""
@@ -401,8 +418,7 @@ class SequenceUploader:
         name = _name(row)
         async with self._slots:
             try:
-                # Reads the whole file once (its MD5): off the loop.
-                tagged = await asyncio.to_thread(read_tagged, row, seen, run.source_away)
+                tagged = await _read_off_the_loop(row, seen, run.source_away)
             except Unreadable as exc:
                 await self._set_aside(row, str(exc), run)
                 return
@@ -431,7 +447,7 @@ class SequenceUploader:
                 await self._failed(row, exc, "sending it", run)
                 return
             finally:
-                await asyncio.to_thread(tagged.body.close)  # waits for a read in flight
+                tagged.body.close()  # never waits: a read in flight closes it as it ends
         await self.failures.cleared(row.hash)
         run.handles[row.hash] = handle
         buffer = run.buffer
