@@ -258,9 +258,8 @@ def mark_duplicates(
     return out
 
 
-STOP_CORE_PHOTOS = (
-    3  # consecutive photos below standing speed: a walk's estimate never dips so long
-)
+STOP_CORE_PHOTOS = 3  # consecutive photos below standing speed: a walk's never dips so long
+EDGE_SLACK = 0.3  # m/s per second between fixes (tuned on bench_accuracy, 1 Hz GPX and 2 s EXIF)
 
 
 def _has_core(run: list[int], speeds: Sequence[float], standing_speed: float) -> bool:
@@ -278,7 +277,7 @@ def mark_stops(
     *,
     standing_speed: float = 0.5,
     moving_speed: float = 1.0,
-    edge_speed: float = 1.3,
+    fix_step: float = 1.0,
 ) -> list[ImageRecord]:
     """Set aside all but one photo of each stop, judged by the smoothed speed at each photo
     (``speeds``, m/s, one per record: see :mod:`daemon.pipeline.smooth`).
@@ -286,12 +285,15 @@ def mark_stops(
     A stop is a run of photos slower than ``moving_speed`` with at least three in a row slower
     than ``standing_speed`` (the estimate wavers by a few tenths of a m/s while standing, and
     never stays below it that long on a walk at 1 m/s), and the photo just before and just after
-    it when slower than ``edge_speed`` (the smoother rounds the corner of a stop: a photo taken
-    as the car halts reads a few tenths of a m/s too fast). A run whose ends are farther apart than standing
+    it when slower than ``moving_speed`` plus EDGE_SLACK per second of ``fix_step`` (the
+    median time between the fixes smoothed: the smoother rounds the corner of a stop by more
+    the sparser they are, so a photo taken as the car halts reads a few tenths of a m/s too
+    fast on a 1 Hz track, twice that on photos 2 s apart with their own GPS). A run whose ends are farther apart than standing
     allows is not a stop (a slow walk). Of a stop, the middle photo is kept, and any photo a
     camera compass says looks more than ``angle`` degrees away from every photo kept there.
-    Photos faster than ``edge_speed`` are never set aside.
+    Photos faster than that are never set aside.
     """
+    edge_speed = moving_speed + EDGE_SLACK * fix_step
     out = list(records)
     runs: list[list[int]] = []
     run: list[int] = []

@@ -58,10 +58,31 @@ class Drive:
         return min(len(self.ts) - 1, max(0, round((t - self.ts[0]) / DT)))
 
 
-def make_drive(photos: int, seed: int = 15) -> Drive:
+@dataclass(frozen=True)
+class Style:
+    """How the camera moves: a car by default; :data:`WALK` is a pedestrian."""
+
+    cruise: float = CRUISE  # m/s
+    brake: float = BRAKE  # m/s²
+    pull: float = PULL
+    red_s: float = RED_S  # how long each stop lasts
+    turn_share: float = 0.55  # of the events between straights, how many are turns (else stops)
+    turn_deg: tuple[float, float] = (30.0, 90.0)
+    turn_s: float = TURN_S
+    legs_s: tuple[float, float] = (20.0, 60.0)  # straights between events
+
+
+DRIVE = Style()
+NO_STOP = Style(turn_share=1.0)
+# A walk at 1 m/s: right-angle corners in 3 s, 20 s waits at crossings, stopping in a second.
+WALK = Style(cruise=1.0, brake=1.0, pull=1.0, red_s=20.0, turn_share=0.7,
+             turn_deg=(90.0, 90.0), turn_s=3.0, legs_s=(15.0, 45.0))  # fmt: skip
+
+
+def make_drive(photos: int, seed: int = 15, style: Style = DRIVE) -> Drive:
     rng = random.Random(seed)
     d = Drive()
-    t, x, y, v, h = 0.0, 0.0, 0.0, CRUISE, 0.0
+    t, x, y, v, h = 0.0, 0.0, 0.0, style.cruise, 0.0
     stops = 0
     next_break = 900
     breaks = 0
@@ -85,7 +106,7 @@ def make_drive(photos: int, seed: int = 15) -> Drive:
         return (len(d.phase) - breaks * round(BREAK_S / DT)) // round(PHOTO_EVERY / DT)
 
     while photos_taken() < photos:
-        for _ in range(round(rng.uniform(20, 60) / DT)):
+        for _ in range(round(rng.uniform(*style.legs_s) / DT)):
             step("cruise")
         if photos_taken() >= next_break:
             for _ in range(round(BREAK_S / DT)):
@@ -93,21 +114,22 @@ def make_drive(photos: int, seed: int = 15) -> Drive:
                 step("break")
             next_break += 900
             breaks += 1
-            for _ in range(round(CRUISE / PULL / DT)):
-                step("pull", PULL)
+            while v < style.cruise:
+                step("pull", style.pull)
+            v = style.cruise
             continue
-        if rng.random() < 0.55:
-            rate = rng.uniform(30, 90) / TURN_S * rng.choice((-1, 1))
-            for _ in range(round(TURN_S / DT)):
+        if rng.random() < style.turn_share:
+            rate = rng.uniform(*style.turn_deg) / style.turn_s * rng.choice((-1, 1))
+            for _ in range(round(style.turn_s / DT)):
                 step("turn", turn_rate=rate)
         else:
             while v > 0:
-                step("brake", -BRAKE, stop=stops)
-            for _ in range(round(RED_S / DT)):
+                step("brake", -style.brake, stop=stops)
+            for _ in range(round(style.red_s / DT)):
                 step("red", stop=stops)
-            while v < CRUISE:
-                step("pull", PULL, stop=stops)
-            v = CRUISE
+            while v < style.cruise:
+                step("pull", style.pull, stop=stops)
+            v = style.cruise
             stops += 1
     # Photos: every 2 s except during breaks, 0.5 s out of phase with the fixes.
     pt = PHASE
@@ -136,15 +158,21 @@ def noisy_track(d: Drive, seed: int = 16) -> Track:
     return Track.from_points(points)
 
 
-def records(d: Drive) -> list[ImageRecord]:
-    return [
-        ImageRecord(
-            Path(f"/drive/IMG_{n:05d}.jpg"),
-            datetime.fromtimestamp(T0 + t, UTC),
-            time_source="exif",
-        )
-        for n, t in enumerate(d.photo_times)
-    ]
+def records(d: Drive, exif_noise_m: float | None = None, seed: int = 17) -> list[ImageRecord]:
+    """The photos, timed; with ``exif_noise_m`` each also carries its own GPS position in EXIF
+    (the truth plus that much noise per axis), as a camera with a GPS writes it."""
+    rng = random.Random(seed)
+    out = []
+    for n, t in enumerate(d.photo_times):
+        when = datetime.fromtimestamp(T0 + t, UTC)
+        rec = ImageRecord(Path(f"/drive/IMG_{n:05d}.jpg"), when, time_source="exif")
+        if exif_noise_m is not None:
+            i = d.at(t)
+            x = d.xs[i] + rng.gauss(0, exif_noise_m)
+            lat, lon = latlon(x, d.ys[i] + rng.gauss(0, exif_noise_m))
+            rec = rec.replace(lat=lat, lon=lon, position_source="exif")
+        out.append(rec)
+    return out
 
 
 def p95(values: list[float]) -> float:
@@ -154,30 +182,38 @@ def p95(values: list[float]) -> float:
     return s[min(len(s) - 1, int(0.95 * len(s)))]
 
 
-def measure(d: Drive, track: Track, options: PipelineOptions) -> dict[str, float]:
-    recs = records(d)
+def measure(
+    d: Drive,
+    track: Track | None,
+    options: PipelineOptions,
+    exif_noise_m: float | None = None,
+    moving_speed: float = 1.0,
+) -> dict[str, float]:
+    """The pipeline's figures on the drive: with ``track`` None, from the photos' EXIF GPS.
+    A photo faster than ``moving_speed`` (m/s) is moving, one slower standing."""
+    recs = records(d, exif_noise_m)
     start = time.perf_counter()
     result = run_pipeline(recs, track, options)
     took = time.perf_counter() - start
     truth = {r.path: d.at(d.photo_times[n]) for n, r in enumerate(recs)}
     kept = [r for s in result.sequences for r in s]
     dup_paths = {r.path for r in result.duplicates if r.error and r.error.type == DUPLICATE}
-    moving = [p for p, i in truth.items() if d.speeds[i] > 1.0]
+    moving = [p for p, i in truth.items() if d.speeds[i] > moving_speed]
     dropped = sum(1 for p in moving if p in dup_paths)
     per_stop: dict[int, int] = {}
     for i in truth.values():
-        if d.stop_no[i] >= 0 and d.speeds[i] <= 1.0:
+        if d.stop_no[i] >= 0 and d.speeds[i] <= moving_speed:
             per_stop.setdefault(d.stop_no[i], 0)
     for r in kept:
         i = truth[r.path]
-        if d.stop_no[i] >= 0 and d.speeds[i] <= 1.0:
+        if d.stop_no[i] >= 0 and d.speeds[i] <= moving_speed:
             per_stop[d.stop_no[i]] += 1
     extra = [max(0, k - 1) for k in per_stop.values()]
     lost = sum(1 for k in per_stop.values() if k == 0)
     heading_err = [
         angle_diff_deg(r.heading, d.headings[truth[r.path]])
         for r in kept
-        if d.speeds[truth[r.path]] > 1.0 and r.heading is not None
+        if d.speeds[truth[r.path]] > moving_speed and r.heading is not None
     ]
 
     def pos_err(phases: set[str] | None) -> float:
