@@ -145,11 +145,7 @@ def _judge(
         )
         return judged, False
     states = [s for s in motion.states if s is not None]
-    speeds = [s.speed for s in states]
     recs = piece
-    if options.interpolate_directions:
-        headings: list[float | None] = [s.heading for s in states]
-        recs = directions_from_motion(recs, headings, speeds, options.offset_angle)
     if options.smoothing:
         recs = [
             r.replace(lat=ll[0], lon=ll[1]) if r.position_source in SMOOTHED else r
@@ -157,7 +153,16 @@ def _judge(
             for ll in (motion.latlon(s),)
         ]
     slowness = [s.slowness for s in states]
-    return mark_stops(recs, slowness, options.duplicate_angle, fix_step=motion.step), True
+    # Stops before headings: a camera's own compass may keep a photo of a stop, a heading made
+    # up from the movement must not.
+    speeds = [s.speed for s in states]
+    recs = mark_stops(
+        recs, slowness, options.duplicate_angle, fix_step=motion.step, momentary=speeds
+    )
+    if options.interpolate_directions:
+        headings: list[float | None] = [s.heading for s in states]
+        recs = directions_from_motion(recs, headings, speeds, options.offset_angle)
+    return recs, True
 
 
 def clear_caches() -> None:

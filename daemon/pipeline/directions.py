@@ -55,11 +55,13 @@ def directions_from_motion(
     speeds: Sequence[float],
     offset_angle: float = 0.0,
     moving_speed: float = 1.0,
+    own_speed: float = 0.5,
 ) -> list[ImageRecord]:
     """Headings from the smoothed track's velocity (see :mod:`daemon.pipeline.smooth`), one
-    per record; a photo slower than ``moving_speed`` (standing, creeping) takes the heading of
-    the last movement, or of the first one to come at the start. A run in which nothing moves
-    keeps its headings."""
+    per record. A photo at ``own_speed`` or faster has its own (a walker at 1 m/s reads
+    0.7-1.2 m/s); a slower one (standing) takes the heading of the last photo faster than
+    ``moving_speed``, or of the first one to come at the start, since a car's velocity points
+    anywhere in its last metre. A run in which nothing moves keeps its headings."""
     moving = [
         h for h, v in zip(headings, speeds, strict=True) if h is not None and v >= moving_speed
     ]
@@ -70,5 +72,6 @@ def directions_from_motion(
     for i, (h, v) in enumerate(zip(headings, speeds, strict=True)):
         if h is not None and v >= moving_speed:
             last = h
-        out[i] = out[i].replace(heading=normalize_deg(last + offset_angle))
+        heading = h if h is not None and v >= own_speed else last
+        out[i] = out[i].replace(heading=normalize_deg(heading + offset_angle))
     return out

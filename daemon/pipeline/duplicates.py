@@ -270,6 +270,39 @@ def _has_core(run: list[int], speeds: Sequence[float], standing_speed: float) ->
     return longest >= STOP_CORE_PHOTOS
 
 
+PACE_PHOTOS = 5  # photos beyond a stop that tell how fast the camera went before or after it
+PACE_SHARE = 0.7  # of that pace, below which a photo next to a stop goes with it
+
+
+def _pace(speeds: Sequence[float], end: int, side: int) -> float:
+    """How much of ``moving_speed`` the camera's pace beyond a stop's end allows (1 for a car;
+    about 0.7 for a walker at 1 m/s, who reads below 1 m/s half the time while walking)."""
+    beyond = (
+        speeds[max(0, end - PACE_PHOTOS + 1) : end + 1]
+        if side == 0
+        else speeds[end : end + PACE_PHOTOS]
+    )
+    return min(1.0, PACE_SHARE * statistics.median(beyond)) if beyond else 1.0
+
+
+def _trimmed(
+    run: list[int], speeds: Sequence[float], standing_speed: float, moving_speed: float
+) -> list[int]:
+    """The run less the photos at its ends that are not slow for the pace beyond them."""
+    lo, hi = 0, len(run)
+    left = _pace(speeds, run[0] - 1, 0) if run[0] > 0 else 1.0
+    right = _pace(speeds, run[-1] + 1, 1) if run[-1] + 1 < len(speeds) else 1.0
+    while lo < hi and speeds[run[lo]] >= standing_speed and speeds[run[lo]] >= moving_speed * left:
+        lo += 1
+    while (
+        hi > lo
+        and speeds[run[hi - 1]] >= standing_speed
+        and speeds[run[hi - 1]] >= moving_speed * right
+    ):
+        hi -= 1
+    return run[lo:hi]
+
+
 def mark_stops(
     records: Sequence[ImageRecord],
     speeds: Sequence[float],
@@ -278,6 +311,7 @@ def mark_stops(
     standing_speed: float = 0.5,
     moving_speed: float = 1.0,
     fix_step: float = 1.0,
+    momentary: Sequence[float] | None = None,
 ) -> list[ImageRecord]:
     """Set aside all but one photo of each stop, judged by the smoothed speed at each photo
     (``speeds``, m/s, one per record: see :mod:`daemon.pipeline.smooth`).
@@ -294,6 +328,9 @@ def mark_stops(
     Photos faster than that are never set aside.
     """
     edge_speed = moving_speed + EDGE_SLACK * fix_step
+    # A stop's ends are judged by the momentary speed when given: the drift over seconds
+    # either side takes in the standing too, and reads a walker's last steps as standing.
+    ends = speeds if momentary is None else momentary
     out = list(records)
     runs: list[list[int]] = []
     run: list[int] = []
@@ -305,11 +342,11 @@ def mark_stops(
                 runs.append(run)
             run = []
     for run in runs:
+        run = _trimmed(run, ends, standing_speed, moving_speed)
         # The smoother rounds the corner where a stop begins and ends, by a few tenths of a m/s.
-        if run[0] > 0 and speeds[run[0] - 1] < edge_speed:
-            run.insert(0, run[0] - 1)
-        if run[-1] + 1 < len(speeds) and speeds[run[-1] + 1] < edge_speed:
-            run.append(run[-1] + 1)
+        for end, side in ((run[0] - 1, 0), (run[-1] + 1, len(run))):
+            if 0 <= end < len(ends) and ends[end] < edge_speed * _pace(ends, end, side):
+                run.insert(side, end)
         if len(run) < 2:
             continue
         first, last = out[run[0]], out[run[-1]]
