@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from daemon.core.geo import bearing_deg, distance_m, normalize_deg
@@ -49,6 +50,10 @@ def interpolate_directions(
     return out
 
 
+STEADY_SHARE = 3.0  # a photo this many times faster than moving_speed has a steady heading
+STEADY_S = 10.0  # seconds from the last steady photo to the last moving one: the same approach
+
+
 def directions_from_motion(
     records: Sequence[ImageRecord],
     headings: Sequence[float | None],
@@ -59,19 +64,28 @@ def directions_from_motion(
 ) -> list[ImageRecord]:
     """Headings from the smoothed track's velocity (see :mod:`daemon.pipeline.smooth`), one
     per record. A photo at ``own_speed`` or faster has its own (a walker at 1 m/s reads
-    0.7-1.2 m/s); a slower one (standing) takes the heading of the last photo faster than
-    ``moving_speed``, or of the first one to come at the start, since a car's velocity points
-    anywhere in its last metre. A run in which nothing moves keeps its headings."""
+    0.7-1.2 m/s); a slower one (standing) takes the heading of the movement that brought it
+    there: of the last photo STEADY_SHARE times faster than ``moving_speed`` when that was on
+    the same approach (a car's velocity points anywhere in its last metres of braking), else of
+    the last photo faster than ``moving_speed``, or of the first one to come at the start. A run
+    in which nothing moves keeps its headings."""
     moving = [
         h for h, v in zip(headings, speeds, strict=True) if h is not None and v >= moving_speed
     ]
     if not moving:
         return list(records)
-    last = moving[0]
+    last = steady = moving[0]
+    last_t = steady_t = -math.inf
     out = list(records)
     for i, (h, v) in enumerate(zip(headings, speeds, strict=True)):
+        t = records[i].time.timestamp() if records[i].capture_time else last_t
         if h is not None and v >= moving_speed:
-            last = h
-        heading = h if h is not None and v >= own_speed else last
+            last, last_t = h, t
+            if v >= STEADY_SHARE * moving_speed:
+                steady, steady_t = h, t
+        if h is not None and v >= own_speed:
+            heading = h
+        else:
+            heading = steady if last_t - steady_t <= STEADY_S else last
         out[i] = out[i].replace(heading=normalize_deg(heading + offset_angle))
     return out
