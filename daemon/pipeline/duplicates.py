@@ -259,7 +259,7 @@ def mark_duplicates(
 
 
 STOP_CORE_PHOTOS = 3  # consecutive photos below standing speed: a walk's never dips so long
-EDGE_SLACK = 0.3  # m/s per second between fixes (tuned on bench_accuracy, 1 Hz GPX and 2 s EXIF)
+EDGE_SLACK = 0.2  # m/s per second between fixes (tuned on bench_accuracy, 1 Hz GPX and 2 s EXIF)
 
 
 def _has_core(run: list[int], speeds: Sequence[float], standing_speed: float) -> bool:

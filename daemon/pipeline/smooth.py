@@ -33,6 +33,8 @@ ACCEL_Q = 1.0  # white-acceleration density of the first pass, m²/s³: any mano
 QUIET_Q = 0.005  # the second pass's density where the first saw no acceleration
 Q_PER_ACCEL = 0.5  # s: density added per (m/s²)² of acceleration seen (tuned on bench_accuracy)
 ACCEL_SPAN_S = 2.0  # seconds either side over which the acceleration is seen
+EDGE_S = 6.0  # seconds from the ends of a run of fixes where a manoeuvre is assumed
+EDGE_ACCEL = 3.0  # m/s²: the manoeuvre assumed there (braking, pulling away)
 NOISE_WINDOW = 30  # fixes over which the GPS error is judged
 NOISE_STEP = 5  # fixes that share one judgement of it
 MIN_NOISE_M = 0.05
@@ -307,6 +309,10 @@ def manoeuvre_q(ts: Sequence[float], vxs: Sequence[float], vys: Sequence[float])
     for k in range(n):
         a = max(acc[max(0, k - 1) : k + 2])
         qs[k] = QUIET_Q + Q_PER_ACCEL * a * a
+        # Near an end the first pass had fixes on one side only and saw too little (a camera
+        # pulling away as its first photos are taken): a manoeuvre is assumed there.
+        if min(ts[k] - ts[0], ts[-1] - ts[k]) < EDGE_S:
+            qs[k] = max(qs[k], QUIET_Q + Q_PER_ACCEL * EDGE_ACCEL**2)
     return qs
 
 
