@@ -276,7 +276,8 @@ PACE_SHARE = 0.7  # of that pace, below which a photo next to a stop goes with i
 
 def _pace(speeds: Sequence[float], end: int, side: int) -> float:
     """How much of ``moving_speed`` the camera's pace beyond a stop's end allows (1 for a car;
-    about 0.7 for a walker at 1 m/s, who reads below 1 m/s half the time while walking)."""
+    about 0.7 for a walker at 1 m/s, who reads below 1 m/s half the time while walking).
+    ``end`` is the first photo beyond the stop, before it (``side`` 0) or after it (1)."""
     beyond = (
         speeds[max(0, end - PACE_PHOTOS + 1) : end + 1]
         if side == 0
@@ -318,14 +319,15 @@ def mark_stops(
 
     A stop is a run of photos slower than ``moving_speed`` with at least three in a row slower
     than ``standing_speed`` (the estimate wavers by a few tenths of a m/s while standing, and
-    never stays below it that long on a walk at 1 m/s), and the photo just before and just after
-    it when slower than ``moving_speed`` plus EDGE_SLACK per second of ``fix_step`` (the
-    median time between the fixes smoothed: the smoother rounds the corner of a stop by more
-    the sparser they are, so a photo taken as the car halts reads a few tenths of a m/s too
-    fast on a 1 Hz track, twice that on photos 2 s apart with their own GPS). A run whose ends are farther apart than standing
-    allows is not a stop (a slow walk). Of a stop, the middle photo is kept, and any photo a
-    camera compass says looks more than ``angle`` degrees away from every photo kept there.
-    Photos faster than that are never set aside.
+    never stays below it that long on a walk at 1 m/s), less the photos at its ends that are
+    not slow for the pace the camera went at beyond them (see :func:`_pace`; judged by the
+    ``momentary`` speeds when given), and the photo just before and just after it when slower
+    than ``moving_speed`` plus EDGE_SLACK per second of ``fix_step`` (the median time between
+    the fixes smoothed: the smoother rounds the corner of a stop by more the sparser they are,
+    so a photo taken as the car halts reads a few tenths of a m/s too fast). A run whose ends
+    are farther apart than standing allows is not a stop (a slow walk). Of a stop, the middle
+    photo is kept, and any photo a camera compass says looks more than ``angle`` degrees away
+    from every photo kept there. Photos faster than that are never set aside.
     """
     edge_speed = moving_speed + EDGE_SLACK * fix_step
     # A stop's ends are judged by the momentary speed when given: the drift over seconds
@@ -344,9 +346,11 @@ def mark_stops(
     for run in runs:
         run = _trimmed(run, ends, standing_speed, moving_speed)
         # The smoother rounds the corner where a stop begins and ends, by a few tenths of a m/s.
-        for end, side in ((run[0] - 1, 0), (run[-1] + 1, len(run))):
-            if 0 <= end < len(ends) and ends[end] < edge_speed * _pace(ends, end, side):
-                run.insert(side, end)
+        before, after = run[0] - 1, run[-1] + 1
+        if before >= 0 and ends[before] < edge_speed * _pace(ends, before, 0):
+            run.insert(0, before)
+        if after < len(ends) and ends[after] < edge_speed * _pace(ends, after, 1):
+            run.append(after)
         if len(run) < 2:
             continue
         first, last = out[run[0]], out[run[-1]]
