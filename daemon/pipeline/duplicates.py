@@ -271,12 +271,14 @@ def _has_core(run: list[int], speeds: Sequence[float], standing_speed: float) ->
 
 
 PACE_PHOTOS = 5  # photos beyond a stop that tell how fast the camera went before or after it
-PACE_SHARE = 0.7  # of that pace, below which a photo next to a stop goes with it
+PACE_SHARE = 0.4  # of that pace, below which a photo next to a stop goes with it (bench_accuracy)
 
 
 def _pace(speeds: Sequence[float], end: int, side: int) -> float:
-    """How much of ``moving_speed`` the camera's pace beyond a stop's end allows (1 for a car;
-    about 0.7 for a walker at 1 m/s, who reads below 1 m/s half the time while walking).
+    """How much of ``moving_speed`` the camera's pace beyond a stop's end allows: 1 for a car
+    or a bicycle; for a walker at 1 m/s, who reads below 1 m/s half the time while walking and
+    down to 0.7 m/s in the last steps the smoother rounds off, 0.4 (only photos slower than
+    ``standing_speed`` are standing then).
     ``end`` is the first photo beyond the stop, before it (``side`` 0) or after it (1)."""
     beyond = (
         speeds[max(0, end - PACE_PHOTOS + 1) : end + 1]

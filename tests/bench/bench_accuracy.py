@@ -457,7 +457,7 @@ ROWS = [
     ("pos_p95_turns", "  at turns (m)"),
     ("pos_p95_stops", "  braking, stopped, pulling away (m)"),
     ("sequences", "sequences"),
-    ("seconds", "time (s)"),
+    ("seconds", "time, s (ours: the pipeline in-process; the others: the whole command)"),
 ]
 
 
