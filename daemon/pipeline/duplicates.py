@@ -1,6 +1,8 @@
 """Duplicates (the camera did not move) and impossible jumps (a position that cannot be right).
 
-How duplicates are found (README text):
+Where the fixes are dense enough (a GPX track, or photos with their own GPS spanning 30 s or
+more) :func:`mark_stops` judges each photo by the smoothed speed (:mod:`daemon.pipeline.smooth`);
+elsewhere the window rule below (README text) does:
 
     A photo is a duplicate when the camera was standing still. Two noisy GPS fixes cannot tell
     standing from creeping: at a red light the fixes wander by several metres, while a walker
