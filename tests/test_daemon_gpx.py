@@ -137,7 +137,9 @@ def test_photos_are_placed_from_an_nmea_log(
     truth = {f"G{p.index:07d}.JPG": p for p in drive.photos}
     for name, (lat, lon) in uploaded(server).items():
         p = truth[name]
-        assert abs(lat - p.gps_lat) < 1e-5 and abs(lon - p.gps_lon) < 1e-5, name
+        # Within 2 m of the log at the photo's time: the smoothed track (issue 15) moves a
+        # position by up to a metre or so from raw interpolation on this 1.5 m-noise log.
+        assert abs(lat - p.gps_lat) < 2e-5 and abs(lon - p.gps_lon) < 2e-5, name
     assert d.stop() == 0
 
 

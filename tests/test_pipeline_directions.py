@@ -54,3 +54,24 @@ def test_standing_at_the_start_looks_where_it_will_go_and_set_aside_is_skipped()
     assert [round(r.heading) for r in out if r.ok] == [200] * 5  # type: ignore[arg-type]
     still = walk([(10.0, 0.3, 3)])
     assert [r.heading for r in interpolate_directions(still)] == [None] * 4
+
+
+def test_headings_from_the_photos_own_gps_when_there_is_no_track() -> None:
+    """No GPX: headings from the smoothed photo positions, not from two noisy neighbours; the
+    photo kept at a stop looks the way the car was going."""
+    from daemon.core.config import Settings
+    from daemon.pipeline import PipelineOptions, run_pipeline
+    from tests.bench import bench_accuracy as bench
+
+    d = bench.make_drive(1500, seed=21)
+    options = PipelineOptions.from_settings(Settings(), interpolate_directions=True)
+    m = bench.measure(d, None, options, exif_noise_m=1.0)
+    assert m["heading_p95"] <= 5.0  # 9.4° from the next photo's position
+    recs = bench.records(d, exif_noise_m=1.0)
+    result = run_pipeline(recs, None, options)
+    when = {r.filename: d.at(t) for r, t in zip(recs, d.photo_times, strict=True)}
+    standing = [r for s in result.sequences for r in s if d.phase[when[r.filename]] == "red"]
+    assert len(standing) >= 10
+    for r in standing:
+        assert r.heading is not None
+        assert angle_diff_deg(r.heading, d.headings[when[r.filename]]) < 10.0

@@ -189,3 +189,51 @@ def test_invariants(steps: list[tuple[float, float, float]], distance: float) ->
     for a, b in zip(classic, classic[1:], strict=False):
         assert distance_m(a.lat, a.lon, b.lat, b.lon) > distance  # type: ignore[arg-type]
     assert all(r.ok for r in mark_duplicates(classic, distance=distance, window_s=0))
+
+
+def test_stops_from_the_photos_own_gps_when_there_is_no_track() -> None:
+    """No GPX, one noisy EXIF fix per photo: the smoother over the photos finds the stops."""
+    from daemon.core.config import Settings
+    from daemon.pipeline import PipelineOptions
+    from tests.bench import bench_accuracy as bench
+
+    d = bench.make_drive(2000, seed=22)
+    m = bench.measure(d, None, PipelineOptions.from_settings(Settings()), exif_noise_m=1.0)
+    assert m["stops"] >= 20 and m["stops_lost"] == 0
+    assert m["dropped"] <= 0.002 * m["moving"]  # 6.6 % on the window rule
+    assert m["extra"] <= 0.3  # 5.7 on the window rule
+
+
+def test_a_handful_of_photos_with_their_own_gps_keep_the_classic_rule() -> None:
+    """Too few photos for the smoother to see a stop begin: four along a street and three
+    standing where the fourth was; the three are duplicates (classic rule)."""
+    from daemon.core.config import Settings
+    from daemon.pipeline import PipelineOptions, run_pipeline
+
+    t0 = datetime(2024, 1, 1, tzinfo=UTC)
+    recs = []
+    for i in range(7):
+        lat, lon = destination(48.1, 11.5, 90.0, 11.0 * min(i, 3))
+        when = t0 + timedelta(seconds=2 * i)
+        recs.append(ImageRecord(Path(f"{i}.jpg"), when, lat=lat, lon=lon, position_source="exif"))
+    result = run_pipeline(recs, None, PipelineOptions.from_settings(Settings()))
+    assert sorted(r.filename for r in result.duplicates) == ["4.jpg", "5.jpg", "6.jpg"]
+
+
+@pytest.mark.parametrize("exif_noise_m", [None, 1.0])  # from the GPX, from the photos' GPS
+def test_a_walk_with_waits_keeps_one_photo_per_wait(exif_noise_m: float | None) -> None:
+    """A walk at 1 m/s, a photo every 2 s, 20 s waits at crossings: one photo per wait, and
+    the walking photos kept but for the last step or two before a wait (the smoother rounds
+    the halt off over a couple of seconds; the window rule dropped 19 % of them)."""
+    from daemon.core.config import Settings
+    from daemon.pipeline import PipelineOptions
+    from tests.bench import bench_accuracy as bench
+
+    d = bench.make_drive(1500, seed=31, style=bench.WALK)
+    track = bench.noisy_track(d, seed=32) if exif_noise_m is None else None
+    options = PipelineOptions.from_settings(Settings())
+    m = bench.measure(d, track, options, exif_noise_m=exif_noise_m, moving_speed=0.5)
+    assert m["stops"] >= 15
+    assert m["dropped"] <= 0.03 * m["moving"]
+    assert m["extra"] <= 0.3
+    assert m["stops_lost"] <= 0.1 * m["stops"]

@@ -171,8 +171,12 @@ def test_split_at_the_long_break_and_duplicates_at_the_light(processed) -> None:
     def story(t: float) -> str:
         x, y, speed = drive.truth(t)
         if y == 0.0 and abs(x - 620.0) <= 6.0:
-            # Braking in and pulling away at more than 1 m/s is moving: kept (issue 15).
-            return "light" if speed <= 1.0 else "at the light, moving"
+            # Braking in and pulling away at more than 1 m/s is moving: kept (issue 15), but for
+            # a photo within the smoothed speed's error at the corner of a stop (a few tenths
+            # of a m/s on this 1.5 m-noise log), which may go with the stop.
+            if speed <= 1.0:
+                return "light"
+            return "edge" if speed < 1.3 else "at the light, moving"
         if drive.phase(t) in ("walk", "corner"):
             return drive.phase(t)
         if speed >= 5.0 and (y != 0.0 or abs(x - 620.0) > drive.STOP_EDGE_M):

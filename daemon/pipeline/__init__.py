@@ -23,7 +23,7 @@ from daemon.pipeline.duplicates import mark_duplicates, mark_impossible_speeds, 
 from daemon.pipeline.geotag import TrackLike, correct_times, geotag
 from daemon.pipeline.records import NO_POSITION, ImageRecord
 from daemon.pipeline.sequences import cap_sequences, cut_sequences, new_sequence_id
-from daemon.pipeline.smooth import estimate
+from daemon.pipeline.smooth import MIN_SMOOTHED_S, Motion, estimate
 
 __all__ = ["PipelineOptions", "PipelineResult", "clear_caches", "run_pipeline"]
 
@@ -115,15 +115,27 @@ def run_pipeline(
     return PipelineResult(sequences, duplicates, set_aside)
 
 
+SMOOTHED = {"gpx", "exif"}
+
+
+def _too_short(piece: list[ImageRecord], motion: Motion) -> bool:
+    """A handful of photos with their own GPS and no track: one fix each is too little for the
+    smoother to see a stop begin, so pieces shorter than the window are left to the old rules."""
+    if motion.from_track:
+        return False
+    assert piece[0].capture_time is not None and piece[-1].capture_time is not None
+    return (piece[-1].time - piece[0].time).total_seconds() < MIN_SMOOTHED_S
+
+
 def _judge(
     piece: list[ImageRecord], track: TrackLike | None, options: PipelineOptions
 ) -> tuple[list[ImageRecord], bool]:
     """Duplicates (and, with the smoothed track, headings and positions) of one piece; True when
     the smoothed track judged it, False when the fixes were too sparse and the window rule did."""
     motion = estimate(piece, track, options.max_gap) if options.duplicate_window > 0 else None
-    if motion is None or not motion.from_track or any(s is None for s in motion.states):
-        # Photos alone (EXIF GPS, one fix per photo) are too sparse for the smoother to tell a
-        # walk from a stop: the window rule judges them.
+    if motion is None or any(s is None for s in motion.states) or _too_short(piece, motion):
+        # Fixes too sparse or too few for the smoother to tell a walk from a stop: the window
+        # rule (and, on fewer photos than a window holds, the classic one).
         judged = mark_duplicates(
             piece,
             options.duplicate_distance,
@@ -133,21 +145,26 @@ def _judge(
         )
         return judged, False
     states = [s for s in motion.states if s is not None]
-    speeds = [s.speed for s in states]
     recs = piece
+    if options.smoothing:
+        recs = [
+            r.replace(lat=ll[0], lon=ll[1]) if r.position_source in SMOOTHED else r
+            for r, s in zip(recs, states, strict=True)
+            for ll in (motion.latlon(s),)
+        ]
+    slowness = [s.slowness for s in states]
+    # Stops before headings: a camera's own compass may keep a photo of a stop, a heading made
+    # up from the movement must not.
+    speeds = [s.speed for s in states]
+    recs = mark_stops(
+        recs, slowness, options.duplicate_angle, fix_step=motion.step, momentary=speeds
+    )
     if options.interpolate_directions:
         headings: list[float | None] = [s.heading for s in states]
         recs = _interpolated(
             recs, directions_from_motion(recs, headings, speeds, options.offset_angle)
         )
-    if options.smoothing:
-        recs = [
-            r.replace(lat=ll[0], lon=ll[1]) if r.position_source == "gpx" else r
-            for r, s in zip(recs, states, strict=True)
-            for ll in (motion.latlon(s),)
-        ]
-    slowness = [s.slowness for s in states]
-    return mark_stops(recs, slowness, options.duplicate_angle), True
+    return recs, True
 
 
 def _interpolated(before: list[ImageRecord], after: list[ImageRecord]) -> list[ImageRecord]:

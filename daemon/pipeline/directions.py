@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from daemon.core.geo import bearing_deg, distance_m, normalize_deg
@@ -49,26 +50,42 @@ def interpolate_directions(
     return out
 
 
+STEADY_SHARE = 3.0  # a photo this many times faster than moving_speed has a steady heading
+STEADY_S = 10.0  # seconds from the last steady photo to the last moving one: the same approach
+
+
 def directions_from_motion(
     records: Sequence[ImageRecord],
     headings: Sequence[float | None],
     speeds: Sequence[float],
     offset_angle: float = 0.0,
     moving_speed: float = 1.0,
+    own_speed: float = 0.5,
 ) -> list[ImageRecord]:
     """Headings from the smoothed track's velocity (see :mod:`daemon.pipeline.smooth`), one
-    per record; a photo slower than ``moving_speed`` (standing, creeping) takes the heading of
-    the last movement, or of the first one to come at the start. A run in which nothing moves
-    keeps its headings."""
+    per record. A photo at ``own_speed`` or faster has its own (a walker at 1 m/s reads
+    0.7-1.2 m/s); a slower one (standing) takes the heading of the movement that brought it
+    there: of the last photo STEADY_SHARE times faster than ``moving_speed`` when that was on
+    the same approach (a car's velocity points anywhere in its last metres of braking), else of
+    the last photo faster than ``moving_speed``, or of the first one to come at the start. A run
+    in which nothing moves keeps its headings."""
     moving = [
         h for h, v in zip(headings, speeds, strict=True) if h is not None and v >= moving_speed
     ]
     if not moving:
         return list(records)
-    last = moving[0]
+    last = steady = moving[0]
+    last_t = steady_t = -math.inf
     out = list(records)
     for i, (h, v) in enumerate(zip(headings, speeds, strict=True)):
+        t = records[i].time.timestamp() if records[i].capture_time else last_t
         if h is not None and v >= moving_speed:
-            last = h
-        out[i] = out[i].replace(heading=normalize_deg(last + offset_angle))
+            last, last_t = h, t
+            if v >= STEADY_SHARE * moving_speed:
+                steady, steady_t = h, t
+        if h is not None and v >= own_speed:
+            heading = h
+        else:
+            heading = steady if last_t - steady_t <= STEADY_S else last
+        out[i] = out[i].replace(heading=normalize_deg(heading + offset_angle))
     return out

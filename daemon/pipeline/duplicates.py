@@ -1,6 +1,8 @@
 """Duplicates (the camera did not move) and impossible jumps (a position that cannot be right).
 
-How duplicates are found (README text):
+Where the fixes are dense enough (a GPX track, or photos with their own GPS spanning 30 s or
+more) :func:`mark_stops` judges each photo by the smoothed speed (:mod:`daemon.pipeline.smooth`);
+elsewhere the window rule below (README text) does:
 
     A photo is a duplicate when the camera was standing still. Two noisy GPS fixes cannot tell
     standing from creeping: at a red light the fixes wander by several metres, while a walker
@@ -258,9 +260,8 @@ def mark_duplicates(
     return out
 
 
-STOP_CORE_PHOTOS = (
-    3  # consecutive photos below standing speed: a walk's estimate never dips so long
-)
+STOP_CORE_PHOTOS = 3  # consecutive photos below standing speed: a walk's never dips so long
+EDGE_SLACK = 0.2  # m/s per second between fixes (tuned on bench_accuracy, 1 Hz GPX and 2 s EXIF)
 
 
 def _has_core(run: list[int], speeds: Sequence[float], standing_speed: float) -> bool:
@@ -271,6 +272,42 @@ def _has_core(run: list[int], speeds: Sequence[float], standing_speed: float) ->
     return longest >= STOP_CORE_PHOTOS
 
 
+PACE_PHOTOS = 5  # photos beyond a stop that tell how fast the camera went before or after it
+PACE_SHARE = 0.4  # of that pace, below which a photo next to a stop goes with it (bench_accuracy)
+
+
+def _pace(speeds: Sequence[float], end: int, side: int) -> float:
+    """How much of ``moving_speed`` the camera's pace beyond a stop's end allows: 1 for a car
+    or a bicycle; for a walker at 1 m/s, who reads below 1 m/s half the time while walking and
+    down to 0.7 m/s in the last steps the smoother rounds off, 0.4 (only photos slower than
+    ``standing_speed`` are standing then).
+    ``end`` is the first photo beyond the stop, before it (``side`` 0) or after it (1)."""
+    beyond = (
+        speeds[max(0, end - PACE_PHOTOS + 1) : end + 1]
+        if side == 0
+        else speeds[end : end + PACE_PHOTOS]
+    )
+    return min(1.0, PACE_SHARE * statistics.median(beyond)) if beyond else 1.0
+
+
+def _trimmed(
+    run: list[int], speeds: Sequence[float], standing_speed: float, moving_speed: float
+) -> list[int]:
+    """The run less the photos at its ends that are not slow for the pace beyond them."""
+    lo, hi = 0, len(run)
+    left = _pace(speeds, run[0] - 1, 0) if run[0] > 0 else 1.0
+    right = _pace(speeds, run[-1] + 1, 1) if run[-1] + 1 < len(speeds) else 1.0
+    while lo < hi and speeds[run[lo]] >= standing_speed and speeds[run[lo]] >= moving_speed * left:
+        lo += 1
+    while (
+        hi > lo
+        and speeds[run[hi - 1]] >= standing_speed
+        and speeds[run[hi - 1]] >= moving_speed * right
+    ):
+        hi -= 1
+    return run[lo:hi]
+
+
 def mark_stops(
     records: Sequence[ImageRecord],
     speeds: Sequence[float],
@@ -278,20 +315,28 @@ def mark_stops(
     *,
     standing_speed: float = 0.5,
     moving_speed: float = 1.0,
-    edge_speed: float = 1.3,
+    fix_step: float = 1.0,
+    momentary: Sequence[float] | None = None,
 ) -> list[ImageRecord]:
     """Set aside all but one photo of each stop, judged by the smoothed speed at each photo
     (``speeds``, m/s, one per record: see :mod:`daemon.pipeline.smooth`).
 
     A stop is a run of photos slower than ``moving_speed`` with at least three in a row slower
     than ``standing_speed`` (the estimate wavers by a few tenths of a m/s while standing, and
-    never stays below it that long on a walk at 1 m/s), and the photo just before and just after
-    it when slower than ``edge_speed`` (the smoother rounds the corner of a stop: a photo taken
-    as the car halts reads a few tenths of a m/s too fast). A run whose ends are farther apart than standing
-    allows is not a stop (a slow walk). Of a stop, the middle photo is kept, and any photo a
-    camera compass says looks more than ``angle`` degrees away from every photo kept there.
-    Photos faster than ``edge_speed`` are never set aside.
+    never stays below it that long on a walk at 1 m/s), less the photos at its ends that are
+    not slow for the pace the camera went at beyond them (see :func:`_pace`; judged by the
+    ``momentary`` speeds when given), and the photo just before and just after it when slower
+    than ``moving_speed`` plus EDGE_SLACK per second of ``fix_step`` (the median time between
+    the fixes smoothed: the smoother rounds the corner of a stop by more the sparser they are,
+    so a photo taken as the car halts reads a few tenths of a m/s too fast). A run whose ends
+    are farther apart than standing allows is not a stop (a slow walk). Of a stop, the middle
+    photo is kept, and any photo a camera compass says looks more than ``angle`` degrees away
+    from every photo kept there. Photos faster than that are never set aside.
     """
+    edge_speed = moving_speed + EDGE_SLACK * fix_step
+    # A stop's ends are judged by the momentary speed when given: the drift over seconds
+    # either side takes in the standing too, and reads a walker's last steps as standing.
+    ends = speeds if momentary is None else momentary
     out = list(records)
     runs: list[list[int]] = []
     run: list[int] = []
@@ -303,11 +348,13 @@ def mark_stops(
                 runs.append(run)
             run = []
     for run in runs:
+        run = _trimmed(run, ends, standing_speed, moving_speed)
         # The smoother rounds the corner where a stop begins and ends, by a few tenths of a m/s.
-        if run[0] > 0 and speeds[run[0] - 1] < edge_speed:
-            run.insert(0, run[0] - 1)
-        if run[-1] + 1 < len(speeds) and speeds[run[-1] + 1] < edge_speed:
-            run.append(run[-1] + 1)
+        before, after = run[0] - 1, run[-1] + 1
+        if before >= 0 and ends[before] < edge_speed * _pace(ends, before, 0):
+            run.insert(0, before)
+        if after < len(ends) and ends[after] < edge_speed * _pace(ends, after, 1):
+            run.append(after)
         if len(run) < 2:
             continue
         first, last = out[run[0]], out[run[-1]]

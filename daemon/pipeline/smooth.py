@@ -7,6 +7,11 @@ photos' own positions when there is no track) and back again, so that every phot
 position, a velocity and a speed estimated from all the fixes around it. Duplicates (standing
 or moving), headings and, unless turned off, positions come from these estimates.
 
+It runs twice: first with one process noise loose enough for any manoeuvre, then with each
+step's own, from the acceleration the first pass saw there (:func:`manoeuvre_q`), so that the
+straights average many fixes and turns and stops are still followed; the GPS error is judged
+from the spread of the fixes themselves (:func:`local_noise`).
+
 Where the fixes are too sparse (median step above ``MAX_STEP_S``) the smoother says nothing and
 the stages fall back to their older rules.
 """
@@ -24,7 +29,12 @@ from daemon.core.geo import EARTH_RADIUS_M, normalize_deg
 from daemon.pipeline.records import ImageRecord
 
 NOISE_M = 1.0  # GPS error per axis assumed, metres (tuned on bench_accuracy)
-ACCEL_Q = 1.0  # white-acceleration density, m²/s³: braking and turning reach ~3 m/s²
+ACCEL_Q = 1.0  # white-acceleration density of the first pass, m²/s³: any manoeuvre fits
+QUIET_Q = 0.005  # the second pass's density where the first saw no acceleration
+Q_PER_ACCEL = 0.5  # s: density added per (m/s²)² of acceleration seen (tuned on bench_accuracy)
+ACCEL_SPAN_S = 2.0  # seconds either side over which the acceleration is seen
+EDGE_S = 6.0  # seconds from the ends of a run of fixes where a manoeuvre is assumed
+EDGE_ACCEL = 3.0  # m/s²: the manoeuvre assumed there (braking, pulling away)
 NOISE_WINDOW = 30  # fixes over which the GPS error is judged
 NOISE_STEP = 5  # fixes that share one judgement of it
 MIN_NOISE_M = 0.05
@@ -35,6 +45,7 @@ STILL_GROW = 0  # fixes each side to add: 1 pins a fix taken at 1.5 m/s when pho
 MAX_BULGE_M = 0.4  # the sagitta of an 11 m chord on a 40 m radius is 0.36 m
 MAX_STEP_S = 5.0
 DRIFT_S = 5.0  # sparser fixes than this: no smoothing
+MIN_SMOOTHED_S = 30.0  # photos alone (no track) must span this long to be judged by the smoother
 MARGIN_S = 30.0  # fixes this far beyond a piece's photos still inform its ends
 _K = math.pi * EARTH_RADIUS_M / 180.0
 
@@ -71,6 +82,7 @@ class Motion:
     lat0: float
     lon0: float
     from_track: bool  # smoothed over the track's fixes (denser than the photos), not the photos'
+    step: float = 1.0  # median seconds between the fixes smoothed
 
     def latlon(self, s: State) -> tuple[float, float]:
         scale = math.cos(math.radians(self.lat0))
@@ -85,12 +97,14 @@ def rts(
     q: float | None = None,
     still: Sequence[bool] | None = None,
     noise: Sequence[float] | None = None,
+    qs: Sequence[float] | None = None,
 ) -> tuple[list[float], list[float], list[float], list[float]]:
     """Smoothed (x, y, vx, vy) at each fix; the two axes share one covariance, hence one gain.
 
     At fixes flagged ``still`` the filter is also told the velocity is zero (a zero-velocity
     update): the fixes of a stop then average out instead of wandering with the noise. ``noise``
-    gives each fix its own error (metres per axis) instead of ``noise_m``."""
+    gives each fix its own error (metres per axis) instead of ``noise_m``; ``qs`` each step
+    (from the fix before to this one) its own acceleration density instead of ``q``."""
     n = len(ts)
     noise_m = NOISE_M if noise_m is None else noise_m
     q = ACCEL_Q if q is None else q
@@ -105,6 +119,8 @@ def rts(
     for k in range(n):
         if k:
             dt = ts[k] - ts[k - 1]
+            if qs is not None:
+                q = qs[k]
             x, y = x + vx * dt, y + vy * dt
             a, b, c = (
                 a + 2 * b * dt + c * dt * dt + q * dt**3 / 3,
@@ -170,7 +186,8 @@ def estimate(
         return None
     ts, lats, lons, from_track = fixes
     steps = [b - a for a, b in zip(ts, ts[1:], strict=False) if b > a]
-    if not steps or statistics.median(steps) > MAX_STEP_S:
+    step = statistics.median(steps) if steps else math.inf
+    if step > MAX_STEP_S:
         return None
     lat0, lon0 = lats[0], lons[0]
     scale = math.cos(math.radians(lat0))
@@ -181,7 +198,7 @@ def estimate(
     start = 0
     for k in range(1, len(ts) + 1):
         if k == len(ts) or not 0 < ts[k] - ts[k - 1] <= max_gap:
-            part = _two_pass(ts[start:k], xs[start:k], ys[start:k], from_track)
+            part = _two_pass(ts[start:k], xs[start:k], ys[start:k])
             sx[start:k], sy[start:k], svx[start:k], svy[start:k] = part
             start = k
     states: list[State | None] = []
@@ -213,7 +230,7 @@ def estimate(
         span = min(DRIFT_S, t - ts[0]) + min(DRIFT_S, ts[-1] - t)
         drift = math.hypot(after.x - before.x, after.y - before.y) / span if span > 0 else math.inf
         states.append(State(here.x, here.y, here.vx, here.vy, drift))
-    return Motion(states, lat0, lon0, from_track)
+    return Motion(states, lat0, lon0, from_track, step)
 
 
 def local_noise(ts: Sequence[float], xs: Sequence[float], ys: Sequence[float]) -> list[float]:
@@ -245,14 +262,14 @@ def local_noise(ts: Sequence[float], xs: Sequence[float], ys: Sequence[float]) -
 
 
 def _two_pass(
-    ts: list[float], xs: list[float], ys: list[float], zupt: bool
+    ts: list[float], xs: list[float], ys: list[float]
 ) -> tuple[list[float], list[float], list[float], list[float]]:
-    """Smooth; where the first pass finds a stop (STILL_FIXES slow fixes in a row), smooth again
-    knowing the camera stood there."""
+    """Smooth once with room for any manoeuvre, then again with the process noise each stretch
+    asks for (see :func:`manoeuvre_q`) and, where the first pass finds a stop (STILL_FIXES slow
+    fixes in a row), knowing the camera stood there."""
     noise = local_noise(ts, xs, ys)
     part = rts(ts, xs, ys, noise=noise)
-    if not zupt:
-        return part
+    qs = manoeuvre_q(ts, part[2], part[3])
     slow = [math.hypot(vx, vy) < STILL_SPEED for vx, vy in zip(part[2], part[3], strict=True)]
     still = [False] * len(ts)
     k = 0
@@ -267,7 +284,36 @@ def _two_pass(
             lo, hi = max(0, k - STILL_GROW), min(len(ts), end + STILL_GROW)
             still[lo:hi] = [True] * (hi - lo)
         k = end
-    return rts(ts, xs, ys, still=still, noise=noise) if any(still) else part
+    return rts(ts, xs, ys, still=still if any(still) else None, noise=noise, qs=qs)
+
+
+def manoeuvre_q(ts: Sequence[float], vxs: Sequence[float], vys: Sequence[float]) -> list[float]:
+    """Each step's white-acceleration density, from the acceleration a first pass saw there.
+
+    One density for a whole drive is wrong twice: high enough for braking at 3 m/s², it lets
+    the noise through on the straights; low enough to average the straights, it lags a metre
+    or two behind every turn and stop. The acceleration over ACCEL_SPAN_S either side (the
+    highest within one fix, as a manoeuvre starts before its middle), squared and scaled by
+    Q_PER_ACCEL, is what the step may change, on top of QUIET_Q."""
+    n = len(ts)
+    acc = [0.0] * n
+    lo = hi = 0
+    for k in range(n):
+        while ts[lo] < ts[k] - ACCEL_SPAN_S:
+            lo += 1
+        while hi + 1 < n and ts[hi + 1] <= ts[k] + ACCEL_SPAN_S:
+            hi += 1
+        if ts[hi] > ts[lo]:
+            acc[k] = math.hypot(vxs[hi] - vxs[lo], vys[hi] - vys[lo]) / (ts[hi] - ts[lo])
+    qs = [0.0] * n
+    for k in range(n):
+        a = max(acc[max(0, k - 1) : k + 2])
+        qs[k] = QUIET_Q + Q_PER_ACCEL * a * a
+        # Near an end the first pass had fixes on one side only and saw too little (a camera
+        # pulling away as its first photos are taken): a manoeuvre is assumed there.
+        if min(ts[k] - ts[0], ts[-1] - ts[k]) < EDGE_S:
+            qs[k] = max(qs[k], QUIET_Q + Q_PER_ACCEL * EDGE_ACCEL**2)
+    return qs
 
 
 def _hermite(

@@ -5,27 +5,51 @@ The drive is made here, independently of ``daemon.demo``: a car cruising at 11 m
 10-minute break (no photos, the logger still on) every ~900 photos. The GPX track is 1 Hz with
 1 m of noise per axis; a photo every 2 s, 0.5 s out of phase with the fixes. The pipeline runs
 as ``process --interpolate-directions`` runs it (``run_pipeline`` with the settings' defaults),
-once as configured and once with smoothing off (raw interpolation), when it has that option.
+once as configured and once with smoothing off (raw interpolation). The same photos are then
+written as small real JPEGs (EXIF time in UTC with sub-seconds) with the track as GPX, and
+mapillary_tools 0.14.7 (``process --interpolate_directions``, its own venv: tests/tools.py) and
+``exiftool -geotag`` (positions only) run on them in the same run; a tool that cannot be had is
+skipped with the reason. Scenarios: the drive with its GPX; the drive with no GPX, the photos
+carrying their own GPS (1 m of noise per axis, as a camera writes it); a walk at 1 m/s with a
+photo every 2 s, 20 s waits at crossings and right-angle corners in 3 s (moving: faster than
+0.5 m/s), with and without a GPX; a drive with no stop.
 
-Run: .venv/bin/python tests/bench/bench_accuracy.py [photos ...]   (default: 2000 20000)
+    .venv/bin/python tests/bench/bench_accuracy.py [photos ...]      (default: 2000 20000)
+    .venv/bin/python tests/bench/bench_accuracy.py 2000 --tools ours --scenarios drive
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import io
+import json
 import math
+import os
 import random
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from daemon.core.config import Settings
-from daemon.core.geo import EARTH_RADIUS_M, angle_diff_deg, distance_m
-from daemon.media.gpx import Track
-from daemon.pipeline import PipelineOptions, run_pipeline
-from daemon.pipeline.records import DUPLICATE, ImageRecord
+import piexif
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from daemon.core.config import Settings  # noqa: E402
+from daemon.core.geo import EARTH_RADIUS_M, angle_diff_deg, distance_m  # noqa: E402
+from daemon.media.gpx import Track  # noqa: E402
+from daemon.pipeline import PipelineOptions, run_pipeline  # noqa: E402
+from daemon.pipeline.records import DUPLICATE, ImageRecord  # noqa: E402
+from tests import tools as tools_module  # noqa: E402
+from tests.tools import MAPILLARY_TOOLS_VERSION, mapillary_tools_bin  # noqa: E402
 
 DT = 0.1  # simulation step, s
 CRUISE = 11.0  # m/s
@@ -58,10 +82,31 @@ class Drive:
         return min(len(self.ts) - 1, max(0, round((t - self.ts[0]) / DT)))
 
 
-def make_drive(photos: int, seed: int = 15) -> Drive:
+@dataclass(frozen=True)
+class Style:
+    """How the camera moves: a car by default; :data:`WALK` is a pedestrian."""
+
+    cruise: float = CRUISE  # m/s
+    brake: float = BRAKE  # m/s²
+    pull: float = PULL
+    red_s: float = RED_S  # how long each stop lasts
+    turn_share: float = 0.55  # of the events between straights, how many are turns (else stops)
+    turn_deg: tuple[float, float] = (30.0, 90.0)
+    turn_s: float = TURN_S
+    legs_s: tuple[float, float] = (20.0, 60.0)  # straights between events
+
+
+DRIVE = Style()
+NO_STOP = Style(turn_share=1.0)
+# A walk at 1 m/s: right-angle corners in 3 s, 20 s waits at crossings, stopping in a second.
+WALK = Style(cruise=1.0, brake=1.0, pull=1.0, red_s=20.0, turn_share=0.7,
+             turn_deg=(90.0, 90.0), turn_s=3.0, legs_s=(15.0, 45.0))  # fmt: skip
+
+
+def make_drive(photos: int, seed: int = 15, style: Style = DRIVE) -> Drive:
     rng = random.Random(seed)
     d = Drive()
-    t, x, y, v, h = 0.0, 0.0, 0.0, CRUISE, 0.0
+    t, x, y, v, h = 0.0, 0.0, 0.0, style.cruise, 0.0
     stops = 0
     next_break = 900
     breaks = 0
@@ -85,7 +130,7 @@ def make_drive(photos: int, seed: int = 15) -> Drive:
         return (len(d.phase) - breaks * round(BREAK_S / DT)) // round(PHOTO_EVERY / DT)
 
     while photos_taken() < photos:
-        for _ in range(round(rng.uniform(20, 60) / DT)):
+        for _ in range(round(rng.uniform(*style.legs_s) / DT)):
             step("cruise")
         if photos_taken() >= next_break:
             for _ in range(round(BREAK_S / DT)):
@@ -93,21 +138,22 @@ def make_drive(photos: int, seed: int = 15) -> Drive:
                 step("break")
             next_break += 900
             breaks += 1
-            for _ in range(round(CRUISE / PULL / DT)):
-                step("pull", PULL)
+            while v < style.cruise:
+                step("pull", style.pull)
+            v = style.cruise
             continue
-        if rng.random() < 0.55:
-            rate = rng.uniform(30, 90) / TURN_S * rng.choice((-1, 1))
-            for _ in range(round(TURN_S / DT)):
+        if rng.random() < style.turn_share:
+            rate = rng.uniform(*style.turn_deg) / style.turn_s * rng.choice((-1, 1))
+            for _ in range(round(style.turn_s / DT)):
                 step("turn", turn_rate=rate)
         else:
             while v > 0:
-                step("brake", -BRAKE, stop=stops)
-            for _ in range(round(RED_S / DT)):
+                step("brake", -style.brake, stop=stops)
+            for _ in range(round(style.red_s / DT)):
                 step("red", stop=stops)
-            while v < CRUISE:
-                step("pull", PULL, stop=stops)
-            v = CRUISE
+            while v < style.cruise:
+                step("pull", style.pull, stop=stops)
+            v = style.cruise
             stops += 1
     # Photos: every 2 s except during breaks, 0.5 s out of phase with the fixes.
     pt = PHASE
@@ -136,15 +182,21 @@ def noisy_track(d: Drive, seed: int = 16) -> Track:
     return Track.from_points(points)
 
 
-def records(d: Drive) -> list[ImageRecord]:
-    return [
-        ImageRecord(
-            Path(f"/drive/IMG_{n:05d}.jpg"),
-            datetime.fromtimestamp(T0 + t, UTC),
-            time_source="exif",
-        )
-        for n, t in enumerate(d.photo_times)
-    ]
+def records(d: Drive, exif_noise_m: float | None = None, seed: int = 17) -> list[ImageRecord]:
+    """The photos, timed; with ``exif_noise_m`` each also carries its own GPS position in EXIF
+    (the truth plus that much noise per axis), as a camera with a GPS writes it."""
+    rng = random.Random(seed)
+    out = []
+    for n, t in enumerate(d.photo_times):
+        when = datetime.fromtimestamp(T0 + t, UTC)
+        rec = ImageRecord(Path(f"/drive/IMG_{n:05d}.jpg"), when, time_source="exif")
+        if exif_noise_m is not None:
+            i = d.at(t)
+            x = d.xs[i] + rng.gauss(0, exif_noise_m)
+            lat, lon = latlon(x, d.ys[i] + rng.gauss(0, exif_noise_m))
+            rec = rec.replace(lat=lat, lon=lon, position_source="exif")
+        out.append(rec)
+    return out
 
 
 def p95(values: list[float]) -> float:
@@ -154,44 +206,67 @@ def p95(values: list[float]) -> float:
     return s[min(len(s) - 1, int(0.95 * len(s)))]
 
 
-def measure(d: Drive, track: Track, options: PipelineOptions) -> dict[str, float]:
-    recs = records(d)
+@dataclass
+class Outcome:
+    """What one tool made of the photos, by file name: kept photos' (lat, lon, heading or None,
+    sequence or None), the names it set aside as duplicates, and how long it took."""
+
+    kept: dict[str, tuple[float, float, float | None, str | None]]
+    duplicates: set[str]
+    seconds: float
+    sequences: int | None  # None: the tool has no sequences
+
+
+def ours(
+    d: Drive, track: Track | None, options: PipelineOptions, exif_noise_m: float | None = None
+) -> Outcome:
+    recs = records(d, exif_noise_m)
     start = time.perf_counter()
     result = run_pipeline(recs, track, options)
     took = time.perf_counter() - start
-    truth = {r.path: d.at(d.photo_times[n]) for n, r in enumerate(recs)}
-    kept = [r for s in result.sequences for r in s]
-    dup_paths = {r.path for r in result.duplicates if r.error and r.error.type == DUPLICATE}
-    moving = [p for p, i in truth.items() if d.speeds[i] > 1.0]
-    dropped = sum(1 for p in moving if p in dup_paths)
+    kept = {
+        r.filename: (r.position[0], r.position[1], r.heading, r.sequence)
+        for s in result.sequences
+        for r in s
+    }
+    dups = {r.filename for r in result.duplicates if r.error and r.error.type == DUPLICATE}
+    return Outcome(kept, dups, took, len(result.sequences))
+
+
+def score(d: Drive, out: Outcome, moving_speed: float = 1.0) -> dict[str, float]:
+    """The four figures (and more) of a tool's outcome against the truth. A photo faster than
+    ``moving_speed`` (m/s) is moving, one slower standing."""
+    truth = {f"IMG_{n:05d}.jpg": d.at(t) for n, t in enumerate(d.photo_times)}
+    moving = [p for p, i in truth.items() if d.speeds[i] > moving_speed]
+    dropped = sum(1 for p in moving if p in out.duplicates)
     per_stop: dict[int, int] = {}
     for i in truth.values():
-        if d.stop_no[i] >= 0 and d.speeds[i] <= 1.0:
+        if d.stop_no[i] >= 0 and d.speeds[i] <= moving_speed:
             per_stop.setdefault(d.stop_no[i], 0)
-    for r in kept:
-        i = truth[r.path]
-        if d.stop_no[i] >= 0 and d.speeds[i] <= 1.0:
+    for name in out.kept:
+        i = truth[name]
+        if d.stop_no[i] >= 0 and d.speeds[i] <= moving_speed:
             per_stop[d.stop_no[i]] += 1
     extra = [max(0, k - 1) for k in per_stop.values()]
     lost = sum(1 for k in per_stop.values() if k == 0)
     heading_err = [
-        angle_diff_deg(r.heading, d.headings[truth[r.path]])
-        for r in kept
-        if d.speeds[truth[r.path]] > 1.0 and r.heading is not None
+        angle_diff_deg(heading, d.headings[truth[name]])
+        for name, (_, _, heading, _) in out.kept.items()
+        if d.speeds[truth[name]] > moving_speed and heading is not None
     ]
 
     def pos_err(phases: set[str] | None) -> float:
         errs = []
-        for r in kept:
-            i = truth[r.path]
+        for name, (lat, lon, _, _) in out.kept.items():
+            i = truth[name]
             if phases is None or d.phase[i] in phases:
-                errs.append(distance_m(*r.position, *latlon(d.xs[i], d.ys[i])))
+                errs.append(distance_m(lat, lon, *latlon(d.xs[i], d.ys[i])))
         return p95(errs)
 
     return {
-        "seconds": took,
-        "photos": len(recs),
-        "sequences": len(result.sequences),
+        "seconds": out.seconds,
+        "photos": len(truth),
+        "sequences": math.nan if out.sequences is None else out.sequences,
         "moving": len(moving),
         "dropped": dropped,
         "stops": len(per_stop),
@@ -204,42 +279,260 @@ def measure(d: Drive, track: Track, options: PipelineOptions) -> dict[str, float
     }
 
 
+def measure(
+    d: Drive,
+    track: Track | None,
+    options: PipelineOptions,
+    exif_noise_m: float | None = None,
+    moving_speed: float = 1.0,
+) -> dict[str, float]:
+    """Our pipeline's figures on the drive: with ``track`` None, from the photos' EXIF GPS."""
+    return score(d, ours(d, track, options, exif_noise_m), moving_speed)
+
+
 def options(**overrides: object) -> PipelineOptions:
     names = {f.name for f in dataclasses.fields(PipelineOptions)}
     kept = {k: v for k, v in overrides.items() if k in names}
     return PipelineOptions.from_settings(Settings(), interpolate_directions=True, **kept)
 
 
-def report(n: int) -> None:
-    d = make_drive(n)
-    track = noisy_track(d)
-    ours = measure(d, track, options())
-    raw = measure(d, track, options(smoothing=False))
+# -- the other tools, on real files -------------------------------------------------------------
+
+
+def _jpeg_template() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16), (90, 120, 150)).save(buf, "JPEG", quality=80)
+    return buf.getvalue()
+
+
+def _rational(value: float, scale: int) -> tuple[int, int]:
+    return round(value * scale), scale
+
+
+def _dms(value: float) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+    value = abs(value)
+    deg = int(value)
+    minutes = int((value - deg) * 60)
+    seconds = (value - deg - minutes / 60) * 3600
+    return (deg, 1), (minutes, 1), _rational(seconds, 100000)
+
+
+def write_photos(d: Drive, folder: Path, exif_noise_m: float | None = None) -> None:
+    """The photos as small real JPEGs: EXIF time (UTC, naive, with sub-seconds; the tools run
+    with TZ=UTC) and, with ``exif_noise_m``, the camera's own GPS position."""
+    folder.mkdir(parents=True, exist_ok=True)
+    template = _jpeg_template()
+    g = piexif.GPSIFD
+    for rec in records(d, exif_noise_m):
+        assert rec.capture_time is not None
+        when = rec.capture_time.astimezone(UTC)
+        exif_ifd = {
+            piexif.ExifIFD.DateTimeOriginal: when.strftime("%Y:%m:%d %H:%M:%S").encode(),
+            piexif.ExifIFD.SubSecTimeOriginal: f"{when.microsecond // 1000:03d}".encode(),
+        }
+        gps: dict[int, object] = {}
+        if rec.has_position:
+            lat, lon = rec.position
+            gps = {
+                g.GPSVersionID: (2, 3, 0, 0),
+                g.GPSLatitudeRef: b"N" if lat >= 0 else b"S",
+                g.GPSLatitude: _dms(lat),
+                g.GPSLongitudeRef: b"E" if lon >= 0 else b"W",
+                g.GPSLongitude: _dms(lon),
+            }
+        blob = piexif.dump({"0th": {piexif.ImageIFD.Make: b"Bench"}, "Exif": exif_ifd, "GPS": gps})
+        piexif.insert(blob, template, str(folder / rec.filename))
+
+
+def write_gpx(track: Track, path: Path) -> None:
+    lines = [
+        '<?xml version="1.0" encoding="UTF-8"?>',
+        '<gpx version="1.1" creator="bench_accuracy" xmlns="http://www.topografix.com/GPX/1/1">',
+        "<trk><trkseg>",
+    ]
+    for t, lat, lon in zip(track.times, track.lats, track.lons, strict=True):
+        stamp = datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        lines.append(f'<trkpt lat="{lat:.8f}" lon="{lon:.8f}"><time>{stamp}</time></trkpt>')
+    lines.append("</trkseg></trk></gpx>")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _env() -> dict[str, str]:
+    return dict(os.environ, TZ="UTC")
+
+
+def mapillary_tools(binary: str, folder: Path, gpx: Path | None) -> Outcome:
+    """``mapillary_tools process --interpolate_directions`` with its defaults otherwise; the
+    positions, headings, duplicates and sequences of its description file."""
+    desc = folder.parent / f"{folder.name}.mapillary.json"
+    cmd = [binary, "process", str(folder), "--interpolate_directions", "--desc_path", str(desc)]
+    if gpx is not None:
+        cmd += ["--geotag_source", "gpx", "--geotag_source_path", str(gpx)]
+    start = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, env=_env(), check=False)
+    took = time.perf_counter() - start
+    if not desc.exists():
+        raise RuntimeError(f"mapillary_tools wrote no description: {done.stderr[-300:]}")
+    kept: dict[str, tuple[float, float, float | None, str | None]] = {}
+    dups: set[str] = set()
+    for e in json.loads(desc.read_text(encoding="utf-8")):
+        name = Path(e.get("filename", "")).name
+        if "error" in e:
+            if "Duplicat" in e["error"].get("type", ""):
+                dups.add(name)
+            continue
+        heading = (e.get("MAPCompassHeading") or {}).get("TrueHeading")
+        kept[name] = (e["MAPLatitude"], e["MAPLongitude"], heading, e.get("MAPSequenceUUID"))
+    sequences = len({v[3] for v in kept.values()})
+    return Outcome(kept, dups, took, sequences)
+
+
+def _degrees(value: tuple, ref: bytes, negative: bytes) -> float:
+    d, m, sec = (a / b for a, b in value)
+    return (d + m / 60 + sec / 3600) * (-1 if ref == negative else 1)
+
+
+def exiftool(binary: str, folder: Path, gpx: Path) -> Outcome:
+    """``exiftool -geotag`` at the sub-second time: positions only (no duplicates, no
+    sequences; a heading only if it wrote one), read back with piexif."""
+    cmd = [binary, "-q", "-q", "-m", "-overwrite_original", "-geotag", str(gpx),
+           "-geotime<SubSecDateTimeOriginal", str(folder)]  # fmt: skip
+    start = time.perf_counter()
+    subprocess.run(cmd, capture_output=True, text=True, env=_env(), check=False)
+    took = time.perf_counter() - start
+    g = piexif.GPSIFD
+    kept: dict[str, tuple[float, float, float | None, str | None]] = {}
+    for path in sorted(folder.glob("*.jpg")):
+        gps = piexif.load(str(path)).get("GPS", {})
+        if g.GPSLatitude not in gps:
+            continue
+        lat = _degrees(gps[g.GPSLatitude], gps.get(g.GPSLatitudeRef, b"N"), b"S")
+        lon = _degrees(gps[g.GPSLongitude], gps.get(g.GPSLongitudeRef, b"E"), b"W")
+        direction = gps.get(g.GPSImgDirection) or gps.get(g.GPSTrack)
+        heading = direction[0] / direction[1] if direction else None
+        kept[path.name] = (lat, lon, heading, None)
+    return Outcome(kept, set(), took, None)
+
+
+# -- the report ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    style: Style
+    gpx: bool  # a 1 Hz GPX track; else the photos carry noisy EXIF GPS and there is no track
+    moving_speed: float = 1.0
+
+
+SCENARIOS = {
+    "drive": Scenario("drive, 1 Hz GPX", DRIVE, True),
+    "drive-exif": Scenario("drive, no GPX: the photos' own GPS (1 m noise)", DRIVE, False),
+    "walk": Scenario("walk at 1 m/s, 20 s waits, 1 Hz GPX", WALK, True, moving_speed=0.5),
+    "walk-exif": Scenario("walk at 1 m/s, no GPX: the photos' own GPS", WALK, False, 0.5),
+    "no-stop": Scenario("drive with no stop, 1 Hz GPX", NO_STOP, True),
+}
+
+
+def _fmt(m: dict[str, float] | str, row: str) -> str:
+    if isinstance(m, str):
+        return "n/a"
+    if row == "dropped":
+        return f"{100 * m['dropped'] / max(1, m['moving']):.2f} % ({m['dropped']:.0f})"
+    if row == "extra":
+        return f"{m['extra']:.2f}" + (f" ({m['stops_lost']:.0f} lost)" if m["stops_lost"] else "")
+    if row == "sequences":
+        return "-" if math.isnan(m["sequences"]) else f"{m['sequences']:.0f}"
+    if row == "seconds":
+        return f"{m['seconds']:.1f}"
+    value = m[row]
+    return "-" if math.isnan(value) else f"{value:.2f}"
+
+
+ROWS = [
+    ("dropped", "moving photos dropped as duplicates"),
+    ("extra", "standing photos kept beyond one per stop (mean)"),
+    ("heading_p95", "heading error p95, moving photos (deg)"),
+    ("pos_p95", "position error p95 (m)"),
+    ("pos_p95_turns", "  at turns (m)"),
+    ("pos_p95_stops", "  braking, stopped, pulling away (m)"),
+    ("sequences", "sequences"),
+    ("seconds", "time, s (ours: the pipeline in-process; the others: the whole command)"),
+]
+
+
+def report(n: int, scenario: Scenario, tools: dict[str, str | None], work: Path) -> None:
+    d = make_drive(n, style=scenario.style)
+    track = noisy_track(d) if scenario.gpx else None
+    noise = None if scenario.gpx else NOISE_M
+    columns: dict[str, dict[str, float] | str] = {
+        "ours": score(d, ours(d, track, options(), noise), scenario.moving_speed),
+        "ours --no-smoothing": score(
+            d, ours(d, track, options(smoothing=False), noise), scenario.moving_speed
+        ),
+    }
+    folder = work / f"{scenario.name[:5].strip(',')}-{n}-{'gpx' if scenario.gpx else 'exif'}"
+    folder = folder.with_name(folder.name.replace(" ", "-"))
+    gpx = None
+    if tools:
+        write_photos(d, folder, noise)
+        if track is not None:
+            gpx = folder.parent / f"{folder.name}.gpx"
+            write_gpx(track, gpx)
+    for label, binary in tools.items():
+        if binary is None or binary.startswith("skipped"):
+            columns[label] = binary or "skipped"
+        elif label.startswith("mapillary_tools"):
+            columns[label] = score(d, mapillary_tools(binary, folder, gpx), scenario.moving_speed)
+        elif gpx is None:
+            columns[label] = "n/a (nothing to geotag from)"
+        else:
+            columns[label] = score(d, exiftool(binary, folder, gpx), scenario.moving_speed)
+    first = columns["ours"]
+    assert not isinstance(first, str)
     print(
-        f"== {n} photos, {ours['sequences']} sequences, {len(track)} fixes, {ours['stops']} stops"
+        f"\n== {scenario.name}: {n} photos, {first['moving']:.0f} moving, {first['stops']:.0f} stops"
     )
-    print(f"run_pipeline: {ours['seconds']:.2f} s (raw: {raw['seconds']:.2f} s)")
-    print(
-        f"moving photos dropped as duplicates: {ours['dropped']} of {ours['moving']} "
-        f"({100 * ours['dropped'] / max(1, ours['moving']):.2f} %)"
-    )
-    print(
-        f"standing photos kept beyond one per stop (mean): {ours['extra']:.2f} "
-        f"(stops with none kept: {ours['stops_lost']})"
-    )
-    print(f"heading error p95 (moving photos): {ours['heading_p95']:.2f} deg")
-    print(
-        f"position error p95: raw {raw['pos_p95']:.2f} m, smoothed {ours['pos_p95']:.2f} m "
-        f"({ours['pos_p95'] / raw['pos_p95']:.2f}x); turns raw {raw['pos_p95_turns']:.2f} m, "
-        f"smoothed {ours['pos_p95_turns']:.2f} m; stops raw {raw['pos_p95_stops']:.2f} m, "
-        f"smoothed {ours['pos_p95_stops']:.2f} m"
-    )
+    labels = list(columns)
+    print("| | " + " | ".join(labels) + " |")
+    print("|---|" + "---|" * len(labels))
+    for row, title in ROWS:
+        print(f"| {title} | " + " | ".join(_fmt(columns[c], row) for c in labels) + " |")
+    for label, why in columns.items():
+        if isinstance(why, str):
+            print(f"{label}: {why}")
+    raw = columns["ours --no-smoothing"]
+    if not isinstance(raw, str):
+        print(f"position p95, ours / raw interpolation: {first['pos_p95'] / raw['pos_p95']:.2f}x")
+    sys.stdout.flush()
+
+
+def find_tools(wanted: set[str]) -> dict[str, str | None]:
+    found: dict[str, str | None] = {}
+    if "mapillary_tools" in wanted:
+        binary = mapillary_tools_bin()
+        why = getattr(tools_module, "last_failure", None) or "not installed"
+        label = f"mapillary_tools {MAPILLARY_TOOLS_VERSION}"
+        found[label] = binary or f"skipped: {why}"
+    if "exiftool" in wanted:
+        found["exiftool -geotag"] = shutil.which("exiftool") or "skipped: exiftool not installed"
+    return found
 
 
 def main() -> None:
-    sizes = [int(a) for a in sys.argv[1:]] or [2000, 20000]
-    for n in sizes:
-        report(n)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sizes", nargs="*", type=int, default=[2000, 20000])
+    parser.add_argument("--scenarios", default="drive,drive-exif,walk,walk-exif,no-stop")
+    parser.add_argument("--tools", default="ours,mapillary_tools,exiftool")
+    parser.add_argument("--small-only", default="walk,walk-exif,no-stop",
+                        help="scenarios run at the smallest size only")  # fmt: skip
+    args = parser.parse_args()
+    tools = find_tools(set(args.tools.split(",")))
+    small = set(args.small_only.split(","))
+    with tempfile.TemporaryDirectory(prefix="bench_accuracy-") as tmp:
+        for key in args.scenarios.split(","):
+            for n in args.sizes if key not in small else [min(args.sizes)]:
+                report(n, SCENARIOS[key], tools, Path(tmp))
 
 
 if __name__ == "__main__":

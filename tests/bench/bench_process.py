@@ -24,6 +24,8 @@ of our commands <= 150 MB peak RSS at 20,000 photos.
     python tests/bench/bench_process.py --sizes 2000     # one size
     python tests/bench/bench_process.py --quick          # 200 photos, a check that all runs
     python tests/bench/bench_process.py --tools ours     # only our commands
+    git archive main | tar -x -C /tmp/main-src
+    python tests/bench/bench_process.py --baseline /tmp/main-src   # ours before and after too
 
 exiftool: Debian's libimage-exiftool-perl; when missing and running as root the script installs
 it with apt-get, else that column is skipped. mapillary_tools: installed by
@@ -172,8 +174,8 @@ def measure(tool: str, cmd: list[str], env: dict[str, str], log: Path) -> Run:
 # -- the tools ----------------------------------------------------------------------------------
 
 
-def tool_env() -> dict[str, str]:
-    env = dict(os.environ, TZ=POSIX_TZ, PYTHONPATH=str(REPO))
+def tool_env(repo: Path = REPO) -> dict[str, str]:
+    env = dict(os.environ, TZ=POSIX_TZ, PYTHONPATH=str(repo))
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     return env
 
@@ -319,11 +321,12 @@ def run_tool(
     truth: dict[str, sample.Photo],
     work: Path,
     check: str,
+    repo: Path = REPO,
 ) -> Outcome:
-    folder = work / label.replace(" ", "_")
+    folder = work / label.replace(" ", "_").replace("(", "").replace(")", "")
     shutil.copytree(base, folder)
     cmd = cmd_for(folder, gpx)  # type: ignore[operator]
-    run = measure(label, cmd, tool_env(), work / f"{label.replace(' ', '_')}.log")
+    run = measure(label, cmd, tool_env(repo), folder.with_suffix(".log"))
     if check == "files":
         placed = check_files(folder, truth)
     else:
@@ -355,8 +358,16 @@ def compare(what: str, ours: Outcome | None, theirs: Outcome | None, n: int, tar
     return f"  {what}: {ratio:.1f}x (target >= {target:g}x) {state}; CPU time {cpu:.1f}x less"
 
 
-def bench_size(n: int, work: Path, tools: set[str], mt: str | None, et: str | None) -> list[str]:
-    """Run every tool on n photos; returns the summary lines."""
+def bench_size(
+    n: int,
+    work: Path,
+    tools: set[str],
+    mt: str | None,
+    et: str | None,
+    baseline: Path | None = None,
+) -> list[str]:
+    """Run every tool on n photos; returns the summary lines. With ``baseline`` (the source
+    tree of another version of ours), its ``process`` runs too, just before ours."""
     begin = time.perf_counter()
     base, gpx, truth = make_drive(n, work / "drive")
     print(f"\n{n:,} photos, {sum(p.stat().st_size for p in base.iterdir()) / 1e6:.1f} MB,"
@@ -365,6 +376,10 @@ def bench_size(n: int, work: Path, tools: set[str], mt: str | None, et: str | No
     print(f"  load average before: {os.getloadavg()[0]:.1f} (other work on this machine"
           " slows every tool)")  # fmt: skip
     out: dict[str, Outcome] = {}
+    if "ours" in tools and baseline is not None:
+        out["baseline process"] = run_tool(
+            "ours process (baseline)", ours_process, base, gpx, truth, work, "desc", baseline
+        )
     if "ours" in tools:
         out["ours process"] = run_tool("ours process", ours_process, base, gpx, truth, work, "desc")
     if "mapillary_tools" in tools and mt:
@@ -383,6 +398,10 @@ def bench_size(n: int, work: Path, tools: set[str], mt: str | None, et: str | No
     lines = [f"{n:,} photos:"]
     lines.append(compare("process vs mapillary_tools", out.get("ours process"),
                          out.get("mt process"), n, TARGET_PROCESS))  # fmt: skip
+    if "baseline process" in out and "ours process" in out:
+        before, after = out["baseline process"].run.seconds, out["ours process"].run.seconds
+        lines.append(f"  process, this version vs the baseline: {after:.2f} s vs {before:.2f} s"
+                     f" ({before / after:.2f}x)")  # fmt: skip
     lines.append(compare("geotag vs exiftool", out.get("ours geotag"), out.get("exiftool"), n,
                          TARGET_GEOTAG))  # fmt: skip
     for key in ("ours process", "ours geotag"):
@@ -400,6 +419,8 @@ def main() -> None:
     p.add_argument("--tools", default=",".join(ALL_TOOLS), help=f"of {','.join(ALL_TOOLS)}")
     p.add_argument("--no-install", action="store_true", help="never apt-get or pip install")
     p.add_argument("--dir", type=Path, help="work here (default: a temporary folder)")
+    p.add_argument("--baseline", type=Path,
+                   help="source tree of another version of ours to time too (git archive)")  # fmt: skip
     args = p.parse_args()
     sizes = [200] if args.quick else [int(s) for s in args.sizes.split(",") if s.strip()]
     tools = {t.strip() for t in args.tools.split(",") if t.strip()}
@@ -431,7 +452,7 @@ def main() -> None:
     summary: list[str] = []
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="bench_process.") as tmp:
         for n in sizes:
-            summary += bench_size(n, Path(tmp), tools, mt, et)
+            summary += bench_size(n, Path(tmp), tools, mt, et, args.baseline)
     print("\nsummary")
     print("\n".join(summary))
 
