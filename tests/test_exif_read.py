@@ -14,11 +14,15 @@ import struct
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
+import piexif
 import pytest
 from PIL import Image
 
 from daemon.media import exif
 from daemon.media.exif import MediaError, read_exif
+from daemon.media.load import load_records
+from daemon.pipeline.provenance import Provenance, time_source
+from tests import jpegs
 from tests.corpus import CORPUS as SHARED_CORPUS
 
 CORPUS = SHARED_CORPUS / "exif"
@@ -400,3 +404,48 @@ def test_the_official_uploaders_own_files_read_as_it_reads_them() -> None:
     assert sony.capture_time == datetime(2018, 6, 8, 20, 24, 11, tzinfo=UTC)
     assert sony.time_source == "gps"
     assert sony.direction == pytest.approx(270.89) and sony.direction_source == "GPSTrack"
+
+
+def test_a_photo_dated_only_by_ifd0_datetime_says_so_in_the_sources(tmp_path: Path) -> None:
+    """IFD0's DateTime (which editors rewrite) is named as such in the summaries' sources line,
+    not as DateTimeDigitized; DateTimeDigitized beside it still wins and keeps its name."""
+    plain = tmp_path / "plain.jpg"
+    jpegs.make_jpeg(
+        plain,
+        capture_time=None,
+        extra_exif={"0th": {piexif.ImageIFD.DateTime: b"2021:06:07 08:09:10"}},
+    )
+    zoned = tmp_path / "zoned.jpg"
+    jpegs.make_jpeg(
+        zoned,
+        capture_time=None,
+        extra_exif={
+            "0th": {piexif.ImageIFD.DateTime: b"2021:06:07 09:09:10"},
+            "Exif": {piexif.ExifIFD.OffsetTime: b"-04:00"},
+        },
+    )
+    both = tmp_path / "both.jpg"
+    jpegs.make_jpeg(
+        both,
+        capture_time=None,
+        extra_exif={
+            "0th": {piexif.ImageIFD.DateTime: b"2023:01:01 00:00:00"},  # a later edit
+            "Exif": {piexif.ExifIFD.DateTimeDigitized: b"2021:06:07 10:09:10"},
+        },
+    )
+    info = read_exif(plain)
+    assert (info.capture_time, info.time_source) == (datetime(2021, 6, 7, 8, 9, 10), "datetime")
+    assert read_exif(zoned).capture_time == datetime(
+        2021, 6, 7, 9, 9, 10, tzinfo=timezone(timedelta(hours=-4))
+    )
+    records = {r.path.name: r for r in load_records([plain, zoned, both], "+02:00")}
+    assert {name: time_source(r) for name, r in records.items()} == {
+        "plain.jpg": "DateTime (IFD0) in the camera zone",
+        "zoned.jpg": "DateTime (IFD0)+OffsetTime",
+        "both.jpg": "DateTimeDigitized in the camera zone",
+    }
+    assert Provenance.of(records.values()).time == {
+        "DateTime (IFD0) in the camera zone": 1,
+        "DateTime (IFD0)+OffsetTime": 1,
+        "DateTimeDigitized in the camera zone": 1,
+    }

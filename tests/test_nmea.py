@@ -29,8 +29,20 @@ def rmc(talker: str, hms: str, ddmmyy: str, lat: str = "5230.0000", lon: str = "
     return sentence(f"{talker}RMC,{hms},A,{lat},N,{lon},E,10.0,90.0,{ddmmyy},,,A")
 
 
-def gga(talker: str, hms: str, alt: str = "35.5", q: str = "1", lat: str = "5230.0000") -> str:
-    return sentence(f"{talker}GGA,{hms},{lat},N,01324.0000,E,{q},08,0.9,{alt},M,40.0,M,,")
+def gga(
+    talker: str,
+    hms: str,
+    alt: str = "35.5",
+    q: str = "1",
+    lat: str = "5230.0000",
+    hdop: str = "0.9",
+) -> str:
+    return sentence(f"{talker}GGA,{hms},{lat},N,01324.0000,E,{q},08,{hdop},{alt},M,40.0,M,,")
+
+
+def void_rmc(talker: str, hms: str, ddmmyy: str) -> str:
+    """An RMC with status V (no fix) that still carries a position, as many receivers write."""
+    return sentence(f"{talker}RMC,{hms},V,5230.0000,N,01324.0000,E,,,{ddmmyy},,,N")
 
 
 def at(y: int, mo: int, d: int, h: int = 0, mi: int = 0, s: int = 0) -> float:
@@ -93,6 +105,76 @@ def test_bad_checksums_and_noise_are_skipped_and_counted(tmp_path: Path) -> None
     assert len(track) == 9
     assert at(2024, 6, 1, 12, 0, 3) not in track.times
     assert track.notes == [f"{p}: sentences dropped: 1 bad checksum, 1 no checksum"]
+
+
+def test_a_second_with_hdop_over_the_limit_gives_no_fix_whichever_sentence_comes_first(
+    tmp_path: Path,
+) -> None:
+    """A GGA (or GNS) with HDOP over 20 drops the RMC fix of its second, read before or after
+    it; 17.5 (4 satellites in the corpus's myguide-3100 log) and 20 itself are kept."""
+    p = tmp_path / "canyon.nmea"
+    p.write_text(
+        rmc("GN", "120000.00", "010624")
+        + gga("GN", "120000.00", hdop="17.5")
+        + rmc("GN", "120001.00", "010624")
+        + gga("GN", "120001.00", hdop="20.1")  # after its RMC: undoes it
+        + gga("GN", "120002.00", hdop="99.99")  # before its RMC: the RMC is ignored
+        + rmc("GN", "120002.00", "010624")
+        + sentence("GNGNS,120003.00,5230.0000,N,01324.0000,E,AA,08,25.0,35.5,40.0,,,V")
+        + rmc("GN", "120003.00", "010624")
+        + rmc("GN", "120004.00", "010624")
+        + gga("GN", "120004.00", hdop="20.0")
+        + gga("GN", "120005.00", hdop="")  # no HDOP given: no veto
+        + rmc("GN", "120005.00", "010624")
+    )
+    track = load_nmea(p)
+    assert [t - at(2024, 6, 1, 12) for t in track.times] == [0, 4, 5]
+    assert list(track.eles) == [35.5, 35.5, 35.5]
+    assert track.notes == [f"{p}: sentences dropped: 3 HDOP over 20"]
+
+
+def test_an_rmc_void_drops_the_gga_fix_of_its_second_in_either_order(tmp_path: Path) -> None:
+    """RMC status V and a GGA with a fix in the same second: no fix, whichever came first, also
+    for a GGA held for a date; each such GGA is counted once, the void seconds around it not."""
+    p = tmp_path / "void.nmea"
+    p.write_text(
+        gga("GP", "115958")  # held for a date, then undone by its RMC
+        + void_rmc("GP", "115958", "010624")
+        + void_rmc("GP", "115959", "010624")  # no fix anywhere: not counted
+        + gga("GP", "115959", q="0")
+        + rmc("GP", "120000", "010624")
+        + gga("GP", "120000", alt="40.0")
+        + gga("GP", "120001")  # a fix, then its RMC says void
+        + void_rmc("GP", "120001", "010624")
+        + void_rmc("GP", "120002", "010624")  # void, then its GGA claims a fix
+        + gga("GP", "120002")
+        + rmc("GP", "120003", "010624")
+    )
+    track = load_nmea(p)
+    assert [t - at(2024, 6, 1, 12) for t in track.times] == [0, 3]
+    assert track.eles[0] == 40.0 and math.isnan(track.eles[1])
+    assert track.notes == [f"{p}: sentences dropped: 3 void in RMC"]
+
+
+def test_a_vetoed_fix_among_recent_ones_leaves_the_others_in_place(tmp_path: Path) -> None:
+    """A late GGA undoes the fix of its own second only, though later seconds came between (a
+    log with sentences out of order): the fixes around it keep their positions and altitudes."""
+    p = tmp_path / "late.nmea"
+    p.write_text(
+        "".join(rmc("GN", f"1200{s:02d}", "010624", lat=f"5230.{s:04d}") for s in range(6))
+        + gga("GN", "120002", hdop="45.0", lat="5230.0002")
+        + "".join(gga("GN", f"1200{s:02d}", alt=f"{s}.5", lat=f"5230.{s:04d}") for s in (3, 4))
+    )
+    track = load_nmea(p)
+    assert [t - at(2024, 6, 1, 12) for t in track.times] == [0, 1, 3, 4, 5]
+    assert [round((lat - 52.5) * 60, 4) for lat in track.lats] == [
+        0,
+        0.0001,
+        0.0003,
+        0.0004,
+        0.0005,
+    ]
+    assert [e if math.isfinite(e) else None for e in track.eles] == [None, None, 3.5, 4.5, None]
 
 
 def _drive(n: int) -> str:

@@ -138,6 +138,23 @@ def test_a_fixed_offset_is_not_in_doubt(tmp_path: Path) -> None:
     assert "summer time" not in proc.stdout
 
 
+def test_a_photo_dated_by_ifd0_datetime_is_counted_under_that_name(tmp_path: Path) -> None:
+    photos = tmp_path / "p"
+    photos.mkdir()
+    jpegs.make_jpeg(
+        photos / "edited.jpg",
+        capture_time=None,  # no DateTimeOriginal or DateTimeDigitized: an editor's export
+        extra_exif={"0th": {piexif.ImageIFD.DateTime: b"2024:06:05 12:00:00"}},
+        lat=LAT,
+        lon=LON,
+    )
+    proc = _mly(tmp_path, "process", str(photos), "--tz", "Europe/Berlin")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert _sources_line(proc.stdout) == _order_free(
+        "capture time: DateTime (IFD0) in the camera zone 1; position: EXIF GPS 1; heading: none 1"
+    )
+
+
 @pytest.fixture
 def server() -> Iterator[ServerThread]:
     with ServerThread(ServerConfig(tokens=(TOKEN,))) as srv:

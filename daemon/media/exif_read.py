@@ -39,7 +39,7 @@ class ExifInfo:
     ``capture_time`` is naive unless the file says its zone (OffsetTime* → aware) or the time came
     from the GPS stamp (always aware UTC). ``time_source`` is "gps" (GPSDateStamp/GPSTimeStamp,
     taken first as the official uploader does), "exif" (DateTimeOriginal), "digitized"
-    (DateTimeDigitized / DateTime) or "xmp". ``gps_time`` is the GPS stamp (aware UTC) whatever
+    (DateTimeDigitized), "datetime" (IFD0's DateTime, often the time of the last edit) or "xmp". ``gps_time`` is the GPS stamp (aware UTC) whatever
     the capture time came from.
     """
 
@@ -250,7 +250,7 @@ def _gps_time(ifds: _Ifds) -> datetime | None:
 _TIME_TAGS = (
     (ORIGINAL, SUBSEC_ORIGINAL, OFFSET_ORIGINAL, "DateTimeOriginal", "exif"),
     (DIGITIZED, SUBSEC_DIGITIZED, OFFSET_DIGITIZED, "DateTimeDigitized", "digitized"),
-    (DATETIME, SUBSEC, OFFSET, "DateTime", "digitized"),
+    (DATETIME, SUBSEC, OFFSET, "DateTime", "datetime"),
 )
 
 

@@ -1,10 +1,13 @@
 """NMEA 0183 logs (a USB GPS, gpsd's raw log) as a :class:`~daemon.media.gpx.Track`.
 
 A small parser of our own rather than pynmea2 (not a dependency): RMC gives time, date and
-position; GGA or GNS adds altitude and fix quality (and a position for a time RMC did not
-cover, on the date RMC or ZDA last gave, or the first one to come); any talker (GP, GN, GL,
-GA, GB, BD, ...). Each sentence's checksum is verified: a bad one is dropped and counted, as is a sentence without one. Bytes between
-sentences (binary protocols on the same port, line noise) are skipped.
+position; GGA or GNS adds altitude, fix quality and HDOP (and a position for a time RMC did
+not cover, on the date RMC or ZDA last gave, or the first one to come); any talker (GP, GN, GL,
+GA, GB, BD, ...). A second that one sentence calls void (an RMC's status V, a GGA or GNS with an
+HDOP over ``MAX_HDOP``) gives no fix, whatever the other sentences of that second say and in
+whichever order they come. Each sentence's checksum is verified: a bad one is dropped and
+counted, as is a sentence without one. Bytes between sentences (binary protocols on the same
+port, line noise) are skipped.
 """
 
 from __future__ import annotations
@@ -52,6 +55,13 @@ RECENT = 16  # times of the last cycles, whose sentences (RMC, GGA, GNS) merge i
 _CHUNK = 1 << 16
 _MAX_LINE = 1 << 16  # a "line" longer than this is noise, cut where no sentence is split
 _LONGEST = 256  # bytes of a sentence, far more than NMEA's 82
+# HDOP above which a fix is dropped: 20 is where the usual DOP scale turns from "fair" to "poor"
+# (some 100 m at a typical 5 m range error). Receivers still call such a fix valid (gpsd passes it on), and
+# 10-20 is common in a street canyon with 4 satellites (the corpus has 17.5), so a lower limit
+# would lose usable fixes; u-blox and others write 99.99 for "no HDOP", also dropped.
+MAX_HDOP = 20.0
+HDOP_DROPPED = f"HDOP over {MAX_HDOP:g}"
+VOID_DROPPED = "void in RMC"  # a GGA/GNS fix of a second whose RMC says status V
 
 
 @dataclass
@@ -60,7 +70,8 @@ class _Log:
     at 10 Hz stays a few tens of MB); the sentences of one cycle merge by their time."""
 
     track: Track = field(default_factory=Track)
-    recent: dict[float, int] = field(default_factory=dict)  # time → index, last RECENT only
+    recent: dict[float, tuple[int, float]] = field(default_factory=dict)  # time → index, clock
+    void: dict[float, str] = field(default_factory=dict)  # void second's clock → why (RECENT)
     dropped: dict[str, int] = field(default_factory=dict)
     day: date | None = None  # the date of the last RMC
     day_seconds: float = 0.0  # and its time of day
@@ -80,20 +91,57 @@ class _Log:
             self.place(day - timedelta(days=1) if before_midnight else day, seconds, pos, ele)
 
     def place(self, day: date, clock: float, pos: tuple[float, float], ele: float) -> None:
-        self.track.eles[self.at(_stamp(day, clock), pos)] = ele
+        i = self.at(day, clock, pos)
+        if i is not None:
+            self.track.eles[i] = ele
 
-    def at(self, t: float, pos: tuple[float, float]) -> int:
-        """The index of the fix at time ``t`` (a new one if no recent sentence gave it), with
-        ``pos`` as its position (the last sentence of a cycle wins, as in gpsd)."""
-        i = self.recent.get(t)
-        if i is None:
-            i = self.recent[t] = len(self.track)
-            self.track.append(t, pos[0], pos[1], math.nan)
-            if len(self.recent) > RECENT:
-                del self.recent[next(iter(self.recent))]
-        else:
+    def at(self, day: date, clock: float, pos: tuple[float, float]) -> int | None:
+        """The index of the fix at ``clock`` on ``day`` (a new one if no recent sentence gave
+        it), with ``pos`` as its position (the last sentence of a cycle wins, as in gpsd); None
+        when a sentence of that second called it void."""
+        if clock in self.void:
+            return None
+        t = _stamp(day, clock)
+        known = self.recent.get(t)
+        if known is not None:
+            i = known[0]
             self.track.lats[i], self.track.lons[i] = pos
+            return i
+        i = len(self.track)
+        self.recent[t] = (i, clock)
+        self.track.append(t, pos[0], pos[1], math.nan)
+        if len(self.recent) > RECENT:
+            del self.recent[next(iter(self.recent))]
         return i
+
+    def veto(self, clock: float, why: str) -> bool:
+        """No fix for the second at ``clock`` (time of day), for reason ``why``: the sentences
+        of that second already read are undone, those still to come ignored. Whether a fix was
+        undone."""
+        self.void.setdefault(clock, why)
+        if len(self.void) > RECENT:
+            del self.void[next(iter(self.void))]
+        undone = False
+        for t, (i, at_clock) in list(self.recent.items()):
+            if at_clock == clock:
+                self._remove(t, i)
+                undone = True
+        tail = len(self.undated) - RECENT  # a cycle's sentences are among the last held
+        for j in range(len(self.undated) - 1, max(tail, 0) - 1, -1):
+            if self.undated[j][0] == clock:
+                del self.undated[j]
+                undone = True
+        return undone
+
+    def _remove(self, t: float, i: int) -> None:
+        """Take fix ``i`` (a recent one, so near the end) out of the track."""
+        del self.recent[t]
+        track = self.track
+        for column in (track.times, track.lats, track.lons, track.eles):
+            del column[i]
+        for later, (j, at_clock) in self.recent.items():
+            if j > i:
+                self.recent[later] = (j - 1, at_clock)
 
 
 def _clock(text: str) -> float | None:
@@ -138,8 +186,14 @@ def _rmc(log: _Log, f: list[str]) -> None:
         log.drop("short sentence")
         return
     clock = _clock(f[0])
-    if f[1] != "A" or (len(f) > 11 and f[11][:1] == "N") or clock is None:
-        return  # no fix (a receiver says so every second until it has one)
+    if clock is None:
+        return
+    if f[1] != "A" or (len(f) > 11 and f[11][:1] == "N"):
+        # no fix (a receiver says so every second until it has one, so only a GGA/GNS fix of
+        # the same second undone by it is counted)
+        if log.veto(clock, VOID_DROPPED):
+            log.drop(VOID_DROPPED)
+        return
     try:
         dd, mm, yy = int(f[8][:2]), int(f[8][2:4]), int(f[8][4:6])
         day = date(2000 + yy if yy < 80 else 1900 + yy, mm, dd)
@@ -151,7 +205,7 @@ def _rmc(log: _Log, f: list[str]) -> None:
         log.drop("bad coordinates")
         return
     log.dated(day, clock)
-    log.at(_stamp(day, clock), pos)
+    log.at(day, clock, pos)
 
 
 def _zda(log: _Log, f: list[str]) -> None:
@@ -178,6 +232,12 @@ def _gga(log: _Log, f: list[str], gns: bool = False) -> None:
         valid = f[5].isdigit() and f[5] not in ("0", "6", "7", "8")
     if clock is None or not valid:
         return  # no fix, an estimated or simulated one
+    # each GGA/GNS fix dropped is counted once, whichever sentence of its second came first
+    why = HDOP_DROPPED if _hdop(f[7]) > MAX_HDOP else log.void.get(clock)
+    if why is not None:
+        log.veto(clock, why)
+        log.drop(why)
+        return
     try:
         ele = float(f[8]) if f[8] else math.nan
     except ValueError:
@@ -197,6 +257,15 @@ def _gga(log: _Log, f: list[str], gns: bool = False) -> None:
     if clock < log.day_seconds - 43200:  # past midnight since the last RMC
         day += timedelta(days=1)
     log.place(day, clock, pos, ele)
+
+
+def _hdop(text: str) -> float:
+    """The HDOP field; 0 when empty or unreadable (many receivers leave it out: no veto)."""
+    try:
+        value = float(text)
+    except ValueError:
+        return 0.0
+    return value if math.isfinite(value) else 0.0
 
 
 def _lines(path: str | os.PathLike[str]) -> Iterator[bytes]:

@@ -19,12 +19,14 @@ _TIME = {
     "gps": "GPS time",
     "exif": "DateTimeOriginal",
     "digitized": "DateTimeDigitized",
+    "datetime": "DateTime (IFD0)",  # its own name: software rewrites it on every edit
     "xmp": "XMP DateTimeOriginal",
     "fix-dates": "fix-dates",
 }
 _OWN_OFFSET = {
     "exif": "DateTimeOriginal+OffsetTimeOriginal",
     "digitized": "DateTimeDigitized+OffsetTimeDigitized",
+    "datetime": "DateTime (IFD0)+OffsetTime",
     "xmp": "XMP DateTimeOriginal with its offset",
 }
 _POSITION = {"exif": "EXIF GPS", "xmp": "XMP", "gpx": "GPX track"}

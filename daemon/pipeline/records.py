@@ -46,7 +46,7 @@ class ImageRecord:
     orientation: int = 1
     make: str | None = None
     model: str | None = None
-    time_source: str | None = None  # "exif", "gps", "digitized", "fix-dates", ...
+    time_source: str | None = None  # "exif", "gps", "digitized", "datetime", "fix-dates", ...
     zone: str | None = None  # the zone assumed for a naive EXIF time, e.g. "+02:00"
     position_source: str | None = None  # "exif", "xmp" (Adobe-edited files) or "gpx"
     heading_source: str | None = None  # "GPSImgDirection", "GPSTrack", "gpx", "interpolated"
