@@ -526,6 +526,7 @@ def main() -> None:
     parser.add_argument("--tools", default="ours,mapillary_tools,exiftool")
     parser.add_argument("--small-only", default="walk,walk-exif,no-stop",
                         help="scenarios run at the smallest size only")  # fmt: skip
+    parser.add_argument("--no-clock", action="store_true", help="leave out the clock rows")
     args = parser.parse_args()
     tools = find_tools(set(args.tools.split(",")))
     small = set(args.small_only.split(","))
@@ -533,6 +534,13 @@ def main() -> None:
         for key in args.scenarios.split(","):
             for n in args.sizes if key not in small else [min(args.sizes)]:
                 report(n, SCENARIOS[key], tools, Path(tmp))
+    if not args.no_clock:  # the camera clock found from the same kind of drive (bench_clock)
+        from bench_clock import CASES, _print, clock_figures
+
+        print("\n### camera clock found from the photos (`clock`)")
+        for n in args.sizes:
+            for zone, zone_s, offset in CASES:
+                _print(clock_figures(n, zone, zone_s, offset))
 
 
 if __name__ == "__main__":
