@@ -332,6 +332,32 @@ def test_repeated_reports_of_one_cycle_are_written_once(tmp_path: Path) -> None:
     assert writer.flush().fixes == 2
 
 
+def test_a_clock_set_back_starts_a_new_file_and_loses_no_later_fix(tmp_path: Path) -> None:
+    # A receiver's first fixes a day ahead (a stale almanac), then the right time: the right
+    # fixes are all kept (not passed over as repeats until the wrong time comes round again),
+    # in a file of their own, so that no file's times go back.
+    folder = tmp_path / "gps"
+    writer = TrackWriter(folder)
+    wrong = [fix_at(T0 + 86400 + i, i) for i in range(5)]
+    right = [fix_at(T0 + i, i) for i in range(30)]
+    feed(writer, wrong + right)
+    writer.close()
+    tracks = {p.name: load_track(p) for p in sorted(folder.iterdir())}
+    assert {n: len(t) for n, t in tracks.items()} == {
+        "gps-2024-06-01.gpx": 30,
+        "gps-2024-06-02.gpx": 5,
+    }
+    kept = tracks["gps-2024-06-01.gpx"]
+    assert list(kept.times) == [f.time for f in right]
+    # the same day set back by more than a minute: a second file of that day
+    again = TrackWriter(tmp_path / "again")
+    feed(again, [fix_at(T0 + 600 + i) for i in range(5)] + [fix_at(T0 + i) for i in range(5)])
+    again.close()
+    names = sorted(p.name for p in (tmp_path / "again").iterdir())
+    assert names == ["gps-2024-06-01-2.gpx", "gps-2024-06-01.gpx"]
+    assert load_track(tmp_path / "again" / "gps-2024-06-01-2.gpx").times[0] == T0
+
+
 # -- the stage ------------------------------------------------------------------------------------
 
 

@@ -31,6 +31,9 @@ BATCH_SECONDS = 10.0  # fixes (GPS time) per write: what a power cut may lose
 BATCH_FIXES = 600  # ... or this many, for a receiver reporting at 10 Hz or more
 DRIVE_GAP_SECONDS = 600.0  # a longer pause between fixes starts a new file
 MAX_PENDING = 3600  # fixes kept while the disk refuses them (an hour at 1 Hz); then the oldest go
+# A fix this far behind the last one is not a repeat but a clock set back (a receiver's first
+# fixes from a stale almanac or a week rollover, then the right time): a new timeline, taken.
+SET_BACK_SECONDS = 60.0
 HEADER = (
     '<?xml version="1.0" encoding="UTF-8"?>\n'
     '<gpx version="1.1" creator="mapillary-daemon (gpsd)" '
@@ -125,6 +128,12 @@ def _day(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d")
 
 
+def _follows(last: float, t: float) -> bool:
+    """Does a fix at ``t`` go on the file whose last fix is at ``last``? Not after a long
+    pause (a new drive), nor when the time went back (a file's times only grow)."""
+    return 0 <= t - last <= DRIVE_GAP_SECONDS
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -156,8 +165,9 @@ class TrackWriter:
 
     def add(self, fix: Fix, satellites: int | None = None) -> bool:
         """Take a fix (one not newer than the last is passed over: gpsd repeats a cycle's
-        report); True when a batch is full and ``flush`` is due."""
-        if self._last is not None and fix.time <= self._last:
+        report, unless the clock was set back: the later fixes must not all be lost to one
+        wrong time); True when a batch is full and ``flush`` is due."""
+        if self._last is not None and self._last - SET_BACK_SECONDS < fix.time <= self._last:
             return False
         self._last = fix.time
         self._pending.append((fix, satellites))
@@ -170,7 +180,7 @@ class TrackWriter:
         # ten fixes a batch at 1 Hz, a hundred at 10 Hz.
         step = fix.time - self._pending[-2][0].time
         span = fix.time - self._pending[0][0].time
-        return span + step >= BATCH_SECONDS or len(self._pending) >= BATCH_FIXES
+        return span + step >= BATCH_SECONDS or step < 0 or len(self._pending) >= BATCH_FIXES
 
     def flush(self) -> Written:
         """Write the pending fixes (one write and one fsync per file they go to). On an
@@ -207,7 +217,7 @@ class TrackWriter:
             prev = first.time
             for item in self._pending:
                 t = item[0].time
-                if _day(t) != day or t - prev > DRIVE_GAP_SECONDS:
+                if _day(t) != day or not _follows(prev, t):
                     break
                 run.append(item)
                 prev = t
@@ -216,9 +226,7 @@ class TrackWriter:
 
     def _new_file(self, fix: Fix) -> bool:
         last = self._file_last
-        return _day(fix.time) != self._day or (
-            last is not None and fix.time - last > DRIVE_GAP_SECONDS
-        )
+        return _day(fix.time) != self._day or (last is not None and not _follows(last, fix.time))
 
     def _open(self, t: float) -> Path:
         """A new file for the day of ``t``: the first free name, its header and name durable."""
