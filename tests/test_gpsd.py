@@ -207,6 +207,41 @@ def test_a_silent_gpsd_is_asked_and_a_dead_one_left_for_a_new_connection() -> No
     assert isinstance(dead[1], Lost) and "no answer from gpsd for 0.4 s" in dead[1].reason
 
 
+def test_a_gpsd_that_greets_and_hangs_up_at_once_is_tried_ever_more_slowly() -> None:
+    """A gpsd crashing right after its greeting (or refusing one more client) is an outage:
+    the pause grows as if nobody listened, not a reconnect and a warning every second."""
+
+    async def story() -> tuple[list[float], int]:
+        greeted = 0
+
+        async def peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal greeted
+            greeted += 1
+            writer.write(b'{"class":"VERSION","release":"3.22"}\n')
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(peer, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = GpsdClient("127.0.0.1", port, min_backoff=0.05, max_backoff=0.4)
+        queue: asyncio.Queue[GpsEvent] = asyncio.Queue()
+        task = asyncio.create_task(client.run(queue))
+        pauses: list[float] = []
+        try:
+            while len(pauses) < 5:
+                event = await asyncio.wait_for(queue.get(), 10)
+                if isinstance(event, Lost):
+                    pauses.append(event.retry_in)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            server.close()
+        return pauses, greeted
+
+    pauses, greeted = asyncio.run(story())
+    assert pauses == [0.05, 0.1, 0.2, 0.4, 0.4] and greeted >= 5, pauses
+
+
 # -- the writer ----------------------------------------------------------------------------------
 
 
