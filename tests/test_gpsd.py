@@ -346,6 +346,21 @@ def test_a_log_left_open_by_a_cut_is_finished_after_its_last_whole_line(tmp_path
     assert theirs.read_bytes().endswith(b"<trkpt")
 
 
+def test_a_log_ending_in_a_long_run_of_zeros_is_finished_after_its_last_fix(
+    tmp_path: Path,
+) -> None:
+    # A batch of 600 fixes at 10 Hz left as zeros by a cut: longer than one read window.
+    writer = TrackWriter(tmp_path)
+    feed(writer, [fix_at(T0 + i, i) for i in range(25)])
+    writer.flush()
+    assert writer.path is not None
+    with writer.path.open("ab") as fh:
+        fh.write(b"\x00" * 200_000)
+    assert finish_left_open(writer.path)
+    assert writer.path.read_bytes().endswith(b"</trkpt>\n" + FOOTER.encode())
+    assert gpxpy.parse(writer.path.read_text()).get_track_points_no() == 25
+
+
 def test_fixes_wait_in_memory_while_the_folder_cannot_be_written(tmp_path: Path) -> None:
     blocked = tmp_path / "gps"
     blocked.write_text("a file where the folder should be")

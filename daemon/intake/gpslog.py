@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 from daemon.core.durable import fsync_dir
 from daemon.intake.gpsd import Fix
@@ -43,7 +44,7 @@ HEADER = (
 FOOTER = "</trkseg></trk></gpx>\n"
 LINE_END = b"</trkpt>\n"
 _OURS = HEADER.split("{name}")[0].encode("ascii")  # how every file of ours begins
-TAIL_BYTES = 1 << 16  # where the last whole line of a log cut off is looked for
+TAIL_BYTES = 1 << 16  # read at a time, from the end back, for the last whole line of a log cut off
 
 
 _NAME = re.compile(rf"{PREFIX}\d{{4}}-\d\d-\d\d(-\d+)?{re.escape(SUFFIX)}")
@@ -96,15 +97,11 @@ def finish_left_open(path: Path) -> bool:
         fh.seek(max(0, size - len(footer)))
         if fh.read() == footer:
             return False  # finished (every start looks at every log: a few bytes each)
-        fh.seek(max(0, size - TAIL_BYTES))
-        tail = fh.read()
-        start = size - len(tail)
-        end = tail.rfind(LINE_END)
-        if end >= 0:
-            keep = start + end + len(LINE_END)
-        else:  # no fix made it: keep the header only
-            head = tail.find(b"<trkseg>\n")
-            if head < 0 or start:
+        keep = _after_last_line(fh, size)
+        if keep is None:  # no fix made it: keep the header only
+            fh.seek(0)
+            head = fh.read(TAIL_BYTES).find(b"<trkseg>\n")
+            if head < 0:
                 return False  # not a file as we write them: leave it alone
             keep = head + len(b"<trkseg>\n")
         fh.truncate(keep)
@@ -113,6 +110,20 @@ def finish_left_open(path: Path) -> bool:
         fh.flush()
         os.fsync(fh.fileno())
     return True
+
+
+def _after_last_line(fh: BinaryIO, size: int) -> int | None:
+    """Where the last whole fix line ends, looked for from the end back: the batch a cut
+    left as zeros may be longer than one window (600 fixes at 10 Hz are ~80 kB)."""
+    end = size
+    while end > 0:
+        start = max(0, end - TAIL_BYTES)
+        fh.seek(start)
+        found = fh.read(end - start).rfind(LINE_END)
+        if found >= 0:
+            return start + found + len(LINE_END)
+        end = start + len(LINE_END) - 1 if start else 0  # a line end across two windows
+    return None
 
 
 @dataclass
