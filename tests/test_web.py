@@ -552,3 +552,48 @@ def test_the_maps_positions_are_read_again_only_for_sequences_that_changed(
     points = {s["uuid"]: s["points"] for s in again["sequences"]}
     assert points["a" * 8][2] == (10.0, 20.0) and kept["b" * 8][1] is untouched
     j.close()
+
+
+def test_a_name_other_than_loopback_in_host_is_refused_against_dns_rebinding(
+    tmp_path: Path,
+) -> None:
+    import asyncio
+    import http.client
+
+    from daemon.journal import Journal
+    from daemon.web.app import WebPage
+
+    path = tmp_path / "journal.sqlite3"
+    Journal.open(path).close()
+
+    def ask(port: int, host: str, method: str = "GET", url: str = "/") -> tuple[int, str]:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            headers = {"Host": host, "Content-Type": "application/json"}
+            body = '{"sequence": "x"}' if method == "POST" else None
+            conn.request(method, url, body=body, headers=headers)
+            r = conn.getresponse()
+            return r.status, r.read().decode()
+        finally:
+            conn.close()
+
+    async def story() -> dict[str, tuple[int, str]]:
+        page = WebPage(path, "127.0.0.1:0")
+        await page.start()
+        try:
+            p = page.port
+            return {
+                "ip": await asyncio.to_thread(ask, p, f"127.0.0.1:{p}"),
+                "localhost": await asyncio.to_thread(ask, p, f"localhost:{p}"),
+                "rebound": await asyncio.to_thread(ask, p, f"evil.example:{p}"),
+                "status": await asyncio.to_thread(ask, p, f"evil.example:{p}", url="/api/status"),
+                "retry": await asyncio.to_thread(ask, p, "evil.example", "POST", "/api/retry"),
+            }
+        finally:
+            await page.stop()
+
+    said = asyncio.run(story())
+    assert said["ip"][0] == 200 and said["localhost"][0] == 200 and "<svg" in said["ip"][1]
+    for key in ("rebound", "status", "retry"):
+        assert said[key][0] == 421, said[key]
+        assert 'name="csrf"' not in said[key][1] and "images" not in said[key][1]
