@@ -424,6 +424,33 @@ def test_thumbnails_are_kept_in_a_bounded_cache_and_read_where_the_journal_says(
         fresh.get(str(card / "P001.JPG"))  # a path is no file id
 
 
+def test_a_card_path_holding_another_photo_now_gives_no_thumbnail_of_it(tmp_path: Path) -> None:
+    # A card formatted and filled again names its photos as before: the journal's old photo
+    # (its spool copy gone after the upload) must not be shown with the new one's picture,
+    # which the browser would keep for a day under the old photo's id.
+    import hashlib
+
+    from PIL import Image
+
+    from daemon.journal import Journal, NewFile
+    from daemon.web.thumbnails import NoThumbnail, Thumbnails
+
+    card = tmp_path / "card"
+    card.mkdir()
+    photo = card / "DSC00001.JPG"
+    Image.effect_noise((640, 480), 50).convert("RGB").save(photo, "JPEG", quality=90)
+    data = photo.read_bytes()
+    old_id = hashlib.sha256(data).hexdigest()
+    with Journal.open(tmp_path / "journal.sqlite3") as j:
+        j.add_file(NewFile(hash=old_id, path=photo, source_kind="card", source_root=card,
+                           size=len(data), mtime=0.0, spool_path=None))  # fmt: skip
+    assert Thumbnails(tmp_path / "journal.sqlite3").get(old_id).content_type == "image/jpeg"
+    Image.effect_noise((640, 480), 90).convert("RGB").save(photo, "JPEG", quality=70)
+    assert photo.stat().st_size != len(data)
+    with pytest.raises(NoThumbnail, match="no copy of the photo is readable"):
+        Thumbnails(tmp_path / "journal.sqlite3").get(old_id)
+
+
 def test_sighup_with_a_new_web_listen_moves_the_page(
     tmp_path: Path, server: ServerThread, daemons: list[DaemonProc]
 ) -> None:
