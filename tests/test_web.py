@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import sqlite3
 import subprocess
 import sys
 import time
@@ -578,6 +579,15 @@ def test_the_maps_positions_are_read_again_only_for_sequences_that_changed(
     assert again == read_tracks(path)  # as a read from nothing
     points = {s["uuid"]: s["points"] for s in again["sequences"]}
     assert points["a" * 8][2] == (10.0, 20.0) and kept["b" * 8][1] is untouched
+    # A Pi without a clock set back at boot: the photos' last changes lie ahead of now, and
+    # a photo's position changed now is still seen.
+    ahead = time.time() + 3600
+    with sqlite3.connect(path) as other:  # as the journal was written before the set-back
+        other.execute("UPDATE files SET updated_at = ? WHERE sequence_id = ?", (ahead, "b" * 8))
+    read_tracks(path, kept)
+    j.set_file_state(seqs["b" * 8][1], FileState.UPLOADED, metadata={"lat": 11.0, "lon": 21.0})
+    points = {s["uuid"]: s["points"] for s in read_tracks(path, kept)["sequences"]}
+    assert points["b" * 8][1] == (11.0, 21.0)
     j.close()
 
 
