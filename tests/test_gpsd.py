@@ -344,6 +344,16 @@ def test_a_log_left_open_by_a_cut_is_finished_after_its_last_whole_line(tmp_path
     theirs.write_bytes(b'<?xml version="1.0"?><gpx creator="someone"><trk><trkseg><trkpt')
     assert not finish_left_open(theirs)
     assert theirs.read_bytes().endswith(b"<trkpt")
+    # a link with one of our names, to a copy of a log of ours kept elsewhere: left as it is
+    kept = tmp_path / "archive.gpx"
+    kept.write_bytes(data[:-40])
+    link = tmp_path / "gps-2024-06-03.gpx"
+    link.symlink_to(kept)
+    assert not finish_left_open(link)
+    assert kept.read_bytes() == data[:-40]
+    fifo = tmp_path / "gps-2024-06-04.gpx"
+    os.mkfifo(fifo)
+    assert not finish_left_open(fifo)  # and at once: no writer is waited for
 
 
 def test_a_log_ending_in_a_long_run_of_zeros_is_finished_after_its_last_fix(

@@ -13,6 +13,7 @@ So a power cut loses at most the batch not yet written.
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import os
 import re
@@ -88,9 +89,19 @@ def finish_left_open(path: Path) -> bool:
     line (a line cut short, or zeros a file system left, are cut off first); True if it was
     open. Our reader does not need it; other programs do. Only the writer's own files."""
     footer = FOOTER.encode("ascii")
-    if not stat.S_ISREG(os.stat(path).st_mode):
-        return False  # a FIFO would block the open
-    with open(path, "r+b") as fh:
+    # Not through a link (its target is no log of ours to cut), and without blocking on a
+    # FIFO given the name; what was opened is looked at, not what the name was before.
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENXIO, errno.EISDIR):
+            return False
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return False
+    os.set_blocking(fd, True)
+    with open(fd, "r+b") as fh:
         if fh.read(len(_OURS)) != _OURS:
             return False  # another program's file of that name: never ours to change
         size = fh.seek(0, os.SEEK_END)
