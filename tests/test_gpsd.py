@@ -207,6 +207,41 @@ def test_a_silent_gpsd_is_asked_and_a_dead_one_left_for_a_new_connection() -> No
     assert isinstance(dead[1], Lost) and "no answer from gpsd for 0.4 s" in dead[1].reason
 
 
+def test_a_gpsd_that_greets_and_hangs_up_at_once_is_tried_ever_more_slowly() -> None:
+    """A gpsd crashing right after its greeting (or refusing one more client) is an outage:
+    the pause grows as if nobody listened, not a reconnect and a warning every second."""
+
+    async def story() -> tuple[list[float], int]:
+        greeted = 0
+
+        async def peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal greeted
+            greeted += 1
+            writer.write(b'{"class":"VERSION","release":"3.22"}\n')
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(peer, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = GpsdClient("127.0.0.1", port, min_backoff=0.05, max_backoff=0.4)
+        queue: asyncio.Queue[GpsEvent] = asyncio.Queue()
+        task = asyncio.create_task(client.run(queue))
+        pauses: list[float] = []
+        try:
+            while len(pauses) < 5:
+                event = await asyncio.wait_for(queue.get(), 10)
+                if isinstance(event, Lost):
+                    pauses.append(event.retry_in)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            server.close()
+        return pauses, greeted
+
+    pauses, greeted = asyncio.run(story())
+    assert pauses == [0.05, 0.1, 0.2, 0.4, 0.4] and greeted >= 5, pauses
+
+
 # -- the writer ----------------------------------------------------------------------------------
 
 
@@ -309,6 +344,31 @@ def test_a_log_left_open_by_a_cut_is_finished_after_its_last_whole_line(tmp_path
     theirs.write_bytes(b'<?xml version="1.0"?><gpx creator="someone"><trk><trkseg><trkpt')
     assert not finish_left_open(theirs)
     assert theirs.read_bytes().endswith(b"<trkpt")
+    # a link with one of our names, to a copy of a log of ours kept elsewhere: left as it is
+    kept = tmp_path / "archive.gpx"
+    kept.write_bytes(data[:-40])
+    link = tmp_path / "gps-2024-06-03.gpx"
+    link.symlink_to(kept)
+    assert not finish_left_open(link)
+    assert kept.read_bytes() == data[:-40]
+    fifo = tmp_path / "gps-2024-06-04.gpx"
+    os.mkfifo(fifo)
+    assert not finish_left_open(fifo)  # and at once: no writer is waited for
+
+
+def test_a_log_ending_in_a_long_run_of_zeros_is_finished_after_its_last_fix(
+    tmp_path: Path,
+) -> None:
+    # A batch of 600 fixes at 10 Hz left as zeros by a cut: longer than one read window.
+    writer = TrackWriter(tmp_path)
+    feed(writer, [fix_at(T0 + i, i) for i in range(25)])
+    writer.flush()
+    assert writer.path is not None
+    with writer.path.open("ab") as fh:
+        fh.write(b"\x00" * 200_000)
+    assert finish_left_open(writer.path)
+    assert writer.path.read_bytes().endswith(b"</trkpt>\n" + FOOTER.encode())
+    assert gpxpy.parse(writer.path.read_text()).get_track_points_no() == 25
 
 
 def test_fixes_wait_in_memory_while_the_folder_cannot_be_written(tmp_path: Path) -> None:
@@ -330,6 +390,32 @@ def test_repeated_reports_of_one_cycle_are_written_once(tmp_path: Path) -> None:
     for fix in [fix_at(T0), fix_at(T0), fix_at(T0 + 1), fix_at(T0 + 0.5)]:
         writer.add(fix)
     assert writer.flush().fixes == 2
+
+
+def test_a_clock_set_back_starts_a_new_file_and_loses_no_later_fix(tmp_path: Path) -> None:
+    # A receiver's first fixes a day ahead (a stale almanac), then the right time: the right
+    # fixes are all kept (not passed over as repeats until the wrong time comes round again),
+    # in a file of their own, so that no file's times go back.
+    folder = tmp_path / "gps"
+    writer = TrackWriter(folder)
+    wrong = [fix_at(T0 + 86400 + i, i) for i in range(5)]
+    right = [fix_at(T0 + i, i) for i in range(30)]
+    feed(writer, wrong + right)
+    writer.close()
+    tracks = {p.name: load_track(p) for p in sorted(folder.iterdir())}
+    assert {n: len(t) for n, t in tracks.items()} == {
+        "gps-2024-06-01.gpx": 30,
+        "gps-2024-06-02.gpx": 5,
+    }
+    kept = tracks["gps-2024-06-01.gpx"]
+    assert list(kept.times) == [f.time for f in right]
+    # the same day set back by more than a minute: a second file of that day
+    again = TrackWriter(tmp_path / "again")
+    feed(again, [fix_at(T0 + 600 + i) for i in range(5)] + [fix_at(T0 + i) for i in range(5)])
+    again.close()
+    names = sorted(p.name for p in (tmp_path / "again").iterdir())
+    assert names == ["gps-2024-06-01-2.gpx", "gps-2024-06-01.gpx"]
+    assert load_track(tmp_path / "again" / "gps-2024-06-01-2.gpx").times[0] == T0
 
 
 # -- the stage ------------------------------------------------------------------------------------

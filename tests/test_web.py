@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import sqlite3
 import subprocess
 import sys
 import time
@@ -424,6 +425,33 @@ def test_thumbnails_are_kept_in_a_bounded_cache_and_read_where_the_journal_says(
         fresh.get(str(card / "P001.JPG"))  # a path is no file id
 
 
+def test_a_card_path_holding_another_photo_now_gives_no_thumbnail_of_it(tmp_path: Path) -> None:
+    # A card formatted and filled again names its photos as before: the journal's old photo
+    # (its spool copy gone after the upload) must not be shown with the new one's picture,
+    # which the browser would keep for a day under the old photo's id.
+    import hashlib
+
+    from PIL import Image
+
+    from daemon.journal import Journal, NewFile
+    from daemon.web.thumbnails import NoThumbnail, Thumbnails
+
+    card = tmp_path / "card"
+    card.mkdir()
+    photo = card / "DSC00001.JPG"
+    Image.effect_noise((640, 480), 50).convert("RGB").save(photo, "JPEG", quality=90)
+    data = photo.read_bytes()
+    old_id = hashlib.sha256(data).hexdigest()
+    with Journal.open(tmp_path / "journal.sqlite3") as j:
+        j.add_file(NewFile(hash=old_id, path=photo, source_kind="card", source_root=card,
+                           size=len(data), mtime=0.0, spool_path=None))  # fmt: skip
+    assert Thumbnails(tmp_path / "journal.sqlite3").get(old_id).content_type == "image/jpeg"
+    Image.effect_noise((640, 480), 90).convert("RGB").save(photo, "JPEG", quality=70)
+    assert photo.stat().st_size != len(data)
+    with pytest.raises(NoThumbnail, match="no copy of the photo is readable"):
+        Thumbnails(tmp_path / "journal.sqlite3").get(old_id)
+
+
 def test_sighup_with_a_new_web_listen_moves_the_page(
     tmp_path: Path, server: ServerThread, daemons: list[DaemonProc]
 ) -> None:
@@ -551,4 +579,58 @@ def test_the_maps_positions_are_read_again_only_for_sequences_that_changed(
     assert again == read_tracks(path)  # as a read from nothing
     points = {s["uuid"]: s["points"] for s in again["sequences"]}
     assert points["a" * 8][2] == (10.0, 20.0) and kept["b" * 8][1] is untouched
+    # A Pi without a clock set back at boot: the photos' last changes lie ahead of now, and
+    # a photo's position changed now is still seen.
+    ahead = time.time() + 3600
+    with sqlite3.connect(path) as other:  # as the journal was written before the set-back
+        other.execute("UPDATE files SET updated_at = ? WHERE sequence_id = ?", (ahead, "b" * 8))
+    read_tracks(path, kept)
+    j.set_file_state(seqs["b" * 8][1], FileState.UPLOADED, metadata={"lat": 11.0, "lon": 21.0})
+    points = {s["uuid"]: s["points"] for s in read_tracks(path, kept)["sequences"]}
+    assert points["b" * 8][1] == (11.0, 21.0)
     j.close()
+
+
+def test_a_name_other_than_loopback_in_host_is_refused_against_dns_rebinding(
+    tmp_path: Path,
+) -> None:
+    import asyncio
+    import http.client
+
+    from daemon.journal import Journal
+    from daemon.web.app import WebPage
+
+    path = tmp_path / "journal.sqlite3"
+    Journal.open(path).close()
+
+    def ask(port: int, host: str, method: str = "GET", url: str = "/") -> tuple[int, str]:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            headers = {"Host": host, "Content-Type": "application/json"}
+            body = '{"sequence": "x"}' if method == "POST" else None
+            conn.request(method, url, body=body, headers=headers)
+            r = conn.getresponse()
+            return r.status, r.read().decode()
+        finally:
+            conn.close()
+
+    async def story() -> dict[str, tuple[int, str]]:
+        page = WebPage(path, "127.0.0.1:0")
+        await page.start()
+        try:
+            p = page.port
+            return {
+                "ip": await asyncio.to_thread(ask, p, f"127.0.0.1:{p}"),
+                "localhost": await asyncio.to_thread(ask, p, f"localhost:{p}"),
+                "rebound": await asyncio.to_thread(ask, p, f"evil.example:{p}"),
+                "status": await asyncio.to_thread(ask, p, f"evil.example:{p}", url="/api/status"),
+                "retry": await asyncio.to_thread(ask, p, "evil.example", "POST", "/api/retry"),
+            }
+        finally:
+            await page.stop()
+
+    said = asyncio.run(story())
+    assert said["ip"][0] == 200 and said["localhost"][0] == 200 and "<svg" in said["ip"][1]
+    for key in ("rebound", "status", "retry"):
+        assert said[key][0] == 421, said[key]
+        assert 'name="csrf"' not in said[key][1] and "images" not in said[key][1]

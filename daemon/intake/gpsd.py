@@ -189,15 +189,20 @@ class GpsdClient:
     async def run(self, events: asyncio.Queue[GpsEvent]) -> None:
         delay = self.min_backoff
         while True:
-            greeted, reason = await self._session(events)
-            if greeted:
-                delay = self.min_backoff  # it was a gpsd: the next outage starts short again
+            began = time.monotonic()
+            served, reason = await self._session(events)
+            # It was a gpsd that worked: the next outage starts short again. One that greets
+            # and hangs up at once (crashing, or a second client refused) is an outage going
+            # on: without this, a reconnect and two log lines a second, for ever.
+            if served or (served is None and time.monotonic() - began >= self.max_backoff):
+                delay = self.min_backoff
             await events.put(Lost(self.server, reason, delay))
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.max_backoff)
 
-    async def _session(self, events: asyncio.Queue[GpsEvent]) -> tuple[bool, str]:
-        """One connection, until it ends: whether gpsd greeted us, and why it ended."""
+    async def _session(self, events: asyncio.Queue[GpsEvent]) -> tuple[bool | None, str]:
+        """One connection, until it ends, and why it ended: True if gpsd gave a fix, None if
+        it only greeted us, False if it did not even do that."""
         try:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(self.host, self.port, limit=LINE_LIMIT),
@@ -207,7 +212,7 @@ class GpsdClient:
             return False, f"no answer within {CONNECT_TIMEOUT:g} s"
         except OSError as exc:  # asyncio's "Connect call failed" hides the reason in errno
             return False, os.strerror(exc.errno) if exc.errno else str(exc)
-        greeted = False
+        greeted = fixed = False
         junk = 0
         try:
             writer.write(WATCH)
@@ -226,18 +231,20 @@ class GpsdClient:
                 if isinstance(got, dict):
                     greeted = self._report(got, events, greeted) or greeted
                 elif got is not None:
+                    fixed = fixed or isinstance(got, Fix)
                     await events.put(got)
-            return greeted, "gpsd closed the connection"
+            reason = "gpsd closed the connection"
         except OSError as exc:
-            return greeted, exc.strerror or str(exc)
+            reason = exc.strerror or str(exc)
         except _Silent as exc:
-            return greeted, str(exc)
+            reason = str(exc)
         finally:
             if junk > 1:
                 self.log.warning("gpsd_junk_total", server=self.server, lines=junk)
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
+        return (True if fixed else None) if greeted else False, reason
 
     def _report(
         self, report: dict[str, Any], events: asyncio.Queue[GpsEvent], greeted: bool

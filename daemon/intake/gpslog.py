@@ -13,6 +13,7 @@ So a power cut loses at most the batch not yet written.
 from __future__ import annotations
 
 import contextlib
+import errno
 import math
 import os
 import re
@@ -21,6 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 from daemon.core.durable import fsync_dir
 from daemon.intake.gpsd import Fix
@@ -31,6 +33,9 @@ BATCH_SECONDS = 10.0  # fixes (GPS time) per write: what a power cut may lose
 BATCH_FIXES = 600  # ... or this many, for a receiver reporting at 10 Hz or more
 DRIVE_GAP_SECONDS = 600.0  # a longer pause between fixes starts a new file
 MAX_PENDING = 3600  # fixes kept while the disk refuses them (an hour at 1 Hz); then the oldest go
+# A fix this far behind the last one is not a repeat but a clock set back (a receiver's first
+# fixes from a stale almanac or a week rollover, then the right time): a new timeline, taken.
+SET_BACK_SECONDS = 60.0
 HEADER = (
     '<?xml version="1.0" encoding="UTF-8"?>\n'
     '<gpx version="1.1" creator="mapillary-daemon (gpsd)" '
@@ -40,7 +45,7 @@ HEADER = (
 FOOTER = "</trkseg></trk></gpx>\n"
 LINE_END = b"</trkpt>\n"
 _OURS = HEADER.split("{name}")[0].encode("ascii")  # how every file of ours begins
-TAIL_BYTES = 1 << 16  # where the last whole line of a log cut off is looked for
+TAIL_BYTES = 1 << 16  # read at a time, from the end back, for the last whole line of a log cut off
 
 
 _NAME = re.compile(rf"{PREFIX}\d{{4}}-\d\d-\d\d(-\d+)?{re.escape(SUFFIX)}")
@@ -84,24 +89,30 @@ def finish_left_open(path: Path) -> bool:
     line (a line cut short, or zeros a file system left, are cut off first); True if it was
     open. Our reader does not need it; other programs do. Only the writer's own files."""
     footer = FOOTER.encode("ascii")
-    if not stat.S_ISREG(os.stat(path).st_mode):
-        return False  # a FIFO would block the open
-    with open(path, "r+b") as fh:
+    # Not through a link (its target is no log of ours to cut), and without blocking on a
+    # FIFO given the name; what was opened is looked at, not what the name was before.
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENXIO, errno.EISDIR):
+            return False
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return False
+    os.set_blocking(fd, True)
+    with open(fd, "r+b") as fh:
         if fh.read(len(_OURS)) != _OURS:
             return False  # another program's file of that name: never ours to change
         size = fh.seek(0, os.SEEK_END)
         fh.seek(max(0, size - len(footer)))
         if fh.read() == footer:
             return False  # finished (every start looks at every log: a few bytes each)
-        fh.seek(max(0, size - TAIL_BYTES))
-        tail = fh.read()
-        start = size - len(tail)
-        end = tail.rfind(LINE_END)
-        if end >= 0:
-            keep = start + end + len(LINE_END)
-        else:  # no fix made it: keep the header only
-            head = tail.find(b"<trkseg>\n")
-            if head < 0 or start:
+        keep = _after_last_line(fh, size)
+        if keep is None:  # no fix made it: keep the header only
+            fh.seek(0)
+            head = fh.read(TAIL_BYTES).find(b"<trkseg>\n")
+            if head < 0:
                 return False  # not a file as we write them: leave it alone
             keep = head + len(b"<trkseg>\n")
         fh.truncate(keep)
@@ -110,6 +121,20 @@ def finish_left_open(path: Path) -> bool:
         fh.flush()
         os.fsync(fh.fileno())
     return True
+
+
+def _after_last_line(fh: BinaryIO, size: int) -> int | None:
+    """Where the last whole fix line ends, looked for from the end back: the batch a cut
+    left as zeros may be longer than one window (600 fixes at 10 Hz are ~80 kB)."""
+    end = size
+    while end > 0:
+        start = max(0, end - TAIL_BYTES)
+        fh.seek(start)
+        found = fh.read(end - start).rfind(LINE_END)
+        if found >= 0:
+            return start + found + len(LINE_END)
+        end = start + len(LINE_END) - 1 if start else 0  # a line end across two windows
+    return None
 
 
 @dataclass
@@ -123,6 +148,12 @@ class Written:
 
 def _day(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d")
+
+
+def _follows(last: float, t: float) -> bool:
+    """Does a fix at ``t`` go on the file whose last fix is at ``last``? Not after a long
+    pause (a new drive), nor when the time went back (a file's times only grow)."""
+    return 0 <= t - last <= DRIVE_GAP_SECONDS
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -156,8 +187,9 @@ class TrackWriter:
 
     def add(self, fix: Fix, satellites: int | None = None) -> bool:
         """Take a fix (one not newer than the last is passed over: gpsd repeats a cycle's
-        report); True when a batch is full and ``flush`` is due."""
-        if self._last is not None and fix.time <= self._last:
+        report, unless the clock was set back: the later fixes must not all be lost to one
+        wrong time); True when a batch is full and ``flush`` is due."""
+        if self._last is not None and self._last - SET_BACK_SECONDS < fix.time <= self._last:
             return False
         self._last = fix.time
         self._pending.append((fix, satellites))
@@ -170,7 +202,7 @@ class TrackWriter:
         # ten fixes a batch at 1 Hz, a hundred at 10 Hz.
         step = fix.time - self._pending[-2][0].time
         span = fix.time - self._pending[0][0].time
-        return span + step >= BATCH_SECONDS or len(self._pending) >= BATCH_FIXES
+        return span + step >= BATCH_SECONDS or step < 0 or len(self._pending) >= BATCH_FIXES
 
     def flush(self) -> Written:
         """Write the pending fixes (one write and one fsync per file they go to). On an
@@ -207,7 +239,7 @@ class TrackWriter:
             prev = first.time
             for item in self._pending:
                 t = item[0].time
-                if _day(t) != day or t - prev > DRIVE_GAP_SECONDS:
+                if _day(t) != day or not _follows(prev, t):
                     break
                 run.append(item)
                 prev = t
@@ -216,9 +248,7 @@ class TrackWriter:
 
     def _new_file(self, fix: Fix) -> bool:
         last = self._file_last
-        return _day(fix.time) != self._day or (
-            last is not None and fix.time - last > DRIVE_GAP_SECONDS
-        )
+        return _day(fix.time) != self._day or (last is not None and not _follows(last, fix.time))
 
     def _open(self, t: float) -> Path:
         """A new file for the day of ``t``: the first free name, its header and name durable."""

@@ -137,6 +137,10 @@ class WebPage:
 
     @web.middleware
     async def _guard(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if self.password_hash is None and not is_loopback(request.url.host or ""):
+            # DNS rebinding: a web site whose name now resolves to 127.0.0.1 would be the
+            # page's own origin (its token, the map of where one drove, Retry) to the browser.
+            return web.Response(status=421, text="this page answers only to a loopback name")
         if self.password_hash and not await self._authorised(request):
             return web.Response(
                 status=401,

@@ -10,11 +10,13 @@ small LRU bounded in bytes, so a phone scrolling a sequence twice costs the Pi n
 from __future__ import annotations
 
 import io
+import os
 import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import piexif
 from PIL import Image, ImageOps
@@ -43,6 +45,10 @@ class NoThumbnail(Exception):
     """The photo cannot be shown: unknown, no readable copy, or not a picture."""
 
 
+class AnotherPhoto(FileNotFoundError):
+    """The path now holds another photo than the one journaled: as good as gone."""
+
+
 @dataclass(frozen=True)
 class Thumbnail:
     data: bytes
@@ -50,9 +56,17 @@ class Thumbnail:
     source: str  # "exif" (the camera's own) or "decoded"
 
 
-def make_thumbnail(path: str) -> Thumbnail:
-    """A thumbnail of the photo at ``path``: its EXIF one when it has one, else a decode."""
-    with open_regular(path) as fh, Image.open(fh) as img:
+def make_thumbnail(path: str, size: int | None = None) -> Thumbnail:
+    """A thumbnail of the photo at ``path``: its EXIF one when it has one, else a decode.
+    ``size``: the photo's as journaled; a file of another size there is another photo."""
+    with open_regular(path) as fh:
+        if size is not None and os.fstat(fh.fileno()).st_size != size:
+            raise AnotherPhoto(path)
+        return _thumbnail_of(fh)
+
+
+def _thumbnail_of(fh: BinaryIO) -> Thumbnail:
+    with Image.open(fh) as img:
         if img.format != "JPEG":
             raise NoThumbnail(f"a {img.format or 'non-image'} file has no thumbnail here")
         exif = img.info.get("exif")
@@ -92,19 +106,20 @@ def _jpeg(img: Image.Image) -> bytes:
     return out.getvalue()
 
 
-def known_copies(journal_path: Path, file_id: str) -> list[str]:
+def known_copies(journal_path: Path, file_id: str) -> tuple[list[str], int]:
     """Where the journal says the photo can be read: our spool copy first, then where it was
-    seen (a card still in, a watched folder)."""
+    seen (a card still in, a watched folder); and its size, for a path that now holds another
+    photo (a card formatted and filled again names its photos as before)."""
     if not FILE_ID.fullmatch(file_id):
-        return []
+        return [], 0
     journal = Journal.open_readonly(journal_path)
     try:
         row = journal.get_file(file_id)
     finally:
         journal.close()
     if row is None:
-        return []
-    return ([row.spool_path] if row.spool_path else []) + list(row.paths)
+        return [], 0
+    return ([row.spool_path] if row.spool_path else []) + list(row.paths), row.size
 
 
 class Thumbnails:
@@ -124,18 +139,18 @@ class Thumbnails:
             if hit is not None:
                 self._cache.move_to_end(file_id)
                 return hit
-        copies = known_copies(self.journal_path, file_id)
+        copies, size = known_copies(self.journal_path, file_id)
         if not copies:
             raise NoThumbnail("no such photo in the journal")
-        thumb = self._first_readable(copies)
+        thumb = self._first_readable(copies, size)
         self._keep(file_id, thumb)
         return thumb
 
-    def _first_readable(self, copies: list[str]) -> Thumbnail:
+    def _first_readable(self, copies: list[str], size: int) -> Thumbnail:
         why = "no copy of the photo is readable now (card out, spool copy removed)"
         for path in copies:
             try:
-                return make_thumbnail(path)
+                return make_thumbnail(path, size)
             except FileNotFoundError:
                 continue
             except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:

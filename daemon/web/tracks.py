@@ -21,8 +21,8 @@ GPX_POINTS = 500  # per file: a line behind the photos needs no more
 
 
 Points = list[tuple[float, float]]
-# Sequence uuid → (its photos' count and last change, their positions): kept between reads.
-KeptPoints = dict[str, tuple[tuple[int, float], Points]]
+# Sequence uuid → (its photos' count, last change and sum of changes, their positions).
+KeptPoints = dict[str, tuple[tuple[int, float, float], Points]]
 
 
 def read_tracks(journal_path: Path, kept: KeptPoints | None = None) -> dict[str, Any]:
@@ -84,11 +84,11 @@ def _sequences(conn: sqlite3.Connection, kept: KeptPoints) -> list[dict[str, Any
 
 def _points(conn: sqlite3.Connection, seqs: dict[str, dict[str, Any]], kept: KeptPoints) -> None:
     # Reading positions parses each photo's metadata (~5 µs a photo): only where it changed.
-    changed = {seq: (n, last) for seq, n, last in conn.execute(_VERSIONS)}
+    changed = {seq: (n, last, total) for seq, n, last, total in conn.execute(_VERSIONS)}
     for uuid in set(kept) - set(changed):
         kept.pop(uuid, None)  # gone (another tab's read may have dropped it first)
     for uuid, entry in seqs.items():
-        version = changed.get(uuid, (0, 0.0))
+        version = changed.get(uuid, (0, 0.0, 0.0))
         hit = kept.get(uuid)
         if hit is None or hit[0] != version:
             hit = kept[uuid] = (version, _positions(conn, uuid))
@@ -108,8 +108,10 @@ def _positions(conn: sqlite3.Connection, uuid: str) -> Points:
     ]
 
 
+# The sum too: a change stamped earlier than the last one (a Pi without a clock, set back
+# at boot to the time it saved) moves no max but does move the sum.
 _VERSIONS = (
-    "SELECT sequence_id, count(*), max(updated_at) FROM files "
+    "SELECT sequence_id, count(*), max(updated_at), total(updated_at) FROM files "
     "WHERE sequence_id IS NOT NULL GROUP BY sequence_id"
 )
 # A waiting sequence some of whose photos have started to go up (or are up): uploading.

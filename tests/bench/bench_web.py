@@ -148,10 +148,16 @@ def main() -> int:
         try:
             d.start().wait_event("web_page", 60)
             base = f"http://127.0.0.1:{port}/"
+            time.sleep(3)  # the daemon's own start (its scan) over
+            assert d.proc is not None
+            before = rss_mb(d.proc.pid)
             for name in ("", "api/status", "api/map"):
                 first, kept, size = timed_get(base + name)
                 print(f"GET /{name:<10} {first * 1000:7.1f} ms read, {kept * 1000:6.1f} ms kept  "
                       f"{size / 1024:8.1f} KB")  # fmt: skip
+            after = rss_mb(d.proc.pid)
+            print(f"page open  RSS {before:.1f} MB before its answers, {after:.1f} MB after "
+                  f"(+{after - before:.1f} MB: the map's positions and answers kept)")  # fmt: skip
             page = json.loads(urlopen(base + "api/status", timeout=60).read())
             print(f"           images {page['images']}")
             tracks = -(-args.photos // 500)
