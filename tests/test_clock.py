@@ -465,3 +465,23 @@ async def test_a_card_planned_in_pieces_uses_the_clock_its_first_piece_found(
     assert daemon.stats.images + daemon.stats.duplicates == len(d.photos), daemon.stats
     clock = daemon.runtime.clock or {}
     assert clock.get("tz") == "+01:00" and abs(clock["time_offset"] + 7.0) <= 1.0, clock
+
+
+@pytest.mark.timeout(120)
+def test_the_daemon_in_this_machines_zone_still_reads_the_photos_in_it(
+    tmp_path: Path, server: ServerThread, daemons: list[DaemonProc]
+) -> None:
+    # The clock's check of given values must not swap the machine's zone for UTC: the photos
+    # taken in the hour repeated at the end of summer time are still noticed in that zone.
+    inbox = tmp_path / "in"
+    autumn = plan_drive(datetime(2024, 10, 27, 0, 30, tzinfo=UTC), seed=8, stop_s=5.0, break_s=0.0)
+    write_drive(autumn, inbox, camera_tz="Europe/Berlin", with_gps_in_exif=False)
+    daemon = new_daemon(daemons, tmp_path / "work", server.environment(), "--watch", str(inbox))
+    daemon.args += ["--tz", ""]  # no zone given: this machine's
+    daemon.env["TZ"] = "Europe/Berlin"
+    daemon.start()
+    batch = daemon.wait_event("batch_processed", 60)[0]
+    assert batch["zone"] == "Europe/Berlin (+02:00)", batch
+    hint = daemon.wait_event("ambiguous_hour", 5)[0]
+    assert hint["photos"] > 0 and hint["zone"].startswith("Europe/Berlin"), hint
+    assert daemon.stop() == 0

@@ -41,7 +41,7 @@ class BatchClock:
     """What a batch is placed with, and what ``Runtime.clock`` says about it."""
 
     records: list[ImageRecord]
-    tz: str | None
+    tz: str | None  # what the records' naive times are read in (None: this machine's zone)
     time_offset: float
     state: dict[str, Any]
     event: tuple[str, dict[str, Any]] | None = None  # a log line to say (name, fields)
@@ -137,8 +137,8 @@ def settle_batch(
             "suggestion": _shown(answer, len(clues), f"cannot tell: {answer.reason}"),
         }
         fields: dict[str, Any] = {"photos": len(clues), "reason": answer.reason}
-        return BatchClock(
-            _wait(records, answer.reason), None, 0.0, state, ("camera_clock_unknown", fields)
+        return BatchClock(  # read in UTC, as the finder read them; they wait
+            _wait(records, answer.reason), "UTC", 0.0, state, ("camera_clock_unknown", fields)
         )
     new_tz = (answer.tz or "UTC") if zone_auto else tz
     offset = float(answer.time_offset or 0.0) if offset_auto else float(time_offset)

@@ -337,14 +337,18 @@ class Processing:
             )
             if clock.event and clock.event[0] == "camera_clock_found":
                 self._clock_found[root] = replace(clock, records=[])  # not its photos
-            elif clock.tz is None and root in self._clock_found:
+            elif (
+                clock.event
+                and clock.event[0] == "camera_clock_unknown"
+                and root in self._clock_found
+            ):
                 clock = found_before(
                     records, options.tz, options.time_offset, self._clock_found[root]
                 )
             if self._note_clock(root, clock):
                 await self.board.save()  # `status` shows the clock news at once
             records = clock.records
-            options = replace(options, tz=clock.tz or "UTC", time_offset=clock.time_offset)
+            options = replace(options, tz=clock.tz, time_offset=clock.time_offset)
             self._note_zones(records, options.tz)
             await self.failures.cleared(*(r.content_hash for r in records if r.content_hash))
             records += await self._fenced(failed, counted)
