@@ -10,7 +10,7 @@ given values in use.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import tzinfo
 from typing import Any
 
@@ -216,3 +216,11 @@ def found_before(
         records = read_again(records, read_in, parse_zone(new_tz)[0])
     state = earlier.state | {"found_for": "the earlier photos of this source"}
     return BatchClock(records, new_tz, offset, state)
+
+
+def again(
+    records: list[ImageRecord], tz: str | None, time_offset: float | str, earlier: BatchClock
+) -> BatchClock:
+    """The clock settled for these photos a moment ago (a chunk planned again without its held
+    tail), kept without reading their pictures twice."""
+    return replace(found_before(records, tz, time_offset, earlier), state=earlier.state)

@@ -37,7 +37,7 @@ from daemon.pipeline.clock import is_auto, reading_zone
 from daemon.pipeline.dates import parse_zone
 from daemon.pipeline.plan import BatchOutcome, BatchPlan, plan_batch, tail_from_last_sequence
 from daemon.pipeline.records import BAD_FILE, ImageRecord
-from daemon.runtime.clock import BatchClock, found_before, settle_batch
+from daemon.runtime.clock import BatchClock, again, found_before, settle_batch
 from daemon.runtime.roots import RootActivity, RootState
 from daemon.runtime.state import RunStats, StatusBoard, Wakeups
 
@@ -210,6 +210,8 @@ class Processing:
         self._ambiguous: list[str] = []  # photos in the repeated hour at the end of summer time
         self._clock_said: dict[str, tuple[Any, ...]] = {}  # root → the clock news last logged
         self._clock_found: dict[str, BatchClock] = {}  # root → the clock its photos told
+        # root → the track, values and first photo the last clock was settled for, and it
+        self._clock_last: dict[str, tuple[Track | None, tuple[Any, ...], BatchClock]] = {}
 
     async def run(self) -> None:
         while not self.wake.stopping.is_set():
@@ -332,9 +334,7 @@ class Processing:
     ) -> BatchPlan:
         try:
             records, failed = await asyncio.to_thread(read_rows, rows, options.tz)
-            clock = await asyncio.to_thread(
-                settle_batch, records, options.tz, options.time_offset, track, options.max_gap
-            )
+            clock = await self._settle(root, records, track, options)
             if clock.event and clock.event[0] == "camera_clock_found":
                 self._clock_found[root] = replace(clock, records=[])  # not its photos
             elif (
@@ -379,6 +379,29 @@ class Processing:
             else:
                 self._maybe_due = True  # read again at the next look
         return quarantined
+
+    async def _settle(
+        self, root: str, records: list[ImageRecord], track: Track | None, options: PipelineOptions
+    ) -> BatchClock:
+        """The batch's clock; the same photos planned again with the same track and values
+        (a chunk planned again without its held tail) keep it without their pictures read
+        twice."""
+        paths = tuple(r.path for r in records)
+        last = self._clock_last.get(root)
+        if (
+            last is not None
+            and last[0] is track
+            and last[1][:2] == (options.tz, options.time_offset)
+            and last[1][2][: len(paths)] == paths  # some of the same photos, none new
+        ):
+            return again(records, options.tz, options.time_offset, last[2])
+        clock = await asyncio.to_thread(
+            settle_batch, records, options.tz, options.time_offset, track, options.max_gap
+        )
+        if not (clock.event and clock.event[0] == "camera_clock_unknown"):
+            values = (options.tz, options.time_offset, paths)
+            self._clock_last[root] = (track, values, replace(clock, records=[]))
+        return clock
 
     def _note_clock(self, root: str, clock: BatchClock) -> bool:
         """The clock in use (and what the photos say) for `status`; its news logged once.
