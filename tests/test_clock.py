@@ -485,3 +485,28 @@ def test_the_daemon_in_this_machines_zone_still_reads_the_photos_in_it(
     hint = daemon.wait_event("ambiguous_hour", 5)[0]
     assert hint["photos"] > 0 and hint["zone"].startswith("Europe/Berlin"), hint
     assert daemon.stop() == 0
+
+
+def test_with_a_named_zone_given_a_camera_following_summer_time_is_found_across_the_change(
+    tmp_path: Path,
+) -> None:
+    # 31 March 2024: at 01:00 UTC Berlin goes from +01:00 to +02:00 and so does this camera's
+    # clock, in the middle of the drive. With --tz Europe/Berlin the photos are read as geotag
+    # reads them, each at its own date, and the answer keeps the zone as given.
+    d = plan_drive(datetime(2024, 3, 31, 0, 40, tzinfo=UTC), seed=25, laps=2, stop_spread_s=25.0)
+    assert d.photos[0].time.hour == 0 and d.photos[-1].time.hour == 1
+    photos, gpx = _camera(tmp_path, d, "Europe/Berlin", -3.0)
+    done = _cli("clock", str(photos), "--gpx", str(gpx), "--tz", "Europe/Berlin", "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    answer = json.loads(done.stdout)
+    assert answer["tz"] == "Europe/Berlin" and abs(answer["time_offset"] + 3.0) <= 1.0, answer
+    tagged = _cli(
+        "geotag", str(photos), str(gpx), "--tz", answer["tz"], "--time-offset",
+        str(answer["time_offset"]),
+    )  # fmt: skip
+    assert tagged.returncode == 0, tagged.stdout + tagged.stderr
+    _assert_placed(d, photos)
+    again, gpx = _camera(tmp_path / "again", d, "Europe/Berlin", -3.0)  # untagged photos
+    auto = _cli("geotag", str(again), str(gpx), "--tz", "Europe/Berlin", "--time-offset", "auto")
+    assert auto.returncode == 0 and "camera clock found from the photos" in auto.stdout, auto
+    _assert_placed(d, again)

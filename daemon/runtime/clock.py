@@ -124,8 +124,9 @@ def settle_batch(
         if track is None or len(records) < MIN_PHOTOS:
             return BatchClock(records, tz, float(time_offset), state)
         return _check(records, read_in, tz, float(time_offset), track, max_gap, state)
-    clues = photo_clues(records, read_in)
-    known_zone = None if zone_auto else zone_seconds(read_in, clues)
+    # A zone given: the photos are read in it, each at its own date, only the clock is left.
+    clues = photo_clues(records, read_in, zone_known=not zone_auto)
+    known_zone = None if zone_auto else 0.0
     known_offset = None if offset_auto else float(time_offset)
     job = FinderInput(clues, zone_s=known_zone, offset_s=known_offset, max_gap=max_gap)
     answer = find_clock(job, track)
