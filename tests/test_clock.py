@@ -510,3 +510,15 @@ def test_with_a_named_zone_given_a_camera_following_summer_time_is_found_across_
     auto = _cli("geotag", str(again), str(gpx), "--tz", "Europe/Berlin", "--time-offset", "auto")
     assert auto.returncode == 0 and "camera clock found from the photos" in auto.stdout, auto
     _assert_placed(d, again)
+
+
+def test_tz_auto_on_photos_timed_by_their_gps_needs_no_clock_and_no_track(tmp_path: Path) -> None:
+    d = drive(1, 12)
+    photos = tmp_path / "photos"
+    write_drive(d, photos, camera_tz="+02:00", with_gps_in_exif=True, gpx_name="track.gpx")
+    for extra in ([], ["--gpx", str(photos / "track.gpx")]):
+        done = _cli("process", str(photos), "--tz", "auto", "--time-offset", "auto", *extra)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "camera clock not needed" in done.stdout, done.stdout
+        descs = json.loads((photos / "mapillary_image_description.json").read_text())
+        assert len([e for e in descs if "MAPLatitude" in e]) >= len(d.photos) // 2, descs[:2]

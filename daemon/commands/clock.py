@@ -30,6 +30,7 @@ from daemon.pipeline.clock import (
     behind_text,
     find_clock,
     is_auto,
+    needs_clock,
     read_again,
 )
 from daemon.pipeline.clock import reading_zone as finder_zone
@@ -179,6 +180,13 @@ def settle(
     zone_auto, offset_auto = is_auto(tz), is_auto(time_offset)
     if not (zone_auto or offset_auto):
         return Settled(records, tz, float(time_offset))
+    if not needs_clock(records):  # every time from a GPS stamp: no clock to find
+        return Settled(
+            records,
+            "UTC" if zone_auto else tz,
+            0.0 if offset_auto else float(time_offset),
+            "camera clock not needed: every photo's time comes from its GPS stamp",
+        )
     if track is None:
         raise UsageError("--tz auto and --time-offset auto need a GPX track (--gpx)")
     answer = find_for(

@@ -178,6 +178,12 @@ def camera_reading(
     return PhotoClue(naive.timestamp(), None)
 
 
+def needs_clock(records: Sequence[ImageRecord]) -> bool:
+    """Whether any usable photo's true time depends on the camera clock (not one from its GPS
+    stamp, which is true already)."""
+    return any(camera_reading(r, UTC) is not None for r in records)
+
+
 def read_again(records: Sequence[ImageRecord], read_in: tzinfo, tz: tzinfo) -> list[ImageRecord]:
     """The records with their naive camera times read in ``tz`` instead of ``read_in``; times
     that carried a zone, or came from the GPS stamp, stay as they are."""

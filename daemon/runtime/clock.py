@@ -22,6 +22,7 @@ from daemon.pipeline.clock import (
     behind_text,
     find_clock,
     is_auto,
+    needs_clock,
     read_again,
     reading_zone,
     zone_seconds,
@@ -125,6 +126,11 @@ def settle_batch(
             return BatchClock(records, tz, float(time_offset), state)
         return _check(records, read_in, tz, float(time_offset), track, max_gap, state)
     # A zone given: the photos are read in it, each at its own date, only the clock is left.
+    if not needs_clock(records):  # every time from a GPS stamp: nothing waits for the clock
+        offset = 0.0 if offset_auto else float(time_offset)
+        return BatchClock(
+            records, "UTC" if zone_auto else tz, offset, initial_state(tz, time_offset)
+        )
     clues = photo_clues(records, read_in, zone_known=not zone_auto)
     known_zone = None if zone_auto else 0.0
     known_offset = None if offset_auto else float(time_offset)
