@@ -465,3 +465,60 @@ async def test_a_card_planned_in_pieces_uses_the_clock_its_first_piece_found(
     assert daemon.stats.images + daemon.stats.duplicates == len(d.photos), daemon.stats
     clock = daemon.runtime.clock or {}
     assert clock.get("tz") == "+01:00" and abs(clock["time_offset"] + 7.0) <= 1.0, clock
+
+
+@pytest.mark.timeout(120)
+def test_the_daemon_in_this_machines_zone_still_reads_the_photos_in_it(
+    tmp_path: Path, server: ServerThread, daemons: list[DaemonProc]
+) -> None:
+    # The clock's check of given values must not swap the machine's zone for UTC: the photos
+    # taken in the hour repeated at the end of summer time are still noticed in that zone.
+    inbox = tmp_path / "in"
+    autumn = plan_drive(datetime(2024, 10, 27, 0, 30, tzinfo=UTC), seed=8, stop_s=5.0, break_s=0.0)
+    write_drive(autumn, inbox, camera_tz="Europe/Berlin", with_gps_in_exif=False)
+    daemon = new_daemon(daemons, tmp_path / "work", server.environment(), "--watch", str(inbox))
+    daemon.args += ["--tz", ""]  # no zone given: this machine's
+    daemon.env["TZ"] = "Europe/Berlin"
+    daemon.start()
+    batch = daemon.wait_event("batch_processed", 60)[0]
+    assert batch["zone"] == "Europe/Berlin (+02:00)", batch
+    hint = daemon.wait_event("ambiguous_hour", 5)[0]
+    assert hint["photos"] > 0 and hint["zone"].startswith("Europe/Berlin"), hint
+    assert daemon.stop() == 0
+
+
+def test_with_a_named_zone_given_a_camera_following_summer_time_is_found_across_the_change(
+    tmp_path: Path,
+) -> None:
+    # 31 March 2024: at 01:00 UTC Berlin goes from +01:00 to +02:00 and so does this camera's
+    # clock, in the middle of the drive. With --tz Europe/Berlin the photos are read as geotag
+    # reads them, each at its own date, and the answer keeps the zone as given.
+    d = plan_drive(datetime(2024, 3, 31, 0, 40, tzinfo=UTC), seed=25, laps=2, stop_spread_s=25.0)
+    assert d.photos[0].time.hour == 0 and d.photos[-1].time.hour == 1
+    photos, gpx = _camera(tmp_path, d, "Europe/Berlin", -3.0)
+    done = _cli("clock", str(photos), "--gpx", str(gpx), "--tz", "Europe/Berlin", "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    answer = json.loads(done.stdout)
+    assert answer["tz"] == "Europe/Berlin" and abs(answer["time_offset"] + 3.0) <= 1.0, answer
+    tagged = _cli(
+        "geotag", str(photos), str(gpx), "--tz", answer["tz"], "--time-offset",
+        str(answer["time_offset"]),
+    )  # fmt: skip
+    assert tagged.returncode == 0, tagged.stdout + tagged.stderr
+    _assert_placed(d, photos)
+    again, gpx = _camera(tmp_path / "again", d, "Europe/Berlin", -3.0)  # untagged photos
+    auto = _cli("geotag", str(again), str(gpx), "--tz", "Europe/Berlin", "--time-offset", "auto")
+    assert auto.returncode == 0 and "camera clock found from the photos" in auto.stdout, auto
+    _assert_placed(d, again)
+
+
+def test_tz_auto_on_photos_timed_by_their_gps_needs_no_clock_and_no_track(tmp_path: Path) -> None:
+    d = drive(1, 12)
+    photos = tmp_path / "photos"
+    write_drive(d, photos, camera_tz="+02:00", with_gps_in_exif=True, gpx_name="track.gpx")
+    for extra in ([], ["--gpx", str(photos / "track.gpx")]):
+        done = _cli("process", str(photos), "--tz", "auto", "--time-offset", "auto", *extra)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "camera clock not needed" in done.stdout, done.stdout
+        descs = json.loads((photos / "mapillary_image_description.json").read_text())
+        assert len([e for e in descs if "MAPLatitude" in e]) >= len(d.photos) // 2, descs[:2]

@@ -12,7 +12,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, tzinfo
 from pathlib import Path
 from typing import Any
@@ -30,8 +30,8 @@ from daemon.pipeline.clock import (
     behind_text,
     find_clock,
     is_auto,
+    needs_clock,
     read_again,
-    zone_seconds,
 )
 from daemon.pipeline.clock import reading_zone as finder_zone
 from daemon.pipeline.dates import parse_zone
@@ -126,10 +126,17 @@ def find_for(
     ``time_offset`` are what is already known (None: to be found)."""
     from daemon.media.tiny import photo_clues  # Pillow: only when the clock is looked for
 
-    clues = photo_clues(records, read_in)
-    zone_s = zone_seconds(parse_zone(tz)[0], clues) if tz is not None else None
-    job = FinderInput(clues, zone_s=zone_s, offset_s=time_offset, max_gap=max_gap)
-    return find_clock(job, track)
+    if tz is None:
+        clues = photo_clues(records, read_in)
+        return find_clock(FinderInput(clues, offset_s=time_offset, max_gap=max_gap), track)
+    # The zone given: the photos read in it as geotag will read them, only the clock left.
+    zone = parse_zone(tz)[0]
+    clues = photo_clues(read_again(records, read_in, zone), zone, zone_known=True)
+    job = FinderInput(clues, zone_s=0.0, offset_s=time_offset, max_gap=max_gap)
+    answer = find_clock(job, track)
+    if answer.time_offset is None:
+        return replace(answer, zone_from_file=False)
+    return replace(answer, tz=tz, zone_from_file=False)  # in the words of the --tz given
 
 
 def found_text(answer: ClockAnswer) -> str:
@@ -173,6 +180,13 @@ def settle(
     zone_auto, offset_auto = is_auto(tz), is_auto(time_offset)
     if not (zone_auto or offset_auto):
         return Settled(records, tz, float(time_offset))
+    if not needs_clock(records):  # every time from a GPS stamp: no clock to find
+        return Settled(
+            records,
+            "UTC" if zone_auto else tz,
+            0.0 if offset_auto else float(time_offset),
+            "camera clock not needed: every photo's time comes from its GPS stamp",
+        )
     if track is None:
         raise UsageError("--tz auto and --time-offset auto need a GPX track (--gpx)")
     answer = find_for(

@@ -59,12 +59,15 @@ def tiny_picture(path: str | os.PathLike[str]) -> bytes | None:
         return None
 
 
-def photo_clues(records: Iterable[ImageRecord], read_in: tzinfo) -> list[PhotoClue]:
+def photo_clues(
+    records: Iterable[ImageRecord], read_in: tzinfo, zone_known: bool = False
+) -> list[PhotoClue]:
     """What the clock finder needs of each usable photo (loaded with its naive times read in
-    ``read_in``): its camera reading and its tiny picture, read from the file."""
+    ``read_in``, the zone given when ``zone_known``): its camera reading and its tiny picture,
+    read from the file."""
     clues = []
     for record in records:
-        clue = camera_reading(record, read_in)
+        clue = camera_reading(record, read_in, zone_known)
         if clue is not None:
             clues.append(PhotoClue(clue.seconds, tiny_picture(record.path), clue.from_file))
     return clues

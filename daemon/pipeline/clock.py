@@ -162,15 +162,26 @@ def _from_file(record: ImageRecord) -> bool:
     return bool(record.zone and record.zone.endswith("(from file)"))
 
 
-def camera_reading(record: ImageRecord, read_in: tzinfo) -> PhotoClue | None:
+def camera_reading(
+    record: ImageRecord, read_in: tzinfo, zone_known: bool = False
+) -> PhotoClue | None:
     """The clue of a usable photo loaded with its naive times read in ``read_in`` (picture still
-    to come), or None: no time, or a time from the GPS stamp (true already, nothing to find)."""
+    to come), or None: no time, or a time from the GPS stamp (true already, nothing to find).
+    With ``zone_known`` (the zone was given) its time is read in that zone, each photo at its own
+    date as geotag reads it (a camera following summer time stays whole), and only the clock's
+    error is left to find."""
     if not record.ok or record.capture_time is None or record.time_source == "gps":
         return None
-    if _from_file(record):
+    if zone_known or _from_file(record):
         return PhotoClue(record.capture_time.timestamp(), None, from_file=True)
     naive = record.capture_time.astimezone(read_in).replace(tzinfo=UTC)
     return PhotoClue(naive.timestamp(), None)
+
+
+def needs_clock(records: Sequence[ImageRecord]) -> bool:
+    """Whether any usable photo's true time depends on the camera clock (not one from its GPS
+    stamp, which is true already)."""
+    return any(camera_reading(r, UTC) is not None for r in records)
 
 
 def read_again(records: Sequence[ImageRecord], read_in: tzinfo, tz: tzinfo) -> list[ImageRecord]:

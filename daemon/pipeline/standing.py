@@ -1,6 +1,7 @@
 """Where the camera and the track stand still: stops seen in the photos (runs of alike tiny
-pictures) and in the track (its smoothed speed), the evidence :mod:`daemon.pipeline.clock`
-lines up to find the camera's clock.
+pictures) and in the track (its speed from the pipeline's own smoother,
+:mod:`daemon.pipeline.smooth`), the evidence :mod:`daemon.pipeline.clock` lines up to find the
+camera's clock.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from itertools import repeat
 from operator import sub
 
 from daemon.media.gpx import Track
+from daemon.pipeline.smooth import rts
 
-STANDING_SPEED = 0.5  # m/s: the track stands still below this (smoothed over a few seconds)
+STANDING_SPEED = 0.5  # m/s: the track stands still below this (its smoothed speed)
 MOVING_SPEED = 1.5  # m/s: and surely moves above it
 EDGE_SPEED = 1.0  # m/s: where a stop begins and ends
 BLIP_S = 4.0  # a standing receiver's drift can look like motion for this long
@@ -196,30 +198,6 @@ def _grid(track: Track, a: int, b: int) -> tuple[list[float], list[float], list[
     return ts, xs, ys
 
 
-def _smooth(values: list[float], half: int) -> list[float]:
-    """Moving average over 2*half+1 samples (fewer at the ends)."""
-    n = len(values)
-    prefix = [0.0]
-    for v in values:
-        prefix.append(prefix[-1] + v)
-    out = []
-    for k in range(n):
-        lo, hi = max(0, k - half), min(n, k + half + 1)
-        out.append((prefix[hi] - prefix[lo]) / (hi - lo))
-    return out
-
-
-def _speeds(xs: list[float], ys: list[float], half: int = 2) -> list[float]:
-    """Speed at each grid second from the smoothed positions ``half`` seconds either side."""
-    sx, sy = _smooth(xs, half), _smooth(ys, half)
-    n = len(xs)
-    out = []
-    for k in range(n):
-        lo, hi = max(0, k - half), min(n - 1, k + half)
-        out.append(math.hypot(sx[hi] - sx[lo], sy[hi] - sy[lo]) / (hi - lo) if hi > lo else 0.0)
-    return out
-
-
 def _runs(flags: list[bool]) -> list[tuple[int, int]]:
     """Index ranges [a, b] where ``flags`` holds."""
     out, k = [], 0
@@ -271,7 +249,8 @@ def track_motion(track: Track, max_gap: float = 60.0) -> TrackMotion:
     for a, b in _segments(track, max_gap):
         segments.append((track.times[a], track.times[b]))
         ts, xs, ys = _grid(track, a, b)
-        vs = _speeds(xs, ys)
+        _x, _y, vx, vy = rts(ts, xs, ys)
+        vs = [math.hypot(a, b) for a, b in zip(vx, vy, strict=True)]
         grid += ts
         speed += vs
         stops += _standing(ts, vs)

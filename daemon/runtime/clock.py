@@ -10,7 +10,7 @@ given values in use.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import tzinfo
 from typing import Any
 
@@ -22,6 +22,7 @@ from daemon.pipeline.clock import (
     behind_text,
     find_clock,
     is_auto,
+    needs_clock,
     read_again,
     reading_zone,
     zone_seconds,
@@ -41,7 +42,7 @@ class BatchClock:
     """What a batch is placed with, and what ``Runtime.clock`` says about it."""
 
     records: list[ImageRecord]
-    tz: str | None
+    tz: str | None  # what the records' naive times are read in (None: this machine's zone)
     time_offset: float
     state: dict[str, Any]
     event: tuple[str, dict[str, Any]] | None = None  # a log line to say (name, fields)
@@ -124,8 +125,14 @@ def settle_batch(
         if track is None or len(records) < MIN_PHOTOS:
             return BatchClock(records, tz, float(time_offset), state)
         return _check(records, read_in, tz, float(time_offset), track, max_gap, state)
-    clues = photo_clues(records, read_in)
-    known_zone = None if zone_auto else zone_seconds(read_in, clues)
+    # A zone given: the photos are read in it, each at its own date, only the clock is left.
+    if not needs_clock(records):  # every time from a GPS stamp: nothing waits for the clock
+        offset = 0.0 if offset_auto else float(time_offset)
+        return BatchClock(
+            records, "UTC" if zone_auto else tz, offset, initial_state(tz, time_offset)
+        )
+    clues = photo_clues(records, read_in, zone_known=not zone_auto)
+    known_zone = None if zone_auto else 0.0
     known_offset = None if offset_auto else float(time_offset)
     job = FinderInput(clues, zone_s=known_zone, offset_s=known_offset, max_gap=max_gap)
     answer = find_clock(job, track)
@@ -137,8 +144,8 @@ def settle_batch(
             "suggestion": _shown(answer, len(clues), f"cannot tell: {answer.reason}"),
         }
         fields: dict[str, Any] = {"photos": len(clues), "reason": answer.reason}
-        return BatchClock(
-            _wait(records, answer.reason), None, 0.0, state, ("camera_clock_unknown", fields)
+        return BatchClock(  # read in UTC, as the finder read them; they wait
+            _wait(records, answer.reason), "UTC", 0.0, state, ("camera_clock_unknown", fields)
         )
     new_tz = (answer.tz or "UTC") if zone_auto else tz
     offset = float(answer.time_offset or 0.0) if offset_auto else float(time_offset)
@@ -216,3 +223,11 @@ def found_before(
         records = read_again(records, read_in, parse_zone(new_tz)[0])
     state = earlier.state | {"found_for": "the earlier photos of this source"}
     return BatchClock(records, new_tz, offset, state)
+
+
+def again(
+    records: list[ImageRecord], tz: str | None, time_offset: float | str, earlier: BatchClock
+) -> BatchClock:
+    """The clock settled for these photos a moment ago (a chunk planned again without its held
+    tail), kept without reading their pictures twice."""
+    return replace(found_before(records, tz, time_offset, earlier), state=earlier.state)

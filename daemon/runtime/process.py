@@ -36,7 +36,7 @@ from daemon.pipeline.clock import is_auto, reading_zone
 from daemon.pipeline.dates import in_repeated_hour, parse_zone, zones_used
 from daemon.pipeline.plan import BatchOutcome, BatchPlan, plan_batch, tail_from_last_sequence
 from daemon.pipeline.records import BAD_FILE, ImageRecord
-from daemon.runtime.clock import BatchClock, found_before, settle_batch
+from daemon.runtime.clock import BatchClock, again, found_before, settle_batch
 from daemon.runtime.roots import RootActivity, RootState
 from daemon.runtime.state import RunStats, StatusBoard, Wakeups
 
@@ -257,6 +257,8 @@ class Processing:
         self._ambiguous: dict[str, str] = {}
         self._clock_said: dict[str, tuple[Any, ...]] = {}  # root → the clock news last logged
         self._clock_found: dict[str, BatchClock] = {}  # root → the clock its photos told
+        # root → the track, values and first photo the last clock was settled for, and it
+        self._clock_last: dict[str, tuple[Track | None, tuple[Any, ...], BatchClock]] = {}
 
     async def run(self) -> None:
         while not self.wake.stopping.is_set():
@@ -380,19 +382,21 @@ class Processing:
     ) -> BatchPlan:
         try:
             records, failed = await asyncio.to_thread(read_rows, rows, options.tz)
-            clock = await asyncio.to_thread(
-                settle_batch, records, options.tz, options.time_offset, track, options.max_gap
-            )
+            clock = await self._settle(root, records, track, options)
             if clock.event and clock.event[0] == "camera_clock_found":
                 self._clock_found[root] = replace(clock, records=[])  # not its photos
-            elif clock.tz is None and root in self._clock_found:
+            elif (
+                clock.event
+                and clock.event[0] == "camera_clock_unknown"
+                and root in self._clock_found
+            ):
                 clock = found_before(
                     records, options.tz, options.time_offset, self._clock_found[root]
                 )
             if self._note_clock(root, clock):
                 await self.board.save()  # `status` shows the clock news at once
             records = clock.records
-            options = replace(options, tz=clock.tz or "UTC", time_offset=clock.time_offset)
+            options = replace(options, tz=clock.tz, time_offset=clock.time_offset)
             self._note_zones(records, options.tz)
             await self.failures.cleared(*(r.content_hash for r in records if r.content_hash))
             records += await self._fenced(failed, counted)
@@ -423,6 +427,29 @@ class Processing:
             else:
                 self._maybe_due = True  # read again at the next look
         return quarantined
+
+    async def _settle(
+        self, root: str, records: list[ImageRecord], track: Track | None, options: PipelineOptions
+    ) -> BatchClock:
+        """The batch's clock; the same photos planned again with the same track and values
+        (a chunk planned again without its held tail) keep it without their pictures read
+        twice."""
+        paths = tuple(r.path for r in records)
+        last = self._clock_last.get(root)
+        if (
+            last is not None
+            and last[0] is track
+            and last[1][:2] == (options.tz, options.time_offset)
+            and last[1][2][: len(paths)] == paths  # some of the same photos, none new
+        ):
+            return again(records, options.tz, options.time_offset, last[2])
+        clock = await asyncio.to_thread(
+            settle_batch, records, options.tz, options.time_offset, track, options.max_gap
+        )
+        if not (clock.event and clock.event[0] == "camera_clock_unknown"):
+            values = (options.tz, options.time_offset, paths)
+            self._clock_last[root] = (track, values, replace(clock, records=[]))
+        return clock
 
     def _note_clock(self, root: str, clock: BatchClock) -> bool:
         """The clock in use (and what the photos say) for `status`; its news logged once.
