@@ -522,3 +522,31 @@ def test_tz_auto_on_photos_timed_by_their_gps_needs_no_clock_and_no_track(tmp_pa
         assert "camera clock not needed" in done.stdout, done.stdout
         descs = json.loads((photos / "mapillary_image_description.json").read_text())
         assert len([e for e in descs if "MAPLatitude" in e]) >= len(d.photos) // 2, descs[:2]
+
+
+def _bytes_read() -> int:
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("rchar:"):
+            return int(line.split()[1])
+    raise AssertionError("no rchar in /proc/self/io")
+
+
+def test_given_values_are_checked_without_reading_a_picture_when_the_track_is_days_away(
+    tmp_path: Path,
+) -> None:
+    from daemon.media.load import load_records
+    from daemon.runtime.clock import settle_batch
+
+    d = drive(2, 14)
+    paths = write_drive(d, tmp_path, camera_tz="+01:00", camera_offset_s=-7.0, gpx_name=None)
+    records = load_records(paths, "+02:00")
+    near = track_of(d)
+    far = Track.from_points((p.time + timedelta(days=3), p.lat, p.lon, p.ele) for p in d.track)
+    before = _bytes_read()
+    checked = settle_batch(records, "+02:00", 0.0, far, 120.0)
+    assert _bytes_read() - before < 4096  # no photo opened: no setting puts them on that track
+    assert checked.event is None and checked.state["suggestion"] is None
+    before = _bytes_read()
+    checked = settle_batch(records, "+02:00", 0.0, near, 120.0)
+    assert _bytes_read() - before > 100 * len(paths)  # the pictures were read for the check
+    assert checked.event is not None and checked.event[0] == "camera_clock_disagrees"

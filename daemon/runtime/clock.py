@@ -35,6 +35,9 @@ MIN_PHOTOS = 20  # fewer photos than this are not worth a check of given values
 # A check of given values reads this many photos' tiny pictures at most (about an hour of
 # shooting, plenty of stops): a 50,000-photo card is not read twice to confirm what it uses.
 CHECK_PHOTOS = 2000
+# Any zone and clock together move camera times by less than this: a track farther than this
+# from every photo cannot fit them at any setting, so the check reads no picture for it.
+REACH_S = 30 * 3600
 
 
 @dataclass
@@ -169,6 +172,15 @@ def settle_batch(
     return BatchClock(records, new_tz, offset, state, ("camera_clock_found", fields))
 
 
+def _within_reach(timed: list[ImageRecord], track: Track) -> bool:
+    """Whether some setting of zone and clock could put a photo on the track (cheap: times
+    only, before any picture is read)."""
+    times = [r.capture_time.timestamp() for r in timed if r.capture_time is not None]
+    if not times or not len(track):
+        return False
+    return min(times) - REACH_S <= track.end and track.start <= max(times) + REACH_S
+
+
 def _check(
     records: list[ImageRecord],
     read_in: tzinfo,
@@ -180,6 +192,8 @@ def _check(
 ) -> BatchClock:
     """Given values, checked: a confident answer that places the photos elsewhere is said."""
     timed = capture_order(records)
+    if not _within_reach(timed, track):
+        return BatchClock(records, tz, time_offset, state)
     clues = [c for c in photo_clues(timed[:CHECK_PHOTOS], read_in) if not c.from_file]
     if len(clues) < MIN_PHOTOS:
         return BatchClock(records, tz, time_offset, state)
