@@ -53,6 +53,21 @@ def base_env(endpoints: dict[str, str], token: str = TOKEN) -> dict[str, str]:
     return env
 
 
+def run_cli(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``mapillary-daemon ARGS`` run in ``folder``, with its config under ``folder/config`` and
+    none of the caller's ``MAPILLARY_*`` settings, so the test's photos are all it sees."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAPILLARY")}
+    env.update(XDG_CONFIG_HOME=str(folder / "config"), PYTHONPATH=str(REPO))
+    return subprocess.run(
+        [sys.executable, "-m", "daemon", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=folder,
+        timeout=120,
+    )
+
+
 @dataclass
 class DaemonProc:
     """One daemon process over a workspace (journal and spool under ``work``)."""
