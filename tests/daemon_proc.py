@@ -53,6 +53,23 @@ def base_env(endpoints: dict[str, str], token: str = TOKEN) -> dict[str, str]:
     return env
 
 
+def user_env(home: Path, endpoints: dict[str, str], token: str | None = TOKEN) -> dict[str, str]:
+    """The environment of a user whose home, config, state and data folders are all under
+    ``home``, talking to ``endpoints`` with ``token`` (None: no token set)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAPILLARY")}
+    env.update(
+        endpoints,
+        PYTHONPATH=str(REPO),
+        HOME=str(home / "home"),
+        XDG_CONFIG_HOME=str(home / "config"),
+        XDG_STATE_HOME=str(home / "state"),
+        XDG_DATA_HOME=str(home / "data"),
+    )
+    if token is not None:
+        env["MAPILLARY_TOKEN"] = token
+    return env
+
+
 def run_cli(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """``mapillary-daemon ARGS`` run in ``folder``, with its config under ``folder/config`` and
     none of the caller's ``MAPILLARY_*`` settings, so the test's photos are all it sees."""
