@@ -287,3 +287,21 @@ def new_daemon(
     d = DaemonProc(work, base_env(endpoints), [*FAST, *args])
     daemons.append(d)
     return d
+
+
+def logging_daemon(
+    daemons: list[DaemonProc], tmp_path: Path, endpoints: dict[str, str], *args: str
+) -> tuple[DaemonProc, Path, Path]:
+    """:func:`new_daemon` watching ``tmp_path/in`` with a GPS logger's folder ``tmp_path/gps``
+    (made) whose tracks photos may wait two hours for; the daemon, the inbox, the logger's
+    folder."""
+    inbox, logger = tmp_path / "in", tmp_path / "gps"
+    logger.mkdir()
+    d = new_daemon(
+        daemons,
+        tmp_path / "work",
+        endpoints,
+        *("--watch", str(inbox), "--gpx-dir", str(logger), "--position-wait", "7200"),
+        *args,
+    )
+    return d, inbox, logger
