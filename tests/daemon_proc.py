@@ -53,6 +53,38 @@ def base_env(endpoints: dict[str, str], token: str = TOKEN) -> dict[str, str]:
     return env
 
 
+def user_env(home: Path, endpoints: dict[str, str], token: str | None = TOKEN) -> dict[str, str]:
+    """The environment of a user whose home, config, state and data folders are all under
+    ``home``, talking to ``endpoints`` with ``token`` (None: no token set)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAPILLARY")}
+    env.update(
+        endpoints,
+        PYTHONPATH=str(REPO),
+        HOME=str(home / "home"),
+        XDG_CONFIG_HOME=str(home / "config"),
+        XDG_STATE_HOME=str(home / "state"),
+        XDG_DATA_HOME=str(home / "data"),
+    )
+    if token is not None:
+        env["MAPILLARY_TOKEN"] = token
+    return env
+
+
+def run_cli(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``mapillary-daemon ARGS`` run in ``folder``, with its config under ``folder/config`` and
+    none of the caller's ``MAPILLARY_*`` settings, so the test's photos are all it sees."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAPILLARY")}
+    env.update(XDG_CONFIG_HOME=str(folder / "config"), PYTHONPATH=str(REPO))
+    return subprocess.run(
+        [sys.executable, "-m", "daemon", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=folder,
+        timeout=120,
+    )
+
+
 @dataclass
 class DaemonProc:
     """One daemon process over a workspace (journal and spool under ``work``)."""
@@ -255,3 +287,21 @@ def new_daemon(
     d = DaemonProc(work, base_env(endpoints), [*FAST, *args])
     daemons.append(d)
     return d
+
+
+def logging_daemon(
+    daemons: list[DaemonProc], tmp_path: Path, endpoints: dict[str, str], *args: str
+) -> tuple[DaemonProc, Path, Path]:
+    """:func:`new_daemon` watching ``tmp_path/in`` with a GPS logger's folder ``tmp_path/gps``
+    (made) whose tracks photos may wait two hours for; the daemon, the inbox, the logger's
+    folder."""
+    inbox, logger = tmp_path / "in", tmp_path / "gps"
+    logger.mkdir()
+    d = new_daemon(
+        daemons,
+        tmp_path / "work",
+        endpoints,
+        *("--watch", str(inbox), "--gpx-dir", str(logger), "--position-wait", "7200"),
+        *args,
+    )
+    return d, inbox, logger

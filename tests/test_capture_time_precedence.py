@@ -5,10 +5,8 @@ geotag wrote from the old, wrong time): fix-dates removes that stamp and keeps t
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -17,23 +15,10 @@ import pytest
 
 from daemon.media.exif import read_exif
 from tests import jpegs
+from tests.daemon_proc import run_cli
 
-ROOT = Path(__file__).resolve().parents[1]
 WRONG_CAMERA_TIME = datetime(2020, 1, 1, 0, 0, 0)
 STALE_STAMP = datetime(2019, 12, 31, 23, 0, 0, tzinfo=UTC)  # what geotag --tz +01:00 wrote
-
-
-def _mly(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAPILLARY")}
-    env.update(XDG_CONFIG_HOME=str(tmp_path / "config"), PYTHONPATH=str(ROOT))
-    return subprocess.run(
-        [sys.executable, "-m", "daemon", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=120,
-    )
 
 
 def _geotagged(folder: Path, n: int) -> list[Path]:
@@ -61,7 +46,7 @@ def test_the_gps_stamp_wins_over_the_cameras_clock(tmp_path: Path) -> None:
 def test_fix_dates_wins_over_a_stale_gps_stamp_and_keeps_the_position(tmp_path: Path) -> None:
     photos = _geotagged(tmp_path / "p", 3)
     before = {p: piexif.load(str(p))["GPS"] for p in photos}
-    fixed = _mly(
+    fixed = run_cli(
         tmp_path, "fix-dates", str(tmp_path / "p"), "2024-06-01 09:00:00", "2", "--tz", "+02:00"
     )
     assert fixed.returncode == 0, fixed.stderr
@@ -77,7 +62,7 @@ def test_fix_dates_wins_over_a_stale_gps_stamp_and_keeps_the_position(tmp_path: 
         kept = {t: v for t, v in before[photo].items() if t not in (g.GPSTimeStamp, g.GPSDateStamp)}
         assert gps == kept  # position, altitude, version as they were
     # and every later step reads the new times: process describes them in UTC
-    done = _mly(tmp_path, "process", str(tmp_path / "p"), "--desc-path", "-")
+    done = run_cli(tmp_path, "process", str(tmp_path / "p"), "--desc-path", "-")
     assert done.returncode == 0, done.stderr
     times = sorted(entry["MAPCaptureTime"] for entry in json.loads(done.stdout))
     assert times == [
@@ -91,7 +76,7 @@ def test_fix_dates_wins_over_a_stale_gps_stamp_and_keeps_the_position(tmp_path: 
 @pytest.mark.skipif(shutil.which("exiftool") is None, reason="exiftool is not installed")
 def test_exiftool_reads_the_time_fix_dates_wrote(tmp_path: Path) -> None:
     [photo] = _geotagged(tmp_path / "p", 1)
-    assert _mly(tmp_path, "fix-dates", str(photo), "2024-06-01 09:00:00", "2").returncode == 0
+    assert run_cli(tmp_path, "fix-dates", str(photo), "2024-06-01 09:00:00", "2").returncode == 0
     out = subprocess.run(
         ["exiftool", "-j", "-GPSDateTime", "-DateTimeOriginal", "-GPSLatitude#", str(photo)],
         capture_output=True,

@@ -432,34 +432,17 @@ def test_run_once_with_tz_auto_says_the_clock_it_found(
 async def test_a_card_planned_in_pieces_uses_the_clock_its_first_piece_found(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from daemon.core import config
     from daemon.journal import Journal
-    from daemon.runtime import process as service
-    from daemon.runtime.daemon import Daemon
+    from tests.test_daemon_chunks import planned_once
 
     d = drive(2, 19)
     folder = tmp_path / "in"
     write_drive(d, folder, camera_tz="+01:00", camera_offset_s=-7.0)
     # The last piece: the photos after the last red light, no stop of their own to go on.
-    monkeypatch.setattr(service, "PROCESS_CHUNK", len(d.photos) - 30)
-    settings = config.Settings(
-        watch=[folder],
-        journal=tmp_path / "journal.sqlite3",
-        spool=tmp_path / "spool",
-        settle_seconds=0.2,
-        batch_quiet_seconds=0.2,
-        tz="auto",
-        time_offset="auto",
-        min_free_mb=1,
-        upload_delay=1e9,  # only the planning matters here
+    daemon = await planned_once(
+        folder, tmp_path, len(d.photos) - 30, monkeypatch, tz="auto", time_offset="auto"
     )
-    daemon = Daemon(settings, once=True)
-    await daemon.startup()
-    try:
-        await daemon.main()
-    finally:
-        await daemon.shutdown()
-    with Journal.open_readonly(settings.journal_path) as j:
+    with Journal.open_readonly(daemon.settings.journal_path) as j:
         counts = j.count_by_state()
     assert not counts.get("waiting_for_position"), counts
     assert daemon.stats.images + daemon.stats.duplicates == len(d.photos), daemon.stats
@@ -481,7 +464,8 @@ def test_the_daemon_in_this_machines_zone_still_reads_the_photos_in_it(
     daemon.env["TZ"] = "Europe/Berlin"
     daemon.start()
     batch = daemon.wait_event("batch_processed", 60)[0]
-    assert batch["zone"] == "Europe/Berlin (+02:00)", batch
+    photos = len(autumn.photos)
+    assert batch["zone"] == f"Europe/Berlin (+02:00 for {photos} photos)", batch
     hint = daemon.wait_event("ambiguous_hour", 5)[0]
     assert hint["photos"] > 0 and hint["zone"].startswith("Europe/Berlin"), hint
     assert daemon.stop() == 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,19 +29,21 @@ def sequences(journal: Path) -> list[list[str]]:
     return sorted(out.values())
 
 
-async def process(tmp: Path, folder: Path, chunk: int, monkeypatch: pytest.MonkeyPatch) -> Daemon:
+async def planned_once(
+    folder: Path, work: Path, chunk: int, monkeypatch: pytest.MonkeyPatch, **given: Any
+) -> Daemon:
+    """The daemon run once in this process over ``folder`` (journal and spool in ``work``),
+    planning ``chunk`` photos at a time; nothing is uploaded. ``given``: more settings."""
     monkeypatch.setattr(service, "PROCESS_CHUNK", chunk)
-    work = tmp / f"work-{chunk}"
     settings = config.Settings(
         watch=[folder],
         journal=work / "journal.sqlite3",
         spool=work / "spool",
         settle_seconds=0.2,
         batch_quiet_seconds=0.2,
-        tz="+02:00",
-        max_images=7,
         min_free_mb=1,
-        upload_delay=1e9,  # nothing is uploaded: only the planning is compared
+        upload_delay=1e9,  # only the planning matters here
+        **given,
     )
     daemon = Daemon(settings, once=True)
     await daemon.startup()
@@ -49,6 +52,12 @@ async def process(tmp: Path, folder: Path, chunk: int, monkeypatch: pytest.Monke
     finally:
         await daemon.shutdown()
     return daemon
+
+
+async def process(tmp: Path, folder: Path, chunk: int, monkeypatch: pytest.MonkeyPatch) -> Daemon:
+    """``folder`` planned ``chunk`` photos at a time, in a work folder of its own."""
+    work = tmp / f"work-{chunk}"
+    return await planned_once(folder, work, chunk, monkeypatch, tz="+02:00", max_images=7)
 
 
 async def test_a_root_planned_in_chunks_ends_as_planned_at_once(

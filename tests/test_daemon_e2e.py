@@ -20,7 +20,7 @@ import pytest
 from daemon.demo.drive import Drive, plan_drive, write_drive, write_jpeg_bytes
 from daemon.server.config import ServerConfig
 from daemon.server.runner import ServerThread
-from tests.daemon_proc import TOKEN, DaemonProc, ServerProc, new_daemon, wait_for
+from tests.daemon_proc import TOKEN, DaemonProc, ServerProc, logging_daemon, new_daemon, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -193,14 +193,7 @@ def test_a_slow_writer_is_imported_only_when_complete(
 def test_a_gpx_arriving_an_hour_after_its_photos_still_geotags_them(
     tmp_path: Path, server: ServerThread, daemons: list[DaemonProc]
 ) -> None:
-    inbox, logger = tmp_path / "in", tmp_path / "gps"
-    logger.mkdir()
-    d = new_daemon(
-        daemons,
-        tmp_path / "work",
-        server.environment(),
-        *("--watch", str(inbox), "--gpx-dir", str(logger), "--position-wait", "7200"),
-    )
+    d, inbox, logger = logging_daemon(daemons, tmp_path, server.environment())
     drive = short_drive(seed=3)
     paths = write_drive(drive, inbox, gpx_name=None)  # no GPS in the photos, no GPX yet
     d.start()

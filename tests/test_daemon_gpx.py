@@ -13,7 +13,7 @@ from daemon.core.geo import distance_m
 from daemon.demo.drive import Drive, plan_drive, write_drive
 from daemon.server.config import ServerConfig
 from daemon.server.runner import ServerThread
-from tests.daemon_proc import TOKEN, DaemonProc, new_daemon, wait_for
+from tests.daemon_proc import TOKEN, DaemonProc, logging_daemon, new_daemon, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 START = datetime(2024, 6, 1, 7, 0, 0, tzinfo=UTC)
@@ -44,14 +44,7 @@ def uploaded(server: ServerThread) -> dict[str, tuple[float, float]]:
 def test_a_cut_off_log_with_a_bad_fix_places_the_photos_and_again_when_it_grows(
     tmp_path: Path, server: ServerThread, daemons: list[DaemonProc]
 ) -> None:
-    inbox, logger = tmp_path / "in", tmp_path / "gps"
-    logger.mkdir()
-    d = new_daemon(
-        daemons,
-        tmp_path / "work",
-        server.environment(),
-        *("--watch", str(inbox), "--gpx-dir", str(logger), "--position-wait", "7200"),
-    )
+    d, inbox, logger = logging_daemon(daemons, tmp_path, server.environment())
     drive = plan_drive(START, seed=5, stop_s=10.0, break_s=0.0)
     paths = write_drive(drive, inbox, gpx_name=None)
     lines = dirty_lines(drive)
@@ -116,14 +109,7 @@ def nmea_text(drive: Drive) -> str:
 def test_photos_are_placed_from_an_nmea_log(
     tmp_path: Path, server: ServerThread, daemons: list[DaemonProc]
 ) -> None:
-    inbox, logger = tmp_path / "in", tmp_path / "gps"
-    logger.mkdir()
-    d = new_daemon(
-        daemons,
-        tmp_path / "work",
-        server.environment(),
-        *("--watch", str(inbox), "--gpx-dir", str(logger), "--position-wait", "7200"),
-    )
+    d, inbox, logger = logging_daemon(daemons, tmp_path, server.environment())
     drive = plan_drive(START, seed=6, stop_s=10.0, break_s=0.0)
     paths = write_drive(drive, inbox, gpx_name=None)
     (logger / "gpsd.nmea").write_text(nmea_text(drive), encoding="ascii")
@@ -190,15 +176,7 @@ def state_of(d: DaemonProc, path: Path) -> tuple[str, str] | None:
 def test_photos_just_past_the_end_of_a_growing_log_wait_for_its_next_fixes(
     tmp_path: Path, server: ServerThread, daemons: list[DaemonProc]
 ) -> None:
-    inbox, logger = tmp_path / "in", tmp_path / "gps"
-    logger.mkdir()
-    d = new_daemon(
-        daemons,
-        tmp_path / "work",
-        server.environment(),
-        *("--watch", str(inbox), "--gpx-dir", str(logger), "--position-wait", "7200"),
-        "--no-smoothing",
-    )
+    d, inbox, logger = logging_daemon(daemons, tmp_path, server.environment(), "--no-smoothing")
     drive = plan_drive(START, seed=7, stop_s=10.0, break_s=0.0)
     times = [p.time for p in drive.track]
     # A moving photo half a second or more after a fix halfway: the log is cut after that fix.

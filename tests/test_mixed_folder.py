@@ -6,10 +6,7 @@ byte for byte as it was."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,11 +19,10 @@ from daemon.pipeline.records import BAD_FILE, BAD_METADATA
 from daemon.server.config import ServerConfig
 from daemon.server.runner import ServerThread
 from tests.corpus import CORPUS
-from tests.daemon_proc import TOKEN, DaemonProc, new_daemon
+from tests.daemon_proc import TOKEN, DaemonProc, new_daemon, run_cli
 from tests.jpegs import write_gpx
 from tests.test_exif_fuzz import corpus_seeds, mutants
 
-ROOT = Path(__file__).resolve().parents[1]
 EXIF_CORPUS = CORPUS / "exif"
 # Corpus photos with a capture time and a position (EXIF GPS, or XMP only for the Adobe file)
 GOOD = [
@@ -91,19 +87,6 @@ def _folder(folder: Path, bad: dict[str, bytes]) -> dict[Path, bytes]:
     return {folder / name: blob for name, blob in bad.items()}
 
 
-def _mly(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAPILLARY")}
-    env.update(XDG_CONFIG_HOME=str(tmp_path / "config"), PYTHONPATH=str(ROOT))
-    return subprocess.run(
-        [sys.executable, "-m", "daemon", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=120,
-    )
-
-
 def _named_once(lines: list[str], bad: dict[Path, bytes], key: str = "path") -> None:
     """Each bad file on exactly one line, with a reason after its name; no good photo named."""
     for path in bad:
@@ -128,7 +111,7 @@ def test_process_keeps_every_good_photo_and_names_every_bad_one(
     tmp_path: Path, bad_files: dict[str, bytes]
 ) -> None:
     bad = _folder(tmp_path / "p", bad_files)
-    done = _mly(tmp_path, "process", str(tmp_path / "p"), "--tz", "+02:00")
+    done = run_cli(tmp_path, "process", str(tmp_path / "p"), "--tz", "+02:00")
     assert done.returncode == 1, done.stdout + done.stderr
     n = len(GOOD)
     assert f"process: {n} images in {n} sequences, 0 duplicates, {len(bad)} set aside" in (
@@ -150,7 +133,7 @@ def test_geotag_tags_or_keeps_every_good_photo_and_names_every_bad_one(
     t0 = DSCN0010_GPS_TIME - timedelta(seconds=30)
     track = [(t0 + timedelta(seconds=i), 43.4670 + i * 1e-5, 11.8851, 250.0) for i in range(61)]
     gpx = write_gpx(tmp_path / "track.gpx", track)
-    done = _mly(tmp_path, "geotag", str(tmp_path / "p"), str(gpx), "--tz", "+02:00")
+    done = run_cli(tmp_path, "geotag", str(tmp_path / "p"), str(gpx), "--tz", "+02:00")
     assert done.returncode == 1, done.stdout + done.stderr
     assert f"geotag: {len(GOOD) + len(bad)} images, 1 tagged, {len(bad)} set aside" in done.stdout
     assert f"{len(GOOD) - 1} outside the track kept the position" in done.stdout

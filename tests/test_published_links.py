@@ -39,6 +39,14 @@ def md5_of(journal: Journal, file_hash: str) -> str:
     return row.md5
 
 
+async def queued(path: Path, folder: Path) -> tuple[AsyncJournal, str]:
+    """A new journal at ``path`` with ``folder`` queued as one sequence, opened for uploading;
+    the sequence's uuid."""
+    with Journal.open(path) as j:
+        (uuid,) = queue_folder(j, folder)
+    return await AsyncJournal.open(path), uuid
+
+
 async def test_ids_are_asked_for_until_processed_and_each_photo_gets_its_own_image(
     tmp_path: Path,
 ) -> None:
@@ -46,9 +54,7 @@ async def test_ids_are_asked_for_until_processed_and_each_photo_gets_its_own_ima
     described_folder(folder, 4, seed=30)
     config = ServerConfig(tokens=(TOKEN,), processing_seconds=1.5)
     with ServerThread(config) as server:
-        with Journal.open(tmp_path / "journal.sqlite3") as j:
-            (uuid,) = queue_folder(j, folder)
-        journal = await AsyncJournal.open(tmp_path / "journal.sqlite3")
+        journal, uuid = await queued(tmp_path / "journal.sqlite3", folder)
         try:
             (result,) = await upload(journal, server)
             assert result.cluster_id
@@ -92,9 +98,7 @@ async def test_a_graph_api_that_does_not_answer_is_asked_again_later_with_the_re
     folder = tmp_path / "ride"
     described_folder(folder, 2, seed=50)
     with ServerThread(ServerConfig(tokens=(TOKEN,))) as server:
-        with Journal.open(tmp_path / "journal.sqlite3") as j:
-            (uuid,) = queue_folder(j, folder)
-        journal = await AsyncJournal.open(tmp_path / "journal.sqlite3")
+        journal, uuid = await queued(tmp_path / "journal.sqlite3", folder)
         try:
             (result,) = await upload(journal, server)
             # Another server (no such cluster there): the question is refused with a 404.
@@ -116,9 +120,7 @@ async def test_a_graph_api_in_an_outage_costs_one_request_a_pass_and_no_wait(
     folder = tmp_path / "ride"
     described_folder(folder, 2, seed=55)
     with ServerThread(ServerConfig(tokens=(TOKEN,))) as server:
-        with Journal.open(tmp_path / "journal.sqlite3") as j:
-            (uuid,) = queue_folder(j, folder)
-        journal = await AsyncJournal.open(tmp_path / "journal.sqlite3")
+        journal, uuid = await queued(tmp_path / "journal.sqlite3", folder)
         try:
             (result,) = await upload(journal, server)
             assert result.cluster_id

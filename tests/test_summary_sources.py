@@ -10,9 +10,6 @@ ends.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,10 +20,9 @@ import pytest
 from daemon.server.config import ServerConfig
 from daemon.server.runner import ServerThread
 from tests import jpegs
-from tests.daemon_proc import TOKEN, DaemonProc, new_daemon
+from tests.daemon_proc import TOKEN, DaemonProc, new_daemon, run_cli
 from tests.test_exif_read import xmp_segment
 
-ROOT = Path(__file__).resolve().parents[1]
 LAT, LON = 52.52, 13.40
 XMP_POSITION = 'exif:GPSLatitude="52,31.5N" exif:GPSLongitude="13,24.3E"'
 
@@ -82,19 +78,6 @@ HINT = (
 )
 
 
-def _mly(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAPILLARY")}
-    env.update(XDG_CONFIG_HOME=str(tmp_path / "config"), PYTHONPATH=str(ROOT))
-    return subprocess.run(
-        [sys.executable, "-m", "daemon", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=120,
-    )
-
-
 def _order_free(line: str) -> str:
     """A sources line with equal counts in a fixed order (they come in order of appearance)."""
     return "; ".join(
@@ -112,7 +95,7 @@ def _sources_line(stdout: str) -> str:
 def test_process_names_each_values_source_and_the_offsets_photos_got(tmp_path: Path) -> None:
     photos = tmp_path / "p"
     _mixed_folder(photos)
-    proc = _mly(tmp_path, "process", str(photos), "--tz", "Europe/Berlin")
+    proc = run_cli(tmp_path, "process", str(photos), "--tz", "Europe/Berlin")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "process: 6 images in 6 sequences, 0 duplicates, 0 set aside" in proc.stdout
     assert f"zone of camera times: {ZONE}; time offset: 0 s" in proc.stdout
@@ -123,7 +106,7 @@ def test_process_names_each_values_source_and_the_offsets_photos_got(tmp_path: P
 def test_add_tags_says_the_same(tmp_path: Path) -> None:
     photos = tmp_path / "p"
     _mixed_folder(photos)
-    proc = _mly(tmp_path, "add-tags", str(photos), "--tz", "Europe/Berlin")
+    proc = run_cli(tmp_path, "add-tags", str(photos), "--tz", "Europe/Berlin")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"zone of camera times: {ZONE}" in proc.stdout
     assert _sources_line(proc.stdout) == _order_free(SOURCES)
@@ -133,7 +116,7 @@ def test_add_tags_says_the_same(tmp_path: Path) -> None:
 def test_a_fixed_offset_is_not_in_doubt(tmp_path: Path) -> None:
     photos = tmp_path / "p"
     _mixed_folder(photos)
-    proc = _mly(tmp_path, "process", str(photos), "--tz", "+02:00")
+    proc = run_cli(tmp_path, "process", str(photos), "--tz", "+02:00")
     assert "zone of camera times: +02:00; time offset: 0 s" in proc.stdout
     assert "summer time" not in proc.stdout
 
@@ -148,7 +131,7 @@ def test_a_photo_dated_by_ifd0_datetime_is_counted_under_that_name(tmp_path: Pat
         lat=LAT,
         lon=LON,
     )
-    proc = _mly(tmp_path, "process", str(photos), "--tz", "Europe/Berlin")
+    proc = run_cli(tmp_path, "process", str(photos), "--tz", "Europe/Berlin")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert _sources_line(proc.stdout) == _order_free(
         "capture time: DateTime (IFD0) in the camera zone 1; position: EXIF GPS 1; heading: none 1"

@@ -8,7 +8,6 @@ and journal in the test's own folder. Every run's output is checked for the toke
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -19,9 +18,9 @@ from typing import Any
 import pytest
 
 from daemon.server import ServerConfig, ServerThread
+from tests.daemon_proc import user_env
 from tests.jpegs import make_jpeg, write_gpx
 
-ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "secret-upload-token-5f2c9a1e77"
 BAD_TOKEN = "wrong-token-0badc0ffee9911"
 START = datetime(2024, 6, 1, 10, 0, 0)
@@ -38,22 +37,11 @@ def daemon(
     tmp_path: Path, server: ServerThread, *args: str, token: str | None = TOKEN
 ) -> subprocess.CompletedProcess[str]:
     """``mapillary-daemon ARGS`` with this test's own config/state and the server's endpoints."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAPILLARY")}
-    env.update(
-        server.environment(),
-        PYTHONPATH=str(ROOT),
-        HOME=str(tmp_path / "home"),
-        XDG_CONFIG_HOME=str(tmp_path / "config"),
-        XDG_STATE_HOME=str(tmp_path / "state"),
-        XDG_DATA_HOME=str(tmp_path / "data"),
-    )
-    if token is not None:
-        env["MAPILLARY_TOKEN"] = token
     done = subprocess.run(
         [sys.executable, "-m", "daemon", *args],
         capture_output=True,
         text=True,
-        env=env,
+        env=user_env(tmp_path, server.environment(), token),
         cwd=tmp_path,
         timeout=120,
     )

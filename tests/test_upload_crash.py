@@ -9,7 +9,6 @@ journal is sound.
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import sqlite3
@@ -24,9 +23,9 @@ from typing import Any
 import pytest
 
 from daemon.server import ServerConfig, ServerThread
+from tests.daemon_proc import user_env
 from tests.test_upload_cmd import TOKEN, mapillary_tools_folder
 
-ROOT = Path(__file__).resolve().parents[1]
 SEQUENCES = [20] * 6
 KILLS = 20
 SEED = 20240601
@@ -39,15 +38,7 @@ def admin_stats(server: ServerThread) -> dict[str, int]:
 
 
 def start_upload(tmp_path: Path, server: ServerThread, photos: Path, run: int) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAPILLARY")}
-    env.update(
-        server.environment(),
-        MAPILLARY_TOKEN=TOKEN,
-        PYTHONPATH=str(ROOT),
-        HOME=str(tmp_path / "home"),
-        XDG_CONFIG_HOME=str(tmp_path / "config"),
-        XDG_STATE_HOME=str(tmp_path / "state"),
-    )
+    env = user_env(tmp_path, server.environment(), TOKEN)
     journal = tmp_path / "journal.sqlite3"
     with open(tmp_path / f"run{run:02d}.out", "w") as out:  # the child keeps its own copy
         return subprocess.Popen(

@@ -12,13 +12,15 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
 from daemon.core.progress import size_text
 from daemon.server import ServerThread
+from tests.daemon_proc import user_env
 from tests.jpegs import make_jpeg
-from tests.test_upload_cmd import ROOT, START, TOKEN, daemon, server  # noqa: F401 (fixture)
+from tests.test_upload_cmd import START, TOKEN, daemon, server  # noqa: F401 (fixture)
 
 BAR = re.compile(
     r"upload \[[#.]+\] (\d+(?:\.\d)? [KMG]?B)/(\d+(?:\.\d)? [KMG]?B) (\d+)%"
@@ -53,17 +55,17 @@ def final_lines(screen: str) -> str:
 
 def run_on_a_terminal(tmp_path: Path, srv: ServerThread, *args: str) -> tuple[int, str]:
     """``mapillary-daemon ARGS`` with standard output and error on a pty; exit code, screen."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAPILLARY")}
-    env.update(
-        srv.environment(),
-        MAPILLARY_TOKEN=TOKEN,
-        PYTHONPATH=str(ROOT),
-        HOME=str(tmp_path / "home"),
-        XDG_CONFIG_HOME=str(tmp_path / "config"),
-        XDG_STATE_HOME=str(tmp_path / "state"),
-        XDG_DATA_HOME=str(tmp_path / "data"),
-        COLUMNS="120",
-    )
+    proc, master = start_on_a_terminal(tmp_path, srv, *args)
+    screen = read_screen(proc, master)
+    return proc.wait(timeout=30), screen.decode(errors="replace")
+
+
+def start_on_a_terminal(
+    tmp_path: Path, srv: ServerThread, *args: str
+) -> tuple[subprocess.Popen[bytes], int]:
+    """``mapillary-daemon ARGS`` started with standard output and error on a pty 120 columns
+    wide; the process and the pty's master side to read the screen from."""
+    env = user_env(tmp_path, srv.environment(), TOKEN) | {"COLUMNS": "120"}
     master, slave = pty.openpty()
     proc = subprocess.Popen(
         [sys.executable, "-m", "daemon", *args],
@@ -74,10 +76,18 @@ def run_on_a_terminal(tmp_path: Path, srv: ServerThread, *args: str) -> tuple[in
         cwd=tmp_path,
     )
     os.close(slave)
-    chunks = []
+    return proc, master
+
+
+def read_screen(
+    proc: subprocess.Popen[bytes], master: int, watch: Callable[[bytes], None] | None = None
+) -> bytes:
+    """All the process writes to the pty until it closes its side (two minutes at most),
+    closing ``master``; ``watch`` sees the screen so far after each read."""
+    screen = b""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        ready, _, _ = select.select([master], [], [], 0.5)
+        ready, _, _ = select.select([master], [], [], 0.2)
         if ready:
             try:
                 data = os.read(master, 65536)
@@ -85,12 +95,13 @@ def run_on_a_terminal(tmp_path: Path, srv: ServerThread, *args: str) -> tuple[in
                 break
             if not data:
                 break
-            chunks.append(data)
+            screen += data
         elif proc.poll() is not None:
             break
+        if watch is not None:
+            watch(screen)
     os.close(master)
-    code = proc.wait(timeout=30)
-    return code, b"".join(chunks).decode(errors="replace")
+    return screen
 
 
 def test_upload_on_a_terminal_shows_bytes_rate_eta_and_ends_at_100_percent(
@@ -156,46 +167,16 @@ def test_ctrl_c_takes_the_bar_off_before_saying_interrupted(
     photos = tmp_path / "ride"
     big_photos(photos, 4)
     assert daemon(tmp_path, server, "process", str(photos)).returncode == 0
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAPILLARY")}
-    env.update(
-        server.environment(),
-        MAPILLARY_TOKEN=TOKEN,
-        PYTHONPATH=str(ROOT),
-        HOME=str(tmp_path / "home"),
-        XDG_CONFIG_HOME=str(tmp_path / "config"),
-        XDG_STATE_HOME=str(tmp_path / "state"),
-        XDG_DATA_HOME=str(tmp_path / "data"),
-        COLUMNS="120",
-    )
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "daemon", "upload", str(photos), "--max-rate", "5e5"],
-        stdin=subprocess.DEVNULL,
-        stdout=slave,
-        stderr=slave,
-        env=env,
-        cwd=tmp_path,
-    )
-    os.close(slave)
-    screen = b""
+    proc, master = start_on_a_terminal(tmp_path, server, "upload", str(photos), "--max-rate", "5e5")
     interrupted = False
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([master], [], [], 0.2)
-        if ready:
-            try:
-                data = os.read(master, 65536)
-            except OSError:
-                break
-            if not data:
-                break
-            screen += data
-        elif proc.poll() is not None:
-            break
+
+    def ctrl_c(screen: bytes) -> None:
+        nonlocal interrupted
         if not interrupted and BAR.search(screen.decode(errors="replace")):
             proc.send_signal(signal.SIGINT)  # the user's Ctrl-C while the bar is up
             interrupted = True
-    os.close(master)
+
+    screen = read_screen(proc, master, ctrl_c)
     assert proc.wait(timeout=30) != 0
     assert interrupted
     shown = final_lines(screen.decode(errors="replace"))

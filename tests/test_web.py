@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.error
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -222,13 +223,21 @@ def post_retry(base: str, uuid: str, csrf: str | None, origin: str | None = None
         return exc.code
 
 
-def test_retry_on_the_page_queues_a_failed_sequence_again_and_it_goes_up(
-    tmp_path: Path, daemons: list[DaemonProc]
-) -> None:
-    import re
+@dataclass
+class FailedBehindThePage:
+    """A daemon with its status page up whose sequences failed at their finish."""
 
+    daemon: DaemonProc
+    failed: list[dict[str, Any]]  # `status --json`'s failed_sequences
+    web_port: int
+    env: dict[str, str]  # the endpoints the daemon was given
+    server_again: ServerConfig  # a server at the same place that takes the manifests
+
+
+def failed_behind_the_page(tmp_path: Path, daemons: list[DaemonProc]) -> FailedBehindThePage:
+    """A drive watched by a daemon serving its page while the server refuses every manifest
+    (photos already up), until a sequence has failed; the server is gone again."""
     data, port = tmp_path / "server", free_port()
-    # The server refuses every manifest: each sequence fails at its finish, photos already up.
     strict = ServerConfig(port=port, data_dir=data, tokens=(TOKEN,), max_manifest_bytes=10)
     inbox, web_port = tmp_path / "in", free_port()
     inbox.mkdir()
@@ -240,11 +249,22 @@ def test_retry_on_the_page_queues_a_failed_sequence_again_and_it_goes_up(
         d.start().wait_event("web_page", 15)
         paths = write_drive(plan_drive(START, seed=4, stop_s=10.0, break_s=300.0), inbox / "d")
         assert paths
-        d.wait_event("sequence_failed", 60)
-        failed = wait_for("a failed sequence", lambda: d.status()["failed_sequences"], 30)
+        failed = wait_for("a failed sequence", lambda: d.status()["failed_sequences"], 60)
         env = server.environment()
+    again = ServerConfig(port=port, data_dir=data, tokens=(TOKEN,))
+    return FailedBehindThePage(d, failed, web_port, env, again)
+
+
+def test_retry_on_the_page_queues_a_failed_sequence_again_and_it_goes_up(
+    tmp_path: Path, daemons: list[DaemonProc]
+) -> None:
+    import re
+
+    past = failed_behind_the_page(tmp_path, daemons)
+    d, failed, env = past.daemon, past.failed, past.env
+    d.wait_event("sequence_failed", 30)
     uuid = failed[0]["uuid"]
-    base = f"http://127.0.0.1:{web_port}/"
+    base = f"http://127.0.0.1:{past.web_port}/"
     _, html, _ = get(base)
     csrf = re.search(r'<meta name="csrf" content="([^"]+)">', html)
     assert csrf is not None
@@ -253,7 +273,7 @@ def test_retry_on_the_page_queues_a_failed_sequence_again_and_it_goes_up(
     assert post_retry(base, uuid, "forged") == 403
     assert post_retry(base, uuid, csrf[1], origin="http://evil.example") == 403
     assert d.query("SELECT state FROM sequences WHERE uuid = ?", uuid) == [("failed",)]
-    with ServerThread(ServerConfig(port=port, data_dir=data, tokens=(TOKEN,))) as server:
+    with ServerThread(past.server_again) as server:
         assert server.environment() == env
         assert post_retry(base, uuid, csrf[1], origin=base.rstrip("/")) == 200
         d.wait_event("sequence_retry", 10)

@@ -21,6 +21,7 @@ from daemon.server.config import ServerConfig
 from daemon.server.runner import ServerThread
 from tests.browser import CHROMIUM, Browser, dump_dom, screenshot
 from tests.daemon_proc import TOKEN, DaemonProc, free_port, new_daemon, wait_for
+from tests.test_web import failed_behind_the_page
 
 pytestmark = [
     pytest.mark.timeout(240),
@@ -198,22 +199,13 @@ def test_a_card_is_marked_safe_to_remove_on_the_page_only_once_it_is(
 def test_retry_on_the_page_re_queues_a_failed_sequence(
     tmp_path: Path, daemons: list[DaemonProc]
 ) -> None:
-    data, port = tmp_path / "server", free_port()
-    # The server refuses every manifest: each sequence fails at its finish, photos already up.
-    strict = ServerConfig(port=port, data_dir=data, tokens=(TOKEN,), max_manifest_bytes=10)
-    inbox, web_port = tmp_path / "in", free_port()
-    inbox.mkdir()
-    with ServerThread(strict) as server:
-        d = new_daemon(daemons, tmp_path / "work", server.environment(), "--watch", str(inbox),
-                       "--web-listen", f"127.0.0.1:{web_port}")  # fmt: skip
-        d.start().wait_event("web_page", 15)
-        write_drive(plan_drive(START, seed=4, stop_s=10.0, break_s=300.0), inbox / "d")
-        failed = wait_for("a failed sequence", lambda: d.status()["failed_sequences"], 60)
+    past = failed_behind_the_page(tmp_path, daemons)
+    d, failed = past.daemon, past.failed
     uuid = failed[0]["uuid"]
-    base = f"http://127.0.0.1:{web_port}/"
+    base = f"http://127.0.0.1:{past.web_port}/"
     button = f"document.querySelector('button.retry[data-uuid=\"{uuid}\"]')"
     with (
-        ServerThread(ServerConfig(port=port, data_dir=data, tokens=(TOKEN,))) as server,
+        ServerThread(past.server_again) as server,
         Browser(tmp_path / "profile") as b,
     ):
         b.open(base)

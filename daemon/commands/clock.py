@@ -31,6 +31,7 @@ from daemon.pipeline.clock import (
     find_clock,
     is_auto,
     needs_clock,
+    placed,
     read_again,
 )
 from daemon.pipeline.clock import reading_zone as finder_zone
@@ -202,10 +203,7 @@ def settle(
             f"cannot tell the camera clock from the photos: {answer.reason}; "
             "give --tz and --time-offset yourself (`mapillary-daemon clock` shows the evidence)"
         )
-    new_tz = (answer.tz or "UTC") if zone_auto else tz
-    offset = float(answer.time_offset or 0.0) if offset_auto else float(time_offset)
-    if zone_auto:
-        records = read_again(records, read_in, parse_zone(new_tz)[0])
+    records, new_tz, offset = placed(records, read_in, tz, time_offset, answer)
     return Settled(records, new_tz, offset, _note(answer, zone_auto, offset_auto), answer)
 
 

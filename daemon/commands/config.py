@@ -9,7 +9,7 @@ import re
 import sys
 from pathlib import Path
 
-from daemon.commands.common import add_command
+from daemon.commands.common import add_command, add_config_flag
 from daemon.core import config
 from daemon.core.durable import write_atomically
 from daemon.core.errors import EXIT_OK, EXIT_USAGE
@@ -52,13 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(file, environment); path: where the file is; web-password: store the status "
         "page's password (hashed)",
     )
-    p.add_argument(
-        "--config",
-        type=Path,
-        metavar="FILE",
-        help="configuration file (default: $MAPILLARY_DAEMON_CONFIG, else the user's; "
-        "see `config path`)",
-    )
+    add_config_flag(p)
     p.add_argument("--force", action="store_true", help="init: overwrite an existing file")
     p.set_defaults(func=run)
 

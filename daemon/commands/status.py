@@ -14,6 +14,7 @@ from daemon.core import config
 from daemon.core.errors import EXIT_OK, EXIT_USAGE, UsageError
 from daemon.core.files import valid_text
 from daemon.core.progress import duration_text, size_text
+from daemon.core.words import counted
 from daemon.journal import JournalError
 from daemon.journal.status import sequence_json, status_json
 
@@ -196,7 +197,7 @@ def recent_upload_lines(uploads: list[dict[str, Any]]) -> list[str]:
         return []
     lines = ["recent uploads:"]
     for s in uploads:
-        images = f"{s['images']} image{'' if s['images'] == 1 else 's'}"
+        images = counted(s["images"], "image")
         lines.append(f"  {s['uuid']} ({images}, cluster {s['cluster_id']}): {on_map_text(s)}")
     return lines
 

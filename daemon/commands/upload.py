@@ -11,6 +11,7 @@ from daemon.commands.common import add_command, add_config_flag
 from daemon.core import auth, config, flags, log
 from daemon.core.errors import EXIT_IO, EXIT_OK, EXIT_SET_ASIDE, EXIT_USAGE, UsageError
 from daemon.core.progress import Progress
+from daemon.core.words import counted
 from daemon.journal import AsyncJournal, FileState, Journal, JournalError, SequenceState
 from daemon.mapillary import AuthError
 from daemon.mapillary import MapillaryError as UploadError
@@ -177,10 +178,8 @@ async def _upload(
         print(f"upload: set aside: {why}", file=sys.stderr)
     images = sum(r.images for r in done)
     queued = f", {len(waiting)} still queued" if waiting else ""
-    seqs = f"{len(done)} sequence{'' if len(done) == 1 else 's'}"
-    print(
-        f"upload: {seqs} ({images} image{'' if images == 1 else 's'}) finished, {len(failed)} failed{queued}"
-    )
+    seqs = counted(len(done), "sequence")
+    print(f"upload: {seqs} ({counted(images, 'image')}) finished, {len(failed)} failed{queued}")
     return EXIT_SET_ASIDE if failed or waiting or set_aside or had_problems else EXIT_OK
 
 

@@ -93,6 +93,13 @@ def put_in_place(staged: Path, path: str | os.PathLike[str]) -> None:
         raise
 
 
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    """All of ``data`` written to ``fd`` (``os.write`` may take only part of it)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 def write_temp(
     path: str | os.PathLike[str],
     data: bytes | str,
@@ -115,9 +122,7 @@ def write_temp(
         try:
             with contextlib.suppress(OSError):  # FAT and some network mounts refuse modes
                 os.fchmod(fd, mode)  # whatever the umask
-            view = memoryview(data.encode() if isinstance(data, str) else data)
-            while view:
-                view = view[os.write(fd, view) :]
+            write_all(fd, data.encode() if isinstance(data, str) else data)
             if fsync:
                 os.fsync(fd)
         finally:

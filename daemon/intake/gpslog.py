@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from daemon.core.durable import fsync_dir
+from daemon.core.durable import fsync_dir, write_all
 from daemon.intake.gpsd import Fix
 
 PREFIX = "gps-"
@@ -156,13 +156,6 @@ def _follows(last: float, t: float) -> bool:
     return 0 <= t - last <= DRIVE_GAP_SECONDS
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
-
-
 class TrackWriter:
     """Appends fixes to the daemon's own track files in ``folder`` (blocking: call ``flush``
     and ``close`` from a worker thread; ``add`` is cheap and in memory)."""
@@ -213,7 +206,7 @@ class TrackWriter:
             for chunk in self._chunks(started):
                 data = "".join(trkpt(f, s) for f, s in chunk).encode("ascii")
                 assert self._fd is not None
-                _write_all(self._fd, data)
+                write_all(self._fd, data)
                 os.fsync(self._fd)
                 self.fsyncs += 1
                 self.bytes += len(data)
@@ -265,7 +258,7 @@ class TrackWriter:
                 n += 1
         try:
             head = HEADER.format(name=path.stem).encode("ascii")
-            _write_all(fd, head)
+            write_all(fd, head)
             os.fsync(fd)
         except OSError:
             os.close(fd)
@@ -286,7 +279,7 @@ class TrackWriter:
         fd, self._fd = self._fd, None
         try:
             footer = FOOTER.encode("ascii")
-            _write_all(fd, footer)
+            write_all(fd, footer)
             os.fsync(fd)
             self.fsyncs += 1
             self.bytes += len(footer)

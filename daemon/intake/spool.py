@@ -31,6 +31,7 @@ from daemon.core.durable import (
     make_private_folders,
     put_in_place,
     sync_files,
+    write_all,
 )
 from daemon.core.files import open_regular
 from daemon.core.hashing import hash_file
@@ -117,11 +118,6 @@ def _same_file(src: Path, opened: os.stat_result) -> bool:
     return (st.st_dev, st.st_ino) == (opened.st_dev, opened.st_ino)
 
 
-def _write_all(fd: int, view: memoryview) -> None:
-    while view:
-        view = view[os.write(fd, view) :]
-
-
 # The kernel cannot copy between these two files (another file system, an old kernel, macOS):
 # the next way down is tried from where the copy stands.
 _NO_KERNEL_COPY = frozenset(
@@ -147,7 +143,7 @@ def _copy_chunk(fin: int, fout: int, done: int, count: int, how: list[str]) -> i
                     n = os.sendfile(fout, fin, done, count)
                 else:
                     data = os.pread(fin, count, done)
-                    _write_all(fout, memoryview(data))
+                    write_all(fout, data)
                     return len(data)
         except OSError as exc:
             if way == "read" or exc.errno not in _NO_KERNEL_COPY:

@@ -199,6 +199,23 @@ def read_again(records: Sequence[ImageRecord], read_in: tzinfo, tz: tzinfo) -> l
     return out
 
 
+def placed(
+    records: list[ImageRecord],
+    read_in: tzinfo,
+    tz: str | None,
+    time_offset: float | str,
+    answer: ClockAnswer,
+) -> tuple[list[ImageRecord], str | None, float]:
+    """The records, zone and offset once a found ``answer`` fills in whichever of ``tz`` and
+    ``time_offset`` is auto (the other kept as given); a found zone reads the photos again."""
+    zone_auto = is_auto(tz)
+    new_tz = (answer.tz or "UTC") if zone_auto else tz
+    offset = float(answer.time_offset or 0.0) if is_auto(time_offset) else float(time_offset)
+    if zone_auto:
+        records = read_again(records, read_in, parse_zone(new_tz)[0])
+    return records, new_tz, offset
+
+
 def zone_seconds(tz: tzinfo, clues: Sequence[PhotoClue]) -> float:
     """A zone's offset east of UTC at the photos' (middle) time, for a named zone too."""
     when = datetime.fromtimestamp(clues[len(clues) // 2].seconds, UTC) if clues else None

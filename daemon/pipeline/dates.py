@@ -17,6 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from daemon.core.words import counted
 from daemon.pipeline.records import NO_TIME, ImageRecord
 
 _OFFSET = re.compile(r"^(?P<sign>[+-])(?P<h>\d{1,2})(?::?(?P<m>\d{2}))?$")
@@ -151,10 +152,6 @@ def resolve_capture_time(
     return moment.astimezone(UTC), f"{name}{FROM_FILE}"
 
 
-def _photos(n: int) -> str:
-    return f"{n} photo{'' if n == 1 else 's'}"
-
-
 def zones_used(labels: Iterable[str]) -> str | None:
     """The zones photos' naive camera times were read in, with the offset each photo actually
     got (a named zone's offset at the photo's own date, not today's); None when there are none.
@@ -175,10 +172,10 @@ def zones_used(labels: Iterable[str]) -> str | None:
     parts = []
     for name, offsets in sorted(groups.items(), key=lambda g: -sum(g[1].values())):
         if list(offsets) == [""]:
-            parts.append(name if len(groups) == 1 else f"{name} ({_photos(offsets[''])})")
+            parts.append(name if len(groups) == 1 else f"{name} ({counted(offsets[''], 'photo')})")
             continue
         each = [
-            f"{off} for {n if i else _photos(n)}"
+            f"{off} for {n if i else counted(n, 'photo')}"
             for i, (off, n) in enumerate(offsets.most_common())
         ]
         parts.append(f"{name} ({', '.join(each)})")
@@ -216,7 +213,7 @@ def repeated_hour_hint(names: Sequence[str]) -> str | None:
     if not names:
         return None
     return (
-        f"{_photos(len(names))} taken in the hour repeated when summer time ends "
+        f"{counted(len(names), 'photo')} taken in the hour repeated when summer time ends "
         f"(first: {names[0]}): read as the first of the two, so possibly an hour "
         "off; a GPS time, an OffsetTimeOriginal or a --tz offset such as +01:00 settles it"
     )

@@ -23,6 +23,7 @@ from daemon.pipeline.clock import (
     find_clock,
     is_auto,
     needs_clock,
+    placed,
     read_again,
     reading_zone,
     zone_seconds,
@@ -150,10 +151,7 @@ def settle_batch(
         return BatchClock(  # read in UTC, as the finder read them; they wait
             _wait(records, answer.reason), "UTC", 0.0, state, ("camera_clock_unknown", fields)
         )
-    new_tz = (answer.tz or "UTC") if zone_auto else tz
-    offset = float(answer.time_offset or 0.0) if offset_auto else float(time_offset)
-    if zone_auto:
-        records = read_again(records, read_in, parse_zone(new_tz)[0])
+    records, new_tz, offset = placed(records, read_in, tz, time_offset, answer)
     state = {
         "tz": new_tz,
         "time_offset": offset,
