@@ -43,8 +43,9 @@ def read_tracks(journal_path: Path, kept: KeptPoints | None = None) -> bytes:
     finally:
         journal.close()
     gpx = _gpx(json.loads(known[0][0]) if known else {})
+    # One join of pieces that are the kept texts themselves: the answer is the one copy.
     return b"".join(
-        (b'{"sequences": [', b", ".join(seqs), b'], "photos": ', loose.encode(), b', "gpx": [')
+        (b'{"sequences": [', *seqs, b'], "photos": ', loose.encode(), b', "gpx": [')
         + (b", ".join(gpx), b"]}")
     )
 
@@ -76,8 +77,9 @@ def _gpx_line(path: str, mtime: float, size: int) -> bytes:
 
 
 def _sequences(journal: Journal, kept: KeptPoints) -> list[bytes]:
-    """Each sequence as JSON text with its photos' positions in order, as [lat, lon] (to
-    0.1 m); the page asks for a clicked sequence's photos by themselves."""
+    """The pieces of JSON text that, joined, list each sequence with its photos' positions
+    in order, as [lat, lon] (to 0.1 m); the page asks for a clicked sequence's photos by
+    themselves."""
     seqs: dict[str, dict[str, Any]] = {}
     for uuid, state, reason, cluster, first in journal.query(_SEQUENCES):
         seqs[uuid] = {"uuid": uuid, "state": state, "reason": reason, "cluster_id": cluster}
@@ -85,11 +87,12 @@ def _sequences(journal: Journal, kept: KeptPoints) -> list[bytes]:
     for (seq,) in journal.query(_UPLOADING):
         seqs[seq]["state"] = "uploading"
     points = _points(journal, list(seqs), kept)
-    # The sequence's own fields, then its points spliced in as SQLite wrote them.
-    return [
-        json.dumps(s)[:-1].encode() + b', "points": ' + points[s["uuid"]] + b"}"
-        for s in seqs.values()
-    ]
+    pieces: list[bytes] = []
+    for s in seqs.values():
+        # The sequence's own fields, then its points spliced in as SQLite wrote them.
+        head = json.dumps(s)[:-1].encode() + b', "points": '
+        pieces += (b", " if pieces else b"", head, points[s["uuid"]], b"}")
+    return pieces
 
 
 def _points(journal: Journal, uuids: list[str], kept: KeptPoints) -> dict[str, bytes]:
