@@ -592,13 +592,15 @@ def test_the_maps_positions_are_read_again_only_for_sequences_that_changed(
     kept: KeptPoints = {}
     first = read_tracks(path, kept)
     assert first == read_tracks(path) and len(kept) == 2
+    points = {s["uuid"]: s["points"] for s in json.loads(first)["sequences"]}
+    assert points["a" * 8][2] == [52.5002, 13.4]
     untouched = kept["b" * 8][1]
     # One photo of the first sequence moves on (and its position is corrected on the way).
     j.set_file_state(seqs["a" * 8][2], FileState.UPLOADED, metadata={"lat": 10.0, "lon": 20.0})
     again = read_tracks(path, kept)
     assert again == read_tracks(path)  # as a read from nothing
-    points = {s["uuid"]: s["points"] for s in again["sequences"]}
-    assert points["a" * 8][2] == (10.0, 20.0) and kept["b" * 8][1] is untouched
+    points = {s["uuid"]: s["points"] for s in json.loads(again)["sequences"]}
+    assert points["a" * 8][2] == [10.0, 20.0] and kept["b" * 8][1] is untouched
     # A Pi without a clock set back at boot: the photos' last changes lie ahead of now, and
     # a photo's position changed now is still seen.
     ahead = time.time() + 3600
@@ -606,9 +608,64 @@ def test_the_maps_positions_are_read_again_only_for_sequences_that_changed(
         other.execute("UPDATE files SET updated_at = ? WHERE sequence_id = ?", (ahead, "b" * 8))
     read_tracks(path, kept)
     j.set_file_state(seqs["b" * 8][1], FileState.UPLOADED, metadata={"lat": 11.0, "lon": 21.0})
-    points = {s["uuid"]: s["points"] for s in read_tracks(path, kept)["sequences"]}
-    assert points["b" * 8][1] == (11.0, 21.0)
+    points = {s["uuid"]: s["points"] for s in json.loads(read_tracks(path, kept))["sequences"]}
+    assert points["b" * 8][1] == [11.0, 21.0]
     j.close()
+
+
+def test_the_maps_json_holds_each_sequences_positions_in_its_order_as_the_journal_does(
+    tmp_path: Path,
+) -> None:
+    import hashlib
+
+    from daemon.journal import FileState, Journal, NewFile
+    from daemon.web.tracks import read_tracks
+
+    path = tmp_path / "journal.sqlite3"
+    j = Journal.open(path)
+
+    def photo(name: str, meta: dict[str, Any]) -> str:
+        file_id = hashlib.sha256(name.encode()).hexdigest()
+        j.add_file(NewFile(hash=file_id, path=f"/card/{name}", source_kind="card",
+                           source_root="/card", size=1, mtime=0.0))  # fmt: skip
+        j.set_file_state(file_id, FileState.DESCRIBED, metadata={"filename": name, **meta})
+        return file_id
+
+    # Taken west to east, sequenced east to west: the map follows the sequence, not the rows.
+    east = [photo(f"E{n}.JPG", {"lat": 48.1234567891 + n, "lon": -3.0000004 - n}) for n in range(4)]
+    east.insert(2, photo("NOFIX.JPG", {}))  # sequenced without a position: no point for it
+    j.create_sequence("e" * 8, east[::-1], source_root="/card")
+    j.create_sequence("z" * 8, [photo("Z0.JPG", {"lat": 10, "lon": 20})], source_root="/card")
+    j.create_sequence("n" * 8, [photo("N0.JPG", {})], source_root="/card")
+    dup = photo('"dup" <b>.JPG', {"lat": 1.5, "lon": 2.5})
+    j.set_file_state(dup, FileState.DUPLICATE, reason="same place as E1.JPG")
+    j.close()
+
+    tracks = json.loads(read_tracks(path))
+    db = sqlite3.connect(path)
+    want: dict[str, list[list[float]]] = {}
+    for seq, meta in db.execute(
+        "SELECT sequence_id, metadata FROM files WHERE sequence_id IS NOT NULL "
+        "ORDER BY sequence_id, seq_index"
+    ):
+        at = json.loads(meta)
+        points = want.setdefault(seq, [])
+        if "lat" in at:
+            points.append([round(at["lat"], 6), round(at["lon"], 6)])
+    order = [u for (u,) in db.execute("SELECT uuid FROM sequences ORDER BY created_at, rowid")]
+    db.close()
+    assert [s["uuid"] for s in tracks["sequences"]] == order
+    assert {s["uuid"]: s["points"] for s in tracks["sequences"]} == want
+    assert want["e" * 8] == [[51.123457, -6.0], [50.123457, -5.0], [49.123457, -4.0],
+                             [48.123457, -3.0]]  # fmt: skip
+    assert want["z" * 8] == [[10.0, 20.0]] and want["n" * 8] == []
+    assert {(k, v) for k, v in tracks["sequences"][0].items() if k != "points"} == {
+        ("uuid", "e" * 8), ("state", "pending"), ("reason", None), ("cluster_id", None),
+        ("url", None),
+    }  # fmt: skip
+    assert tracks["photos"] == [{"lat": 1.5, "lon": 2.5, "name": '"dup" <b>.JPG',
+                                 "state": "duplicate", "reason": "same place as E1.JPG"}]  # fmt: skip
+    assert tracks["gpx"] == []
 
 
 def test_a_name_other_than_loopback_in_host_is_refused_against_dns_rebinding(

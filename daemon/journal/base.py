@@ -137,3 +137,10 @@ class JournalBase:
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         with self._lock, self._guard():
             return self._conn.execute(sql, params).fetchall()
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """The rows of one read of a journal opened read-only, for a reader whose questions
+        are its own (the status page's map, the photos of a sequence); errors as JournalError."""
+        if not self.readonly:
+            raise JournalError(f"journal {self.path}: query is for read-only journals")
+        return self._read(sql, params)

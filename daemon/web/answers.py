@@ -8,11 +8,11 @@ again exactly when something changed.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import quote
+
+from daemon.journal import Journal
 
 
 class JournalAnswers:
@@ -20,19 +20,18 @@ class JournalAnswers:
 
     def __init__(self, journal_path: Path) -> None:
         self.journal_path = journal_path
-        self._conn: sqlite3.Connection | None = None
+        self._journal: Journal | None = None
         self._lock = threading.Lock()
-        self._kept: dict[str, tuple[int, str]] = {}
+        self._kept: dict[str, tuple[int, bytes]] = {}
 
     def version(self) -> int:
         with self._lock:
-            if self._conn is None:
-                uri = f"file:{quote(str(self.journal_path))}?mode=ro"
-                self._conn = sqlite3.connect(uri, uri=True, timeout=10, check_same_thread=False)
-            row = self._conn.execute("PRAGMA data_version").fetchone()
-        return int(row[0])
+            if self._journal is None:
+                self._journal = Journal.open_readonly(self.journal_path)
+            journal = self._journal
+        return int(journal.query("PRAGMA data_version")[0][0])
 
-    def get(self, name: str, read: Callable[[], str]) -> str:
+    def get(self, name: str, read: Callable[[], bytes]) -> bytes:
         """The answer ``read`` gives, read again only when the journal changed since."""
         # The version is taken first: a commit during ``read`` makes the next call read again.
         version = self.version()
@@ -45,6 +44,6 @@ class JournalAnswers:
 
     def close(self) -> None:
         with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+            if self._journal is not None:
+                self._journal.close()
+                self._journal = None

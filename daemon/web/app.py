@@ -200,15 +200,15 @@ class WebPage:
     async def _status(self, request: web.Request) -> web.Response:
         return _json_text(await asyncio.to_thread(self.answers.get, "status", self._read_status))
 
-    def _read_status(self) -> str:
-        return _dumps(status_json(self.journal_path, STATUS_ERRORS))
+    def _read_status(self) -> bytes:
+        return _dumps(status_json(self.journal_path, STATUS_ERRORS)).encode()
 
     async def _map(self, request: web.Request) -> web.Response:
         # A GPX file changed on disk is taken in by the daemon, which changes the journal.
         return _json_text(await asyncio.to_thread(self.answers.get, "map", self._read_map))
 
-    def _read_map(self) -> str:
-        return _dumps(read_tracks(self.journal_path, self._points))
+    def _read_map(self) -> bytes:
+        return read_tracks(self.journal_path, self._points)
 
     async def _sequence(self, request: web.Request) -> web.Response:
         uuid = request.match_info["uuid"]
@@ -234,8 +234,8 @@ def _dumps(value: Any) -> str:
 
 
 def _json(value: Any, status: int = 200) -> web.Response:
-    return _json_text(_dumps(value), status)
+    return _json_text(_dumps(value).encode(), status)
 
 
-def _json_text(text: str, status: int = 200) -> web.Response:
-    return web.Response(text=text, content_type="application/json", status=status)
+def _json_text(text: bytes, status: int = 200) -> web.Response:
+    return web.Response(body=text, content_type="application/json", charset="utf-8", status=status)

@@ -4,10 +4,10 @@ file id its thumbnail is asked for by."""
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+
+from daemon.journal import Journal
 
 LEFT_OUT = ("duplicate", "rejected", "waiting_for_position")
 MAX_LEFT_OUT = 500
@@ -15,21 +15,21 @@ MAX_LEFT_OUT = 500
 
 def sequence_photos(journal_path: Path, uuid: str) -> dict[str, Any] | None:
     """The sequence and its photos, or None when the journal has no such sequence."""
-    uri = f"file:{quote(str(journal_path))}?mode=ro"
-    conn = sqlite3.connect(uri, uri=True, timeout=10)
+    journal = Journal.open_readonly(journal_path)
     try:
-        row = conn.execute(
+        rows = journal.query(
             "SELECT uuid, state, reason, cluster_id, source_root FROM sequences WHERE uuid = ?",
             (uuid,),
-        ).fetchone()
-        if row is None:
+        )
+        if not rows:
             return None
-        photos = _photos(conn, uuid)
+        row = rows[0]
+        photos = _photos(journal, uuid)
         times = [p["time"] for p in photos if p["time"]]
-        root = row[4] or _root_of(conn, uuid)
-        left_out = _left_out(conn, root, min(times), max(times)) if times else []
+        root = row[4] or _root_of(journal, uuid)
+        left_out = _left_out(journal, root, min(times), max(times)) if times else []
     finally:
-        conn.close()
+        journal.close()
     return {
         "uuid": row[0],
         "state": row[1],
@@ -51,18 +51,17 @@ def _photo(row: tuple[Any, ...]) -> dict[str, Any]:
     return {"id": file_id, "state": state, "reason": reason, "name": name, "time": when}
 
 
-def _photos(conn: sqlite3.Connection, uuid: str) -> list[dict[str, Any]]:
+def _photos(journal: Journal, uuid: str) -> list[dict[str, Any]]:
     sql = f"SELECT {_COLUMNS} FROM files WHERE sequence_id = ? ORDER BY seq_index"
-    return [_photo(r) for r in conn.execute(sql, (uuid,))]
+    return [_photo(r) for r in journal.query(sql, (uuid,))]
 
 
-def _root_of(conn: sqlite3.Connection, uuid: str) -> str | None:
-    found = conn.execute("SELECT source_root FROM files WHERE sequence_id = ? LIMIT 1", (uuid,))
-    row = found.fetchone()
-    return str(row[0]) if row else None
+def _root_of(journal: Journal, uuid: str) -> str | None:
+    found = journal.query("SELECT source_root FROM files WHERE sequence_id = ? LIMIT 1", (uuid,))
+    return str(found[0][0]) if found else None
 
 
-def _left_out(conn: sqlite3.Connection, root: str | None, first: str, last: str) -> list[Any]:
+def _left_out(journal: Journal, root: str | None, first: str, last: str) -> list[Any]:
     """Photos of the sequence's source taken while it was being captured, left out of it."""
     marks = ", ".join("?" * len(LEFT_OUT))
     sql = (
@@ -70,4 +69,4 @@ def _left_out(conn: sqlite3.Connection, root: str | None, first: str, last: str)
         "AND source_root IS ? AND json_extract(metadata, '$.capture_time') BETWEEN ? AND ? "
         "ORDER BY json_extract(metadata, '$.capture_time') LIMIT ?"
     )
-    return [_photo(r) for r in conn.execute(sql, (*LEFT_OUT, root, first, last, MAX_LEFT_OUT))]
+    return [_photo(r) for r in journal.query(sql, (*LEFT_OUT, root, first, last, MAX_LEFT_OUT))]

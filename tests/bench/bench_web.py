@@ -123,6 +123,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", type=int, default=50_000)
     parser.add_argument("--idle", type=float, default=10.0, help="idle window, s")
+    parser.add_argument("--no-browser", action="store_true", help="no page load in chromium")
     args = parser.parse_args()
     with (
         tempfile.TemporaryDirectory(prefix="bench-web-") as tmp,
@@ -150,18 +151,22 @@ def main() -> int:
             base = f"http://127.0.0.1:{port}/"
             time.sleep(3)  # the daemon's own start (its scan) over
             assert d.proc is not None
-            before = rss_mb(d.proc.pid)
+            before = last = rss_mb(d.proc.pid)
             for name in ("", "api/status", "api/map"):
                 first, kept, size = timed_get(base + name)
+                now = rss_mb(d.proc.pid)
                 print(f"GET /{name:<10} {first * 1000:7.1f} ms read, {kept * 1000:6.1f} ms kept  "
-                      f"{size / 1024:8.1f} KB")  # fmt: skip
+                      f"{size / 1024:8.1f} KB  RSS +{now - last:.1f} MB")  # fmt: skip
+                last = now
             after = rss_mb(d.proc.pid)
             print(f"page open  RSS {before:.1f} MB before its answers, {after:.1f} MB after "
-                  f"(+{after - before:.1f} MB: the map's positions and answers kept)")  # fmt: skip
+                  f"(+{after - before:.1f} MB: the answers kept; target < 10)")  # fmt: skip
             page = json.loads(urlopen(base + "api/status", timeout=60).read())
             print(f"           images {page['images']}")
             tracks = -(-args.photos // 500)
-            if CHROMIUM is None:
+            if args.no_browser:
+                print("page load  skipped (--no-browser)")
+            elif CHROMIUM is None:
                 print("page load  skipped: no chromium (apt-get install chromium)")
             else:
                 for fresh in (True, False):
