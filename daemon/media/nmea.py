@@ -1,11 +1,11 @@
 """NMEA 0183 logs (a USB GPS, gpsd's raw log) as a :class:`~daemon.media.gpx.Track`.
 
 A small parser of our own rather than pynmea2 (not a dependency): RMC gives time, date and
-position; GGA or GNS adds altitude, fix quality and HDOP (and a position for a time RMC did
-not cover, on the date RMC or ZDA last gave, or the first one to come); any talker (GP, GN, GL,
-GA, GB, BD, ...). A second that one sentence calls void (an RMC's status V, a GGA or GNS with an
-HDOP over ``MAX_HDOP``) gives no fix, whatever the other sentences of that second say and in
-whichever order they come. Each sentence's checksum is verified: a bad one is dropped and
+position; GGA or GNS adds altitude, fix quality and HDOP, GLL a position (each also a position
+for a time RMC did not cover, on the date RMC or ZDA last gave, or the first one to come); any
+talker (GP, GN, GL, GA, GB, BD, ...). A second that one sentence calls void (an RMC's status V,
+a GGA or GNS with an HDOP over ``MAX_HDOP``) gives no fix, whatever the other sentences of that
+second say and in whichever order they come. Each sentence's checksum is verified: a bad one is dropped and
 counted, as is a sentence without one. Bytes between sentences (binary protocols on the same
 port, line noise) are skipped.
 """
@@ -51,7 +51,7 @@ def _xor(body: bytes) -> int:
 
 
 UNDATED = 3600  # GGA fixes held until a date comes: an hour at 1 Hz
-RECENT = 16  # times of the last cycles, whose sentences (RMC, GGA, GNS) merge into one fix
+RECENT = 16  # times of the last cycles, whose sentences (RMC, GGA, GNS, GLL) merge into one fix
 _CHUNK = 1 << 16
 _MAX_LINE = 1 << 16  # a "line" longer than this is noise, cut where no sentence is split
 _LONGEST = 256  # bytes of a sentence, far more than NMEA's 82
@@ -61,7 +61,7 @@ _LONGEST = 256  # bytes of a sentence, far more than NMEA's 82
 # would lose usable fixes; u-blox and others write 99.99 for "no HDOP", also dropped.
 MAX_HDOP = 20.0
 HDOP_DROPPED = f"HDOP over {MAX_HDOP:g}"
-VOID_DROPPED = "void in RMC"  # a GGA/GNS fix of a second whose RMC says status V
+VOID_DROPPED = "void in RMC"  # a GGA/GNS/GLL fix of a second whose RMC says status V
 
 
 @dataclass
@@ -72,15 +72,23 @@ class _Log:
     track: Track = field(default_factory=Track)
     recent: dict[float, tuple[int, float]] = field(default_factory=dict)  # time → index, clock
     void: dict[float, str] = field(default_factory=dict)  # void second's clock → why (RECENT)
+    counted: set[float] = field(default_factory=set)  # void seconds whose lost fix was counted
     dropped: dict[str, int] = field(default_factory=dict)
     day: date | None = None  # the date of the last RMC
     day_seconds: float = 0.0  # and its time of day
-    # GGA/GNS fixes before the first date (a receiver sending GGA first in each cycle), as
-    # (time of day, position, altitude): dated by the first RMC or ZDA
-    undated: list[tuple[float, tuple[float, float], float]] = field(default_factory=list)
+    # GGA/GNS/GLL fixes before the first date (a receiver sending GGA first in each cycle), as
+    # (time of day, position, altitude or None for GLL): dated by the first RMC or ZDA
+    undated: list[tuple[float, tuple[float, float], float | None]] = field(default_factory=list)
 
     def drop(self, why: str) -> None:
         self.dropped[why] = self.dropped.get(why, 0) + 1
+
+    def lost(self, clock: float, why: str) -> None:
+        """Count the fix of the void second at ``clock`` once, however many of its sentences
+        (GGA and GLL, GGA and GNS) claimed it."""
+        if clock not in self.counted:
+            self.counted.add(clock)
+            self.drop(why)
 
     def dated(self, day: date, clock: float) -> None:
         """An RMC or ZDA's date and time of day; the fixes waiting for a date get it."""
@@ -90,10 +98,26 @@ class _Log:
             before_midnight = seconds > clock + 43200
             self.place(day - timedelta(days=1) if before_midnight else day, seconds, pos, ele)
 
-    def place(self, day: date, clock: float, pos: tuple[float, float], ele: float) -> None:
+    def place(self, day: date, clock: float, pos: tuple[float, float], ele: float | None) -> None:
+        """A fix without a date of its own: ``ele`` None (GLL has no altitude) keeps the one
+        another sentence of the cycle gave."""
         i = self.at(day, clock, pos)
-        if i is not None:
+        if i is not None and ele is not None:
             self.track.eles[i] = ele
+
+    def of_day(self, clock: float, pos: tuple[float, float], ele: float | None) -> None:
+        """A GGA/GNS/GLL fix at ``clock`` (time of day), on the date the last RMC or ZDA gave
+        (the next day once past midnight), or held for the first date to come."""
+        if self.day is None:
+            if len(self.undated) < UNDATED:
+                self.undated.append((clock, pos, ele))
+            else:
+                self.drop("no date")
+            return
+        day = self.day
+        if clock < self.day_seconds - 43200:  # past midnight since the last RMC
+            day += timedelta(days=1)
+        self.place(day, clock, pos, ele)
 
     def at(self, day: date, clock: float, pos: tuple[float, float]) -> int | None:
         """The index of the fix at ``clock`` on ``day`` (a new one if no recent sentence gave
@@ -120,7 +144,9 @@ class _Log:
         undone."""
         self.void.setdefault(clock, why)
         if len(self.void) > RECENT:
-            del self.void[next(iter(self.void))]
+            oldest = next(iter(self.void))
+            del self.void[oldest]
+            self.counted.discard(oldest)
         undone = False
         for t, (i, at_clock) in list(self.recent.items()):
             if at_clock == clock:
@@ -192,7 +218,7 @@ def _rmc(log: _Log, f: list[str]) -> None:
         # no fix (a receiver says so every second until it has one, so only a GGA/GNS fix of
         # the same second undone by it is counted)
         if log.veto(clock, VOID_DROPPED):
-            log.drop(VOID_DROPPED)
+            log.lost(clock, VOID_DROPPED)
         return
     try:
         dd, mm, yy = int(f[8][:2]), int(f[8][2:4]), int(f[8][4:6])
@@ -232,11 +258,11 @@ def _gga(log: _Log, f: list[str], gns: bool = False) -> None:
         valid = f[5].isdigit() and f[5] not in ("0", "6", "7", "8")
     if clock is None or not valid:
         return  # no fix, an estimated or simulated one
-    # each GGA/GNS fix dropped is counted once, whichever sentence of its second came first
+    # the fix of a second dropped is counted once, whichever sentence of it came first
     why = HDOP_DROPPED if _hdop(f[7]) > MAX_HDOP else log.void.get(clock)
     if why is not None:
         log.veto(clock, why)
-        log.drop(why)
+        log.lost(clock, why)
         return
     try:
         ele = float(f[8]) if f[8] else math.nan
@@ -246,17 +272,27 @@ def _gga(log: _Log, f: list[str], gns: bool = False) -> None:
     if pos is None:
         log.drop("bad coordinates")
         return
-    ele = ele if math.isfinite(ele) else math.nan
-    if log.day is None:
-        if len(log.undated) < UNDATED:
-            log.undated.append((clock, pos, ele))
-        else:
-            log.drop("no date")
+    log.of_day(clock, pos, ele if math.isfinite(ele) else math.nan)
+
+
+def _gll(log: _Log, f: list[str]) -> None:
+    """GLL: position and time of day, status A/V and (NMEA 2.3) a mode letter, N for no fix;
+    some receivers (a Garmin 48) give a fix by GLL alone every other second. Older GLL without
+    time or status gives no fix."""
+    if len(f) < 6:
         return
-    day = log.day
-    if clock < log.day_seconds - 43200:  # past midnight since the last RMC
-        day += timedelta(days=1)
-    log.place(day, clock, pos, ele)
+    clock = _clock(f[4])
+    if clock is None or f[5] != "A" or (len(f) > 6 and f[6][:1] == "N"):
+        return
+    why = log.void.get(clock)  # an RMC V or a GGA/GNS over MAX_HDOP of this second
+    if why is not None:
+        log.lost(clock, why)
+        return
+    pos = _position(f, 0)
+    if pos is None:
+        log.drop("bad coordinates")
+        return
+    log.of_day(clock, pos, None)
 
 
 def _hdop(text: str) -> float:
@@ -311,6 +347,8 @@ def load_nmea(path: str | os.PathLike[str]) -> Track:
                     _rmc(log, fields)
                 elif kind in ("GGA", "GNS"):
                     _gga(log, fields, gns=kind == "GNS")
+                elif kind == "GLL":
+                    _gll(log, fields)
                 elif kind == "ZDA":
                     _zda(log, fields)
     except OSError as exc:
