@@ -266,7 +266,7 @@ def test_status_links_a_daemons_uploads_once_they_are_on_the_map(
         assert f"{image['filename']}: {VIEWER}{image['id']}" in one.stdout
     detail = json.loads(status(d, "--sequence", shown["uuid"], "--json").stdout)
     assert [p["image_id"] for p in detail["photos"]] == [i["id"] for i in made["images"]]
-    (seq,) = read_tracks(d.journal)["sequences"]
+    (seq,) = json.loads(read_tracks(d.journal))["sequences"]
     assert seq["url"] == shown["url"]
     missing = status(d, "--sequence", "no-such-uuid")
     assert missing.returncode == 2 and "no sequence no-such-uuid" in missing.stderr
