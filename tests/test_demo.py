@@ -119,7 +119,7 @@ def test_demo_uploads_every_photo_once_and_keeps_its_page_up_until_ctrl_c(tmp_pa
     found = re.search(
         r"clock\s+zone \+01:00, camera ([\d.]+) s behind \(found from the photos", out
     )
-    assert found and abs(float(found[1]) - 7.0) <= 1.0, out
+    assert found and abs(float(found[1]) - 7.0) <= 1.5, out  # one stop, a photo every 2 s
     # The round trip: what went up comes back down from the same box.
     assert int(re.search(r"download\s+(\d+) images", out).group(1)) == images
     listed = re.findall(r"^\s+[0-9a-f-]{36}\s+(\d+) images\s+cluster (\d+)$", out, re.M)

@@ -168,7 +168,9 @@ async def _report(
     print(
         f"         (the camera: zone {CAMERA_ZONE}, {-CAMERA_OFFSET_S:g} s behind; {off:+.1f} s off)"
     )
-    if clock.get("source") != "auto" or clock.get("tz") != CAMERA_ZONE or abs(off) > 1.0:
+    # One red light and a photo every 2 s time the clock to about a second (PERFORMANCE.md):
+    # more than 1.5 s off would be a finder gone wrong, not the drive's limit.
+    if clock.get("source") != "auto" or clock.get("tz") != CAMERA_ZONE or abs(off) > 1.5:
         code = EXIT_SET_ASIDE  # the demo's camera is set wrong on purpose: clock must find it
     fetched = await _download_back(drive, server.graph_url, workspace / "downloaded")
     print(
