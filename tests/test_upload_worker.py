@@ -457,7 +457,21 @@ async def test_an_image_in_a_state_a_sequence_cannot_hold_fails_it_before_anythi
 async def test_the_event_loop_thread_does_not_hash_the_images(
     tmp_path: Path, journal: AsyncJournal
 ) -> None:
-    folder = tmp_path / "big"
+    # Load on the machine only adds to the loop's CPU time, so the least of up to three uploads
+    # is the fair reading; a loop that hashed each image itself would cost 4/3 of md5_cpu in
+    # every one of them.
+    readings = []
+    for attempt in range(3):
+        loop_cpu, md5_cpu = await _loop_and_md5_cpu(tmp_path / f"try{attempt}", journal)
+        readings.append((loop_cpu, md5_cpu))
+        if loop_cpu < 0.7 * md5_cpu:
+            break
+    assert min(loop / md5 for loop, md5 in readings) < 0.7, readings
+
+
+async def _loop_and_md5_cpu(work: Path, journal: AsyncJournal) -> tuple[float, float]:
+    """This thread's CPU time uploading 4 big images, and what hashing them all costs."""
+    folder = work / "big"
     paths = described_folder(folder, 4, size=(4000, 3000), quality=95)  # ~14 MB of noise each
     (uuid,) = await journal.run(lambda j: queue_folder(j, folder))
     data = paths[0].read_bytes()
@@ -471,7 +485,7 @@ async def test_the_event_loop_thread_does_not_hash_the_images(
     # The server in its own thread, so this thread's CPU time is the loop's work alone: the
     # requests and the journal's replies, not the hashing (about 1/3 of md5_cpu here, against
     # 4/3 when the loop hashed each image itself).
-    with ServerThread(ServerConfig(data_dir=tmp_path / "srv")) as server:
+    with ServerThread(ServerConfig(data_dir=work / "srv")) as server:
         async with UploadClient(
             TOKEN, server.graph_url, server.upload_url, policy=FAST, concurrency=2
         ) as client:
@@ -480,7 +494,7 @@ async def test_the_event_loop_thread_does_not_hash_the_images(
             (result,) = await uploader.upload_all([uuid])
             loop_cpu = time.thread_time() - started
     assert result.cluster_id and result.images == 4
-    assert loop_cpu < 0.7 * md5_cpu, (loop_cpu, md5_cpu)
+    return loop_cpu, md5_cpu
 
 
 # -- 5. status: what is left to upload, and failed sequences -------------------------------------
