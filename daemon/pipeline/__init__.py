@@ -157,12 +157,7 @@ def _judge(
     # up from the movement must not.
     speeds = [s.speed for s in states]
     recs = mark_stops(
-        recs,
-        slowness,
-        options.duplicate_angle,
-        fix_step=motion.step,
-        momentary=speeds,
-        fixes=motion.fixes,
+        recs, slowness, options.duplicate_angle, fix_step=motion.step, momentary=speeds
     )
     if options.interpolate_directions:
         headings: list[float | None] = [s.heading for s in states]

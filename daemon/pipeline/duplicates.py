@@ -35,7 +35,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from daemon.core.geo import EARTH_RADIUS_M, angle_diff_deg, distance_m
-from daemon.pipeline.halts import halt_span
 from daemon.pipeline.records import DUPLICATE, IMPOSSIBLE_SPEED, ImageRecord
 
 MIN_SPEED_DT_S = 1.0  # EXIF times often have whole-second resolution
@@ -273,7 +272,6 @@ def _has_core(run: list[int], speeds: Sequence[float], standing_speed: float) ->
     return longest >= STOP_CORE_PHOTOS
 
 
-EXTEND_PHOTOS = 2  # photos beyond a run's ends the fixes may add to the stop
 PACE_PHOTOS = 5  # photos beyond a stop that tell how fast the camera went before or after it
 PACE_SHARE = 0.4  # of that pace, below which a photo next to a stop goes with it (bench_accuracy)
 
@@ -319,7 +317,6 @@ def mark_stops(
     moving_speed: float = 1.0,
     fix_step: float = 1.0,
     momentary: Sequence[float] | None = None,
-    fixes: tuple[Sequence[float], Sequence[float], Sequence[float]] | None = None,
 ) -> list[ImageRecord]:
     """Set aside all but one photo of each stop, judged by the smoothed speed at each photo
     (``speeds``, m/s, one per record: see :mod:`daemon.pipeline.smooth`).
@@ -335,12 +332,6 @@ def mark_stops(
     are farther apart than standing allows is not a stop (a slow walk). Of a stop, the middle
     photo is kept, and any photo a camera compass says looks more than ``angle`` degrees away
     from every photo kept there. Photos faster than that are never set aside.
-
-    With the raw ``fixes`` smoothed (seconds, local metres east and north) the stop is then
-    cut to the time the camera halted and set off again as they tell it (see
-    :mod:`daemon.pipeline.halts`): a walker's last steps before a wait stay, a photo or two
-    beyond the run's ends taken while the camera stood goes with the stop, and a walk between
-    two waits is two stops.
     """
     edge_speed = moving_speed + EDGE_SLACK * fix_step
     # A stop's ends are judged by the momentary speed when given: the drift over seconds
@@ -364,111 +355,29 @@ def mark_stops(
             run.insert(0, before)
         if after < len(ends) and ends[after] < edge_speed * _pace(ends, after, 1):
             run.append(after)
-        for stop in _halted(run, out, speeds, standing_speed, fixes, (ends, moving_speed)):
-            _keep_one(stop, out, speeds, angle, standing_speed)
+        if len(run) < 2:
+            continue
+        first, last = out[run[0]], out[run[-1]]
+        span = (last.time - first.time).total_seconds()
+        if _dist(first, last) > standing_speed * span + 2 * MIN_STOP_SPREAD_M:
+            continue
+        rep = run[len(run) // 2]
+        kept = [rep]
+        for i in run:
+            if i == rep:
+                continue
+            heading = _trusted_heading(out[i])
+            if heading is not None and all(
+                (other := _trusted_heading(out[j])) is not None
+                and angle_diff_deg(heading, other) > angle
+                for j in kept
+            ):
+                kept.append(i)
+                continue
+            out[i] = out[i].set_aside(
+                DUPLICATE,
+                f"duplicate of {out[rep].filename}: camera standing still "
+                f"({speeds[i]:.2f} m/s on the smoothed track), {_dist(out[rep], out[i]):.1f} m "
+                "from it",
+            )
     return out
-
-
-def _halted(
-    run: list[int],
-    recs: Sequence[ImageRecord],
-    speeds: Sequence[float],
-    standing_speed: float,
-    fixes: tuple[Sequence[float], Sequence[float], Sequence[float]] | None,
-    slow: tuple[Sequence[float], float],
-) -> list[list[int]]:
-    """The run less the photos the raw fixes say were taken before the camera halted or after
-    it set off (:mod:`daemon.pipeline.halts`), in the stops left (a walk between two waits
-    splits a run in two)."""
-    if not fixes or len(fixes[0]) < 2:
-        return [run]
-    ends, moving_speed = slow
-    times = {i: recs[i].time.timestamp() for i in run}
-    spans = []
-    for core in _cores(run, speeds, standing_speed):
-        span = halt_span(*fixes, times[core[0]], times[core[-1]])
-        if span is None:
-            return [run]
-        spans.append(span)
-    if not spans:  # trimmed to its slow edges: nothing to place the stop by
-        return [run]
-
-    def inside(i: int) -> bool:
-        t = times.setdefault(i, recs[i].time.timestamp())
-        return any(lo <= t <= hi for lo, hi in spans)
-
-    # Photos beyond the run's ends the smoother read as moving slowly, taken while the fixes
-    # say the camera stood: the smoother rounded the halt off the other way.
-    head = run[0]
-    while (
-        head > 0
-        and head > run[0] - EXTEND_PHOTOS
-        and ends[head - 1] < moving_speed
-        and inside(head - 1)
-    ):
-        head -= 1
-    tail = run[-1]
-    while (
-        tail + 1 < len(recs)
-        and tail < run[-1] + EXTEND_PHOTOS
-        and ends[tail + 1] < moving_speed
-        and inside(tail + 1)
-    ):
-        tail += 1
-    stops: list[list[int]] = [[]]
-    for i in range(head, tail + 1):
-        if inside(i):
-            stops[-1].append(i)
-        elif stops[-1]:
-            stops.append([])
-    return [s for s in stops if s]
-
-
-def _cores(run: list[int], speeds: Sequence[float], standing_speed: float) -> list[list[int]]:
-    """The streaks of at least STOP_CORE_PHOTOS photos below ``standing_speed``."""
-    cores: list[list[int]] = []
-    streak: list[int] = []
-    for j in [*run, -1]:
-        if j >= 0 and speeds[j] < standing_speed:
-            streak.append(j)
-            continue
-        if len(streak) >= STOP_CORE_PHOTOS:
-            cores.append(streak)
-        streak = []
-    return cores
-
-
-def _keep_one(
-    run: list[int],
-    out: list[ImageRecord],
-    speeds: Sequence[float],
-    angle: float,
-    standing_speed: float,
-) -> None:
-    """Set aside (in ``out``) all photos of one stop but its middle one and those a compass
-    says look elsewhere."""
-    if len(run) < 2:
-        return
-    first, last = out[run[0]], out[run[-1]]
-    span = (last.time - first.time).total_seconds()
-    if _dist(first, last) > standing_speed * span + 2 * MIN_STOP_SPREAD_M:
-        return
-    rep = run[len(run) // 2]
-    kept = [rep]
-    for i in run:
-        if i == rep:
-            continue
-        heading = _trusted_heading(out[i])
-        if heading is not None and all(
-            (other := _trusted_heading(out[j])) is not None
-            and angle_diff_deg(heading, other) > angle
-            for j in kept
-        ):
-            kept.append(i)
-            continue
-        out[i] = out[i].set_aside(
-            DUPLICATE,
-            f"duplicate of {out[rep].filename}: camera standing still "
-            f"({speeds[i]:.2f} m/s on the smoothed track), {_dist(out[rep], out[i]):.1f} m "
-            "from it",
-        )

@@ -22,7 +22,7 @@ import math
 import statistics
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from daemon.core.geo import EARTH_RADIUS_M, normalize_deg
@@ -83,11 +83,6 @@ class Motion:
     lon0: float
     from_track: bool  # smoothed over the track's fixes (denser than the photos), not the photos'
     step: float = 1.0  # median seconds between the fixes smoothed
-    # The raw fixes smoothed (seconds, local metres east, north): where a stop begins and ends
-    # is told from them (daemon.pipeline.halts).
-    fixes: tuple[list[float], list[float], list[float]] = field(
-        default_factory=lambda: ([], [], [])
-    )
 
     def latlon(self, s: State) -> tuple[float, float]:
         scale = math.cos(math.radians(self.lat0))
@@ -235,7 +230,7 @@ def estimate(
         span = min(DRIFT_S, t - ts[0]) + min(DRIFT_S, ts[-1] - t)
         drift = math.hypot(after.x - before.x, after.y - before.y) / span if span > 0 else math.inf
         states.append(State(here.x, here.y, here.vx, here.vy, drift))
-    return Motion(states, lat0, lon0, from_track, step, (ts, xs, ys))
+    return Motion(states, lat0, lon0, from_track, step)
 
 
 def local_noise(ts: Sequence[float], xs: Sequence[float], ys: Sequence[float]) -> list[float]:
